@@ -1,0 +1,11 @@
+//! netbridge: turn a host's uplink into a Linux bridge through
+//! NetworkManager, prove connectivity, and roll back by itself.
+//!
+//! Layers, from the bus up: [`nm`] (the only user of the D-Bus proxies),
+//! [`plan`] (pure: what to create from what was found), [`transaction`]
+//! (checkpoint, apply, verify, commit or roll back), [`checks`], [`journal`]
+//! (the on-disk record of an unfinished change), and the CLI verbs in [`cli`].
+
+pub mod nm;
+pub mod plan;
+pub mod checks;

@@ -1,0 +1,112 @@
+//! Errors of the NetworkManager layer. D-Bus error names are kept as they
+//! came, so the transaction can decide what a failure means.
+
+use netbridge_dbus::errors;
+use zbus::DBusError;
+use netbridge_dbus::SettingsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NmError {
+    #[error("cannot reach the D-Bus system bus ({address}): {source}")]
+    NoBus {
+        address: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("NetworkManager is not running (nobody owns org.freedesktop.NetworkManager on the system bus {address})")]
+    NotRunning { address: String },
+    #[error("NetworkManager refused {call}: permission denied ({name}); run netbridge as root")]
+    PermissionDenied { call: String, name: String },
+    #[error("NetworkManager {call} failed: {name}: {message}")]
+    Method {
+        call: String,
+        name: String,
+        message: String,
+    },
+    #[error("NetworkManager {call} failed: {source}")]
+    Bus {
+        call: String,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("unexpected settings from NetworkManager: {0}")]
+    Settings(#[from] SettingsError),
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout { what: String, seconds: u64 },
+    #[error("{what}")]
+    Unexpected { what: String },
+}
+
+impl NmError {
+    /// Wraps a zbus error with the call it came from, keeping NM's error name.
+    pub fn from_call(call: impl Into<String>, source: zbus::Error) -> Self {
+        let call = call.into();
+        let (name, message) = match &source {
+            zbus::Error::MethodError(name, message, _) => {
+                (name.to_string(), message.clone().unwrap_or_default())
+            }
+            zbus::Error::FDO(fdo) => (
+                fdo.name().to_string(),
+                fdo.description().unwrap_or_default().to_owned(),
+            ),
+            _ => return NmError::Bus { call, source },
+        };
+        if is_permission_error(&name) {
+            NmError::PermissionDenied { call, name }
+        } else {
+            NmError::Method {
+                call,
+                name,
+                message,
+            }
+        }
+    }
+
+    /// The D-Bus error name NetworkManager (or the bus) answered with, if any.
+    pub fn dbus_name(&self) -> Option<&str> {
+        match self {
+            NmError::Method { name, .. } | NmError::PermissionDenied { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The object the call was made on no longer exists (e.g. a deactivated connection).
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.dbus_name(),
+            Some(errors::UNKNOWN_METHOD | errors::UNKNOWN_OBJECT)
+        )
+    }
+
+    /// NetworkManager vanished from the bus (stopped or restarted).
+    pub fn is_nm_gone(&self) -> bool {
+        matches!(
+            self.dbus_name(),
+            Some(errors::SERVICE_UNKNOWN | errors::NO_REPLY)
+        ) || matches!(self, NmError::NotRunning { .. })
+    }
+}
+
+fn is_permission_error(name: &str) -> bool {
+    name == errors::PERMISSION_DENIED
+        || name == errors::SETTINGS_PERMISSION_DENIED
+        || name == errors::ACCESS_DENIED
+        || name.ends_with(".PermissionDenied")
+}
+
+/// Adds the call's name to a zbus result.
+pub trait CallContext<T> {
+    fn call(self, call: &str) -> Result<T, NmError>;
+}
+
+impl<T> CallContext<T> for zbus::Result<T> {
+    fn call(self, call: &str) -> Result<T, NmError> {
+        self.map_err(|e| NmError::from_call(call, e))
+    }
+}
+
+impl<T> CallContext<T> for zbus::fdo::Result<T> {
+    fn call(self, call: &str) -> Result<T, NmError> {
+        self.map_err(|e| NmError::from_call(call, zbus::Error::from(e)))
+    }
+}

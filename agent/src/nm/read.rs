@@ -1,0 +1,291 @@
+//! Typed snapshots of devices, active connections and profiles.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use netbridge_dbus::flags::{ActivationStateFlags, SettingsConnectionFlags};
+use netbridge_dbus::proxy::dhcp4_config::Dhcp4ConfigProxy;
+use netbridge_dbus::proxy::ip4_config::Ip4ConfigProxy;
+use netbridge_dbus::proxy::ip6_config::Ip6ConfigProxy;
+use netbridge_dbus::proxy::wired::WiredProxy;
+use netbridge_dbus::proxy::DictList;
+use netbridge_dbus::settings::{dict_str, dict_u32, names};
+use netbridge_dbus::state::{ActiveConnectionState, DeviceState, DeviceType};
+use netbridge_dbus::Settings;
+use serde::Serialize;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+
+use super::{CallContext, Nm, NmError};
+
+/// A device's runtime IP state (what the kernel has, as NetworkManager reports it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IpRuntime {
+    pub addresses: Vec<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    pub searches: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceInfo {
+    #[serde(skip)]
+    pub path: OwnedObjectPath,
+    pub interface: String,
+    #[serde(rename = "type")]
+    pub device_type: DeviceType,
+    pub state: DeviceState,
+    pub managed: bool,
+    pub mac: String,
+    /// Empty for devices without one (veth).
+    pub permanent_mac: String,
+    pub mtu: u32,
+    #[serde(skip)]
+    pub active_connection: Option<OwnedObjectPath>,
+    #[serde(skip)]
+    pub port_paths: Vec<OwnedObjectPath>,
+    pub ipv4: IpRuntime,
+    pub ipv6: IpRuntime,
+    /// A DHCPv4 lease is in place.
+    pub dhcp4: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveInfo {
+    #[serde(skip)]
+    pub path: OwnedObjectPath,
+    #[serde(skip)]
+    pub profile: OwnedObjectPath,
+    pub id: String,
+    pub uuid: String,
+    #[serde(rename = "type")]
+    pub connection_type: String,
+    pub state: ActiveConnectionState,
+    #[serde(skip)]
+    pub flags: ActivationStateFlags,
+}
+
+/// The identity of a profile, enough to find the ones that compete for a device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileInfo {
+    #[serde(skip)]
+    pub path: OwnedObjectPath,
+    pub uuid: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub connection_type: String,
+    pub interface_name: Option<String>,
+    pub autoconnect: bool,
+    pub autoconnect_priority: i32,
+    /// The controller (`connection.master`): an interface name or a UUID.
+    pub controller: Option<String>,
+    pub in_memory_only: bool,
+    pub filename: String,
+}
+
+fn optional_path(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
+    (path.as_str() != netbridge_dbus::NULL_PATH).then_some(path)
+}
+
+fn networks(list: &DictList) -> Vec<IpNetwork> {
+    list.iter()
+        .filter_map(|entry| {
+            let entry = entry
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let addr: IpAddr = dict_str(&entry, "address")?.parse().ok()?;
+            let prefix = u8::try_from(dict_u32(&entry, "prefix")?).ok()?;
+            IpNetwork::new(addr, prefix).ok()
+        })
+        .collect()
+}
+
+fn gateway(text: String) -> Option<IpAddr> {
+    text.parse().ok()
+}
+
+impl Nm {
+    pub async fn device_info(&self, path: &ObjectPath<'_>) -> Result<DeviceInfo, NmError> {
+        let dev = self.device_proxy(path).await?;
+        let interface = dev.interface().await.call("reading Device.Interface")?;
+        let ctx = |what: &str| format!("reading {what} of {interface}");
+        let ip4 = optional_path(dev.ip4_config().await.call(&ctx("Ip4Config"))?);
+        let ip6 = optional_path(dev.ip6_config().await.call(&ctx("Ip6Config"))?);
+        let dhcp4 = optional_path(dev.dhcp4_config().await.call(&ctx("Dhcp4Config"))?);
+        Ok(DeviceInfo {
+            path: path.to_owned().into(),
+            device_type: DeviceType::from(dev.device_type().await.call(&ctx("DeviceType"))?),
+            state: DeviceState::from(dev.state().await.call(&ctx("State"))?),
+            managed: dev.managed().await.call(&ctx("Managed"))?,
+            mac: dev.hw_address().await.call(&ctx("HwAddress"))?,
+            permanent_mac: self.permanent_mac(path).await,
+            mtu: dev.mtu().await.call(&ctx("Mtu"))?,
+            active_connection: optional_path(
+                dev.active_connection().await.call(&ctx("ActiveConnection"))?,
+            ),
+            port_paths: dev.ports().await.call(&ctx("Ports"))?,
+            ipv4: self.ip4_runtime(ip4).await?,
+            ipv6: self.ip6_runtime(ip6).await?,
+            dhcp4: dhcp4.is_some(),
+            interface,
+        })
+    }
+
+    /// Only Ethernet-like devices have a permanent MAC; others read as empty.
+    async fn permanent_mac(&self, path: &ObjectPath<'_>) -> String {
+        let proxy = match WiredProxy::builder(self.connection()).path(path.to_owned()) {
+            Ok(builder) => builder.cache_properties(CacheProperties::No).build().await,
+            Err(e) => Err(e),
+        };
+        match proxy {
+            Ok(proxy) => proxy.perm_hw_address().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    async fn ip4_runtime(&self, path: Option<OwnedObjectPath>) -> Result<IpRuntime, NmError> {
+        let Some(path) = path else {
+            return Ok(IpRuntime::default());
+        };
+        let ip = Ip4ConfigProxy::builder(self.connection())
+            .path(path)
+            .call("IP4Config proxy")?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .call("IP4Config proxy")?;
+        let dns = ip.nameserver_data().await.call("reading IP4Config.NameserverData")?;
+        Ok(IpRuntime {
+            addresses: networks(&ip.address_data().await.call("reading IP4Config.AddressData")?),
+            gateway: gateway(ip.gateway().await.call("reading IP4Config.Gateway")?),
+            dns: networks_dns(&dns),
+            searches: ip.searches().await.call("reading IP4Config.Searches")?,
+        })
+    }
+
+    async fn ip6_runtime(&self, path: Option<OwnedObjectPath>) -> Result<IpRuntime, NmError> {
+        let Some(path) = path else {
+            return Ok(IpRuntime::default());
+        };
+        let ip = Ip6ConfigProxy::builder(self.connection())
+            .path(path)
+            .call("IP6Config proxy")?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .call("IP6Config proxy")?;
+        let dns = ip.nameservers().await.call("reading IP6Config.Nameservers")?;
+        Ok(IpRuntime {
+            addresses: networks(&ip.address_data().await.call("reading IP6Config.AddressData")?),
+            gateway: gateway(ip.gateway().await.call("reading IP6Config.Gateway")?),
+            dns: dns
+                .iter()
+                .filter_map(|b| netbridge_dbus::settings::ipv6_from_nm(b).map(IpAddr::V6))
+                .collect(),
+            searches: ip.searches().await.call("reading IP6Config.Searches")?,
+        })
+    }
+
+    /// The DHCPv4 lease options of a device, if it has a lease.
+    pub async fn dhcp4_options(
+        &self,
+        path: &ObjectPath<'_>,
+    ) -> Result<Vec<(String, String)>, NmError> {
+        let dev = self.device_proxy(path).await?;
+        let Some(config) = optional_path(dev.dhcp4_config().await.call("reading Dhcp4Config")?)
+        else {
+            return Ok(Vec::new());
+        };
+        let proxy = Dhcp4ConfigProxy::builder(self.connection())
+            .path(config)
+            .call("DHCP4Config proxy")?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .call("DHCP4Config proxy")?;
+        let options = proxy.options().await.call("reading DHCP4Config.Options")?;
+        Ok(options
+            .into_iter()
+            .filter_map(|(k, v)| v.downcast_ref::<&str>().ok().map(|s| (k, s.to_owned())))
+            .collect())
+    }
+
+    pub async fn devices(&self) -> Result<Vec<DeviceInfo>, NmError> {
+        let mut devices = Vec::new();
+        for path in self.device_paths().await? {
+            match self.device_info(&path).await {
+                Ok(info) => devices.push(info),
+                // A device that vanished between the listing and the read is simply gone.
+                Err(e) if e.is_gone() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(devices)
+    }
+
+    pub async fn active_info(&self, path: &ObjectPath<'_>) -> Result<ActiveInfo, NmError> {
+        let ac = self.active_proxy(path).await?;
+        Ok(ActiveInfo {
+            path: path.to_owned().into(),
+            profile: ac.connection().await.call("reading Active.Connection")?,
+            id: ac.id().await.call("reading Active.Id")?,
+            uuid: ac.uuid().await.call("reading Active.Uuid")?,
+            connection_type: ac.connection_type().await.call("reading Active.Type")?,
+            state: ActiveConnectionState::from(ac.state().await.call("reading Active.State")?),
+            flags: ActivationStateFlags::from_bits_retain(
+                ac.state_flags().await.call("reading Active.StateFlags")?,
+            ),
+        })
+    }
+
+    pub async fn profile_info(&self, path: &ObjectPath<'_>) -> Result<ProfileInfo, NmError> {
+        let settings = self.profile_settings(path).await?;
+        let proxy = self.profile_proxy(path).await?;
+        let flags = SettingsConnectionFlags::from_bits_retain(
+            proxy.flags().await.call("reading Settings.Connection.Flags")?,
+        );
+        let filename = proxy.filename().await.call("reading Settings.Connection.Filename")?;
+        profile_identity(path, &settings, flags, filename)
+    }
+
+    pub async fn profiles(&self) -> Result<Vec<ProfileInfo>, NmError> {
+        let mut profiles = Vec::new();
+        for path in self.profile_paths().await? {
+            match self.profile_info(&path).await {
+                Ok(info) => profiles.push(info),
+                Err(e) if e.is_gone() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(profiles)
+    }
+}
+
+fn networks_dns(list: &DictList) -> Vec<IpAddr> {
+    list.iter()
+        .filter_map(|entry| entry.get("address")?.downcast_ref::<&str>().ok()?.parse().ok())
+        .collect()
+}
+
+fn profile_identity(
+    path: &ObjectPath<'_>,
+    settings: &Settings,
+    flags: SettingsConnectionFlags,
+    filename: String,
+) -> Result<ProfileInfo, NmError> {
+    let c = names::CONNECTION;
+    Ok(ProfileInfo {
+        path: path.to_owned().into(),
+        uuid: settings.str(c, "uuid")?.unwrap_or_default().to_owned(),
+        id: settings.str(c, "id")?.unwrap_or_default().to_owned(),
+        connection_type: settings.str(c, "type")?.unwrap_or_default().to_owned(),
+        interface_name: settings.str(c, "interface-name")?.map(str::to_owned),
+        autoconnect: settings.bool(c, "autoconnect")?.unwrap_or(true),
+        autoconnect_priority: settings.i32(c, "autoconnect-priority")?.unwrap_or(0),
+        controller: settings.str(c, "master")?.map(str::to_owned),
+        in_memory_only: flags.contains(SettingsConnectionFlags::UNSAVED)
+            || filename.starts_with("/run/"),
+        filename,
+    })
+}

@@ -1,0 +1,651 @@
+//! Pure planning: from what was found on the host and what was asked, decide
+//! the profiles to create and what to expect once they run. No I/O here, so
+//! every rule is unit-tested without a NetworkManager.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnetwork::IpNetwork;
+use netbridge_dbus::settings::{dict_str, dict_u32, ipv4_from_nm, ipv6_from_nm, names};
+use netbridge_dbus::state::{DeviceState, DeviceType};
+use netbridge_dbus::{Settings, SettingsError};
+use serde::Serialize;
+
+use crate::nm::{ActivationGoal, DeviceInfo, NmVersion, ProfileInfo};
+
+/// The oldest NetworkManager with every call netbridge makes (AddConnection2).
+pub const MIN_NM_VERSION: NmVersion = NmVersion(1, 20, 0);
+/// NetworkManager's default STP forward delay, which a port waits out twice.
+const STP_FORWARD_DELAY: u64 = 15;
+/// Above this a rollback timer protects nothing useful: the operator is locked out for an hour.
+pub const MAX_ROLLBACK_TIMEOUT: u32 = 3600;
+pub const MIN_ROLLBACK_TIMEOUT: u32 = 5;
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub uplink: String,
+    pub bridge: String,
+    pub stp: bool,
+    pub rollback_timeout: Option<u32>,
+}
+
+/// What was found on the host, read from NetworkManager.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub nm_version: NmVersion,
+    pub devices: Vec<DeviceInfo>,
+    pub profiles: Vec<ProfileInfo>,
+    pub uplink: Option<UplinkFound>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UplinkFound {
+    pub device: DeviceInfo,
+    /// The profile active on the uplink and the settings the device runs with.
+    pub active: Option<(ProfileInfo, Settings)>,
+    /// The interface this device is a port of, if any.
+    pub controller: Option<String>,
+}
+
+/// Fresh identifiers for the profiles to create (given, so plans are reproducible in tests).
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub bridge_uuid: String,
+    pub port_uuid: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("NetworkManager {found} is too old: netbridge needs {need} or newer")]
+    NmTooOld { found: NmVersion, need: NmVersion },
+    #[error("invalid bridge name {name:?}: {reason}")]
+    BridgeName { name: String, reason: &'static str },
+    #[error("no network device named {name:?} (NetworkManager has: {known})")]
+    UnknownUplink { name: String, known: String },
+    #[error("{name} is the loopback device; the uplink must be an Ethernet-like NIC")]
+    Loopback { name: String },
+    #[error("{name} is not managed by NetworkManager (state {state}); let NetworkManager manage it first (e.g. check its unmanaged-devices and udev rules)")]
+    Unmanaged { name: String, state: DeviceState },
+    #[error("{name} is a {kind} device; netbridge converts ethernet, veth, bond and vlan uplinks")]
+    UnsupportedType { name: String, kind: DeviceType },
+    #[error("{name} is already a port of {controller}; detach it first or convert {controller}'s uplink")]
+    AlreadyPort { name: String, controller: String },
+    #[error("{name} has no active profile (state {state}); bring it up with a working profile first")]
+    NoActiveProfile { name: String, state: DeviceState },
+    #[error("the name {name:?} is already used by {by}; choose another with --bridge")]
+    NameTaken { name: String, by: String },
+    #[error("--rollback-timeout {value}: {reason}")]
+    RollbackTimeout { value: u32, reason: String },
+    #[error("the active profile of {name} has unreadable settings: {source}")]
+    Settings {
+        name: String,
+        #[source]
+        source: SettingsError,
+    },
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Convert(Box<Plan>),
+    /// The uplink is already a port of the requested bridge: nothing to do.
+    AlreadyConverted { uplink: String, bridge: String },
+}
+
+/// The user's original profile, kept (autoconnect off after commit) for `revert`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Original {
+    pub uuid: String,
+    pub id: String,
+    pub autoconnect: bool,
+}
+
+/// The IP configuration as it will be carried over, for display and verification.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct IpPlan {
+    pub method: String,
+    pub addresses: Vec<IpNetwork>,
+    pub gateway: Option<IpAddr>,
+    pub dns: Vec<IpAddr>,
+    pub searches: Vec<String>,
+    pub routes: Vec<String>,
+}
+
+/// Deadlines sized for the bridge's STP setting.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Timing {
+    pub rollback_timeout: u32,
+    #[serde(with = "secs")]
+    pub activation: Duration,
+    #[serde(with = "secs")]
+    pub check: Duration,
+}
+
+mod secs {
+    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub uplink: String,
+    pub bridge: String,
+    pub port_id: String,
+    pub bridge_uuid: String,
+    pub port_uuid: String,
+    pub original: Original,
+    pub mac: String,
+    pub stp: bool,
+    pub mtu: Option<u32>,
+    pub ipv4: IpPlan,
+    pub ipv6: IpPlan,
+    pub timing: Timing,
+    /// Other profiles that could claim the uplink at boot; the port outranks them.
+    pub competing: Vec<String>,
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub goal: ActivationGoal,
+    #[serde(skip)]
+    pub bridge_profile: Settings,
+    #[serde(skip)]
+    pub port_profile: Settings,
+    /// The original profile as it will be saved at commit: autoconnect off.
+    #[serde(skip)]
+    pub original_after: Settings,
+}
+
+pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision, PlanError> {
+    if found.nm_version < MIN_NM_VERSION {
+        return Err(PlanError::NmTooOld {
+            found: found.nm_version,
+            need: MIN_NM_VERSION,
+        });
+    }
+    validate_bridge_name(&req.bridge)?;
+    let uplink = check_uplink(req, found)?;
+    if uplink.controller.as_deref() == Some(req.bridge.as_str()) {
+        return Ok(Decision::AlreadyConverted {
+            uplink: req.uplink.clone(),
+            bridge: req.bridge.clone(),
+        });
+    }
+    if let Some(controller) = &uplink.controller {
+        return Err(PlanError::AlreadyPort {
+            name: req.uplink.clone(),
+            controller: controller.clone(),
+        });
+    }
+    let Some((profile, applied)) = &uplink.active else {
+        return Err(PlanError::NoActiveProfile {
+            name: req.uplink.clone(),
+            state: uplink.device.state,
+        });
+    };
+    let port_id = format!("{}-port-{}", req.bridge, req.uplink);
+    check_names_free(&req.bridge, &port_id, found)?;
+    let timing = timing(req)?;
+    build(req, found, uplink, profile, applied, ids, port_id, timing)
+        .map(|plan| Decision::Convert(Box::new(plan)))
+        .map_err(|source| PlanError::Settings {
+            name: req.uplink.clone(),
+            source,
+        })
+}
+
+/// Interface names are at most 15 bytes; `/`, `:` and white space are not allowed by
+/// the kernel or NetworkManager, and a conservative character set keeps names portable.
+pub fn validate_bridge_name(name: &str) -> Result<(), PlanError> {
+    let reason = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 15 {
+        Some("interface names are at most 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("'.' and '..' are not interface names")
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Some("use only letters, digits, '-', '_' and '.'")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(PlanError::BridgeName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn check_uplink<'a>(req: &Request, found: &'a Found) -> Result<&'a UplinkFound, PlanError> {
+    let name = req.uplink.clone();
+    let Some(uplink) = &found.uplink else {
+        let known: Vec<&str> = found.devices.iter().map(|d| d.interface.as_str()).collect();
+        return Err(PlanError::UnknownUplink {
+            name,
+            known: known.join(", "),
+        });
+    };
+    let device = &uplink.device;
+    match device.device_type {
+        DeviceType::Loopback => Err(PlanError::Loopback { name }),
+        DeviceType::Ethernet | DeviceType::Veth | DeviceType::Bond | DeviceType::Vlan => {
+            if !device.managed || device.state == DeviceState::Unmanaged {
+                Err(PlanError::Unmanaged {
+                    name,
+                    state: device.state,
+                })
+            } else {
+                Ok(uplink)
+            }
+        }
+        kind => Err(PlanError::UnsupportedType { name, kind }),
+    }
+}
+
+fn check_names_free(bridge: &str, port_id: &str, found: &Found) -> Result<(), PlanError> {
+    if let Some(device) = found.devices.iter().find(|d| d.interface == bridge) {
+        return Err(PlanError::NameTaken {
+            name: bridge.to_owned(),
+            by: format!("an existing {} device", device.device_type),
+        });
+    }
+    for name in [bridge, port_id] {
+        let clash = found
+            .profiles
+            .iter()
+            .find(|p| p.id == name || p.interface_name.as_deref() == Some(name));
+        if let Some(p) = clash {
+            return Err(PlanError::NameTaken {
+                name: name.to_owned(),
+                by: format!("profile '{}' ({})", p.id, p.uuid),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn timing(req: &Request) -> Result<Timing, PlanError> {
+    let stp_wait = if req.stp { 2 * STP_FORWARD_DELAY } else { 0 };
+    let activation = Duration::from_secs(30 + stp_wait);
+    let check = Duration::from_secs(5 + stp_wait);
+    let default_timeout = if req.stp { 90 } else { 30 };
+    let rollback_timeout = req.rollback_timeout.unwrap_or(default_timeout);
+    validate_rollback_timeout(rollback_timeout)?;
+    Ok(Timing {
+        rollback_timeout,
+        activation,
+        check,
+    })
+}
+
+pub fn validate_rollback_timeout(value: u32) -> Result<(), PlanError> {
+    let reason = if value == 0 {
+        Some("0 would disable NetworkManager's automatic rollback, which is what keeps the host reachable if netbridge dies".to_owned())
+    } else if value < MIN_ROLLBACK_TIMEOUT {
+        Some(format!("at least {MIN_ROLLBACK_TIMEOUT} seconds are needed to bring a bridge up"))
+    } else if value > MAX_ROLLBACK_TIMEOUT {
+        Some(format!("more than {MAX_ROLLBACK_TIMEOUT} seconds would leave a broken host unreachable for too long"))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(PlanError::RollbackTimeout { value, reason }),
+        None => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    req: &Request,
+    found: &Found,
+    uplink: &UplinkFound,
+    profile: &ProfileInfo,
+    applied: &Settings,
+    ids: &Ids,
+    port_id: String,
+    timing: Timing,
+) -> Result<Plan, SettingsError> {
+    let mac = bridge_mac(&uplink.device, applied)?;
+    let mtu = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
+    let competing = competing_profiles(req, found, profile);
+    let priority = competing
+        .iter()
+        .map(|p| p.autoconnect_priority)
+        .max()
+        .map_or(0, |p| (p + 1).min(999));
+    let bridge_profile = bridge_profile(req, applied, &ids.bridge_uuid, &mac, mtu)?;
+    let port_profile = port_profile(req, applied, ids, &port_id, priority)?;
+    let mut original_after = without_legacy_forms(applied)?;
+    original_after.set(names::CONNECTION, "autoconnect", false);
+    let ipv4 = ip_plan(&bridge_profile, names::IPV4, &uplink.device.ipv4)?;
+    let ipv6 = ip_plan(&bridge_profile, names::IPV6, &uplink.device.ipv6)?;
+    let goal = ActivationGoal {
+        ip4: needs_ready(&ipv4.method),
+        ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
+    };
+    Ok(Plan {
+        uplink: req.uplink.clone(),
+        bridge: req.bridge.clone(),
+        port_id,
+        bridge_uuid: ids.bridge_uuid.clone(),
+        port_uuid: ids.port_uuid.clone(),
+        original: Original {
+            uuid: profile.uuid.clone(),
+            id: profile.id.clone(),
+            autoconnect: profile.autoconnect,
+        },
+        warnings: warnings(&ipv6, applied)?,
+        competing: competing.iter().map(|p| p.id.clone()).collect(),
+        mac,
+        stp: req.stp,
+        mtu,
+        ipv4,
+        ipv6,
+        timing,
+        goal,
+        bridge_profile,
+        port_profile,
+        original_after,
+    })
+}
+
+fn needs_ready(method: &str) -> bool {
+    matches!(method, "manual" | "auto" | "shared")
+}
+
+/// The MAC the network knows the host by: a MAC the profile pinned, else the
+/// permanent one, else (veth) the current one.
+fn bridge_mac(device: &DeviceInfo, applied: &Settings) -> Result<String, SettingsError> {
+    let pinned = applied
+        .str(names::ETHERNET, "assigned-mac-address")?
+        .filter(|m| m.contains(':'));
+    let mac = pinned
+        .map(str::to_owned)
+        .or_else(|| (!device.permanent_mac.is_empty()).then(|| device.permanent_mac.clone()))
+        .unwrap_or_else(|| device.mac.clone());
+    Ok(mac.to_ascii_uppercase())
+}
+
+/// Profiles other than the active one that NetworkManager could pick for the uplink.
+fn competing_profiles<'a>(
+    req: &Request,
+    found: &'a Found,
+    active: &ProfileInfo,
+) -> Vec<&'a ProfileInfo> {
+    found
+        .profiles
+        .iter()
+        .filter(|p| p.uuid != active.uuid && p.autoconnect && p.controller.is_none())
+        .filter(|p| {
+            p.interface_name.as_deref() == Some(req.uplink.as_str())
+                || (p.interface_name.is_none() && p.connection_type == active.connection_type)
+        })
+        .collect()
+}
+
+/// Read-modify-write rule: NetworkManager prefers the legacy form of a
+/// property when both arrive, so drop the legacy form wherever the new one exists.
+fn without_legacy_forms(settings: &Settings) -> Result<Settings, SettingsError> {
+    let mut s = settings.clone();
+    for ip in [names::IPV4, names::IPV6] {
+        if s.raw(ip, "address-data").is_some() {
+            s.remove(ip, "addresses");
+        }
+        if s.raw(ip, "route-data").is_some() {
+            s.remove(ip, "routes");
+        }
+        if s.raw(ip, "dns-data").is_some() {
+            s.remove(ip, "dns");
+        }
+    }
+    Ok(s)
+}
+
+fn bridge_profile(
+    req: &Request,
+    applied: &Settings,
+    uuid: &str,
+    mac: &str,
+    mtu: Option<u32>,
+) -> Result<Settings, SettingsError> {
+    let source = without_legacy_forms(applied)?;
+    let mut s = Settings::new();
+    s.set(names::CONNECTION, "id", req.bridge.as_str())
+        .set(names::CONNECTION, "uuid", uuid)
+        .set(names::CONNECTION, "type", "bridge")
+        .set(names::CONNECTION, "interface-name", req.bridge.as_str())
+        .set(names::CONNECTION, "autoconnect", true)
+        // Legacy key on purpose: `autoconnect-ports` only exists from 1.46.
+        .set(names::CONNECTION, "autoconnect-slaves", 1i32)
+        .set(names::BRIDGE, "stp", req.stp)
+        .set(names::ETHERNET, "assigned-mac-address", mac);
+    if !req.stp {
+        // Unused without STP, but NetworkManager's default (15) would apply if
+        // someone turned STP on later; 2 is the smallest value valid either way.
+        s.set(names::BRIDGE, "forward-delay", 2u32);
+    }
+    if let Some(mtu) = mtu {
+        s.set(names::ETHERNET, "mtu", mtu);
+    }
+    if let Some(zone) = applied.str(names::CONNECTION, "zone")? {
+        s.set(names::CONNECTION, "zone", zone);
+    }
+    for ip in [names::IPV4, names::IPV6, "proxy"] {
+        for key in source.keys(ip).map(str::to_owned).collect::<Vec<_>>() {
+            if let Some(value) = source.raw(ip, &key) {
+                s.set(ip, &key, value.clone());
+            }
+        }
+    }
+    pin_dhcp_identity(&mut s)?;
+    Ok(s)
+}
+
+/// The internal DHCP client identifies itself by MAC when no client id is set;
+/// pin that explicitly so the bridge (with the uplink's MAC) gets the same lease.
+fn pin_dhcp_identity(s: &mut Settings) -> Result<(), SettingsError> {
+    let dhcp = s.str(names::IPV4, "method")? == Some("auto");
+    let unset = s
+        .str(names::IPV4, "dhcp-client-id")?
+        .is_none_or(str::is_empty);
+    if dhcp && unset {
+        s.set(names::IPV4, "dhcp-client-id", "mac");
+    }
+    Ok(())
+}
+
+fn port_profile(
+    req: &Request,
+    applied: &Settings,
+    ids: &Ids,
+    port_id: &str,
+    priority: i32,
+) -> Result<Settings, SettingsError> {
+    let mut s = applied.clone();
+    // A port carries no IP configuration: the bridge does.
+    for setting in [names::CONNECTION, names::IPV4, names::IPV6, "proxy"] {
+        s.remove_setting(setting);
+    }
+    let kind = applied
+        .str(names::CONNECTION, "type")?
+        .unwrap_or("802-3-ethernet");
+    s.set(names::CONNECTION, "id", port_id)
+        .set(names::CONNECTION, "uuid", ids.port_uuid.as_str())
+        .set(names::CONNECTION, "type", kind)
+        .set(names::CONNECTION, "interface-name", req.uplink.as_str())
+        // Legacy keys on purpose: `controller`/`port-type` only exist from 1.46.
+        .set(names::CONNECTION, "master", ids.bridge_uuid.as_str())
+        .set(names::CONNECTION, "slave-type", "bridge")
+        .set(names::CONNECTION, "autoconnect", true)
+        .set(names::CONNECTION, "autoconnect-priority", priority)
+        .ensure_setting(names::BRIDGE_PORT);
+    Ok(s)
+}
+
+fn ip_plan(
+    profile: &Settings,
+    ip: &str,
+    runtime: &crate::nm::IpRuntime,
+) -> Result<IpPlan, SettingsError> {
+    let method = profile.str(ip, "method")?.unwrap_or("auto").to_owned();
+    let configured = profile
+        .dict_list(ip, "address-data")?
+        .iter()
+        .filter_map(|d| {
+            let addr: IpAddr = dict_str(d, "address")?.parse().ok()?;
+            IpNetwork::new(addr, u8::try_from(dict_u32(d, "prefix")?).ok()?).ok()
+        })
+        .collect::<Vec<_>>();
+    let addresses = if method == "manual" {
+        configured
+    } else {
+        runtime
+            .addresses
+            .iter()
+            .filter(|n| !is_link_local(n.ip()))
+            .copied()
+            .collect()
+    };
+    let gateway = profile
+        .str(ip, "gateway")?
+        .and_then(|g| g.parse().ok())
+        .or(runtime.gateway);
+    let mut dns = profile_dns(profile, ip)?;
+    for server in &runtime.dns {
+        if !dns.contains(server) {
+            dns.push(*server);
+        }
+    }
+    let routes = profile
+        .dict_list(ip, "route-data")?
+        .iter()
+        .filter_map(|d| {
+            let dest = dict_str(d, "dest")?;
+            let prefix = dict_u32(d, "prefix")?;
+            Some(match dict_str(d, "next-hop") {
+                Some(via) => format!("{dest}/{prefix} via {via}"),
+                None => format!("{dest}/{prefix}"),
+            })
+        })
+        .collect();
+    Ok(IpPlan {
+        method,
+        addresses,
+        gateway,
+        dns,
+        searches: profile.strings(ip, "dns-search")?,
+        routes,
+    })
+}
+
+fn profile_dns(profile: &Settings, ip: &str) -> Result<Vec<IpAddr>, SettingsError> {
+    let from_data: Vec<IpAddr> = profile
+        .strings(ip, "dns-data")?
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if !from_data.is_empty() {
+        return Ok(from_data);
+    }
+    Ok(if ip == names::IPV4 {
+        profile
+            .u32s(ip, "dns")?
+            .into_iter()
+            .map(|n| IpAddr::V4(ipv4_from_nm(n)))
+            .collect()
+    } else {
+        profile
+            .byte_arrays(ip, "dns")?
+            .iter()
+            .filter_map(|b| ipv6_from_nm(b).map(IpAddr::V6))
+            .collect()
+    })
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+fn warnings(ipv6: &IpPlan, applied: &Settings) -> Result<Vec<String>, SettingsError> {
+    let mut warnings = Vec::new();
+    let stable_privacy = applied.i32(names::IPV6, "addr-gen-mode")? == Some(1);
+    if matches!(ipv6.method.as_str(), "auto" | "dhcp") && stable_privacy {
+        warnings.push(
+            "IPv6 uses stable-privacy addresses, which depend on the interface name: the bridge will get a different SLAAC address".to_owned(),
+        );
+    }
+    Ok(warnings)
+}
+
+impl Plan {
+    /// The equivalent nmcli commands, so an operator can review what the plan does.
+    pub fn nmcli_commands(&self) -> Vec<String> {
+        let mut bridge = format!(
+            "nmcli connection add type bridge con-name {b} ifname {b} autoconnect yes \
+             connection.autoconnect-slaves 1 bridge.stp {stp} 802-3-ethernet.cloned-mac-address {mac}",
+            b = self.bridge,
+            stp = if self.stp { "yes" } else { "no" },
+            mac = self.mac,
+        );
+        if !self.stp {
+            bridge.push_str(" bridge.forward-delay 2");
+        }
+        if let Some(mtu) = self.mtu {
+            bridge.push_str(&format!(" 802-3-ethernet.mtu {mtu}"));
+        }
+        bridge.push_str(&ip_args("ipv4", &self.ipv4));
+        bridge.push_str(&ip_args("ipv6", &self.ipv6));
+        vec![
+            bridge,
+            format!(
+                "nmcli connection add type ethernet con-name {p} ifname {u} master {b} slave-type bridge autoconnect yes",
+                p = self.port_id,
+                u = self.uplink,
+                b = self.bridge
+            ),
+            format!("nmcli connection up {}", self.bridge),
+            format!("nmcli connection up {}", self.port_id),
+            format!(
+                "nmcli connection modify {} connection.autoconnect no",
+                self.original.uuid
+            ),
+        ]
+    }
+}
+
+fn ip_args(family: &str, ip: &IpPlan) -> String {
+    let mut out = format!(" {family}.method {}", ip.method);
+    let join = |items: Vec<String>| items.join(",");
+    if ip.method == "manual" && !ip.addresses.is_empty() {
+        out.push_str(&format!(
+            " {family}.addresses {}",
+            join(ip.addresses.iter().map(ToString::to_string).collect())
+        ));
+        if let Some(gw) = ip.gateway {
+            out.push_str(&format!(" {family}.gateway {gw}"));
+        }
+        if !ip.dns.is_empty() {
+            out.push_str(&format!(
+                " {family}.dns {}",
+                join(ip.dns.iter().map(ToString::to_string).collect())
+            ));
+        }
+    }
+    if !ip.routes.is_empty() {
+        out.push_str(&format!(" {family}.routes '{}'", ip.routes.join(",")));
+    }
+    if !ip.searches.is_empty() {
+        out.push_str(&format!(" {family}.dns-search {}", ip.searches.join(",")));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
