@@ -6,6 +6,12 @@
 //! (checkpoint, apply, verify, commit or roll back), [`checks`], [`journal`]
 //! (the on-disk record of an unfinished change), and the CLI verbs in [`cli`].
 
+pub mod checks;
+pub mod cli;
+pub mod inventory;
+pub mod journal;
 pub mod nm;
 pub mod plan;
-pub mod checks;
+pub mod recovery;
+pub mod report;
+pub mod transaction;

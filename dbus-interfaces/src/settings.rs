@@ -208,7 +208,12 @@ impl Settings {
     }
 }
 
-fn wrong_type(setting: &str, key: &str, expected: &'static str, value: &OwnedValue) -> SettingsError {
+fn wrong_type(
+    setting: &str,
+    key: &str,
+    expected: &'static str,
+    value: &OwnedValue,
+) -> SettingsError {
     SettingsError::WrongType {
         setting: setting.to_owned(),
         key: key.to_owned(),
@@ -263,7 +268,11 @@ mod tests {
             .set(names::CONNECTION, "autoconnect", true)
             .set(names::BRIDGE, "forward-delay", 2u32)
             .set(names::IPV4, "route-metric", -1i64)
-            .set(names::IPV4, "dns", vec![ipv4_to_nm(Ipv4Addr::new(172, 25, 250, 254))])
+            .set(
+                names::IPV4,
+                "dns",
+                vec![ipv4_to_nm(Ipv4Addr::new(172, 25, 250, 254))],
+            )
             .set(names::IPV4, "dns-search", vec!["lab".to_owned()])
             .set_dict_list(
                 names::IPV4,
@@ -284,7 +293,10 @@ mod tests {
         assert_eq!(s.bool(names::CONNECTION, "autoconnect"), Ok(Some(true)));
         assert_eq!(s.u32(names::BRIDGE, "forward-delay"), Ok(Some(2)));
         assert_eq!(s.i64(names::IPV4, "route-metric"), Ok(Some(-1)));
-        assert_eq!(s.strings(names::IPV4, "dns-search"), Ok(vec!["lab".to_owned()]));
+        assert_eq!(
+            s.strings(names::IPV4, "dns-search"),
+            Ok(vec!["lab".to_owned()])
+        );
         let dns = s.u32s(names::IPV4, "dns").unwrap();
         assert_eq!(ipv4_from_nm(dns[0]), Ipv4Addr::new(172, 25, 250, 254));
         let addrs = s.dict_list(names::IPV4, "address-data").unwrap();
@@ -328,7 +340,10 @@ mod tests {
         let mut s = sample();
         s.remove(names::IPV4, "dns").remove(names::IPV6, "nothing");
         assert_eq!(s.u32s(names::IPV4, "dns"), Ok(vec![]));
-        assert_eq!(s.strings(names::IPV4, "dns-search"), Ok(vec!["lab".to_owned()]));
+        assert_eq!(
+            s.strings(names::IPV4, "dns-search"),
+            Ok(vec!["lab".to_owned()])
+        );
         s.remove_setting(names::IPV4);
         assert!(!s.has_setting(names::IPV4));
     }

@@ -1,1 +1,9 @@
+//! Test support for netbridge: [`lab`] runs a real NetworkManager in
+//! throwaway network namespaces, so end-to-end tests (and people trying
+//! netbridge, through the `netbridge-lab` binary) never touch the machine's
+//! own network.
 
+pub mod dns;
+pub mod lab;
+
+pub use lab::{Guest, HostSnapshot, Lab, LabError, Uplink};

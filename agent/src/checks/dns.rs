@@ -31,7 +31,12 @@ pub(super) struct Resolved {
 impl fmt::Display for Resolved {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const SHOWN: usize = 3;
-        let shown: Vec<String> = self.addrs.iter().take(SHOWN).map(|a| a.to_string()).collect();
+        let shown: Vec<String> = self
+            .addrs
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect();
         write!(f, "resolved to {}", shown.join(", "))?;
         if self.addrs.len() > SHOWN {
             write!(f, " and {} more", self.addrs.len() - SHOWN)?;
@@ -240,7 +245,10 @@ fn reply_to(id: u16, datagram: &[u8]) -> Option<Message> {
     if is_reply && message.metadata.id == id {
         Some(message)
     } else {
-        tracing::trace!(id = message.metadata.id, "ignoring DNS message that is not our reply");
+        tracing::trace!(
+            id = message.metadata.id,
+            "ignoring DNS message that is not our reply"
+        );
         None
     }
 }

@@ -1,5 +1,5 @@
 //! ICMP echo probes through surge-ping (IPv4 and IPv6; needs root or
-//! CAP_NET_RAW, or an unprivileged ping group).
+//! `CAP_NET_RAW`, or an unprivileged ping group).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -20,7 +20,11 @@ const PAYLOAD: &[u8] = b"netbridge check\0";
 const ECHO_REPLY_V4: u8 = 0;
 const ECHO_REPLY_V6: u8 = 129;
 
-pub(super) async fn ping(addr: IpAddr, ctx: &CheckContext, budget: Budget) -> Result<String, String> {
+pub(super) async fn ping(
+    addr: IpAddr,
+    ctx: &CheckContext,
+    budget: Budget,
+) -> Result<String, String> {
     let client = client(addr, ctx)?;
     // On a raw socket every ICMP socket of the host sees every echo reply; a
     // fresh identifier keeps concurrent probes and netbridge processes from

@@ -33,7 +33,7 @@ pub use spec::{CheckSpec, DnsName, Host, ParseCheckError};
 pub struct CheckContext {
     /// Default gateways the uplink had; `gateway` pings each of them.
     pub gateways: Vec<IpAddr>,
-    /// DNS servers the host uses (as NetworkManager reports them).
+    /// DNS servers the host uses (as `NetworkManager` reports them).
     pub dns_servers: Vec<IpAddr>,
     /// Port the DNS servers listen on: 53, except for tests on loopback.
     pub dns_port: u16,
@@ -55,6 +55,7 @@ impl Default for CheckContext {
 }
 
 impl CheckContext {
+    #[must_use]
     pub fn new(gateways: Vec<IpAddr>, dns_servers: Vec<IpAddr>) -> Self {
         Self {
             gateways,
@@ -163,11 +164,7 @@ pub async fn run(probe: &Probe, ctx: &CheckContext, deadline: Duration) -> Probe
 
 /// Runs all probes concurrently, each with its own `deadline`; results come
 /// back in the order of `probes`.
-pub async fn run_all(
-    probes: &[Probe],
-    ctx: &CheckContext,
-    deadline: Duration,
-) -> Vec<ProbeResult> {
+pub async fn run_all(probes: &[Probe], ctx: &CheckContext, deadline: Duration) -> Vec<ProbeResult> {
     futures_util::future::join_all(probes.iter().map(|probe| run(probe, ctx, deadline))).await
 }
 
@@ -207,11 +204,11 @@ impl Budget {
 /// addresses are ambiguous without one.
 fn link_local_interface(ip: IpAddr, ctx: &CheckContext) -> Result<Option<&str>, String> {
     match ip {
-        IpAddr::V6(v6) if v6.is_unicast_link_local() => ctx
-            .interface
-            .as_deref()
-            .map(Some)
-            .ok_or_else(|| format!("{ip} is link-local, but no interface was given to reach it")),
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => {
+            ctx.interface.as_deref().map(Some).ok_or_else(|| {
+                format!("{ip} is link-local, but no interface was given to reach it")
+            })
+        }
         _ => Ok(None),
     }
 }
@@ -231,7 +228,7 @@ fn human(d: Duration) -> String {
         } else {
             format!("{:.1} s", d.as_secs_f64())
         }
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{} ms", d.as_millis())
     } else {
         let ms = d.as_secs_f64() * 1000.0;

@@ -70,19 +70,21 @@ impl FromStr for CheckSpec {
             ("gateway" | "dns-servers", Some(_)) => {
                 Err(fail(format!("{kind} takes no argument (expected {kind})")))
             }
-            ("ping", Some(arg)) => parse_ip(arg).map(Self::Ping).ok_or_else(|| {
-                fail("expected ping:ADDR with an IPv4 or IPv6 address".to_owned())
-            }),
-            ("tcp", Some(arg)) => {
-                parse_host_port(arg).map(|(host, port)| Self::Tcp { host, port }).map_err(fail)
-            }
+            ("ping", Some(arg)) => parse_ip(arg)
+                .map(Self::Ping)
+                .ok_or_else(|| fail("expected ping:ADDR with an IPv4 or IPv6 address".to_owned())),
+            ("tcp", Some(arg)) => parse_host_port(arg)
+                .map(|(host, port)| Self::Tcp { host, port })
+                .map_err(fail),
             ("dns", Some(arg)) => arg
                 .parse()
                 .map(Self::Dns)
                 .map_err(|why| fail(format!("{why} (expected dns:NAME)"))),
             ("ping" | "tcp" | "dns", None) => Err(fail(format!("expected {}", usage(kind)))),
             ("", _) => Err(fail(format!("expected one of {FORMS}"))),
-            _ => Err(fail(format!("unknown kind {kind:?}; expected one of {FORMS}"))),
+            _ => Err(fail(format!(
+                "unknown kind {kind:?}; expected one of {FORMS}"
+            ))),
         }
     }
 }
@@ -96,7 +98,7 @@ fn usage(kind: &str) -> &'static str {
 }
 
 /// An IP literal; IPv6 may be bracketed (`[fd00::1]`) or not.
-pub(super) fn parse_ip(text: &str) -> Option<IpAddr> {
+fn parse_ip(text: &str) -> Option<IpAddr> {
     match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
         Some(inner) => inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6),
         None => text.parse().ok(),
@@ -122,8 +124,10 @@ fn parse_host_port(arg: &str) -> Result<(Host, u16), String> {
         }
         (parse_host(host, EXPECTED)?, port)
     };
+    // u16's parser would also take "+22"; a port is plain digits.
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     match port.parse::<u16>() {
-        Ok(port) if port != 0 => Ok((host, port)),
+        Ok(port) if digits && port != 0 => Ok((host, port)),
         _ => Err(format!("port {port:?} is not 1-65535 ({EXPECTED})")),
     }
 }
@@ -141,6 +145,7 @@ fn parse_host(host: &str, expected: &str) -> Result<Host, String> {
 }
 
 impl DnsName {
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -314,7 +319,10 @@ mod tests {
             ),
             ("dns:gw.lab", CheckSpec::Dns(name("gw.lab"))),
             ("dns:gw.lab.", CheckSpec::Dns(name("gw.lab."))),
-            ("dns:_ldap._tcp.Example-1.COM", CheckSpec::Dns(name("_ldap._tcp.Example-1.COM"))),
+            (
+                "dns:_ldap._tcp.Example-1.COM",
+                CheckSpec::Dns(name("_ldap._tcp.Example-1.COM")),
+            ),
             ("dns:1e100.net", CheckSpec::Dns(name("1e100.net"))),
         ];
         for (text, want) in cases {
@@ -332,6 +340,7 @@ mod tests {
             ("tcp:host:65536", "port \"65536\" is not 1-65535"),
             ("tcp:host:", "port \"\" is not 1-65535"),
             ("tcp:host:ssh", "port \"ssh\" is not 1-65535"),
+            ("tcp:host:+22", "port \"+22\" is not 1-65535"),
             ("tcp::22", "empty host (expected tcp:HOST:PORT)"),
             ("tcp:fd00::1:22", "IPv6 addresses need brackets"),
             ("tcp:[fd00::1]", "expected tcp:HOST:PORT (IPv6 as [ADDR]:PORT)"),
@@ -365,7 +374,10 @@ mod tests {
         for (text, want) in cases {
             let got = error(text);
             assert!(got.contains(want), "{text:?}: {got:?} lacks {want:?}");
-            assert!(got.starts_with(&format!("invalid check {text:?}: ")), "{got}");
+            assert!(
+                got.starts_with(&format!("invalid check {text:?}: ")),
+                "{got}"
+            );
         }
     }
 
@@ -404,7 +416,11 @@ mod tests {
 
     #[test]
     fn serde_uses_the_string_form() {
-        let specs = vec![parse("gateway"), parse("tcp:[fd00::1]:22"), parse("dns:gw.lab")];
+        let specs = vec![
+            parse("gateway"),
+            parse("tcp:[fd00::1]:22"),
+            parse("dns:gw.lab"),
+        ];
         let json = serde_json::to_string(&specs).expect("serialise");
         assert_eq!(json, r#"["gateway","tcp:[fd00::1]:22","dns:gw.lab"]"#);
         let back: Vec<CheckSpec> = serde_json::from_str(&json).expect("deserialise");

@@ -52,7 +52,10 @@ pub(super) async fn connect(
     })
 }
 
-async fn retry_until_connected(targets: &[Target<'_>], budget: Budget) -> Result<SocketAddr, String> {
+async fn retry_until_connected(
+    targets: &[Target<'_>],
+    budget: Budget,
+) -> Result<SocketAddr, String> {
     let mut attempts = 0;
     let mut last_error = None;
     loop {

@@ -37,7 +37,10 @@ fn expands_against_the_context() {
     );
     let cases: [(&str, &[&str]); 7] = [
         ("gateway", &["ping 172.25.250.254", "ping fe80::1"]),
-        ("dns-servers", &["dns-server 172.25.250.254", "dns-server fd00::53"]),
+        (
+            "dns-servers",
+            &["dns-server 172.25.250.254", "dns-server fd00::53"],
+        ),
         ("ping:[fd00::1]", &["ping fd00::1"]),
         ("tcp:172.25.250.254:53", &["tcp 172.25.250.254:53"]),
         ("tcp:[fd00::1]:22", &["tcp [fd00::1]:22"]),
@@ -153,9 +156,12 @@ async fn tcp_to_a_closed_port_is_refused_after_retrying() {
     let port = closed_port(ip("127.0.0.1")).await;
     let result = run_probe(tcp(ip("127.0.0.1"), port), &CheckContext::default()).await;
     assert!(!result.ok, "{result:?}");
-    assert!(result.detail.starts_with("connection refused ("), "{result:?}");
+    assert!(
+        result.detail.starts_with("connection refused ("),
+        "{result:?}"
+    );
     // It kept trying until the deadline rather than giving up on the first RST.
-    assert!(result.elapsed >= DEADLINE - Duration::from_millis(50), "{result:?}");
+    assert!(result.elapsed >= Duration::from_millis(750), "{result:?}");
 }
 
 #[tokio::test]
@@ -163,7 +169,9 @@ async fn tcp_waits_for_a_port_that_comes_up() {
     let port = closed_port(ip("127.0.0.1")).await;
     let opener = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("rebind");
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind");
         tokio::time::sleep(BOUND).await;
         drop(listener);
     });
@@ -183,7 +191,12 @@ async fn tcp_resolves_names_through_the_context_servers() {
     };
     let result = run_probe(probe, &loopback_ctx(dns.port)).await;
     assert!(result.ok, "{result:?}");
-    assert!(result.detail.starts_with(&format!("connected to 127.0.0.1:{port} in")), "{result:?}");
+    assert!(
+        result
+            .detail
+            .starts_with(&format!("connected to 127.0.0.1:{port} in")),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -219,10 +232,18 @@ async fn dns_name_resolves_from_a_noerror_answer() {
     let ctx = loopback_ctx(dns.port);
     let result = run_probe(resolve("gw.lab"), &ctx).await;
     assert!(result.ok, "{result:?}");
-    assert!(result.detail.starts_with("resolved to 127.0.0.9 by 127.0.0.1 in "), "{result:?}");
+    assert!(
+        result
+            .detail
+            .starts_with("resolved to 127.0.0.9 by 127.0.0.1 in "),
+        "{result:?}"
+    );
     let server = run_probe(Probe::DnsServer(ip("127.0.0.1")), &ctx).await;
     assert!(server.ok, "{server:?}");
-    assert!(server.detail.starts_with("answered NOERROR in "), "{server:?}");
+    assert!(
+        server.detail.starts_with("answered NOERROR in "),
+        "{server:?}"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +251,10 @@ async fn dns_name_falls_back_to_aaaa() {
     let dns = Responder::start(Behaviour::Answer(ip("::1"))).await;
     let result = run_probe(resolve("gw.lab."), &loopback_ctx(dns.port)).await;
     assert!(result.ok, "{result:?}");
-    assert!(result.detail.starts_with("resolved to ::1 by"), "{result:?}");
+    assert!(
+        result.detail.starts_with("resolved to ::1 by"),
+        "{result:?}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +263,10 @@ async fn nxdomain_proves_the_server_but_not_the_name() {
     let ctx = loopback_ctx(dns.port);
     let server = run_probe(Probe::DnsServer(ip("127.0.0.1")), &ctx).await;
     assert!(server.ok, "{server:?}");
-    assert!(server.detail.starts_with("answered NXDOMAIN in "), "{server:?}");
+    assert!(
+        server.detail.starts_with("answered NXDOMAIN in "),
+        "{server:?}"
+    );
     let name = run_probe(resolve("gw.lab"), &ctx).await;
     assert!(!name.ok, "{name:?}");
     assert_eq!(name.detail, "127.0.0.1: NXDOMAIN");
@@ -254,7 +281,10 @@ async fn replies_with_the_wrong_id_or_garbage_are_ignored() {
         assert!(!result.ok, "{behaviour:?}: {result:?}");
         assert_eq!(result.detail, "no reply within 800 ms", "{behaviour:?}");
         let name = run_probe(resolve("gw.lab"), &ctx).await;
-        assert_eq!(name.detail, "127.0.0.1: no reply within 800 ms", "{behaviour:?}");
+        assert_eq!(
+            name.detail, "127.0.0.1: no reply within 800 ms",
+            "{behaviour:?}"
+        );
     }
 }
 
@@ -272,7 +302,10 @@ async fn dns_retries_lost_queries() {
     let dns = Responder::start(Behaviour::DropFirst).await;
     let result = run_probe(Probe::DnsServer(ip("127.0.0.1")), &loopback_ctx(dns.port)).await;
     assert!(result.ok, "{result:?}");
-    assert!(result.elapsed >= Duration::from_millis(250), "answered the re-sent query: {result:?}");
+    assert!(
+        result.elapsed >= Duration::from_millis(250),
+        "answered the re-sent query: {result:?}"
+    );
 }
 
 #[tokio::test]
@@ -297,7 +330,10 @@ async fn one_answering_server_is_enough() {
     };
     let result = run_probe(resolve("gw.lab"), &ctx).await;
     assert!(result.ok, "{result:?}");
-    assert!(result.elapsed < DEADLINE, "did not wait for the dead server: {result:?}");
+    assert!(
+        result.elapsed < DEADLINE,
+        "did not wait for the dead server: {result:?}"
+    );
 }
 
 #[tokio::test]
@@ -377,7 +413,9 @@ struct Responder {
 
 impl Responder {
     async fn start(behaviour: Behaviour) -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind responder");
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind responder");
         let port = socket.local_addr().expect("responder addr").port();
         let task = tokio::spawn(serve(socket, behaviour));
         Self {
@@ -403,13 +441,18 @@ async fn serve(socket: UdpSocket, behaviour: Behaviour) {
 }
 
 fn replies(behaviour: Behaviour, query: &Message, seen: usize) -> Vec<Vec<u8>> {
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let id = query.metadata.id;
     let answer = |addr| reply(query, id, ResponseCode::NoError, addr);
-    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
     match behaviour {
         Behaviour::Answer(addr) => vec![answer(Some(addr))],
         Behaviour::NxDomain => vec![reply(query, id, ResponseCode::NXDomain, None)],
-        Behaviour::WrongId => vec![reply(query, id.wrapping_add(1), ResponseCode::NoError, Some(LOCALHOST))],
+        Behaviour::WrongId => vec![reply(
+            query,
+            id.wrapping_add(1),
+            ResponseCode::NoError,
+            Some(LOCALHOST),
+        )],
         Behaviour::Garbage => vec![b"\x00\x01not a DNS message".to_vec(), vec![]],
         Behaviour::GarbageThenAnswer => vec![b"\xff\xff\xff".to_vec(), answer(Some(LOCALHOST))],
         Behaviour::WrongIdThenAnswer => vec![
@@ -447,24 +490,13 @@ fn responder_replies_are_well_formed() {
         "gw.lab.".parse().expect("name"),
         RecordType::AAAA,
     ));
-    let wire = reply(&query, 7, ResponseCode::NoError, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    let wire = reply(
+        &query,
+        7,
+        ResponseCode::NoError,
+        Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    );
     let parsed = Message::from_vec(&wire).expect("parse");
     assert_eq!(parsed.metadata.id, 7);
     assert_eq!(parsed.answers.len(), 1);
-}
-
-#[tokio::test]
-async fn zz_scratch_print() {
-    let dns = Responder::start(Behaviour::WrongIdThenAnswer).await;
-    let closed = closed_port(ip("127.0.0.1")).await;
-    let probes = [
-        tcp(ip("127.0.0.1"), closed),
-        Probe::DnsServer(ip("127.0.0.1")),
-        resolve("gw.lab"),
-        Probe::Ping(ip("127.0.0.1")),
-        Probe::Ping(ip("::1")),
-        Probe::Ping(ip("127.0.0.1")),
-    ];
-    let results = run_all(&probes, &loopback_ctx(dns.port), DEADLINE).await;
-    for r in results { eprintln!("{}", serde_json::to_string(&r).unwrap()); }
 }

@@ -2,8 +2,8 @@
 //! came, so the transaction can decide what a failure means.
 
 use netbridge_dbus::errors;
-use zbus::DBusError;
 use netbridge_dbus::SettingsError;
+use zbus::DBusError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NmError {
@@ -11,7 +11,7 @@ pub enum NmError {
     NoBus {
         address: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("NetworkManager is not running (nobody owns org.freedesktop.NetworkManager on the system bus {address})")]
     NotRunning { address: String },
@@ -27,7 +27,7 @@ pub enum NmError {
     Bus {
         call: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("unexpected settings from NetworkManager: {0}")]
     Settings(#[from] SettingsError),
@@ -49,7 +49,12 @@ impl NmError {
                 fdo.name().to_string(),
                 fdo.description().unwrap_or_default().to_owned(),
             ),
-            _ => return NmError::Bus { call, source },
+            _ => {
+                return NmError::Bus {
+                    call,
+                    source: Box::new(source),
+                }
+            }
         };
         if is_permission_error(&name) {
             NmError::PermissionDenied { call, name }

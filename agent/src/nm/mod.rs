@@ -31,9 +31,7 @@ pub struct NmVersion(pub u32, pub u32, pub u32);
 impl NmVersion {
     /// Parses `Version` ("1.42.4", "1.53.90-dev"); missing parts count as 0.
     pub fn parse(text: &str) -> Option<Self> {
-        let mut parts = text
-            .split(['.', '-'])
-            .map(|p| p.parse::<u32>().ok());
+        let mut parts = text.split(['.', '-']).map(|p| p.parse::<u32>().ok());
         let major = parts.next()??;
         let minor = parts.next().flatten().unwrap_or(0);
         let micro = parts.next().flatten().unwrap_or(0);
@@ -70,7 +68,7 @@ impl Nm {
             .await
             .map_err(|source| NmError::NoBus {
                 address: address.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let dbus = zbus::fdo::DBusProxy::new(&conn)
             .await
@@ -166,7 +164,10 @@ impl Nm {
     }
 
     pub async fn profile_paths(&self) -> Result<Vec<OwnedObjectPath>, NmError> {
-        self.settings.list_connections().await.call("ListConnections")
+        self.settings
+            .list_connections()
+            .await
+            .call("ListConnections")
     }
 
     pub async fn profile_by_uuid(&self, uuid: &str) -> Result<Option<OwnedObjectPath>, NmError> {

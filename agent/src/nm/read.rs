@@ -90,10 +90,7 @@ fn optional_path(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
 fn networks(list: &DictList) -> Vec<IpNetwork> {
     list.iter()
         .filter_map(|entry| {
-            let entry = entry
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let entry = entry.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             let addr: IpAddr = dict_str(&entry, "address")?.parse().ok()?;
             let prefix = u8::try_from(dict_u32(&entry, "prefix")?).ok()?;
             IpNetwork::new(addr, prefix).ok()
@@ -122,7 +119,9 @@ impl Nm {
             permanent_mac: self.permanent_mac(path).await,
             mtu: dev.mtu().await.call(&ctx("Mtu"))?,
             active_connection: optional_path(
-                dev.active_connection().await.call(&ctx("ActiveConnection"))?,
+                dev.active_connection()
+                    .await
+                    .call(&ctx("ActiveConnection"))?,
             ),
             port_paths: dev.ports().await.call(&ctx("Ports"))?,
             ipv4: self.ip4_runtime(ip4).await?,
@@ -155,9 +154,16 @@ impl Nm {
             .build()
             .await
             .call("IP4Config proxy")?;
-        let dns = ip.nameserver_data().await.call("reading IP4Config.NameserverData")?;
+        let dns = ip
+            .nameserver_data()
+            .await
+            .call("reading IP4Config.NameserverData")?;
         Ok(IpRuntime {
-            addresses: networks(&ip.address_data().await.call("reading IP4Config.AddressData")?),
+            addresses: networks(
+                &ip.address_data()
+                    .await
+                    .call("reading IP4Config.AddressData")?,
+            ),
             gateway: gateway(ip.gateway().await.call("reading IP4Config.Gateway")?),
             dns: networks_dns(&dns),
             searches: ip.searches().await.call("reading IP4Config.Searches")?,
@@ -175,9 +181,16 @@ impl Nm {
             .build()
             .await
             .call("IP6Config proxy")?;
-        let dns = ip.nameservers().await.call("reading IP6Config.Nameservers")?;
+        let dns = ip
+            .nameservers()
+            .await
+            .call("reading IP6Config.Nameservers")?;
         Ok(IpRuntime {
-            addresses: networks(&ip.address_data().await.call("reading IP6Config.AddressData")?),
+            addresses: networks(
+                &ip.address_data()
+                    .await
+                    .call("reading IP6Config.AddressData")?,
+            ),
             gateway: gateway(ip.gateway().await.call("reading IP6Config.Gateway")?),
             dns: dns
                 .iter()
@@ -243,9 +256,15 @@ impl Nm {
         let settings = self.profile_settings(path).await?;
         let proxy = self.profile_proxy(path).await?;
         let flags = SettingsConnectionFlags::from_bits_retain(
-            proxy.flags().await.call("reading Settings.Connection.Flags")?,
+            proxy
+                .flags()
+                .await
+                .call("reading Settings.Connection.Flags")?,
         );
-        let filename = proxy.filename().await.call("reading Settings.Connection.Filename")?;
+        let filename = proxy
+            .filename()
+            .await
+            .call("reading Settings.Connection.Filename")?;
         profile_identity(path, &settings, flags, filename)
     }
 
@@ -264,7 +283,14 @@ impl Nm {
 
 fn networks_dns(list: &DictList) -> Vec<IpAddr> {
     list.iter()
-        .filter_map(|entry| entry.get("address")?.downcast_ref::<&str>().ok()?.parse().ok())
+        .filter_map(|entry| {
+            entry
+                .get("address")?
+                .downcast_ref::<&str>()
+                .ok()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 

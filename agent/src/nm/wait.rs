@@ -121,7 +121,10 @@ impl Nm {
         let mut actives = dev.receive_active_connection_changed().await;
         loop {
             let state = DeviceState::from(dev.state().await.call("reading Device.State")?);
-            let active = dev.active_connection().await.call("reading ActiveConnection")?;
+            let active = dev
+                .active_connection()
+                .await
+                .call("reading ActiveConnection")?;
             if state == DeviceState::Activated && active.as_str() != netbridge_dbus::NULL_PATH {
                 match self.active_info(&active).await {
                     Ok(info) if info.uuid == uuid => return Ok(()),
@@ -161,6 +164,8 @@ impl Nm {
 
 fn stream_ended(name: &str) -> NmError {
     NmError::Unexpected {
-        what: format!("lost NetworkManager's signals while waiting for {name} (did NetworkManager stop?)"),
+        what: format!(
+            "lost NetworkManager's signals while waiting for {name} (did NetworkManager stop?)"
+        ),
     }
 }

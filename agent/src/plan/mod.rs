@@ -42,10 +42,19 @@ pub struct Found {
 #[derive(Debug, Clone)]
 pub struct UplinkFound {
     pub device: DeviceInfo,
-    /// The profile active on the uplink and the settings the device runs with.
-    pub active: Option<(ProfileInfo, Settings)>,
+    pub active: Option<ActiveProfile>,
     /// The interface this device is a port of, if any.
     pub controller: Option<String>,
+}
+
+/// The profile active on the uplink.
+#[derive(Debug, Clone)]
+pub struct ActiveProfile {
+    pub info: ProfileInfo,
+    /// The settings the device runs with (what to carry over).
+    pub applied: Settings,
+    /// The profile as stored (what to write back with autoconnect off).
+    pub saved: Settings,
 }
 
 /// Fresh identifiers for the profiles to create (given, so plans are reproducible in tests).
@@ -71,7 +80,9 @@ pub enum PlanError {
     UnsupportedType { name: String, kind: DeviceType },
     #[error("{name} is already a port of {controller}; detach it first or convert {controller}'s uplink")]
     AlreadyPort { name: String, controller: String },
-    #[error("{name} has no active profile (state {state}); bring it up with a working profile first")]
+    #[error(
+        "{name} has no active profile (state {state}); bring it up with a working profile first"
+    )]
     NoActiveProfile { name: String, state: DeviceState },
     #[error("the name {name:?} is already used by {by}; choose another with --bridge")]
     NameTaken { name: String, by: String },
@@ -90,11 +101,14 @@ pub enum PlanError {
 pub enum Decision {
     Convert(Box<Plan>),
     /// The uplink is already a port of the requested bridge: nothing to do.
-    AlreadyConverted { uplink: String, bridge: String },
+    AlreadyConverted {
+        uplink: String,
+        bridge: String,
+    },
 }
 
 /// The user's original profile, kept (autoconnect off after commit) for `revert`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Original {
     pub uuid: String,
     pub id: String,
@@ -123,7 +137,10 @@ pub struct Timing {
 }
 
 mod secs {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
 }
@@ -131,6 +148,8 @@ mod secs {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub uplink: String,
+    #[serde(skip)]
+    pub uplink_path: zbus::zvariant::OwnedObjectPath,
     pub bridge: String,
     pub port_id: String,
     pub bridge_uuid: String,
@@ -177,7 +196,7 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
             controller: controller.clone(),
         });
     }
-    let Some((profile, applied)) = &uplink.active else {
+    let Some(active) = &uplink.active else {
         return Err(PlanError::NoActiveProfile {
             name: req.uplink.clone(),
             state: uplink.device.state,
@@ -186,7 +205,7 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
     let port_id = format!("{}-port-{}", req.bridge, req.uplink);
     check_names_free(&req.bridge, &port_id, found)?;
     let timing = timing(req)?;
-    build(req, found, uplink, profile, applied, ids, port_id, timing)
+    build(req, found, uplink, active, ids, port_id, timing)
         .map(|plan| Decision::Convert(Box::new(plan)))
         .map_err(|source| PlanError::Settings {
             name: req.uplink.clone(),
@@ -286,7 +305,9 @@ pub fn validate_rollback_timeout(value: u32) -> Result<(), PlanError> {
     let reason = if value == 0 {
         Some("0 would disable NetworkManager's automatic rollback, which is what keeps the host reachable if netbridge dies".to_owned())
     } else if value < MIN_ROLLBACK_TIMEOUT {
-        Some(format!("at least {MIN_ROLLBACK_TIMEOUT} seconds are needed to bring a bridge up"))
+        Some(format!(
+            "at least {MIN_ROLLBACK_TIMEOUT} seconds are needed to bring a bridge up"
+        ))
     } else if value > MAX_ROLLBACK_TIMEOUT {
         Some(format!("more than {MAX_ROLLBACK_TIMEOUT} seconds would leave a broken host unreachable for too long"))
     } else {
@@ -298,17 +319,16 @@ pub fn validate_rollback_timeout(value: u32) -> Result<(), PlanError> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn build(
     req: &Request,
     found: &Found,
     uplink: &UplinkFound,
-    profile: &ProfileInfo,
-    applied: &Settings,
+    active: &ActiveProfile,
     ids: &Ids,
     port_id: String,
     timing: Timing,
 ) -> Result<Plan, SettingsError> {
+    let (profile, applied) = (&active.info, &active.applied);
     let mac = bridge_mac(&uplink.device, applied)?;
     let mtu = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
     let competing = competing_profiles(req, found, profile);
@@ -319,7 +339,7 @@ fn build(
         .map_or(0, |p| (p + 1).min(999));
     let bridge_profile = bridge_profile(req, applied, &ids.bridge_uuid, &mac, mtu)?;
     let port_profile = port_profile(req, applied, ids, &port_id, priority)?;
-    let mut original_after = without_legacy_forms(applied)?;
+    let mut original_after = without_legacy_forms(&active.saved)?;
     original_after.set(names::CONNECTION, "autoconnect", false);
     let ipv4 = ip_plan(&bridge_profile, names::IPV4, &uplink.device.ipv4)?;
     let ipv6 = ip_plan(&bridge_profile, names::IPV6, &uplink.device.ipv6)?;
@@ -329,6 +349,7 @@ fn build(
     };
     Ok(Plan {
         uplink: req.uplink.clone(),
+        uplink_path: uplink.device.path.clone(),
         bridge: req.bridge.clone(),
         port_id,
         bridge_uuid: ids.bridge_uuid.clone(),

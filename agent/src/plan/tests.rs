@@ -67,7 +67,11 @@ fn static_settings() -> Settings {
         )
         .set(names::IPV4, "addresses", vec![vec![1u32, 24, 0]])
         .set(names::IPV4, "gateway", "172.25.250.254")
-        .set(names::IPV4, "dns", vec![ipv4_to_nm(Ipv4Addr::new(172, 25, 250, 254))])
+        .set(
+            names::IPV4,
+            "dns",
+            vec![ipv4_to_nm(Ipv4Addr::new(172, 25, 250, 254))],
+        )
         .set(names::IPV4, "dns-search", vec!["lab".to_owned()])
         .set(names::IPV6, "method", "ignore")
         .ensure_setting(names::ETHERNET);
@@ -82,7 +86,11 @@ fn found_with(settings: Settings) -> Found {
         profiles: vec![profile("ens32", Some("ens32"))],
         uplink: Some(UplinkFound {
             device: uplink,
-            active: Some((profile("ens32", Some("ens32")), settings)),
+            active: Some(ActiveProfile {
+                info: profile("ens32", Some("ens32")),
+                applied: settings.clone(),
+                saved: settings,
+            }),
             controller: None,
         }),
     }
@@ -127,7 +135,10 @@ fn static_uplink_moves_every_ip_setting_to_the_bridge() {
     assert_eq!(b.i32(names::CONNECTION, "autoconnect-slaves"), Ok(Some(1)));
     assert_eq!(b.str(names::IPV4, "method"), Ok(Some("manual")));
     assert_eq!(b.str(names::IPV4, "gateway"), Ok(Some("172.25.250.254")));
-    assert_eq!(b.strings(names::IPV4, "dns-search"), Ok(vec!["lab".to_owned()]));
+    assert_eq!(
+        b.strings(names::IPV4, "dns-search"),
+        Ok(vec!["lab".to_owned()])
+    );
     assert_eq!(b.u32s(names::IPV4, "dns").unwrap().len(), 1);
     // The legacy `addresses` would win over `address-data` inside NetworkManager.
     assert!(b.raw(names::IPV4, "addresses").is_none());
@@ -141,12 +152,21 @@ fn static_uplink_moves_every_ip_setting_to_the_bridge() {
 fn stp_is_off_by_default_and_deadlines_grow_with_it() {
     let p = plan(&found_with(static_settings()), &request());
     assert_eq!(p.bridge_profile.bool(names::BRIDGE, "stp"), Ok(Some(false)));
-    assert_eq!(p.bridge_profile.u32(names::BRIDGE, "forward-delay"), Ok(Some(2)));
+    assert_eq!(
+        p.bridge_profile.u32(names::BRIDGE, "forward-delay"),
+        Ok(Some(2))
+    );
     let mut req = request();
     req.stp = true;
     let with_stp = plan(&found_with(static_settings()), &req);
-    assert_eq!(with_stp.bridge_profile.bool(names::BRIDGE, "stp"), Ok(Some(true)));
-    assert!(with_stp.bridge_profile.raw(names::BRIDGE, "forward-delay").is_none());
+    assert_eq!(
+        with_stp.bridge_profile.bool(names::BRIDGE, "stp"),
+        Ok(Some(true))
+    );
+    assert!(with_stp
+        .bridge_profile
+        .raw(names::BRIDGE, "forward-delay")
+        .is_none());
     assert!(with_stp.timing.check >= p.timing.check + Duration::from_secs(30));
     assert!(with_stp.timing.rollback_timeout > p.timing.rollback_timeout);
 }
@@ -157,10 +177,22 @@ fn the_port_carries_no_ip_and_points_at_the_bridge() {
     let port = &p.port_profile;
     assert!(!port.has_setting(names::IPV4) && !port.has_setting(names::IPV6));
     assert!(port.has_setting(names::BRIDGE_PORT));
-    assert_eq!(port.str(names::CONNECTION, "master"), Ok(Some(p.bridge_uuid.as_str())));
-    assert_eq!(port.str(names::CONNECTION, "slave-type"), Ok(Some("bridge")));
-    assert_eq!(port.str(names::CONNECTION, "interface-name"), Ok(Some("ens32")));
-    assert_eq!(port.str(names::CONNECTION, "id"), Ok(Some("br0-port-ens32")));
+    assert_eq!(
+        port.str(names::CONNECTION, "master"),
+        Ok(Some(p.bridge_uuid.as_str()))
+    );
+    assert_eq!(
+        port.str(names::CONNECTION, "slave-type"),
+        Ok(Some("bridge"))
+    );
+    assert_eq!(
+        port.str(names::CONNECTION, "interface-name"),
+        Ok(Some("ens32"))
+    );
+    assert_eq!(
+        port.str(names::CONNECTION, "id"),
+        Ok(Some("br0-port-ens32"))
+    );
     assert_eq!(port.bool(names::CONNECTION, "autoconnect"), Ok(Some(true)));
 }
 
@@ -169,7 +201,10 @@ fn the_original_profile_is_kept_with_autoconnect_off() {
     let p = plan(&found_with(static_settings()), &request());
     assert_eq!(p.original.uuid, "uuid-ens32");
     let after = &p.original_after;
-    assert_eq!(after.bool(names::CONNECTION, "autoconnect"), Ok(Some(false)));
+    assert_eq!(
+        after.bool(names::CONNECTION, "autoconnect"),
+        Ok(Some(false))
+    );
     assert_eq!(after.str(names::IPV4, "method"), Ok(Some("manual")));
     assert!(after.raw(names::IPV4, "addresses").is_none());
 }
@@ -187,7 +222,10 @@ fn dhcp_uplinks_keep_their_mac_and_client_identity() {
     let p = plan(&found, &request());
     assert_eq!(p.mac, "52:54:00:12:34:56");
     let b = &p.bridge_profile;
-    assert_eq!(b.str(names::ETHERNET, "assigned-mac-address"), Ok(Some("52:54:00:12:34:56")));
+    assert_eq!(
+        b.str(names::ETHERNET, "assigned-mac-address"),
+        Ok(Some("52:54:00:12:34:56"))
+    );
     assert_eq!(b.str(names::IPV4, "dhcp-client-id"), Ok(Some("mac")));
     // Verification expects the address the lease gave before.
     assert_eq!(p.ipv4.addresses, vec!["172.25.250.10/24".parse().unwrap()]);
@@ -223,17 +261,29 @@ fn bad_input_is_refused_with_a_reason() {
 
     let mut req = request();
     req.bridge = "a-very-long-bridge".to_owned();
-    assert!(matches!(refused(&found, &req), PlanError::BridgeName { .. }));
+    assert!(matches!(
+        refused(&found, &req),
+        PlanError::BridgeName { .. }
+    ));
     req.bridge = "br/0".to_owned();
-    assert!(matches!(refused(&found, &req), PlanError::BridgeName { .. }));
+    assert!(matches!(
+        refused(&found, &req),
+        PlanError::BridgeName { .. }
+    ));
     req.bridge = "ens32".to_owned();
     assert!(matches!(refused(&found, &req), PlanError::NameTaken { .. }));
 
     let mut req = request();
     req.rollback_timeout = Some(0);
-    assert!(matches!(refused(&found, &req), PlanError::RollbackTimeout { .. }));
+    assert!(matches!(
+        refused(&found, &req),
+        PlanError::RollbackTimeout { .. }
+    ));
     req.rollback_timeout = Some(86_400);
-    assert!(matches!(refused(&found, &req), PlanError::RollbackTimeout { .. }));
+    assert!(matches!(
+        refused(&found, &req),
+        PlanError::RollbackTimeout { .. }
+    ));
 }
 
 #[test]
@@ -251,23 +301,35 @@ fn unsuitable_uplinks_are_refused() {
         u.device.managed = false;
         u.device.state = DeviceState::Unmanaged;
     }
-    assert!(matches!(refused(&found, &request()), PlanError::Unmanaged { .. }));
+    assert!(matches!(
+        refused(&found, &request()),
+        PlanError::Unmanaged { .. }
+    ));
 
     let mut found = found_with(static_settings());
     if let Some(u) = found.uplink.as_mut() {
         u.controller = Some("br9".to_owned());
     }
-    assert!(matches!(refused(&found, &request()), PlanError::AlreadyPort { .. }));
+    assert!(matches!(
+        refused(&found, &request()),
+        PlanError::AlreadyPort { .. }
+    ));
 
     let mut found = found_with(static_settings());
     if let Some(u) = found.uplink.as_mut() {
         u.active = None;
     }
-    assert!(matches!(refused(&found, &request()), PlanError::NoActiveProfile { .. }));
+    assert!(matches!(
+        refused(&found, &request()),
+        PlanError::NoActiveProfile { .. }
+    ));
 
     let mut found = found_with(static_settings());
     found.nm_version = NmVersion(1, 18, 0);
-    assert!(matches!(refused(&found, &request()), PlanError::NmTooOld { .. }));
+    assert!(matches!(
+        refused(&found, &request()),
+        PlanError::NmTooOld { .. }
+    ));
 }
 
 #[test]
@@ -278,7 +340,11 @@ fn profiles_that_could_grab_the_uplink_are_outranked() {
     found.profiles.push(other);
     let p = plan(&found, &request());
     assert_eq!(p.competing, vec!["Wired connection 1".to_owned()]);
-    assert_eq!(p.port_profile.i32(names::CONNECTION, "autoconnect-priority"), Ok(Some(6)));
+    assert_eq!(
+        p.port_profile
+            .i32(names::CONNECTION, "autoconnect-priority"),
+        Ok(Some(6))
+    );
 }
 
 #[test]

@@ -13,8 +13,7 @@ pub trait Device {
     /// The settings the device runs with; `flags` must be 0.
     fn get_applied_connection(&self, flags: u32) -> zbus::Result<(SettingsOut, u64)>;
 
-    fn reapply(&self, connection: SettingsIn<'_>, version_id: u64, flags: u32)
-        -> zbus::Result<()>;
+    fn reapply(&self, connection: SettingsIn<'_>, version_id: u64, flags: u32) -> zbus::Result<()>;
 
     fn disconnect(&self) -> zbus::Result<()>;
 

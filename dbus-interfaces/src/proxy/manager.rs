@@ -37,7 +37,10 @@ pub trait NetworkManager {
     fn checkpoint_destroy(&self, checkpoint: &ObjectPath<'_>) -> zbus::Result<()>;
 
     /// Returns, per original device path, a `RollbackResult` number.
-    fn checkpoint_rollback(&self, checkpoint: &ObjectPath<'_>) -> zbus::Result<HashMap<String, u32>>;
+    fn checkpoint_rollback(
+        &self,
+        checkpoint: &ObjectPath<'_>,
+    ) -> zbus::Result<HashMap<String, u32>>;
 
     /// Re-arms the timer: `add_timeout` seconds from now (0 disables it).
     fn checkpoint_adjust_rollback_timeout(

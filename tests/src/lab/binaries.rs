@@ -64,3 +64,26 @@ fn existing(name: &str, path: PathBuf) -> Result<PathBuf, LabError> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_says_how_to_build_it() {
+        let err = existing("netbridge", PathBuf::from("/nonexistent/netbridge")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("/nonexistent/netbridge"), "{message}");
+        assert!(
+            message.contains("build it first: cargo build --workspace"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn test_executables_map_to_their_profile_dir() {
+        let dir = profile_dir().expect("profile dir");
+        assert_ne!(dir.file_name().and_then(|n| n.to_str()), Some("deps"));
+        assert!(dir.join("deps").is_dir(), "{}", dir.display());
+    }
+}

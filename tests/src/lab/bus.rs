@@ -63,7 +63,13 @@ impl Bus<'_> {
         )
     }
 
-    fn call(&self, dest: &str, path: &str, method: &str, args: &[&str]) -> Result<String, LabError> {
+    fn call(
+        &self,
+        dest: &str,
+        path: &str,
+        method: &str,
+        args: &[&str],
+    ) -> Result<String, LabError> {
         let mut command = Command::new("dbus-send");
         command
             .arg(format!("--bus={}", self.address))

@@ -26,7 +26,11 @@ impl Daemon {
     /// The commands the lab builds `exec` their way to the daemon (`ip netns
     /// exec`, `unshare` and `sh -c 'exec ...'` all replace themselves), so the
     /// child's pid is the daemon's pid.
-    pub(crate) fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Result<Self, LabError> {
+    pub(crate) fn spawn(
+        name: &'static str,
+        cmd: &mut Command,
+        log: &Path,
+    ) -> Result<Self, LabError> {
         let out = open_log(log)?;
         let err = out
             .try_clone()

@@ -32,7 +32,10 @@ pub(crate) fn delete(name: &str) -> Result<(), LabError> {
 /// The pids of the processes in namespace `name`.
 pub(crate) fn pids(name: &str) -> Result<Vec<u32>, LabError> {
     let text = cmd::stdout(&mut cmd::ip(["netns", "pids", name]))?;
-    Ok(text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    Ok(text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// `ip -n NS ARGS...`, failing unless it succeeds.

@@ -79,7 +79,10 @@ fn read_profiles(lab_dir: &Path) -> Result<BTreeMap<String, String>, LabError> {
                 .path();
             let text = std::fs::read(&path)
                 .map_err(|e| LabError::io("cannot read a profile", &path, e))?;
-            let name = format!("{sub}/{}", path.file_name().unwrap_or_default().to_string_lossy());
+            let name = format!(
+                "{sub}/{}",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            );
             profiles.insert(name, normalise_keyfile(&String::from_utf8_lossy(&text)));
         }
     }
@@ -106,7 +109,10 @@ fn parse_links(json: &Value) -> BTreeMap<String, LinkSnapshot> {
 }
 
 fn link_snapshot(link: &Value) -> LinkSnapshot {
-    let flags = link["flags"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let flags = link["flags"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     LinkSnapshot {
         kind: str_field(&link["linkinfo"], "info_kind"),
         master: str_field(link, "master"),
@@ -126,7 +132,13 @@ fn parse_addresses(json: &Value) -> BTreeMap<String, Vec<String>> {
                 .unwrap_or_default()
                 .iter()
                 .filter(|a| is_stable_address(a))
-                .filter_map(|a| Some(format!("{}/{}", str_field(a, "local")?, a["prefixlen"].as_u64()?)))
+                .filter_map(|a| {
+                    Some(format!(
+                        "{}/{}",
+                        str_field(a, "local")?,
+                        a["prefixlen"].as_u64()?
+                    ))
+                })
                 .collect();
             addrs.sort();
             (!addrs.is_empty()).then_some((name, addrs))
@@ -162,7 +174,10 @@ fn parse_routes(json: &Value) -> Vec<RouteSnapshot> {
 }
 
 fn entries(json: &Value) -> impl Iterator<Item = &Value> {
-    json.as_array().map(Vec::as_slice).unwrap_or_default().iter()
+    json.as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
 }
 
 fn str_field(value: &Value, key: &str) -> Option<String> {

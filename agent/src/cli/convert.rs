@@ -1,0 +1,476 @@
+//! `netbridge convert UPLINK`: the one-shot conversion from a terminal.
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::path::Path;
+
+use serde::Serialize;
+use tokio::io::AsyncBufReadExt;
+
+use super::output::{print_error, print_json, Exit, Fatal};
+use crate::checks::{self, CheckContext, CheckSpec, Probe, ProbeResult};
+use crate::inventory;
+use crate::journal::Store;
+use crate::nm::Nm;
+use crate::plan::{self, Decision, Ids, Plan, Request};
+use crate::recovery::{self, Recovered};
+use crate::report::{Progress, Step};
+use crate::transaction::{Outcome, Transaction};
+
+/// How long a default check gets before the change to show it works at all.
+const PRECHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Checks (--check, repeatable):
+  gateway         ICMP echo to each default gateway the uplink had
+  dns-servers     each DNS server the host uses answers a query
+  ping:ADDR       ICMP echo to ADDR
+  tcp:HOST:PORT   a TCP connection opens (IPv6 in brackets: tcp:[fd00::1]:22)
+  dns:NAME        NAME resolves through the host's DNS servers
+Default: gateway and dns-servers, each kept only if it passes before the change.
+Checks given with --check must pass before and after the change.
+
+Examples:
+  netbridge convert ens32 --dry-run
+  netbridge convert ens32 --bridge br0 --check tcp:172.25.250.254:22 --yes
+  netbridge convert ens32 --json --yes")]
+pub struct ConvertArgs {
+    /// The NIC whose IP configuration moves to the bridge (e.g. ens32).
+    pub uplink: String,
+
+    /// Name of the bridge to create.
+    #[arg(long, default_value = "br0", value_name = "NAME")]
+    pub bridge: String,
+
+    /// A connectivity check that must pass after the change (see below).
+    #[arg(long = "check", value_name = "SPEC")]
+    pub checks: Vec<CheckSpec>,
+
+    /// Do not add the default checks (gateway, dns-servers).
+    #[arg(long)]
+    pub no_default_checks: bool,
+
+    /// Seconds without netbridge after which NetworkManager restores the host
+    /// by itself [default: 30, or 90 with --stp on].
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub rollback_timeout: Option<u32>,
+
+    /// Spanning tree on the bridge. Off by default: with a single uplink it
+    /// only delays forwarding by about 30 s.
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    pub stp: OnOff,
+
+    /// Show what would be done, and the equivalent nmcli commands; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print one JSON document with the result instead of progress.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Do not ask for confirmation (needed when not on a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+fn parse_timeout(text: &str) -> Result<u32, String> {
+    let value: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    plan::validate_rollback_timeout(value).map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// The machine-readable result.
+#[derive(Debug, Serialize)]
+struct Report {
+    command: &'static str,
+    /// committed, rolled-back, no-op, dry-run, declined or error
+    result: &'static str,
+    exit_code: i32,
+    uplink: String,
+    bridge: String,
+    error: Option<String>,
+    recovered: Option<Recovered>,
+    plan: Option<Plan>,
+    nmcli: Vec<String>,
+    checks_before: Vec<ProbeResult>,
+    /// Default checks left out because they failed before the change.
+    dropped_checks: Vec<String>,
+    outcome: Option<Outcome>,
+    steps: Vec<Step>,
+    seconds: f64,
+}
+
+pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
+    let progress = Progress::new(!args.json);
+    let mut report = Report {
+        command: "convert",
+        result: "error",
+        exit_code: 0,
+        uplink: args.uplink.clone(),
+        bridge: args.bridge.clone(),
+        error: None,
+        recovered: None,
+        plan: None,
+        nmcli: Vec::new(),
+        checks_before: Vec::new(),
+        dropped_checks: Vec::new(),
+        outcome: None,
+        steps: Vec::new(),
+        seconds: 0.0,
+    };
+    let exit = match convert(&args, state_dir, &progress, &mut report).await {
+        Ok(exit) => exit,
+        Err(fatal) => {
+            report.error = Some(fatal.message.clone());
+            if !args.json {
+                print_error(&fatal);
+            }
+            fatal.exit
+        }
+    };
+    report.exit_code = exit.code();
+    report.steps = progress.steps();
+    report.seconds = progress.elapsed();
+    if args.json {
+        print_json(&report);
+    }
+    exit
+}
+
+async fn convert(
+    args: &ConvertArgs,
+    state_dir: &Path,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<Exit, Fatal> {
+    let nm = Nm::connect().await?;
+    let store = Store::new(state_dir);
+    let lock = store.lock()?;
+    report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
+
+    let found = inventory::find(&nm, &args.uplink).await?;
+    let request = Request {
+        uplink: args.uplink.clone(),
+        bridge: args.bridge.clone(),
+        stp: args.stp == OnOff::On,
+        rollback_timeout: args.rollback_timeout,
+    };
+    let ids = Ids {
+        bridge_uuid: uuid::Uuid::new_v4().to_string(),
+        port_uuid: uuid::Uuid::new_v4().to_string(),
+    };
+    let plan = match plan::plan_convert(&request, &found, &ids) {
+        Ok(Decision::Convert(plan)) => *plan,
+        Ok(Decision::AlreadyConverted { uplink, bridge }) => {
+            progress.step(
+                "no-op",
+                format!("{uplink} is already a port of {bridge}: nothing to do"),
+            );
+            report.result = "no-op";
+            return Ok(Exit::Ok);
+        }
+        Err(e) => {
+            return Err(Fatal::new(
+                Exit::BadInput,
+                format!("{e}; nothing was changed"),
+            ))
+        }
+    };
+    let uplink = found.uplink.as_ref().map(|u| &u.device);
+    progress.step(
+        "found",
+        format!(
+            "{} ({}) runs profile '{}', MAC {}, NetworkManager {}",
+            plan.uplink,
+            uplink.map_or("?", |d| d.device_type.as_str()),
+            plan.original.id,
+            plan.mac,
+            nm.version()
+        ),
+    );
+    let before = CheckContext {
+        interface: Some(plan.uplink.clone()),
+        ..context(&plan)
+    };
+    let probes = select_checks(args, &plan, &before, progress, report).await?;
+    report.nmcli = plan.nmcli_commands();
+
+    if args.dry_run {
+        if !args.json {
+            print_plan(&plan, &probes);
+        }
+        report.plan = Some(plan);
+        report.result = "dry-run";
+        return Ok(Exit::Ok);
+    }
+    if !args.yes && !confirm(&plan, &probes, args.json).await? {
+        report.plan = Some(plan);
+        report.result = "declined";
+        return Ok(Exit::BadInput);
+    }
+
+    let after = CheckContext {
+        interface: Some(plan.bridge.clone()),
+        ..context(&plan)
+    };
+    let tx = Transaction {
+        nm: &nm,
+        store: &store,
+        lock: &lock,
+        progress,
+    };
+    let outcome = tx.convert(&plan, &probes, &after).await?;
+    let exit = match &outcome {
+        Outcome::Committed { .. } => {
+            report.result = "committed";
+            if !args.json {
+                println!(
+                    "{} is now a port of {}, which carries {}; committed in {:.2} s.",
+                    plan.uplink,
+                    plan.bridge,
+                    addresses(&plan),
+                    progress.elapsed()
+                );
+            }
+            Exit::Ok
+        }
+        Outcome::RolledBack { reason, .. } => {
+            report.result = "rolled-back";
+            if !args.json {
+                println!(
+                    "Rolled back: {reason}. {} runs profile '{}' again, as before.",
+                    plan.uplink, plan.original.id
+                );
+            }
+            Exit::RolledBack
+        }
+    };
+    report.outcome = Some(outcome);
+    report.plan = Some(plan);
+    Ok(exit)
+}
+
+/// What the checks need: the gateways and DNS servers the uplink has now.
+fn context(plan: &Plan) -> CheckContext {
+    let gateways: Vec<IpAddr> = plan
+        .ipv4
+        .gateway
+        .into_iter()
+        .chain(plan.ipv6.gateway)
+        .collect();
+    let dns: Vec<IpAddr> = plan
+        .ipv4
+        .dns
+        .iter()
+        .chain(&plan.ipv6.dns)
+        .copied()
+        .collect();
+    CheckContext::new(gateways, dns)
+}
+
+/// Runs the checks once before the change. Default checks that fail now are
+/// dropped (a gateway that never answers ping must not cause a rollback);
+/// checks the operator asked for must pass, or nothing is changed.
+async fn select_checks(
+    args: &ConvertArgs,
+    plan: &Plan,
+    ctx: &CheckContext,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<Vec<Probe>, Fatal> {
+    let mut explicit = Vec::new();
+    for spec in &args.checks {
+        let probes = checks::expand(spec, ctx);
+        if probes.is_empty() {
+            return Err(Fatal::new(
+                Exit::BadInput,
+                format!(
+                    "--check {spec}: {} has none; nothing was changed",
+                    plan.uplink
+                ),
+            ));
+        }
+        explicit.extend(probes);
+    }
+    let defaults: Vec<Probe> = if args.no_default_checks {
+        Vec::new()
+    } else {
+        [CheckSpec::Gateway, CheckSpec::DnsServers]
+            .iter()
+            .flat_map(|spec| checks::expand(spec, ctx))
+            .filter(|p| !explicit.contains(p))
+            .collect()
+    };
+    let explicit_results = checks::run_all(&explicit, ctx, plan.timing.check).await;
+    let default_results = checks::run_all(&defaults, ctx, PRECHECK_DEADLINE).await;
+    for r in explicit_results.iter().chain(&default_results) {
+        let verdict = if r.ok { "ok" } else { "fails" };
+        progress.step("before", format!("{} {verdict}: {}", r.probe, r.detail));
+    }
+    if let Some(bad) = explicit_results.iter().find(|r| !r.ok) {
+        report.checks_before = explicit_results.clone();
+        return Err(Fatal::new(
+            Exit::BadInput,
+            format!(
+                "the check '{}' already fails before any change ({}); fix it or leave it out — nothing was changed",
+                bad.probe, bad.detail
+            ),
+        ));
+    }
+    for dropped in default_results.iter().filter(|r| !r.ok) {
+        report.dropped_checks.push(dropped.probe.to_string());
+    }
+    let mut probes = explicit;
+    probes.extend(
+        default_results
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| r.probe.clone()),
+    );
+    report.checks_before = explicit_results
+        .into_iter()
+        .chain(default_results)
+        .collect();
+    if probes.is_empty() {
+        progress.step(
+            "warning",
+            "no check passes before the change: only the bridge's state will be verified",
+        );
+    }
+    Ok(probes)
+}
+
+fn addresses(plan: &Plan) -> String {
+    let all: Vec<String> = plan
+        .ipv4
+        .addresses
+        .iter()
+        .chain(&plan.ipv6.addresses)
+        .map(ToString::to_string)
+        .collect();
+    if all.is_empty() {
+        format!("the {} configuration", plan.ipv4.method)
+    } else {
+        all.join(", ")
+    }
+}
+
+fn print_plan(plan: &Plan, probes: &[Probe]) {
+    let mut out = std::io::stdout().lock();
+    let _ = write_plan(&mut out, plan, probes);
+}
+
+fn write_plan(out: &mut impl Write, plan: &Plan, probes: &[Probe]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Plan: convert {} into bridge {}",
+        plan.uplink, plan.bridge
+    )?;
+    writeln!(
+        out,
+        "  bridge    {} (profile '{}'): STP {}, MAC {}{}",
+        plan.bridge,
+        plan.bridge,
+        if plan.stp { "on" } else { "off" },
+        plan.mac,
+        plan.mtu.map(|m| format!(", MTU {m}")).unwrap_or_default()
+    )?;
+    for (family, ip) in [("ipv4", &plan.ipv4), ("ipv6", &plan.ipv6)] {
+        writeln!(out, "  {family}      {}", describe_ip(ip))?;
+    }
+    writeln!(
+        out,
+        "  port      {}: {} joins {} (no IP)",
+        plan.port_id, plan.uplink, plan.bridge
+    )?;
+    writeln!(
+        out,
+        "  original  profile '{}' ({}) is kept, with autoconnect off after the commit",
+        plan.original.id, plan.original.uuid
+    )?;
+    if !plan.competing.is_empty() {
+        writeln!(
+            out,
+            "  outranks  {} (could claim {} at boot)",
+            plan.competing.join(", "),
+            plan.uplink
+        )?;
+    }
+    let checks: Vec<String> = probes.iter().map(ToString::to_string).collect();
+    writeln!(
+        out,
+        "  checks    {} ({} s each)",
+        if checks.is_empty() {
+            "none".to_owned()
+        } else {
+            checks.join(", ")
+        },
+        plan.timing.check.as_secs()
+    )?;
+    writeln!(
+        out,
+        "  safety    tried in memory first; NetworkManager rolls back by itself after {} s without netbridge",
+        plan.timing.rollback_timeout
+    )?;
+    for warning in &plan.warnings {
+        writeln!(out, "  warning   {warning}")?;
+    }
+    writeln!(
+        out,
+        "Equivalent nmcli commands (for review; netbridge talks to NetworkManager over D-Bus):"
+    )?;
+    for cmd in plan.nmcli_commands() {
+        writeln!(out, "  {cmd}")?;
+    }
+    Ok(())
+}
+
+fn describe_ip(ip: &plan::IpPlan) -> String {
+    let mut parts = vec![ip.method.clone()];
+    let join = |v: Vec<String>| v.join(", ");
+    if !ip.addresses.is_empty() {
+        parts.push(join(ip.addresses.iter().map(ToString::to_string).collect()));
+    }
+    if let Some(gw) = ip.gateway {
+        parts.push(format!("gateway {gw}"));
+    }
+    if !ip.dns.is_empty() {
+        parts.push(format!(
+            "dns {}",
+            join(ip.dns.iter().map(ToString::to_string).collect())
+        ));
+    }
+    if !ip.routes.is_empty() {
+        parts.push(format!("routes {}", ip.routes.join(", ")));
+    }
+    parts.join(", ")
+}
+
+/// Asks on a terminal; refuses without one rather than hang a script.
+async fn confirm(plan: &Plan, probes: &[Probe], json: bool) -> Result<bool, Fatal> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Fatal::new(
+            Exit::BadInput,
+            "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
+        ));
+    }
+    if !json {
+        print_plan(plan, probes);
+    }
+    eprint!("Convert {} into {} now? [y/N] ", plan.uplink, plan.bridge);
+    let mut answer = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| Fatal::new(Exit::Internal, format!("reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

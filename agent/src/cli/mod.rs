@@ -1,0 +1,63 @@
+//! The `netbridge` command line: one file per verb.
+
+mod convert;
+mod output;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Exit;
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success (also: nothing to do, dry run)
+  1  internal error
+  2  bad input or refused before anything changed
+  3  the change failed its checks and was rolled back: the host is as it was
+  4  NetworkManager is not running, not reachable or refused permission
+  5  a rollback did not complete: check the host (`netbridge status`)
+  6  another netbridge process is changing this host
+
+Environment:
+  DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on
+  NETBRIDGE_STATE_DIR      journal and lock directory (default /var/lib/netbridge)
+  NETBRIDGE_LOG            log filter for diagnostics on stderr (e.g. debug)";
+
+/// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely:
+/// every change is tried in memory under a NetworkManager checkpoint, proven
+/// with connectivity checks, and committed to disk only if they pass —
+/// otherwise the host is rolled back, also if netbridge or NetworkManager dies.
+#[derive(Debug, Parser)]
+#[command(name = "netbridge", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Directory for the journal of unfinished changes and the lock.
+    #[arg(
+        long,
+        global = true,
+        env = "NETBRIDGE_STATE_DIR",
+        default_value = "/var/lib/netbridge",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show devices, bridges and their ports, addresses, gateways and DNS (read-only).
+    Status(status::StatusArgs),
+    /// Move an uplink's IP configuration onto a new bridge, prove it, roll back on failure.
+    Convert(convert::ConvertArgs),
+}
+
+/// Runs the command line and returns the process exit status.
+pub async fn run(cli: Cli) -> Exit {
+    match cli.command {
+        Command::Status(args) => status::run(args, &cli.state_dir).await,
+        Command::Convert(args) => convert::run(args, &cli.state_dir).await,
+    }
+}

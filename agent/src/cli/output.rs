@@ -1,0 +1,98 @@
+//! Exit statuses and the shape of errors, for people and for `--json`.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::journal::JournalError;
+use crate::nm::NmError;
+use crate::recovery::RecoveryError;
+use crate::transaction::TxError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Exit {
+    Ok = 0,
+    Internal = 1,
+    BadInput = 2,
+    RolledBack = 3,
+    NmUnavailable = 4,
+    RollbackFailed = 5,
+    Busy = 6,
+}
+
+impl Exit {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// An error that ends a verb, with the exit status it means.
+#[derive(Debug)]
+pub struct Fatal {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl Fatal {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Fatal {
+            exit,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<NmError> for Fatal {
+    fn from(e: NmError) -> Self {
+        let exit = match e {
+            NmError::NoBus { .. }
+            | NmError::NotRunning { .. }
+            | NmError::PermissionDenied { .. } => Exit::NmUnavailable,
+            ref other if other.is_nm_gone() => Exit::NmUnavailable,
+            _ => Exit::Internal,
+        };
+        Fatal::new(exit, e.to_string())
+    }
+}
+
+impl From<JournalError> for Fatal {
+    fn from(e: JournalError) -> Self {
+        let exit = match e {
+            JournalError::Busy { .. } => Exit::Busy,
+            _ => Exit::Internal,
+        };
+        Fatal::new(exit, e.to_string())
+    }
+}
+
+impl From<RecoveryError> for Fatal {
+    fn from(e: RecoveryError) -> Self {
+        match e {
+            RecoveryError::Journal(j) => j.into(),
+            undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackFailed, undo.to_string()),
+        }
+    }
+}
+
+impl From<TxError> for Fatal {
+    fn from(e: TxError) -> Self {
+        let exit = match e {
+            TxError::Journal(JournalError::Busy { .. }) => Exit::Busy,
+            TxError::Rollback { .. } => Exit::RollbackFailed,
+            TxError::Journal(_) | TxError::Checkpoint(_) => Exit::Internal,
+        };
+        Fatal::new(exit, e.to_string())
+    }
+}
+
+/// Prints a JSON document on stdout. Write errors are ignored: the change is
+/// already decided, and a vanished terminal must not turn it into a crash.
+pub fn print_json<T: Serialize>(doc: &T) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, doc);
+    let _ = writeln!(out);
+}
+
+pub fn print_error(fatal: &Fatal) {
+    let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
+}

@@ -1,0 +1,243 @@
+//! `netbridge status`: what `brctl show` shows, plus what matters for a
+//! bridge conversion (profiles, addresses, gateway, DNS).
+
+use std::path::Path;
+
+use netbridge_dbus::state::DeviceType;
+use serde::Serialize;
+
+use super::output::{print_error, print_json, Exit, Fatal};
+use crate::journal::{Record, Store};
+use crate::nm::{DeviceInfo, IpRuntime, Nm};
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Include the loopback device.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    networkmanager: NmInfo,
+    devices: Vec<DeviceStatus>,
+    /// A change an earlier run left unfinished (undone by the next convert).
+    unfinished_change: Option<Record>,
+}
+
+#[derive(Debug, Serialize)]
+struct NmInfo {
+    version: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ProfileRef {
+    id: String,
+    uuid: String,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceStatus {
+    #[serde(flatten)]
+    device: DeviceInfo,
+    profile: Option<ProfileRef>,
+    /// The bridge this device is a port of.
+    controller: Option<String>,
+    bridge: Option<BridgeStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct BridgeStatus {
+    stp: bool,
+    ports: Vec<PortStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct PortStatus {
+    name: String,
+    /// The kernel's STP port state: disabled, listening, learning, forwarding, blocking.
+    state: String,
+}
+
+pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
+    match collect(&args, state_dir).await {
+        Ok(status) => {
+            if args.json {
+                print_json(&status);
+            } else {
+                print_table(&status);
+            }
+            Exit::Ok
+        }
+        Err(fatal) => {
+            if args.json {
+                print_json(&serde_json::json!({
+                    "error": fatal.message,
+                    "exit_code": fatal.exit.code(),
+                }));
+            }
+            print_error(&fatal);
+            fatal.exit
+        }
+    }
+}
+
+async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
+    let nm = Nm::connect().await?;
+    let devices = nm.devices().await?;
+    let mut out = Vec::new();
+    for device in devices
+        .iter()
+        .filter(|d| args.all || d.device_type != DeviceType::Loopback)
+    {
+        out.push(DeviceStatus {
+            profile: profile_of(&nm, device).await?,
+            controller: devices
+                .iter()
+                .find(|d| d.port_paths.contains(&device.path))
+                .map(|d| d.interface.clone()),
+            bridge: bridge_of(device, &devices).await,
+            device: device.clone(),
+        });
+    }
+    Ok(Status {
+        networkmanager: NmInfo {
+            version: nm.version().to_string(),
+        },
+        devices: out,
+        unfinished_change: Store::new(state_dir).read()?,
+    })
+}
+
+async fn profile_of(nm: &Nm, device: &DeviceInfo) -> Result<Option<ProfileRef>, Fatal> {
+    let Some(active) = &device.active_connection else {
+        return Ok(None);
+    };
+    match nm.active_info(active).await {
+        Ok(info) => Ok(Some(ProfileRef {
+            id: info.id,
+            uuid: info.uuid,
+        })),
+        Err(e) if e.is_gone() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn bridge_of(device: &DeviceInfo, devices: &[DeviceInfo]) -> Option<BridgeStatus> {
+    if device.device_type != DeviceType::Bridge {
+        return None;
+    }
+    let base = format!("/sys/class/net/{}", device.interface);
+    let stp = read_sys(&format!("{base}/bridge/stp_state"))
+        .await
+        .as_deref()
+        != Some("0");
+    let mut ports = Vec::new();
+    for port in devices
+        .iter()
+        .filter(|d| device.port_paths.contains(&d.path))
+    {
+        let state = read_sys(&format!("{base}/brif/{}/state", port.interface)).await;
+        ports.push(PortStatus {
+            name: port.interface.clone(),
+            state: port_state(state.as_deref()).to_owned(),
+        });
+    }
+    Some(BridgeStatus { stp, ports })
+}
+
+async fn read_sys(path: &str) -> Option<String> {
+    tokio::fs::read_to_string(path)
+        .await
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn port_state(raw: Option<&str>) -> &'static str {
+    match raw {
+        Some("0") => "disabled",
+        Some("1") => "listening",
+        Some("2") => "learning",
+        Some("3") => "forwarding",
+        Some("4") => "blocking",
+        _ => "unknown",
+    }
+}
+
+fn print_table(status: &Status) {
+    println!("NetworkManager {}", status.networkmanager.version);
+    println!(
+        "{:<12} {:<9} {:<12} {:<20} {:<18} {:<20} {:<16} DNS",
+        "DEVICE", "TYPE", "STATE", "PROFILE", "MAC", "IPV4", "GATEWAY"
+    );
+    for d in &status.devices {
+        print_device(d);
+    }
+    if let Some(change) = &status.unfinished_change {
+        println!(
+            "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
+            change.pid, change.phase
+        );
+    }
+}
+
+fn print_device(d: &DeviceStatus) {
+    let dev = &d.device;
+    let profile = d.profile.as_ref().map_or("--", |p| p.id.as_str());
+    println!(
+        "{:<12} {:<9} {:<12} {:<20} {:<18} {:<20} {:<16} {}",
+        dev.interface,
+        dev.device_type.as_str(),
+        dev.state.as_str(),
+        profile,
+        dev.mac,
+        join(&dev.ipv4.addresses),
+        dev.ipv4.gateway.map_or("--".to_owned(), |g| g.to_string()),
+        join(&dev.ipv4.dns),
+    );
+    if let Some(ipv6) = ipv6_line(&dev.ipv6) {
+        println!("{:<12} ipv6 {ipv6}", "");
+    }
+    if let Some(controller) = &d.controller {
+        println!("{:<12} port of {controller}", "");
+    }
+    if let Some(bridge) = &d.bridge {
+        let ports: Vec<String> = bridge
+            .ports
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.state))
+            .collect();
+        println!(
+            "{:<12} stp {}, ports: {}",
+            "",
+            if bridge.stp { "on" } else { "off" },
+            if ports.is_empty() {
+                "none".to_owned()
+            } else {
+                ports.join(", ")
+            }
+        );
+    }
+}
+
+fn ipv6_line(ip: &IpRuntime) -> Option<String> {
+    if ip.addresses.is_empty() {
+        return None;
+    }
+    let gateway = ip.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+    Some(format!("{}{gateway}", join(&ip.addresses)))
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "--".to_owned();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,264 @@
+//! netbridge's own record of a change in progress, on disk, so a change cut
+//! short (netbridge killed, NetworkManager restarted and its checkpoint lost)
+//! is found and undone by the next run. Also the lock that keeps two netbridge
+//! processes from changing the host at once.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::Original;
+
+const JOURNAL: &str = "journal.json";
+const LOCK: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot use the state directory {}: {source}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not a netbridge journal ({source}); move it away after checking the host by hand", path.display())]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("another netbridge process{} is changing this host's network; wait for it to finish", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { holder: Option<u32> },
+}
+
+/// Where a change stands: decides what undoing it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// On trial under a checkpoint; nothing is on disk yet.
+    Applying,
+    /// Checks passed; profiles are being written to disk.
+    Committing,
+    /// Everything is on disk; only the checkpoint remains to be destroyed.
+    Committed,
+}
+
+/// What an unfinished change did, and so how to undo it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "kebab-case")]
+pub enum Change {
+    /// `convert`: new bridge and port profiles; the original profile to bring back.
+    Convert {
+        bridge: String,
+        uplink: String,
+        created: Vec<String>,
+        original: Original,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub pid: u32,
+    pub started_unix: u64,
+    pub phase: Phase,
+    /// The NetworkManager checkpoint guarding the change, with its creation
+    /// time: NetworkManager reuses paths after a restart.
+    pub checkpoint: Option<(String, i64)>,
+    pub change: Change,
+}
+
+impl Record {
+    pub fn new(change: Change) -> Self {
+        Record {
+            pid: std::process::id(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            phase: Phase::Applying,
+            checkpoint: None,
+            change,
+        }
+    }
+}
+
+/// The state directory (default `/var/lib/netbridge`).
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Held while a process may change the host; released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> Result<(), JournalError> {
+        let dir_err = |source| JournalError::Dir {
+            path: self.dir.clone(),
+            source,
+        };
+        fs::create_dir_all(&self.dir).map_err(dir_err)?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(dir_err)
+    }
+
+    /// Takes the host-wide lock without waiting: a second process refuses at once.
+    pub fn lock(&self) -> Result<Lock, JournalError> {
+        self.ensure_dir()?;
+        let path = self.dir.join(LOCK);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut text = String::new();
+                let holder = file
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(JournalError::Busy { holder });
+            }
+            Err((_, errno)) => return Err(io(std::io::Error::from(errno))),
+        };
+        locked.set_len(0).map_err(io)?;
+        locked.rewind().map_err(io)?;
+        write!(locked, "{}", std::process::id()).map_err(io)?;
+        Ok(Lock { _file: locked })
+    }
+
+    fn journal_path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+
+    pub fn read(&self) -> Result<Option<Record>, JournalError> {
+        let path = self.journal_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| JournalError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(JournalError::Io { path, source }),
+        }
+    }
+
+    /// Replaces the journal atomically and durably: a power cut leaves the old
+    /// record or the new one, never half of one.
+    pub fn write(&self, _lock: &Lock, record: &Record) -> Result<(), JournalError> {
+        self.ensure_dir()?;
+        let path = self.journal_path();
+        let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(record).map_err(|e| io(e.into()))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        self.sync_dir()
+    }
+
+    pub fn clear(&self, _lock: &Lock) -> Result<(), JournalError> {
+        let path = self.journal_path();
+        match fs::remove_file(&path) {
+            Ok(()) => self.sync_dir(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(JournalError::Io { path, source }),
+        }
+    }
+
+    fn sync_dir(&self) -> Result<(), JournalError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| JournalError::Io {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record::new(Change::Convert {
+            bridge: "br0".into(),
+            uplink: "ens32".into(),
+            created: vec!["u1".into(), "u2".into()],
+            original: Original {
+                uuid: "u0".into(),
+                id: "ens32".into(),
+                autoconnect: true,
+            },
+        })
+    }
+
+    #[test]
+    fn a_record_survives_a_round_trip_and_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("state"));
+        let lock = store.lock().unwrap();
+        assert_eq!(store.read().unwrap(), None);
+        let mut rec = record();
+        rec.checkpoint = Some(("/org/freedesktop/NetworkManager/Checkpoint/1".into(), 42));
+        store.write(&lock, &rec).unwrap();
+        assert_eq!(store.read().unwrap(), Some(rec));
+        store.clear(&lock).unwrap();
+        assert_eq!(store.read().unwrap(), None);
+    }
+
+    #[test]
+    fn a_second_lock_is_refused_and_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        let _held = store.lock().unwrap();
+        match Store::new(dir.path()).lock() {
+            Err(JournalError::Busy { holder }) => assert_eq!(holder, Some(std::process::id())),
+            other => panic!("expected Busy, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_garbled_journal_is_reported_not_guessed() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(JOURNAL), b"{not json").unwrap();
+        let err = Store::new(dir.path()).read().unwrap_err();
+        assert!(err.to_string().contains("journal.json"));
+    }
+}

@@ -1,0 +1,54 @@
+//! Progress of an operation: printed for people as it happens (stderr), and
+//! kept for the machine-readable result.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Seconds since the operation started.
+    pub at: f64,
+    pub step: &'static str,
+    pub detail: String,
+}
+
+pub struct Progress {
+    start: Instant,
+    human: bool,
+    steps: Mutex<Vec<Step>>,
+}
+
+impl Progress {
+    /// `human`: also print each step to stderr as it happens.
+    pub fn new(human: bool) -> Self {
+        Progress {
+            start: Instant::now(),
+            human,
+            steps: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn step(&self, step: &'static str, detail: impl Into<String>) {
+        let detail = detail.into();
+        let at = self.start.elapsed().as_secs_f64();
+        tracing::info!(step, %detail, "progress");
+        if self.human {
+            // A closed terminal (SSH gone) must not stop a change half-way: ignore write errors.
+            let _ = writeln!(std::io::stderr(), "{at:7.3}s  {step:<12} {detail}");
+        }
+        if let Ok(mut steps) = self.steps.lock() {
+            steps.push(Step { at, step, detail });
+        }
+    }
+
+    pub fn steps(&self) -> Vec<Step> {
+        self.steps.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
