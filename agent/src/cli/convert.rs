@@ -155,7 +155,16 @@ async fn convert(
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
     let lock = store.lock()?;
-    report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
+    if args.dry_run {
+        if store.read()?.is_some() {
+            progress.step(
+                "unfinished",
+                "an interrupted change is recorded in the journal: a real run undoes it first",
+            );
+        }
+    } else {
+        report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
+    }
 
     let found = inventory::find(&nm, &args.uplink).await?;
     let request = Request {

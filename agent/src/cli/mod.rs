@@ -2,6 +2,7 @@
 
 mod convert;
 mod output;
+mod recover;
 mod status;
 
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Move an uplink's IP configuration onto a new bridge, prove it, roll back on failure.
     Convert(convert::ConvertArgs),
+    /// Finish or undo a change that an interrupted run left behind (every
+    /// changing command does this first; this does it now).
+    Recover(recover::RecoverArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -59,5 +63,6 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Status(args) => status::run(args, &cli.state_dir).await,
         Command::Convert(args) => convert::run(args, &cli.state_dir).await,
+        Command::Recover(args) => recover::run(args, &cli.state_dir).await,
     }
 }

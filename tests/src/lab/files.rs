@@ -1,8 +1,10 @@
 //! The configuration files of a lab, as text.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::{Uplink, GATEWAY, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
+use super::{LabError, Uplink, GATEWAY, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
 
 /// A private system bus: anyone may own and call anything, and no service
 /// is ever activated (so nothing outside the lab gets started by name).
@@ -82,6 +84,32 @@ pub(crate) fn uplink_keyfile(uplink: Uplink) -> String {
          [ipv6]\n\
          method=ignore\n"
     )
+}
+
+pub(crate) fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), LabError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LabError::io("cannot write a lab file", path, e))
+}
+
+pub(crate) fn append_file(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| LabError::io("cannot append to a lab file", path, e))
+}
+
+pub(crate) fn empty_dir(dir: &Path) -> Result<(), LabError> {
+    std::fs::remove_dir_all(dir)
+        .and_then(|()| std::fs::create_dir(dir))
+        .map_err(|e| LabError::io("cannot empty a lab directory", dir, e))
 }
 
 #[cfg(test)]

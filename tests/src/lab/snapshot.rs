@@ -89,13 +89,19 @@ fn read_profiles(lab_dir: &Path) -> Result<BTreeMap<String, String>, LabError> {
     Ok(profiles)
 }
 
-/// NM 1.42 keeps activation timestamps in /var/lib/NetworkManager/timestamps
-/// rather than in keyfiles, but a profile written by another tool may carry
-/// `connection.timestamp`: it changes on every activation, so it is dropped.
+/// Drops what changes without a configuration change: `connection.timestamp`
+/// (NM 1.42 keeps timestamps in /var/lib/NetworkManager/timestamps, but a
+/// profile written by another tool may carry one), and the random UUID of
+/// profiles NM generates for links it did not configure (`lo` gets a new
+/// one on every boot).
 fn normalise_keyfile(text: &str) -> String {
+    let generated = text.lines().any(|line| line == "nm-generated=true");
     text.lines()
         .filter(|line| !line.starts_with("timestamp="))
-        .map(|line| format!("{line}\n"))
+        .map(|line| match line.strip_prefix("uuid=") {
+            Some(_) if generated => "uuid=(generated)\n".to_owned(),
+            _ => format!("{line}\n"),
+        })
         .collect()
 }
 
@@ -237,6 +243,17 @@ mod tests {
         assert_eq!(routes[0].dst, "172.25.250.0/24");
         assert_eq!(routes[0].metric, Some(425));
         assert_eq!(routes[1].gateway.as_deref(), Some("172.25.250.254"));
+    }
+
+    #[test]
+    fn generated_profiles_lose_their_random_uuid() {
+        let text = "[connection]\nid=lo\nuuid=1184582b\n[.nmmeta]\nnm-generated=true\n";
+        assert_eq!(
+            normalise_keyfile(text),
+            "[connection]\nid=lo\nuuid=(generated)\n[.nmmeta]\nnm-generated=true\n"
+        );
+        let own = "[connection]\nid=a\nuuid=1184582b\n";
+        assert_eq!(normalise_keyfile(own), own);
     }
 
     #[test]

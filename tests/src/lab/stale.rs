@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{netns, LabError};
+use super::{daemon, netns, LabError};
 
 /// What [`remove_stale_labs`] removed, and what it left because processes
 /// still use it (their pids; the lab never kills what it cannot prove it
@@ -69,9 +69,10 @@ fn names_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Whether `name` is `<prefix><pid>-...` and no process `<pid>` exists.
+/// Whether `name` is `<prefix><pid>-...` and process `<pid>` is gone (a
+/// zombie counts as gone: it no longer drops anything).
 fn owner_gone(name: &str, prefix: &str) -> bool {
-    owner_pid(name, prefix).is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    owner_pid(name, prefix).is_some_and(|pid| !daemon::is_alive(pid))
 }
 
 fn owner_pid(name: &str, prefix: &str) -> Option<u32> {

@@ -1,0 +1,156 @@
+//! Helpers shared by the end-to-end tests: run the real `netbridge` binary
+//! inside a lab and read its JSON.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use netbridge_tests::Lab;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+pub fn netbridge(lab: &Lab, args: &[&str]) -> Run {
+    let out = lab
+        .netbridge(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run netbridge");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub fn status(lab: &Lab) -> Value {
+    let run = netbridge(lab, &["status", "--json"]);
+    assert_eq!(run.code, 0, "status failed: {}", run.stderr);
+    run.json()
+}
+
+pub fn device<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["interface"] == name)
+}
+
+pub fn ipv4(status: &Value, name: &str) -> Vec<String> {
+    device(status, name)
+        .and_then(|d| d["ipv4"]["addresses"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect()
+}
+
+pub fn ping_gateway(lab: &Lab) -> bool {
+    lab.host(["ping", "-c", "1", "-W", "2", "172.25.250.254"])
+        .status
+        .success()
+}
+
+/// A netbridge process whose progress (stderr) is read line by line.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(lab: &Lab, args: &[&str]) -> Running {
+        let mut child = lab
+            .netbridge(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netbridge");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a progress line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no line with {needle:?} within {timeout:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the exit; returns the code and the rest of stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().expect("wait for netbridge");
+        self.seen.extend(self.lines.try_iter());
+        // The reader thread may still be draining the pipe.
+        std::thread::sleep(Duration::from_millis(50));
+        self.seen.extend(self.lines.try_iter());
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+pub fn signal(pid: u32, sig: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    kill(pid, sig).expect("signal a process this test started");
+}
+
+/// Polls `cond` until it holds or `timeout` passes (test support only).
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cond()
+}

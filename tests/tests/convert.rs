@@ -1,0 +1,443 @@
+//! `netbridge convert` end to end against a real NetworkManager in a lab,
+//! including the failures: a check that fails, netbridge killed mid-change,
+//! NetworkManager restarted mid-change, a reboot, bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{device, eventually, ipv4, netbridge, ping_gateway, signal, status, Running};
+use netbridge_tests::{Lab, Uplink};
+use nix::sys::signal::Signal;
+
+const YES: &[&str] = &["convert", "ens32", "--yes"];
+
+fn convert_json(lab: &Lab, extra: &[&str]) -> common::Run {
+    let mut args = vec!["convert", "ens32", "--yes", "--json"];
+    args.extend_from_slice(extra);
+    netbridge(lab, &args)
+}
+
+fn assert_converted(lab: &Lab, address: &str) {
+    let s = status(lab);
+    assert_eq!(
+        ipv4(&s, "br0"),
+        vec![address.to_owned()],
+        "br0 carries the address"
+    );
+    assert!(ipv4(&s, "ens32").is_empty(), "ens32 has no address left");
+    let br0 = device(&s, "br0").expect("br0 exists");
+    assert_eq!(br0["state"], "activated");
+    assert_eq!(
+        br0["ipv4"]["gateway"], "172.25.250.254",
+        "default route via br0"
+    );
+    assert_eq!(br0["ipv4"]["dns"], serde_json::json!(["172.25.250.254"]));
+    assert_eq!(br0["bridge"]["stp"], false);
+    assert_eq!(br0["bridge"]["ports"][0]["name"], "ens32");
+    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+    assert!(ping_gateway(lab), "the gateway answers through br0");
+}
+
+fn keyfile<'a>(
+    snap: &'a netbridge_tests::HostSnapshot,
+    id: &str,
+) -> Option<(&'a String, &'a String)> {
+    snap.profiles
+        .iter()
+        .find(|(_, text)| text.lines().any(|l| l == format!("id={id}")))
+}
+
+#[test]
+fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["result"], "committed");
+    assert_eq!(doc["outcome"]["result"], "committed");
+    assert!(doc["outcome"]["checks"]
+        .as_array()
+        .is_some_and(|c| c.len() == 2));
+    assert_converted(&lab, "172.25.250.10/24");
+
+    let snap = lab.snapshot();
+    for id in ["br0", "br0-port-ens32"] {
+        let (path, _) = keyfile(&snap, id).unwrap_or_else(|| panic!("profile {id} exists"));
+        assert!(
+            path.starts_with("conn/"),
+            "{id} is on disk, not only in memory: {path}"
+        );
+    }
+    let (_, original) = keyfile(&snap, "ens32").expect("the original profile is kept");
+    assert!(
+        original.contains("autoconnect=false"),
+        "original autoconnect off:\n{original}"
+    );
+
+    lab.restart_nm().expect("restart NetworkManager");
+    assert!(eventually(Duration::from_secs(20), || ipv4(
+        &status(&lab),
+        "br0"
+    ) == [
+        "172.25.250.10/24"
+    ]));
+    assert_converted(&lab, "172.25.250.10/24");
+
+    lab.reboot().expect("reboot the lab host");
+    assert!(
+        eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
+            == ["172.25.250.10/24"]),
+        "after a reboot br0 comes back: {:#}",
+        status(&lab)
+    );
+    assert_converted(&lab, "172.25.250.10/24");
+}
+
+#[test]
+fn a_dhcp_uplink_keeps_its_address_and_mac() {
+    let Some(lab) = Lab::require(Uplink::Dhcp) else {
+        return;
+    };
+    let before = status(&lab);
+    let address = ipv4(&before, "ens32").pop().expect("a DHCP address");
+    let mac = device(&before, "ens32").expect("ens32")["mac"].clone();
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_converted(&lab, &address);
+    assert_eq!(device(&status(&lab), "br0").expect("br0")["mac"], mac);
+    assert_eq!(device(&status(&lab), "br0").expect("br0")["dhcp4"], true);
+}
+
+#[test]
+fn a_check_that_fails_after_the_change_rolls_back_to_exactly_the_old_state() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--check",
+            "ping:172.25.250.254",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // The gateway stops answering ping once the change is under way.
+    let out = lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
+    assert!(out.status.success());
+    let (code, log) = run.finish();
+    lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
+    assert_eq!(code, 3, "exit 3 = rolled back:\n{log}");
+    assert!(log.contains("rolled back"), "{log}");
+    assert_eq!(
+        lab.snapshot(),
+        before,
+        "profiles, links, addresses and routes as before"
+    );
+    assert!(ping_gateway(&lab), "the gateway answers again");
+    let s = status(&lab);
+    assert_eq!(
+        device(&s, "ens32").expect("ens32")["profile"]["id"],
+        "ens32"
+    );
+    assert!(device(&s, "br0").is_none());
+}
+
+#[test]
+fn netbridge_killed_mid_change_is_rolled_back_by_networkmanager() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "5",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // DNS goes silent, so netbridge sits in its checks when it is killed.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, -1, "killed");
+    assert!(
+        eventually(Duration::from_secs(20), || lab.snapshot() == before),
+        "NetworkManager restored the host by itself: {:#?}\nvs before {:#?}",
+        lab.snapshot(),
+        before
+    );
+    assert!(ping_gateway(&lab));
+    // The journal still records the change; the next run closes it without touching the host.
+    assert!(!status(&lab)["unfinished_change"].is_null());
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}", recover.stderr);
+    assert_eq!(recover.json()["result"], "undone");
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn a_networkmanager_restart_mid_change_is_undone_by_the_next_run() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "5",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    run.finish();
+    // The restart loses the checkpoint, so NetworkManager's timer cannot help.
+    lab.restart_nm().expect("restart NetworkManager");
+    signal(dnsmasq, Signal::SIGCONT);
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        device(&status(&lab), "br0").is_some(),
+        "the trial outlived the lost checkpoint"
+    );
+
+    let s = status(&lab);
+    assert_eq!(
+        s["unfinished_change"]["phase"], "applying",
+        "status reports it"
+    );
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
+    assert!(ping_gateway(&lab));
+}
+
+#[test]
+fn the_next_convert_undoes_an_unfinished_change_first() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "5",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    run.finish();
+    lab.restart_nm().expect("restart NetworkManager");
+    signal(dnsmasq, Signal::SIGCONT);
+
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["recovered"]["action"], "undone", "reported: {doc:#}");
+    assert_eq!(doc["result"], "committed");
+    assert_converted(&lab, "172.25.250.10/24");
+}
+
+#[test]
+fn a_second_run_is_a_no_op_and_a_dry_run_changes_nothing() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let dry = convert_json(&lab, &["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let doc = dry.json();
+    assert_eq!(doc["result"], "dry-run");
+    assert_eq!(doc["plan"]["bridge"], "br0");
+    assert!(doc["nmcli"][0]
+        .as_str()
+        .unwrap_or("")
+        .contains("nmcli connection add type bridge"));
+    assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
+
+    let human = netbridge(&lab, &["convert", "ens32", "--dry-run"]);
+    assert!(
+        human.stdout.contains("Equivalent nmcli commands"),
+        "{}",
+        human.stdout
+    );
+
+    assert_eq!(netbridge(&lab, YES).code, 0);
+    let converted = lab.snapshot();
+    let again = convert_json(&lab, &[]);
+    assert_eq!(again.code, 0);
+    assert_eq!(again.json()["result"], "no-op");
+    assert_eq!(lab.snapshot(), converted, "the second run changed nothing");
+}
+
+#[test]
+fn a_second_netbridge_refuses_while_one_is_changing_the_host() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut first = Running::start(
+        &lab,
+        &["convert", "ens32", "--yes", "--check", "dns:gw.lab"],
+    );
+    first.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    let second = netbridge(&lab, YES);
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(second.code, 6, "exit 6 = busy: {}", second.stderr);
+    assert!(
+        second.stderr.contains(&format!("pid {}", first.pid())),
+        "{}",
+        second.stderr
+    );
+    let (code, log) = first.finish();
+    assert_eq!(code, 0, "the first run still commits:\n{log}");
+}
+
+#[test]
+fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    // A managed NIC without an active profile, and one NetworkManager may not touch.
+    for (name, peer) in [("ens33", "ens33p"), ("nbu0", "nbu0p")] {
+        assert!(lab
+            .host(["ip", "link", "add", name, "type", "veth", "peer", "name", peer])
+            .status
+            .success());
+    }
+    lab.host(["ip", "link", "set", "ens33", "up"]);
+    // Test fixture only (the product never runs nmcli): mark nbu0 unmanaged.
+    let unmanage = lab.host(["nmcli", "device", "set", "nbu0", "managed", "no"]);
+    assert!(unmanage.status.success(), "{unmanage:?}");
+    let before = lab.snapshot();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["convert", "ens99", "--yes"],
+            2,
+            "no network device named \"ens99\"",
+        ),
+        (&["convert", "lo", "--yes"], 2, "loopback"),
+        (
+            &["convert", "ens32", "--yes", "--bridge", "ens33"],
+            2,
+            "already used by",
+        ),
+        (
+            &[
+                "convert",
+                "ens32",
+                "--yes",
+                "--bridge",
+                "bridge-name-too-long",
+            ],
+            2,
+            "at most 15 bytes",
+        ),
+        (
+            &["convert", "ens32", "--yes", "--bridge", "br/0"],
+            2,
+            "invalid bridge name",
+        ),
+        (&["convert", "ens33", "--yes"], 2, "has no active profile"),
+        (
+            &["convert", "ens32", "--yes", "--check", "tcp:host"],
+            2,
+            "expected tcp:HOST:PORT",
+        ),
+        (
+            &["convert", "ens32", "--yes", "--check", "bogus"],
+            2,
+            "invalid check",
+        ),
+        (
+            &["convert", "ens32", "--yes", "--rollback-timeout", "0"],
+            2,
+            "disable NetworkManager's automatic rollback",
+        ),
+        (
+            &["convert", "ens32", "--yes", "--rollback-timeout", "999999"],
+            2,
+            "too long",
+        ),
+        (
+            &[
+                "convert",
+                "ens32",
+                "--yes",
+                "--check",
+                "tcp:172.25.250.254:9",
+            ],
+            2,
+            "already fails before any change",
+        ),
+        (&["convert", "ens32"], 2, "not on a terminal"),
+    ];
+    for (args, code, message) in cases {
+        let run = netbridge(&lab, args);
+        assert_eq!(run.code, *code, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(message),
+            "{args:?} says {message:?}: {}",
+            run.stderr
+        );
+        assert_eq!(lab.snapshot(), before, "{args:?} changed nothing");
+    }
+    let unmanaged = netbridge(&lab, &["convert", "nbu0", "--yes"]);
+    assert_eq!(unmanaged.code, 2, "{}", unmanaged.stderr);
+    assert!(
+        unmanaged.stderr.contains("not managed by NetworkManager"),
+        "{}",
+        unmanaged.stderr
+    );
+
+    assert_eq!(netbridge(&lab, YES).code, 0);
+    let port = netbridge(&lab, &["convert", "ens32", "--yes", "--bridge", "br1"]);
+    assert_eq!(port.code, 2);
+    assert!(
+        port.stderr.contains("already a port of br0"),
+        "{}",
+        port.stderr
+    );
+
+    lab.stop_nm().expect("stop NetworkManager");
+    let down = netbridge(&lab, YES);
+    assert_eq!(down.code, 4, "{}", down.stderr);
+    assert!(
+        down.stderr.contains("NetworkManager is not running"),
+        "{}",
+        down.stderr
+    );
+}
