@@ -18,6 +18,17 @@
 //!
 //! Everything the lab starts is tracked by pid and stopped on drop, also
 //! when the test panicked; both namespaces and the directory go with it.
+//! A process killed outright (SIGKILL) cannot clean up: `netbridge-lab
+//! cleanup` ([`remove_stale_labs`]) removes what it left.
+//!
+//! Environment:
+//! - `NETBRIDGE_SKIP_LAB=1`: [`Lab::require`] skips (returns `None`) instead
+//!   of failing when the lab cannot start; ignored when `CI=true`.
+//! - `NETBRIDGE_BIN`, `NETBRIDGE_AGENT_BIN`: the product binaries to run
+//!   (default: `netbridge` and `netbridge-agent` in this build's
+//!   `target/<profile>`).
+//! - `NETBRIDGE_LAB_KEEP_DIR=1`: keep the lab directory (logs, keyfiles)
+//!   after the lab is dropped; its path is printed.
 
 mod binaries;
 mod bus;

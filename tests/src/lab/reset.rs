@@ -12,7 +12,7 @@ impl Lab {
     /// which NM names in pid files in its runtime directory. Only pids that
     /// are inside the host namespace are signalled, so a stale pid file can
     /// never hit an unrelated process.
-    fn stop_nm_children(&self) -> Result<(), LabError> {
+    pub(super) fn stop_nm_children(&self) -> Result<(), LabError> {
         if !netns::exists(&self.host_ns) {
             return Ok(());
         }
@@ -26,7 +26,7 @@ impl Lab {
         Ok(())
     }
 
-    fn delete_host_links(&self) -> Result<(), LabError> {
+    pub(super) fn delete_host_links(&self) -> Result<(), LabError> {
         // One at a time, re-listing: deleting a veth end also removes its
         // peer, which may be another link in the list.
         loop {
@@ -38,7 +38,7 @@ impl Lab {
         }
     }
 
-    fn reset_uplink(&self) -> Result<(), LabError> {
+    pub(super) fn reset_uplink(&self) -> Result<(), LabError> {
         let h = &self.host_ns;
         netns::ip_in(h, &["link", "set", UPLINK, "down", "nomaster"])?;
         netns::ip_in(h, &["addr", "flush", "dev", UPLINK])?;
@@ -49,7 +49,7 @@ impl Lab {
         netns::ip_in(h, &["link", "set", UPLINK, "up"])
     }
 
-    fn delete_namespaces(&self) {
+    pub(super) fn delete_namespaces(&self) {
         let mut namespaces = self
             .namespaces
             .lock()
@@ -61,7 +61,7 @@ impl Lab {
         }
     }
 
-    fn dump_logs(&self) {
+    pub(super) fn dump_logs(&self) {
         for log in ["nm.log", "dnsmasq.log", "dbus.log"] {
             let path = self.dir.join(log);
             eprintln!(

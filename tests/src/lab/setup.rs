@@ -14,8 +14,21 @@ use super::{
     LAN_LINK, POLL_INTERVAL, PREFIX_LEN, START_TIMEOUT, UPLINK,
 };
 
+/// The lab directory's subdirectories: NM's /run, /run/NetworkManager and
+/// /var/lib/NetworkManager, its keyfiles, its (empty) configuration
+/// directories, and netbridge's state directory.
+const LAB_DIRS: [&str; 7] = [
+    "host-run",
+    "run",
+    "lib",
+    "conn",
+    "conf.d",
+    "system-conf.d",
+    "netbridge",
+];
+
 impl Lab {
-    fn empty(uplink: Uplink) -> Result<Lab, LabError> {
+    pub(super) fn empty(uplink: Uplink) -> Result<Lab, LabError> {
         let counter = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         // The pid in both names lets `remove_stale_labs` find what a killed
         // process left behind.
@@ -28,15 +41,7 @@ impl Lab {
                 LabError::io("cannot create the lab directory", std::env::temp_dir(), e)
             })?;
         let dir = tempdir.path().to_owned();
-        for sub in [
-            "host-run",
-            "run",
-            "lib",
-            "conn",
-            "conf.d",
-            "system-conf.d",
-            "netbridge",
-        ] {
+        for sub in LAB_DIRS {
             let path = dir.join(sub);
             std::fs::create_dir(&path)
                 .map_err(|e| LabError::io("cannot create a lab directory", path, e))?;
@@ -59,11 +64,11 @@ impl Lab {
     }
 
     /// `nb-<pid>-<counter>`, the start of all this lab's namespace names.
-    fn name_prefix(&self) -> &str {
+    pub(super) fn name_prefix(&self) -> &str {
         self.host_ns.trim_end_matches("-h")
     }
 
-    fn add_namespace(&self, name: &str) -> Result<(), LabError> {
+    pub(super) fn add_namespace(&self, name: &str) -> Result<(), LabError> {
         netns::add(name)?;
         self.namespaces
             .lock()
@@ -72,7 +77,7 @@ impl Lab {
         Ok(())
     }
 
-    fn create_network(&mut self) -> Result<(), LabError> {
+    pub(super) fn create_network(&mut self) -> Result<(), LabError> {
         let (h, l) = (self.host_ns.clone(), self.lan_ns.clone());
         self.add_namespace(&h)?;
         self.add_namespace(&l)?;
@@ -125,7 +130,7 @@ impl Lab {
         args
     }
 
-    fn start_dnsmasq(&mut self) -> Result<(), LabError> {
+    pub(super) fn start_dnsmasq(&mut self) -> Result<(), LabError> {
         let mut argv = vec![tool("dnsmasq").into_os_string()];
         argv.extend(self.dnsmasq_args().into_iter().map(Into::into));
         let mut command = cmd::in_netns(&self.lan_ns, argv);
@@ -152,7 +157,7 @@ impl Lab {
         }
     }
 
-    fn start_bus(&mut self) -> Result<(), LabError> {
+    pub(super) fn start_bus(&mut self) -> Result<(), LabError> {
         let config = self.dir.join("dbus.conf");
         let socket = self.dir.join("bus.sock");
         write_file(&config, &files::dbus_config(&socket), 0o644)?;
@@ -187,7 +192,7 @@ impl Lab {
         }
     }
 
-    fn write_nm_files(&self) -> Result<(), LabError> {
+    pub(super) fn write_nm_files(&self) -> Result<(), LabError> {
         write_file(
             &self.dir.join("nm.conf"),
             &files::nm_config(&self.dir.join("conn")),
@@ -244,7 +249,7 @@ impl Lab {
         command
     }
 
-    fn spawn_nm(&mut self) -> Result<(), LabError> {
+    pub(super) fn spawn_nm(&mut self) -> Result<(), LabError> {
         self.nm_starts += 1;
         let log = self.nm_log();
         let marker = format!("=== lab: NetworkManager start #{} ===\n", self.nm_starts);
@@ -269,7 +274,7 @@ impl Lab {
         }
     }
 
-    fn nm_waiting(&mut self) -> Result<Option<String>, LabError> {
+    pub(super) fn nm_waiting(&mut self) -> Result<Option<String>, LabError> {
         self.check_nm_running()?;
         let bus = self.bus();
         Ok(match (bus.nm_present(), bus.nm_started()) {
@@ -280,7 +285,7 @@ impl Lab {
         })
     }
 
-    fn wait_for_uplink(&mut self) -> Result<(), LabError> {
+    pub(super) fn wait_for_uplink(&mut self) -> Result<(), LabError> {
         self.wait(
             "ens32 to be activated with its address",
             Lab::uplink_waiting,
@@ -308,7 +313,7 @@ impl Lab {
     /// Polls `probe` until it reports ready (`Ok(None)`), fails, or
     /// [`START_TIMEOUT`] passes. Polling is fine here: this is test support
     /// and the probes are cheap.
-    fn wait(
+    pub(super) fn wait(
         &mut self,
         what: &str,
         mut probe: impl FnMut(&mut Self) -> Result<Option<String>, LabError>,

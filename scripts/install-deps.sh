@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs the Debian packages netbridge's lab and tests need, without letting
+# any package start a service on this machine (policy-rc.d exits 101 while
+# apt runs). NetworkManager, dnsmasq and dbus only ever run inside lab
+# network namespaces that the tests create.
+set -euo pipefail
+
+PACKAGES=(
+    network-manager   # the real NetworkManager the lab runs (never on the host's own network)
+    dnsmasq-base      # the lab LAN's DNS and DHCP server
+    dbus              # a private system bus per lab
+    iproute2          # network namespaces and veth pairs
+    iputils-ping      # reachability from inside the lab
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps.sh: run as root (it installs packages and the lab needs CAP_NET_ADMIN)" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]%% *}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+policy=/usr/sbin/policy-rc.d
+backup=""
+if [[ -e $policy ]]; then
+    backup=$(mktemp)
+    cp -p "$policy" "$backup"
+fi
+restore() {
+    if [[ -n $backup ]]; then mv "$backup" "$policy"; else rm -f "$policy"; fi
+}
+trap restore EXIT
+printf '#!/bin/sh\nexit 101\n' >"$policy"
+chmod 755 "$policy"
+
+echo "install-deps.sh: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
