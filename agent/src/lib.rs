@@ -11,6 +11,7 @@ pub mod cli;
 pub mod inventory;
 pub mod journal;
 pub mod nm;
+pub mod operations;
 pub mod plan;
 pub mod recovery;
 pub mod report;

@@ -329,24 +329,7 @@ impl Lab {
         let index = self.guest_counter.fetch_add(1, Ordering::Relaxed);
         let ns = format!("{}-g{index}", self.name_prefix());
         self.add_namespace(&ns)?;
-        netns::ip_in(
-            &ns,
-            &[
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                host_link,
-                "netns",
-                &self.host_ns,
-            ],
-        )?;
-        netns::ip_in(&ns, &["link", "set", "lo", "up"])?;
-        netns::ip_in(&ns, &["link", "set", "eth0", "up"])?;
-        netns::ip_in(&self.host_ns, &["link", "set", host_link, "up"])?;
+        netns::add_veth((&ns, "eth0"), (&self.host_ns, host_link))?;
         Ok(Guest {
             ns,
             host_link: host_link.to_owned(),
@@ -354,7 +337,8 @@ impl Lab {
         })
     }
 
-    /// Stops NetworkManager and starts it again with `<dir>/run` kept, as
+    /// Stops NetworkManager and starts it again with the runtime directories
+    /// kept, as
     /// `systemctl restart NetworkManager` does: in-memory profiles survive,
     /// checkpoints do not.
     pub fn restart_nm(&mut self) -> Result<(), LabError> {
@@ -380,11 +364,12 @@ impl Lab {
         self.wait("NetworkManager to start", Lab::nm_waiting)
     }
 
-    /// Models a reboot of the host: NM stops, the runtime directories (/run,
-    /// with the in-memory profiles) are emptied, every link in the host namespace but
-    /// `lo` and `ens32` is deleted (bridges, guest taps), `ens32` is reset
-    /// (down, no addresses, original MAC and MTU, up), and NM starts again
-    /// from the profiles on disk.
+    /// Models a reboot of the host: NM stops, the runtime directories
+    /// (/run, with the in-memory profiles) are emptied, every link in the
+    /// host namespace but `lo` and `ens32` is deleted (bridges, and guest
+    /// taps: re-add guests afterwards), `ens32` is reset (down, no
+    /// addresses, original MAC and MTU, up), and NM starts again from the
+    /// profiles on disk.
     pub fn reboot(&mut self) -> Result<(), LabError> {
         self.stop_nm()?;
         empty_dir(&self.dir.join("host-run"))?;

@@ -1,24 +1,21 @@
 //! `netbridge convert UPLINK`: the one-shot conversion from a terminal.
 
 use std::io::{IsTerminal, Write};
-use std::net::IpAddr;
 use std::path::Path;
 
 use serde::Serialize;
 use tokio::io::AsyncBufReadExt;
 
 use super::output::{print_error, print_json, Exit, Fatal};
-use crate::checks::{self, CheckContext, CheckSpec, Probe, ProbeResult};
-use crate::inventory;
+use crate::checks::{CheckSpec, Probe};
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::plan::{self, Decision, Ids, Plan, Request};
+use crate::operations::convert::{self, Prepared, Ready};
+use crate::operations::CheckChoice;
+use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
 use crate::report::{Progress, Step};
-use crate::transaction::{Outcome, Transaction};
-
-/// How long a default check gets before the change to show it works at all.
-const PRECHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -99,11 +96,9 @@ struct Report {
     bridge: String,
     error: Option<String>,
     recovered: Option<Recovered>,
-    plan: Option<Plan>,
+    #[serde(flatten)]
+    ready: Option<Ready>,
     nmcli: Vec<String>,
-    checks_before: Vec<ProbeResult>,
-    /// Default checks left out because they failed before the change.
-    dropped_checks: Vec<String>,
     outcome: Option<Outcome>,
     steps: Vec<Step>,
     seconds: f64,
@@ -119,10 +114,8 @@ pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
         bridge: args.bridge.clone(),
         error: None,
         recovered: None,
-        plan: None,
+        ready: None,
         nmcli: Vec::new(),
-        checks_before: Vec::new(),
-        dropped_checks: Vec::new(),
         outcome: None,
         steps: Vec::new(),
         seconds: 0.0,
@@ -166,78 +159,42 @@ async fn convert(
         report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
     }
 
-    let found = inventory::find(&nm, &args.uplink).await?;
     let request = Request {
         uplink: args.uplink.clone(),
         bridge: args.bridge.clone(),
         stp: args.stp == OnOff::On,
         rollback_timeout: args.rollback_timeout,
+        mtu: None,
     };
-    let ids = Ids {
-        bridge_uuid: uuid::Uuid::new_v4().to_string(),
-        port_uuid: uuid::Uuid::new_v4().to_string(),
+    let choice = CheckChoice {
+        explicit: args.checks.clone(),
+        defaults: !args.no_default_checks,
     };
-    let plan = match plan::plan_convert(&request, &found, &ids) {
-        Ok(Decision::Convert(plan)) => *plan,
-        Ok(Decision::AlreadyConverted { uplink, bridge }) => {
-            progress.step(
-                "no-op",
-                format!("{uplink} is already a port of {bridge}: nothing to do"),
-            );
+    let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
+        Prepared::NoOp { .. } => {
             report.result = "no-op";
             return Ok(Exit::Ok);
         }
-        Err(e) => {
-            return Err(Fatal::new(
-                Exit::BadInput,
-                format!("{e}; nothing was changed"),
-            ))
-        }
+        Prepared::Ready(ready) => *ready,
     };
-    let uplink = found.uplink.as_ref().map(|u| &u.device);
-    progress.step(
-        "found",
-        format!(
-            "{} ({}) runs profile '{}', MAC {}, NetworkManager {}",
-            plan.uplink,
-            uplink.map_or("?", |d| d.device_type.as_str()),
-            plan.original.id,
-            plan.mac,
-            nm.version()
-        ),
-    );
-    let before = CheckContext {
-        interface: Some(plan.uplink.clone()),
-        ..context(&plan)
-    };
-    let probes = select_checks(args, &plan, &before, progress, report).await?;
-    report.nmcli = plan.nmcli_commands();
+    report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
         if !args.json {
-            print_plan(&plan, &probes);
+            print_plan(&ready.plan, &ready.checks.probes);
         }
-        report.plan = Some(plan);
+        report.ready = Some(ready);
         report.result = "dry-run";
         return Ok(Exit::Ok);
     }
-    if !args.yes && !confirm(&plan, &probes, args.json).await? {
-        report.plan = Some(plan);
+    if !args.yes && !confirm(&ready.plan, &ready.checks.probes, args.json).await? {
+        report.ready = Some(ready);
         report.result = "declined";
         return Ok(Exit::BadInput);
     }
 
-    let after = CheckContext {
-        interface: Some(plan.bridge.clone()),
-        ..context(&plan)
-    };
-    let tx = Transaction {
-        nm: &nm,
-        store: &store,
-        lock: &lock,
-        progress,
-    };
-    let outcome = tx.convert(&plan, &probes, &after).await?;
+    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await?;
+    let plan = &ready.plan;
     let exit = match &outcome {
         Outcome::Committed { .. } => {
             report.result = "committed";
@@ -246,7 +203,7 @@ async fn convert(
                     "{} is now a port of {}, which carries {}; committed in {:.2} s.",
                     plan.uplink,
                     plan.bridge,
-                    addresses(&plan),
+                    addresses(plan),
                     progress.elapsed()
                 );
             }
@@ -264,98 +221,8 @@ async fn convert(
         }
     };
     report.outcome = Some(outcome);
-    report.plan = Some(plan);
+    report.ready = Some(ready);
     Ok(exit)
-}
-
-/// What the checks need: the gateways and DNS servers the uplink has now.
-fn context(plan: &Plan) -> CheckContext {
-    let gateways: Vec<IpAddr> = plan
-        .ipv4
-        .gateway
-        .into_iter()
-        .chain(plan.ipv6.gateway)
-        .collect();
-    let dns: Vec<IpAddr> = plan
-        .ipv4
-        .dns
-        .iter()
-        .chain(&plan.ipv6.dns)
-        .copied()
-        .collect();
-    CheckContext::new(gateways, dns)
-}
-
-/// Runs the checks once before the change. Default checks that fail now are
-/// dropped (a gateway that never answers ping must not cause a rollback);
-/// checks the operator asked for must pass, or nothing is changed.
-async fn select_checks(
-    args: &ConvertArgs,
-    plan: &Plan,
-    ctx: &CheckContext,
-    progress: &Progress,
-    report: &mut Report,
-) -> Result<Vec<Probe>, Fatal> {
-    let mut explicit = Vec::new();
-    for spec in &args.checks {
-        let probes = checks::expand(spec, ctx);
-        if probes.is_empty() {
-            return Err(Fatal::new(
-                Exit::BadInput,
-                format!(
-                    "--check {spec}: {} has none; nothing was changed",
-                    plan.uplink
-                ),
-            ));
-        }
-        explicit.extend(probes);
-    }
-    let defaults: Vec<Probe> = if args.no_default_checks {
-        Vec::new()
-    } else {
-        [CheckSpec::Gateway, CheckSpec::DnsServers]
-            .iter()
-            .flat_map(|spec| checks::expand(spec, ctx))
-            .filter(|p| !explicit.contains(p))
-            .collect()
-    };
-    let explicit_results = checks::run_all(&explicit, ctx, plan.timing.check).await;
-    let default_results = checks::run_all(&defaults, ctx, PRECHECK_DEADLINE).await;
-    for r in explicit_results.iter().chain(&default_results) {
-        let verdict = if r.ok { "ok" } else { "fails" };
-        progress.step("before", format!("{} {verdict}: {}", r.probe, r.detail));
-    }
-    if let Some(bad) = explicit_results.iter().find(|r| !r.ok) {
-        report.checks_before = explicit_results.clone();
-        return Err(Fatal::new(
-            Exit::BadInput,
-            format!(
-                "the check '{}' already fails before any change ({}); fix it or leave it out — nothing was changed",
-                bad.probe, bad.detail
-            ),
-        ));
-    }
-    for dropped in default_results.iter().filter(|r| !r.ok) {
-        report.dropped_checks.push(dropped.probe.to_string());
-    }
-    let mut probes = explicit;
-    probes.extend(
-        default_results
-            .iter()
-            .filter(|r| r.ok)
-            .map(|r| r.probe.clone()),
-    );
-    report.checks_before = explicit_results
-        .into_iter()
-        .chain(default_results)
-        .collect();
-    if probes.is_empty() {
-        progress.step(
-            "warning",
-            "no check passes before the change: only the bridge's state will be verified",
-        );
-    }
-    Ok(probes)
 }
 
 fn addresses(plan: &Plan) -> String {

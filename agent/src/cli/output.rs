@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::journal::JournalError;
 use crate::nm::NmError;
+use crate::operations::convert::PrepareError;
 use crate::recovery::RecoveryError;
 use crate::transaction::TxError;
 
@@ -70,6 +71,15 @@ impl From<RecoveryError> for Fatal {
         match e {
             RecoveryError::Journal(j) => j.into(),
             undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackFailed, undo.to_string()),
+        }
+    }
+}
+
+impl From<PrepareError> for Fatal {
+    fn from(e: PrepareError) -> Self {
+        match e {
+            PrepareError::Nm(nm) => nm.into(),
+            other => Fatal::new(Exit::BadInput, other.to_string()),
         }
     }
 }

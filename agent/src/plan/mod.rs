@@ -28,6 +28,8 @@ pub struct Request {
     pub bridge: String,
     pub stp: bool,
     pub rollback_timeout: Option<u32>,
+    /// Overrides the MTU carried over from the uplink.
+    pub mtu: Option<u32>,
 }
 
 /// What was found on the host, read from NetworkManager.
@@ -330,7 +332,8 @@ fn build(
 ) -> Result<Plan, SettingsError> {
     let (profile, applied) = (&active.info, &active.applied);
     let mac = bridge_mac(&uplink.device, applied)?;
-    let mtu = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
+    let carried = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
+    let mtu = req.mtu.or(carried);
     let competing = competing_profiles(req, found, profile);
     let priority = competing
         .iter()
@@ -504,6 +507,10 @@ fn port_profile(
         .set(names::CONNECTION, "autoconnect", true)
         .set(names::CONNECTION, "autoconnect-priority", priority)
         .ensure_setting(names::BRIDGE_PORT);
+    if let Some(mtu) = req.mtu {
+        // A port's MTU caps the bridge's.
+        s.set(names::ETHERNET, "mtu", mtu);
+    }
     Ok(s)
 }
 

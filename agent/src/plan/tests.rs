@@ -102,6 +102,7 @@ fn request() -> Request {
         bridge: "br0".to_owned(),
         stp: false,
         rollback_timeout: None,
+        mtu: None,
     }
 }
 

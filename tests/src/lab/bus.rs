@@ -70,7 +70,7 @@ impl Bus<'_> {
         method: &str,
         args: &[&str],
     ) -> Result<String, LabError> {
-        let mut command = Command::new("dbus-send");
+        let mut command = Command::new(cmd::program("dbus-send"));
         command
             .arg(format!("--bus={}", self.address))
             .args(["--print-reply=literal", "--reply-timeout=5000"])

@@ -3,7 +3,6 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use super::LabError;
 
@@ -48,7 +47,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(ip_program());
+    let mut cmd = Command::new(program("ip"));
     cmd.args(args);
     cmd
 }
@@ -60,15 +59,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut cmd = Command::new(ip_program());
+    let mut cmd = Command::new(program("ip"));
     cmd.args(["netns", "exec", ns]).args(argv);
     cmd
 }
 
-/// `ip` found once; the lab's prerequisite check reports it when missing.
-fn ip_program() -> &'static Path {
-    static IP: OnceLock<PathBuf> = OnceLock::new();
-    IP.get_or_init(|| which("ip").unwrap_or_else(|| PathBuf::from("ip")))
+/// `program`'s full path if [`which`] finds it, else its bare name (the
+/// lab's prerequisite check has reported it missing by then).
+pub(crate) fn program(name: &str) -> PathBuf {
+    which(name).unwrap_or_else(|| PathBuf::from(name))
 }
 
 /// The full path of `program`, searched in PATH and then the sbin

@@ -38,6 +38,22 @@ pub(crate) fn pids(name: &str) -> Result<Vec<u32>, LabError> {
         .collect())
 }
 
+/// A veth pair between two namespaces, both ends (and both loopbacks) up.
+/// The pair is created inside the first namespace: nothing ever appears in
+/// the machine's own.
+pub(crate) fn add_veth(a: (&str, &str), b: (&str, &str)) -> Result<(), LabError> {
+    let ((a_ns, a_link), (b_ns, b_link)) = (a, b);
+    let add = [
+        "link", "add", a_link, "type", "veth", "peer", "name", b_link,
+    ];
+    ip_in(a_ns, &[&add[..], &["netns", b_ns]].concat())?;
+    for (ns, link) in [a, b] {
+        ip_in(ns, &["link", "set", "lo", "up"])?;
+        ip_in(ns, &["link", "set", link, "up"])?;
+    }
+    Ok(())
+}
+
 /// `ip -n NS ARGS...`, failing unless it succeeds.
 pub(crate) fn ip_in(ns: &str, args: &[&str]) -> Result<(), LabError> {
     let mut command = cmd::ip(["-n", ns]);

@@ -1,7 +1,7 @@
 //! Building a lab, step by step.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -81,19 +81,9 @@ impl Lab {
         let (h, l) = (self.host_ns.clone(), self.lan_ns.clone());
         self.add_namespace(&h)?;
         self.add_namespace(&l)?;
-        // Created in place: nothing ever exists in the machine's namespace.
-        netns::ip_in(
-            &h,
-            &[
-                "link", "add", UPLINK, "type", "veth", "peer", "name", LAN_LINK, "netns", &l,
-            ],
-        )?;
-        netns::ip_in(&h, &["link", "set", "lo", "up"])?;
-        netns::ip_in(&l, &["link", "set", "lo", "up"])?;
+        netns::add_veth((&h, UPLINK), (&l, LAN_LINK))?;
         let gateway = format!("{GATEWAY}/{PREFIX_LEN}");
         netns::ip_in(&l, &["addr", "add", &gateway, "dev", LAN_LINK])?;
-        netns::ip_in(&l, &["link", "set", LAN_LINK, "up"])?;
-        netns::ip_in(&h, &["link", "set", UPLINK, "up"])?;
         self.uplink_identity = Some(netns::link_identity(&h, UPLINK)?);
         Ok(())
     }
@@ -131,7 +121,7 @@ impl Lab {
     }
 
     pub(super) fn start_dnsmasq(&mut self) -> Result<(), LabError> {
-        let mut argv = vec![tool("dnsmasq").into_os_string()];
+        let mut argv = vec![cmd::program("dnsmasq").into_os_string()];
         argv.extend(self.dnsmasq_args().into_iter().map(Into::into));
         let mut command = cmd::in_netns(&self.lan_ns, argv);
         self.dnsmasq = Some(Daemon::spawn(
@@ -164,7 +154,7 @@ impl Lab {
         let log = self.dir.join("dbus.log");
         let stderr = std::fs::File::create(&log)
             .map_err(|e| LabError::io("cannot create the log file", &log, e))?;
-        let mut command = Command::new(tool("dbus-daemon"));
+        let mut command = Command::new(cmd::program("dbus-daemon"));
         command
             .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--print-address"])
@@ -221,7 +211,7 @@ impl Lab {
             shift 3
             exec \"$@\"";
         let dir = &self.dir;
-        let mut command = cmd::in_netns(&self.host_ns, [tool("unshare")]);
+        let mut command = cmd::in_netns(&self.host_ns, [cmd::program("unshare")]);
         command
             .args([
                 "--mount",
@@ -235,7 +225,7 @@ impl Lab {
             .arg(dir.join("host-run"))
             .arg(dir.join("run"))
             .arg(dir.join("lib"))
-            .arg(tool("NetworkManager"))
+            .arg(cmd::program("NetworkManager"))
             .args(["--no-daemon", "--debug"])
             .arg(path_flag("--config", &dir.join("nm.conf")))
             .arg(path_flag("--config-dir", &dir.join("conf.d")))
@@ -375,11 +365,6 @@ fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// The full path of a program the prerequisite check found.
-fn tool(program: &str) -> PathBuf {
-    cmd::which(program).unwrap_or_else(|| PathBuf::from(program))
 }
 
 fn path_flag(flag: &str, path: &Path) -> String {

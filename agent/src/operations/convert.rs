@@ -1,0 +1,114 @@
+//! Converting an uplink into a bridge: prepare (read, plan, select checks),
+//! then run the transaction.
+
+use serde::Serialize;
+
+use super::{context, select_checks, CheckChoice, CheckSelectionError, Selected};
+use crate::checks::CheckContext;
+use crate::inventory;
+use crate::journal::{Lock, Store};
+use crate::nm::{Nm, NmError};
+use crate::plan::{self, Decision, Ids, Plan, PlanError, Request};
+use crate::report::Progress;
+use crate::transaction::{Outcome, Transaction, TxError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Nm(#[from] NmError),
+    #[error("{0}; nothing was changed")]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Checks(#[from] CheckSelectionError),
+}
+
+/// A conversion ready to run: the plan and the checks that prove it.
+#[derive(Debug, Serialize)]
+pub struct Ready {
+    pub plan: Plan,
+    #[serde(flatten)]
+    pub checks: Selected,
+    #[serde(skip)]
+    pub after: CheckContext,
+}
+
+#[derive(Debug)]
+pub enum Prepared {
+    /// The uplink is already a port of the bridge.
+    NoOp {
+        uplink: String,
+        bridge: String,
+    },
+    Ready(Box<Ready>),
+}
+
+/// Reads the host and plans; changes nothing.
+pub async fn prepare(
+    nm: &Nm,
+    request: &Request,
+    choice: &CheckChoice,
+    progress: &Progress,
+) -> Result<Prepared, PrepareError> {
+    let found = inventory::find(nm, &request.uplink).await?;
+    let ids = Ids {
+        bridge_uuid: uuid::Uuid::new_v4().to_string(),
+        port_uuid: uuid::Uuid::new_v4().to_string(),
+    };
+    let plan = match plan::plan_convert(request, &found, &ids)? {
+        Decision::Convert(plan) => *plan,
+        Decision::AlreadyConverted { uplink, bridge } => {
+            progress.step(
+                "no-op",
+                format!("{uplink} is already a port of {bridge}: nothing to do"),
+            );
+            return Ok(Prepared::NoOp { uplink, bridge });
+        }
+    };
+    let kind = found
+        .uplink
+        .as_ref()
+        .map_or("?", |u| u.device.device_type.as_str());
+    progress.step(
+        "found",
+        format!(
+            "{} ({kind}) runs profile '{}', MAC {}, NetworkManager {}",
+            plan.uplink,
+            plan.original.id,
+            plan.mac,
+            nm.version()
+        ),
+    );
+    let gateways = [plan.ipv4.gateway, plan.ipv6.gateway];
+    let dns: Vec<_> = plan
+        .ipv4
+        .dns
+        .iter()
+        .chain(&plan.ipv6.dns)
+        .copied()
+        .collect();
+    let before = context(&gateways, &dns, &plan.uplink);
+    let checks = select_checks(choice, &before, plan.timing.check, progress).await?;
+    Ok(Prepared::Ready(Box::new(Ready {
+        after: context(&gateways, &dns, &plan.bridge),
+        plan,
+        checks,
+    })))
+}
+
+/// Runs the conversion as one transaction.
+pub async fn execute(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    ready: &Ready,
+    progress: &Progress,
+) -> Result<Outcome, TxError> {
+    let tx = Transaction {
+        nm,
+        store,
+        lock,
+        progress,
+    };
+    tx.convert(&ready.plan, &ready.checks.probes, &ready.after)
+        .await
+}

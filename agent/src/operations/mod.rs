@@ -1,0 +1,118 @@
+//! Operations shared by the CLI verbs and the agent: each prepares (reads the
+//! host, plans, selects checks: nothing changes) and then runs one transaction.
+
+pub mod convert;
+
+use std::net::IpAddr;
+
+use crate::checks::{self, CheckContext, CheckSpec, Probe, ProbeResult};
+use crate::report::Progress;
+
+/// How long a default check gets before the change to show it works at all.
+const PRECHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Which checks prove a change.
+#[derive(Debug, Clone, Default)]
+pub struct CheckChoice {
+    /// Must pass before and after the change.
+    pub explicit: Vec<CheckSpec>,
+    /// Add `gateway` and `dns-servers`, kept only if they pass before the change.
+    pub defaults: bool,
+}
+
+/// The checks selected before a change, and how they went then.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Selected {
+    #[serde(skip)]
+    pub probes: Vec<Probe>,
+    pub checks_before: Vec<ProbeResult>,
+    /// Default checks left out because they failed before the change.
+    pub dropped_checks: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckSelectionError {
+    #[error("--check {spec}: {device} has none; nothing was changed")]
+    NoTarget { spec: CheckSpec, device: String },
+    #[error("the check '{probe}' already fails before any change ({detail}); fix it or leave it out — nothing was changed")]
+    FailsBefore { probe: Probe, detail: String },
+}
+
+/// A check context from the gateways and DNS servers a device has.
+pub fn context(gateways: &[Option<IpAddr>], dns: &[IpAddr], interface: &str) -> CheckContext {
+    CheckContext {
+        interface: Some(interface.to_owned()),
+        ..CheckContext::new(gateways.iter().flatten().copied().collect(), dns.to_vec())
+    }
+}
+
+/// Runs the checks once before the change. Default checks that fail now are
+/// dropped (a gateway that never answers ping must not cause a rollback);
+/// explicit checks must pass, or nothing is changed.
+pub async fn select_checks(
+    choice: &CheckChoice,
+    ctx: &CheckContext,
+    deadline: std::time::Duration,
+    progress: &Progress,
+) -> Result<Selected, CheckSelectionError> {
+    let device = ctx.interface.clone().unwrap_or_default();
+    let mut explicit = Vec::new();
+    for spec in &choice.explicit {
+        let probes = checks::expand(spec, ctx);
+        if probes.is_empty() {
+            return Err(CheckSelectionError::NoTarget {
+                spec: spec.clone(),
+                device,
+            });
+        }
+        explicit.extend(probes);
+    }
+    let defaults: Vec<Probe> = if choice.defaults {
+        [CheckSpec::Gateway, CheckSpec::DnsServers]
+            .iter()
+            .flat_map(|spec| checks::expand(spec, ctx))
+            .filter(|p| !explicit.contains(p))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (explicit_results, default_results) = tokio::join!(
+        checks::run_all(&explicit, ctx, deadline),
+        checks::run_all(&defaults, ctx, PRECHECK_DEADLINE)
+    );
+    for r in explicit_results.iter().chain(&default_results) {
+        let verdict = if r.ok { "ok" } else { "fails" };
+        progress.step("before", format!("{} {verdict}: {}", r.probe, r.detail));
+    }
+    if let Some(bad) = explicit_results.iter().find(|r| !r.ok) {
+        return Err(CheckSelectionError::FailsBefore {
+            probe: bad.probe.clone(),
+            detail: bad.detail.clone(),
+        });
+    }
+    let mut probes = explicit;
+    probes.extend(
+        default_results
+            .iter()
+            .filter(|r| r.ok)
+            .map(|r| r.probe.clone()),
+    );
+    if probes.is_empty() {
+        progress.step(
+            "warning",
+            "no check passes before the change: only the resulting state will be verified",
+        );
+    }
+    Ok(Selected {
+        probes,
+        dropped_checks: default_results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.probe.to_string())
+            .collect(),
+        checks_before: explicit_results
+            .into_iter()
+            .chain(default_results)
+            .collect(),
+    })
+}
