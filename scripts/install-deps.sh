@@ -11,6 +11,13 @@ PACKAGES=(
     dbus              # a private system bus per lab
     iproute2          # network namespaces and veth pairs
     iputils-ping      # reachability from inside the lab
+    dbus-daemon       # the private bus's daemon (split out of dbus in newer Debian)
+    dbus-bin          # dbus-send: the lab asks NetworkManager whether it is ready
+    iptables          # what NetworkManager's shared (NAT) mode calls in the lab
+    debootstrap       # the cached Debian root that container tests boot
+    systemd-container # systemd-nspawn, to boot that root in a lab namespace
+    util-linux        # unshare, nsenter, flock
+    make              # `make install DESTDIR=...` of netbridge into the container
 )
 
 if [[ $(id -u) -ne 0 ]]; then

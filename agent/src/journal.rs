@@ -63,6 +63,29 @@ pub enum Change {
         created: Vec<String>,
         original: Original,
     },
+    /// `revert`: the original profile back on the uplink; bridge and port profiles to delete.
+    Revert {
+        bridge: String,
+        uplink: String,
+        bridge_uuid: String,
+        port_uuid: String,
+        original: Original,
+    },
+}
+
+impl Change {
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Change::Convert { .. } => "convert",
+            Change::Revert { .. } => "revert",
+        }
+    }
+
+    pub fn bridge(&self) -> &str {
+        match self {
+            Change::Convert { bridge, .. } | Change::Revert { bridge, .. } => bridge,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

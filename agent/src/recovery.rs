@@ -10,11 +10,10 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{Nm, NmError};
-use crate::plan::Original;
 use crate::report::Progress;
 
-/// How long NetworkManager gets to bring the original profile back by itself
-/// after a checkpoint rollback before netbridge activates it explicitly.
+/// How long NetworkManager gets to bring a profile back by itself after a
+/// checkpoint rollback before netbridge activates it explicitly.
 const SETTLE: Duration = Duration::from_secs(10);
 const RESTORE: Duration = Duration::from_secs(30);
 
@@ -48,11 +47,11 @@ pub async fn recover(
     let Some(record) = store.read()? else {
         return Ok(None);
     };
-    let Change::Convert { bridge, .. } = &record.change;
+    let (operation, bridge) = (record.change.operation(), record.change.bridge());
     progress.step(
         "recovering",
         format!(
-            "found an unfinished conversion to {bridge} (pid {}, phase {:?}) in {}",
+            "found an unfinished {operation} of {bridge} (pid {}, phase {:?}) in {}",
             record.pid,
             record.phase,
             store.dir().display()
@@ -70,10 +69,13 @@ pub async fn recover(
         "undone"
     };
     store.clear(lock)?;
-    progress.step("recovered", format!("the unfinished change was {action}"));
+    progress.step(
+        "recovered",
+        format!("the unfinished {operation} was {action}"),
+    );
     Ok(Some(Recovered {
-        operation: "convert".to_owned(),
-        bridge: bridge.clone(),
+        operation: operation.to_owned(),
+        bridge: bridge.to_owned(),
         started_by_pid: record.pid,
         phase: record.phase,
         action,
@@ -89,15 +91,9 @@ async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
 }
 
 /// Brings the host back to how it was before the recorded change: roll back
-/// the checkpoint if it still exists, then make sure nothing netbridge
-/// created is left and the original profile runs on the uplink.
+/// the checkpoint if it still exists, then make sure the devices run the
+/// profiles they ran before and nothing netbridge created is left.
 pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
-    let Change::Convert {
-        bridge,
-        uplink,
-        created,
-        original,
-    } = &record.change;
     let rolled_back = match alive_checkpoint(nm, record).await? {
         Some(checkpoint) => {
             for (device, result) in nm.checkpoint_rollback(&checkpoint).await? {
@@ -111,10 +107,37 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
         }
         None => false,
     };
-    remove_profiles(nm, created, progress).await?;
-    remove_bridge(nm, bridge, progress).await?;
-    restore_autoconnect(nm, original).await?;
-    bring_back(nm, uplink, original, rolled_back).await
+    match &record.change {
+        Change::Convert {
+            bridge,
+            uplink,
+            created,
+            original,
+        } => {
+            remove_profiles(nm, created, progress).await?;
+            remove_bridge(nm, bridge, progress).await?;
+            set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
+            bring_back(nm, uplink, &original.uuid, rolled_back).await
+        }
+        Change::Revert {
+            uplink,
+            bridge_uuid,
+            port_uuid,
+            original,
+            ..
+        } => {
+            let bridge_kept = nm.profile_by_uuid(bridge_uuid).await?.is_some()
+                && nm.profile_by_uuid(port_uuid).await?.is_some();
+            if bridge_kept {
+                set_autoconnect(nm, &original.uuid, &original.id, false).await?;
+                bring_back(nm, uplink, port_uuid, rolled_back).await
+            } else {
+                // The commit had already deleted the bridge: finish it instead.
+                set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
+                bring_back(nm, uplink, &original.uuid, rolled_back).await
+            }
+        }
+    }
 }
 
 async fn alive_checkpoint(nm: &Nm, record: &Record) -> Result<Option<OwnedObjectPath>, NmError> {
@@ -144,7 +167,8 @@ async fn remove_profiles(nm: &Nm, uuids: &[String], progress: &Progress) -> Resu
     Ok(())
 }
 
-async fn remove_bridge(nm: &Nm, bridge: &str, progress: &Progress) -> Result<(), NmError> {
+/// Removes the bridge device once its profile is gone.
+pub async fn remove_bridge(nm: &Nm, bridge: &str, progress: &Progress) -> Result<(), NmError> {
     // NetworkManager removes a bridge it created once its profile is gone.
     if nm
         .wait_device_gone(bridge, Duration::from_secs(5))
@@ -161,76 +185,54 @@ async fn remove_bridge(nm: &Nm, bridge: &str, progress: &Progress) -> Result<(),
     Ok(())
 }
 
-/// A commit cut short may already have turned the original's autoconnect off.
-async fn restore_autoconnect(nm: &Nm, original: &Original) -> Result<(), NmError> {
-    let Some(path) = nm.profile_by_uuid(&original.uuid).await? else {
+/// Sets a profile's autoconnect on disk, if it differs.
+pub async fn set_autoconnect(nm: &Nm, uuid: &str, id: &str, value: bool) -> Result<(), NmError> {
+    let Some(path) = nm.profile_by_uuid(uuid).await? else {
         return Err(NmError::Unexpected {
-            what: format!(
-                "the original profile '{}' ({}) no longer exists",
-                original.id, original.uuid
-            ),
+            what: format!("the profile '{id}' ({uuid}) no longer exists"),
         });
     };
     let mut settings = nm.profile_settings(&path).await?;
-    let autoconnect = settings
+    if settings
         .bool(names::CONNECTION, "autoconnect")?
-        .unwrap_or(true);
-    if autoconnect != original.autoconnect {
-        settings.set(names::CONNECTION, "autoconnect", original.autoconnect);
-        strip_legacy(&mut settings);
-        nm.update_profile(&path, Some(&settings), Update2Flags::TO_DISK)
-            .await?;
+        .unwrap_or(true)
+        == value
+    {
+        return Ok(());
     }
-    Ok(())
+    settings.set(names::CONNECTION, "autoconnect", value);
+    let settings = crate::plan::without_legacy_forms(&settings)?;
+    nm.update_profile(&path, Some(&settings), Update2Flags::TO_DISK)
+        .await
 }
 
-fn strip_legacy(settings: &mut netbridge_dbus::Settings) {
-    for ip in [names::IPV4, names::IPV6] {
-        for (new, old) in [
-            ("address-data", "addresses"),
-            ("route-data", "routes"),
-            ("dns-data", "dns"),
-        ] {
-            if settings.raw(ip, new).is_some() {
-                settings.remove(ip, old);
-            }
-        }
-    }
-}
-
-/// Makes sure the uplink runs the original profile again.
-async fn bring_back(
-    nm: &Nm,
-    uplink: &str,
-    original: &Original,
-    rolled_back: bool,
-) -> Result<(), NmError> {
+/// Makes sure the uplink runs the profile `uuid` (again).
+async fn bring_back(nm: &Nm, uplink: &str, uuid: &str, rolled_back: bool) -> Result<(), NmError> {
     let Some(device) = nm.device_by_iface(uplink).await? else {
         return Err(NmError::Unexpected {
             what: format!("the uplink {uplink} has disappeared"),
         });
     };
-    // After a checkpoint rollback NetworkManager re-activates the original by
+    // After a checkpoint rollback NetworkManager re-activates the profile by
     // itself; activating it again would only bounce the link.
     if rolled_back
         && nm
-            .wait_device_runs(&device, uplink, &original.uuid, SETTLE)
+            .wait_device_runs(&device, uplink, uuid, SETTLE)
             .await
             .is_ok()
     {
         return Ok(());
     }
-    if runs(nm, &device, &original.uuid).await? {
+    if runs(nm, &device, uuid).await? {
         return Ok(());
     }
-    let Some(profile) = nm.profile_by_uuid(&original.uuid).await? else {
+    let Some(profile) = nm.profile_by_uuid(uuid).await? else {
         return Err(NmError::Unexpected {
-            what: format!("the original profile '{}' no longer exists", original.id),
+            what: format!("the profile {uuid} for {uplink} no longer exists"),
         });
     };
     nm.activate(&profile, &device).await?;
-    nm.wait_device_runs(&device, uplink, &original.uuid, RESTORE)
-        .await
+    nm.wait_device_runs(&device, uplink, uuid, RESTORE).await
 }
 
 async fn runs(nm: &Nm, device: &ObjectPath<'_>, uuid: &str) -> Result<bool, NmError> {

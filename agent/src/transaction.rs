@@ -18,6 +18,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use crate::checks::{self, CheckContext, Probe, ProbeResult};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{ActivationGoal, Nm, NmError};
+use crate::plan::revert::RevertPlan;
 use crate::plan::Plan;
 use crate::recovery;
 use crate::report::Progress;
@@ -104,8 +105,13 @@ impl Transaction<'_> {
         });
         self.store.write(self.lock, &record)?;
 
-        let checkpoint = self.checkpoint(plan, &mut record).await?;
-        let keepalive = Keepalive::start(self.nm, &checkpoint, plan.timing.rollback_timeout);
+        // The bridge is new: deleting its profile on rollback removes it.
+        let devices = std::slice::from_ref(&plan.uplink_path);
+        let timeout = plan.timing.rollback_timeout;
+        let checkpoint = self
+            .checkpoint(devices, timeout, &mut record, &plan.uplink)
+            .await?;
+        let keepalive = Keepalive::start(self.nm, &checkpoint, timeout);
 
         let trial = tokio::select! {
             result = self.try_out(plan, probes, ctx) => result,
@@ -123,22 +129,27 @@ impl Transaction<'_> {
 
         match verdict {
             Ok(checks) => Ok(Outcome::Committed { checks }),
-            Err(failure) => self.roll_back(&record, failure, probes, ctx, plan).await,
+            Err(failure) => {
+                self.roll_back(&record, failure, probes, ctx, plan.timing.check)
+                    .await
+            }
         }
     }
 
+    /// Creates the checkpoint and records it. Only the devices involved: a
+    /// checkpoint on every device would reconnect them all on rollback.
     async fn checkpoint(
         &self,
-        plan: &Plan,
+        devices: &[OwnedObjectPath],
+        timeout: u32,
         record: &mut Record,
+        what: &str,
     ) -> Result<OwnedObjectPath, TxError> {
-        // Only the uplink: a checkpoint on every device would reconnect them all
-        // on rollback. The bridge is new, so deleting its profile removes it.
         let created = self
             .nm
             .checkpoint_create(
-                std::slice::from_ref(&plan.uplink_path),
-                plan.timing.rollback_timeout,
+                devices,
+                timeout,
                 CheckpointCreateFlags::DELETE_NEW_CONNECTIONS,
             )
             .await;
@@ -155,10 +166,8 @@ impl Transaction<'_> {
         self.progress.step(
             "checkpoint",
             format!(
-                "{} on {} — NetworkManager restores the host by itself within {} s if netbridge stops answering",
+                "{} on {what} — NetworkManager restores the host by itself within {timeout} s if netbridge stops answering",
                 checkpoint.as_str(),
-                plan.uplink,
-                plan.timing.rollback_timeout
             ),
         );
         Ok(checkpoint)
@@ -203,17 +212,7 @@ impl Transaction<'_> {
             ),
         );
 
-        let results = checks::run_all(probes, ctx, plan.timing.check).await;
-        for r in &results {
-            let verdict = if r.ok { "ok" } else { "FAILED" };
-            self.progress
-                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
-        }
-        if results.iter().all(|r| r.ok) {
-            Ok(results)
-        } else {
-            Err(Failure::Checks(results))
-        }
+        self.run_checks(probes, ctx, plan.timing.check).await
     }
 
     /// Brings the bridge up, then moves the uplink into it. With a static
@@ -346,6 +345,213 @@ impl Transaction<'_> {
         Ok(())
     }
 
+    /// Undoes a conversion: the original profile back on the uplink, proven
+    /// by the checks, then the bridge and port profiles deleted — or the host
+    /// left converted as it was.
+    pub async fn revert(
+        &self,
+        plan: &RevertPlan,
+        bridge_device: Option<&OwnedObjectPath>,
+        probes: &[Probe],
+        ctx: &CheckContext,
+    ) -> Result<Outcome, TxError> {
+        let mut record = Record::new(Change::Revert {
+            bridge: plan.bridge.clone(),
+            uplink: plan.uplink.clone(),
+            bridge_uuid: plan.bridge_uuid.clone(),
+            port_uuid: plan.port_uuid.clone(),
+            original: plan.original.clone(),
+        });
+        self.store.write(self.lock, &record)?;
+
+        let devices: Vec<OwnedObjectPath> = std::iter::once(&plan.uplink_path)
+            .chain(bridge_device)
+            .cloned()
+            .collect();
+        let timeout = plan.timing.rollback_timeout;
+        let what = format!("{} and {}", plan.uplink, plan.bridge);
+        let checkpoint = self
+            .checkpoint(&devices, timeout, &mut record, &what)
+            .await?;
+        let keepalive = Keepalive::start(self.nm, &checkpoint, timeout);
+
+        let trial = tokio::select! {
+            result = self.try_revert(plan, probes, ctx) => result,
+            signal = interrupted() => Err(Failure::Interrupted(signal)),
+        };
+        let verdict = match trial {
+            Ok(results) => self
+                .commit_revert(plan, &checkpoint, &mut record)
+                .await
+                .map(|()| results)
+                .map_err(Failure::Commit),
+            Err(failure) => Err(failure),
+        };
+        drop(keepalive);
+
+        match verdict {
+            Ok(checks) => Ok(Outcome::Committed { checks }),
+            Err(failure) => {
+                self.roll_back(&record, failure, probes, ctx, plan.timing.check)
+                    .await
+            }
+        }
+    }
+
+    /// The original profile takes the uplink back while the bridge still
+    /// holds the address (without a port, so the uplink's route wins); then
+    /// the bridge goes down.
+    async fn try_revert(
+        &self,
+        plan: &RevertPlan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+    ) -> Result<Vec<ProbeResult>, Failure> {
+        let original = self
+            .profile(&plan.original.uuid)
+            .await
+            .map_err(Failure::Apply)?;
+        let active = self
+            .nm
+            .activate(&original, &plan.uplink_path)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm
+            .wait_activated(
+                &active,
+                &plan.original.id,
+                plan.goal,
+                plan.timing.activation,
+            )
+            .await
+            .map_err(Failure::Activation)?;
+        self.progress.step(
+            "uplink up",
+            format!("{} runs profile '{}' again", plan.uplink, plan.original.id),
+        );
+        self.take_down(&plan.bridge).await.map_err(Failure::Apply)?;
+        self.verify_revert(plan).await.map_err(Failure::Verify)?;
+        self.run_checks(probes, ctx, plan.timing.check).await
+    }
+
+    async fn take_down(&self, bridge: &str) -> Result<(), NmError> {
+        let Some(path) = self.nm.device_by_iface(bridge).await? else {
+            return Ok(());
+        };
+        if let Some(active) = self.nm.device_info(&path).await?.active_connection {
+            match self.nm.deactivate(&active).await {
+                Err(e) if !e.is_gone() => return Err(e),
+                _ => {}
+            }
+        }
+        if self
+            .nm
+            .wait_device_gone(bridge, Duration::from_secs(10))
+            .await
+            .is_ok()
+        {
+            self.progress
+                .step("bridge down", format!("{bridge} removed"));
+        }
+        Ok(())
+    }
+
+    async fn verify_revert(&self, plan: &RevertPlan) -> Result<(), Vec<String>> {
+        let nm_err = |e: NmError| vec![format!("reading {}: {e}", plan.uplink)];
+        let uplink = self
+            .nm
+            .device_info(&plan.uplink_path)
+            .await
+            .map_err(nm_err)?;
+        let mut problems = Vec::new();
+        if uplink.state != DeviceState::Activated {
+            problems.push(format!(
+                "{} is {}, not activated",
+                plan.uplink, uplink.state
+            ));
+        }
+        let have: Vec<_> = uplink
+            .ipv4
+            .addresses
+            .iter()
+            .chain(&uplink.ipv6.addresses)
+            .collect();
+        for want in plan.ipv4.addresses.iter().chain(&plan.ipv6.addresses) {
+            if !have.contains(&want) {
+                problems.push(format!("{} lacks the address {want}", plan.uplink));
+            }
+        }
+        if let Some(gw) = plan.ipv4.gateway {
+            if uplink.ipv4.gateway != Some(gw) {
+                problems.push(format!(
+                    "the default route via {gw} is not on {}",
+                    plan.uplink
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    async fn commit_revert(
+        &self,
+        plan: &RevertPlan,
+        checkpoint: &ObjectPath<'_>,
+        record: &mut Record,
+    ) -> Result<(), NmError> {
+        record.phase = Phase::Committing;
+        self.write(record)?;
+        let original = self.profile(&plan.original.uuid).await?;
+        self.nm
+            .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
+            .await?;
+        for uuid in [&plan.port_uuid, &plan.bridge_uuid] {
+            if let Some(path) = self.nm.profile_by_uuid(uuid).await? {
+                self.nm.delete_profile(&path).await?;
+            }
+        }
+        record.phase = Phase::Committed;
+        self.write(record)?;
+        self.nm.checkpoint_destroy(checkpoint).await?;
+        self.store.clear(self.lock).map_err(journal_to_nm)?;
+        self.progress.step(
+            "committed",
+            format!(
+                "{} and its port profile deleted; profile '{}' saved with autoconnect {}",
+                plan.bridge,
+                plan.original.id,
+                if plan.original.autoconnect {
+                    "on"
+                } else {
+                    "off"
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    async fn run_checks(
+        &self,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        deadline: Duration,
+    ) -> Result<Vec<ProbeResult>, Failure> {
+        let results = checks::run_all(probes, ctx, deadline).await;
+        for r in &results {
+            let verdict = if r.ok { "ok" } else { "FAILED" };
+            self.progress
+                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
+        }
+        if results.iter().all(|r| r.ok) {
+            Ok(results)
+        } else {
+            Err(Failure::Checks(results))
+        }
+    }
+
     fn write(&self, record: &Record) -> Result<(), NmError> {
         self.store.write(self.lock, record).map_err(journal_to_nm)
     }
@@ -365,7 +571,7 @@ impl Transaction<'_> {
         failure: Failure,
         probes: &[Probe],
         ctx: &CheckContext,
-        plan: &Plan,
+        check_deadline: Duration,
     ) -> Result<Outcome, TxError> {
         let reason = failure.to_string();
         self.progress.step("rolling back", reason.clone());
@@ -381,11 +587,12 @@ impl Transaction<'_> {
         self.progress.step(
             "rolled back",
             format!(
-                "{} runs profile '{}' again, {} removed ({restore_seconds:.2} s)",
-                plan.uplink, plan.original.id, plan.bridge
+                "the {} of {} was undone: the host runs as before ({restore_seconds:.2} s)",
+                record.change.operation(),
+                record.change.bridge()
             ),
         );
-        let rechecks = checks::run_all(probes, ctx, plan.timing.check).await;
+        let rechecks = checks::run_all(probes, ctx, check_deadline).await;
         for r in &rechecks {
             let verdict = if r.ok { "ok" } else { "still failing" };
             self.progress

@@ -19,6 +19,7 @@ pub mod names {
     pub const ETHERNET: &str = "802-3-ethernet";
     pub const IPV4: &str = "ipv4";
     pub const IPV6: &str = "ipv6";
+    pub const USER: &str = "user";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -167,6 +168,23 @@ impl Settings {
         self.list(setting, key, "aay")
     }
 
+    /// An `a{ss}` dictionary, e.g. `user.data`.
+    pub fn string_map(
+        &self,
+        setting: &str,
+        key: &str,
+    ) -> Result<BTreeMap<String, String>, SettingsError> {
+        match self.raw(setting, key) {
+            None => Ok(BTreeMap::new()),
+            Some(value) => value
+                .try_clone()
+                .ok()
+                .and_then(|v| HashMap::<String, String>::try_from(v).ok())
+                .map(|m| m.into_iter().collect())
+                .ok_or_else(|| wrong_type(setting, key, "a{ss}", value)),
+        }
+    }
+
     pub fn dict_list(&self, setting: &str, key: &str) -> Result<Vec<Dict>, SettingsError> {
         let maps: Vec<HashMap<String, OwnedValue>> = self.list(setting, key, "aa{sv}")?;
         Ok(maps.into_iter().map(|m| m.into_iter().collect()).collect())
@@ -303,6 +321,20 @@ mod tests {
         assert_eq!(dict_str(&addrs[0], "address"), Some("172.25.250.10"));
         assert_eq!(dict_u32(&addrs[0], "prefix"), Some(24));
         assert!(s.has_setting(names::BRIDGE_PORT));
+    }
+
+    #[test]
+    fn string_maps_round_trip() {
+        let mut s = Settings::new();
+        let data = HashMap::from([("netbridge.uplink".to_owned(), "ens32".to_owned())]);
+        s.set(names::USER, "data", data);
+        assert_eq!(s.to_dbus()["user"]["data"].value_signature(), "a{ss}");
+        let back = s.string_map(names::USER, "data").unwrap();
+        assert_eq!(
+            back.get("netbridge.uplink").map(String::as_str),
+            Some("ens32")
+        );
+        assert!(s.string_map(names::IPV4, "dns-search").unwrap().is_empty());
     }
 
     #[test]

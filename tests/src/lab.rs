@@ -338,9 +338,8 @@ impl Lab {
     }
 
     /// Stops NetworkManager and starts it again with the runtime directories
-    /// kept, as
-    /// `systemctl restart NetworkManager` does: in-memory profiles survive,
-    /// checkpoints do not.
+    /// kept, as `systemctl restart NetworkManager` does: in-memory profiles
+    /// survive, checkpoints do not.
     pub fn restart_nm(&mut self) -> Result<(), LabError> {
         self.stop_nm()?;
         self.start_nm()

@@ -29,11 +29,9 @@ fn uplink_addresses(lab: &Lab) -> Vec<(std::net::Ipv4Addr, u8)> {
     lab.ipv4_addresses(UPLINK).expect("ens32's addresses")
 }
 
+/// Running, as opposed to gone or a zombie.
 fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.contains(") Z "))
-            .unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
 #[test]
@@ -198,7 +196,7 @@ fn dropping_a_lab_leaves_nothing_behind() {
 }
 
 #[test]
-fn the_product_runs_in_the_host_namespace_with_the_lab_environment() {
+fn host_commands_run_in_the_host_namespace_with_the_lab_environment() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };

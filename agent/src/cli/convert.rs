@@ -77,7 +77,7 @@ pub enum OnOff {
     Off,
 }
 
-fn parse_timeout(text: &str) -> Result<u32, String> {
+pub(super) fn parse_timeout(text: &str) -> Result<u32, String> {
     let value: u32 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;

@@ -3,6 +3,7 @@
 mod convert;
 mod output;
 mod recover;
+mod revert;
 mod status;
 
 use std::path::PathBuf;
@@ -53,6 +54,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Move an uplink's IP configuration onto a new bridge, prove it, roll back on failure.
     Convert(convert::ConvertArgs),
+    /// Undo a conversion: the original profile back on the uplink, the bridge removed.
+    Revert(revert::RevertArgs),
     /// Finish or undo a change that an interrupted run left behind (every
     /// changing command does this first; this does it now).
     Recover(recover::RecoverArgs),
@@ -63,6 +66,7 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Status(args) => status::run(args, &cli.state_dir).await,
         Command::Convert(args) => convert::run(args, &cli.state_dir).await,
+        Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
     }
 }

@@ -84,6 +84,15 @@ impl From<PrepareError> for Fatal {
     }
 }
 
+impl From<crate::operations::revert::PrepareError> for Fatal {
+    fn from(e: crate::operations::revert::PrepareError) -> Self {
+        match e {
+            crate::operations::revert::PrepareError::Nm(nm) => nm.into(),
+            other => Fatal::new(Exit::BadInput, other.to_string()),
+        }
+    }
+}
+
 impl From<TxError> for Fatal {
     fn from(e: TxError) -> Self {
         let exit = match e {

@@ -246,6 +246,13 @@ impl Nm {
             .call("ActivateConnection")
     }
 
+    pub async fn deactivate(&self, active: &ObjectPath<'_>) -> Result<(), NmError> {
+        self.manager
+            .deactivate_connection(active)
+            .await
+            .call("DeactivateConnection")
+    }
+
     /// Removes a software device such as a leftover bridge link.
     pub async fn delete_device(&self, device: &ObjectPath<'_>) -> Result<(), NmError> {
         let proxy = self.device_proxy(device).await?;

@@ -2,6 +2,7 @@
 //! host, plans, selects checks: nothing changes) and then runs one transaction.
 
 pub mod convert;
+pub mod revert;
 
 use std::net::IpAddr;
 

@@ -13,6 +13,11 @@ use serde::Serialize;
 
 use crate::nm::{ActivationGoal, DeviceInfo, NmVersion, ProfileInfo};
 
+mod marker;
+pub mod revert;
+
+pub use marker::Marker;
+
 /// The oldest NetworkManager with every call netbridge makes (AddConnection2).
 pub const MIN_NM_VERSION: NmVersion = NmVersion(1, 20, 0);
 /// NetworkManager's default STP forward delay, which a port waits out twice.
@@ -289,7 +294,7 @@ fn check_names_free(bridge: &str, port_id: &str, found: &Found) -> Result<(), Pl
     Ok(())
 }
 
-fn timing(req: &Request) -> Result<Timing, PlanError> {
+pub(crate) fn timing(req: &Request) -> Result<Timing, PlanError> {
     let stp_wait = if req.stp { 2 * STP_FORWARD_DELAY } else { 0 };
     let activation = Duration::from_secs(30 + stp_wait);
     let check = Duration::from_secs(5 + stp_wait);
@@ -340,7 +345,14 @@ fn build(
         .map(|p| p.autoconnect_priority)
         .max()
         .map_or(0, |p| (p + 1).min(999));
-    let bridge_profile = bridge_profile(req, applied, &ids.bridge_uuid, &mac, mtu)?;
+    let mut bridge_profile = bridge_profile(req, applied, &ids.bridge_uuid, &mac, mtu)?;
+    Marker {
+        uplink: req.uplink.clone(),
+        port_uuid: ids.port_uuid.clone(),
+        original_uuid: profile.uuid.clone(),
+        original_autoconnect: profile.autoconnect,
+    }
+    .write(&mut bridge_profile);
     let port_profile = port_profile(req, applied, ids, &port_id, priority)?;
     let mut original_after = without_legacy_forms(&active.saved)?;
     original_after.set(names::CONNECTION, "autoconnect", false);
@@ -377,7 +389,7 @@ fn build(
     })
 }
 
-fn needs_ready(method: &str) -> bool {
+pub(crate) fn needs_ready(method: &str) -> bool {
     matches!(method, "manual" | "auto" | "shared")
 }
 
@@ -413,7 +425,7 @@ fn competing_profiles<'a>(
 
 /// Read-modify-write rule: NetworkManager prefers the legacy form of a
 /// property when both arrive, so drop the legacy form wherever the new one exists.
-fn without_legacy_forms(settings: &Settings) -> Result<Settings, SettingsError> {
+pub(crate) fn without_legacy_forms(settings: &Settings) -> Result<Settings, SettingsError> {
     let mut s = settings.clone();
     for ip in [names::IPV4, names::IPV6] {
         if s.raw(ip, "address-data").is_some() {
@@ -514,7 +526,7 @@ fn port_profile(
     Ok(s)
 }
 
-fn ip_plan(
+pub(crate) fn ip_plan(
     profile: &Settings,
     ip: &str,
     runtime: &crate::nm::IpRuntime,

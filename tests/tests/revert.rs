@@ -1,0 +1,112 @@
+//! `netbridge revert` end to end in a lab: back to the original profile, or
+//! (when its checks fail) left converted exactly as it was.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{device, ipv4, netbridge, ping_gateway, status, Running};
+use netbridge_tests::{Lab, Uplink};
+
+fn convert(lab: &Lab) {
+    let run = netbridge(lab, &["convert", "ens32", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
+#[test]
+fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    convert(&lab);
+
+    let dry = netbridge(&lab, &["revert", "br0", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.json()["result"], "dry-run");
+
+    let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["result"], "reverted");
+    let s = status(&lab);
+    assert_eq!(ipv4(&s, "ens32"), vec!["172.25.250.10/24"]);
+    assert_eq!(
+        device(&s, "ens32").expect("ens32")["profile"]["id"],
+        "ens32"
+    );
+    assert!(device(&s, "br0").is_none(), "br0 is gone");
+    assert!(ping_gateway(&lab));
+    // NetworkManager rewrites a keyfile it saved (uuid, empty sections): compare
+    // what the profile says, and everything else exactly.
+    let after = lab.snapshot();
+    assert_eq!(
+        (&after.links, &after.addresses, &after.routes),
+        (&before.links, &before.addresses, &before.routes)
+    );
+    assert_eq!(
+        after.profiles.keys().collect::<Vec<_>>(),
+        before.profiles.keys().collect::<Vec<_>>()
+    );
+    let original = &after.profiles["conn/ens32.nmconnection"];
+    assert!(
+        !original.contains("autoconnect=false"),
+        "autoconnect back on:\n{original}"
+    );
+    for line in [
+        "address1=172.25.250.10/24,172.25.250.254",
+        "method=manual",
+        "dns=172.25.250.254;",
+    ] {
+        assert!(
+            original.lines().any(|l| l == line),
+            "{line} kept:\n{original}"
+        );
+    }
+}
+
+#[test]
+fn a_revert_whose_check_fails_leaves_the_bridge_as_it_was() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    convert(&lab);
+    let converted = lab.snapshot();
+    let mut run = Running::start(
+        &lab,
+        &["revert", "br0", "--yes", "--check", "ping:172.25.250.254"],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    assert!(lab
+        .lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"])
+        .status
+        .success());
+    let (code, log) = run.finish();
+    lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
+    assert_eq!(code, 3, "rolled back:\n{log}");
+    assert!(
+        common::eventually(Duration::from_secs(10), || lab.snapshot() == converted),
+        "still converted, as before: {:#?}\nvs {:#?}",
+        lab.snapshot(),
+        converted
+    );
+    assert_eq!(ipv4(&status(&lab), "br0"), vec!["172.25.250.10/24"]);
+    assert!(ping_gateway(&lab));
+}
+
+#[test]
+fn revert_refuses_bridges_it_did_not_make() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let run = netbridge(&lab, &["revert", "br0", "--yes"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no bridge profile named \"br0\""),
+        "{}",
+        run.stderr
+    );
+    let bad = netbridge(&lab, &["revert", "br/0", "--yes"]);
+    assert_eq!(bad.code, 2);
+    assert_eq!(lab.snapshot(), before);
+}
