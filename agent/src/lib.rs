@@ -8,6 +8,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod config;
 pub mod inventory;
 pub mod journal;
 pub mod nm;

@@ -32,12 +32,12 @@
 
 mod binaries;
 mod bus;
-mod cmd;
-mod daemon;
+pub(crate) mod cmd;
+pub(crate) mod daemon;
 mod error;
-mod files;
+pub(crate) mod files;
 mod guest;
-mod netns;
+pub(crate) mod netns;
 mod reset;
 mod setup;
 mod snapshot;
@@ -62,7 +62,7 @@ pub use stale::{remove_stale_labs, StaleReport};
 
 use daemon::Daemon;
 use files::empty_dir;
-use setup::check_prerequisites;
+use setup::{check_network_prerequisites, check_prerequisites};
 
 /// The uplink's name in the host namespace.
 pub const UPLINK: &str = "ens32";
@@ -142,6 +142,20 @@ impl Lab {
         lab.write_nm_files()?;
         lab.start_nm()?;
         lab.wait_for_uplink()?;
+        Ok(lab)
+    }
+
+    /// Builds only the lab's network: both namespaces, the veth between
+    /// them and the LAN's dnsmasq — no bus and no NetworkManager. For a host
+    /// that brings its own (a booted container, see
+    /// [`crate::container::Container`]); everything that talks to the
+    /// lab's NM ([`Lab::restart_nm`], [`Lab::reboot`], [`Lab::netbridge`],
+    /// snapshots of profiles) has nothing to talk to in such a lab.
+    pub fn start_network_only(uplink: Uplink) -> Result<Lab, LabError> {
+        check_network_prerequisites()?;
+        let mut lab = Lab::empty(uplink)?;
+        lab.create_network()?;
+        lab.start_dnsmasq()?;
         Ok(lab)
     }
 
@@ -361,6 +375,14 @@ impl Lab {
             self.spawn_nm()?;
         }
         self.wait("NetworkManager to start", Lab::nm_waiting)
+    }
+
+    /// What a power loss or a reboot does to the host namespace's links:
+    /// every link but `lo` and `ens32` is deleted (bridges, guest taps) and
+    /// `ens32` is reset (down, no addresses, original MAC and MTU, up).
+    pub fn reset_host_links(&self) -> Result<(), LabError> {
+        self.delete_host_links()?;
+        self.reset_uplink()
     }
 
     /// Models a reboot of the host: NM stops, the runtime directories

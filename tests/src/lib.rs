@@ -3,6 +3,7 @@
 //! netbridge, through the `netbridge-lab` binary) never touch the machine's
 //! own network.
 
+pub mod container;
 pub mod dns;
 pub mod lab;
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::nm::{ActivationGoal, DeviceInfo, NmVersion, ProfileInfo};
 
 mod marker;
+pub mod network;
 pub mod revert;
 
 pub use marker::Marker;

@@ -54,7 +54,11 @@ pub fn run_all(config: &Config, tools: &Tools, which: &[Tool]) -> Vec<(Tool, Too
         .collect();
     for run in 1..=config.runs {
         for (tool, result) in results.iter_mut().filter(|(_, r)| r.unavailable.is_none()) {
-            eprintln!("bench: conversion run {run}/{} — {}", config.runs, tool.title());
+            eprintln!(
+                "bench: conversion run {run}/{} — {}",
+                config.runs,
+                tool.title()
+            );
             run_once(tools, *tool, config.settle_timeout, result);
         }
     }

@@ -130,7 +130,10 @@ impl Prober {
         let replies = self.snapshot();
         let errors = self.errors.take().map(Lines::finish).unwrap_or_default();
         if replies.is_empty() {
-            return Err(format!("{}: no replies at all; ping said: {errors}", self.what));
+            return Err(format!(
+                "{}: no replies at all; ping said: {errors}",
+                self.what
+            ));
         }
         Ok(replies)
     }

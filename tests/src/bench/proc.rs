@@ -197,7 +197,9 @@ pub fn run_timed(what: &str, command: &mut Command, timeout: Duration) -> Result
     let exited = now();
     let Some(status) = status else {
         guard.stop(Signal::SIGTERM, Duration::from_secs(5));
-        return Err(format!("{what} did not finish within {timeout:?}; stopped it"));
+        return Err(format!(
+            "{what} did not finish within {timeout:?}; stopped it"
+        ));
     };
     Ok(Timed {
         started,

@@ -141,7 +141,9 @@ pub fn restore_seconds(progress: &str) -> Result<f64, String> {
             .lines()
             .find_map(|line| {
                 let (stamp, rest) = line.trim_start().split_once("s ")?;
-                rest.trim_start().starts_with(step).then(|| stamp.parse::<f64>().ok())?
+                rest.trim_start()
+                    .starts_with(step)
+                    .then(|| stamp.parse::<f64>().ok())?
             })
             .ok_or_else(|| format!("no timed {step:?} line in netbridge's progress:\n{progress}"))
     };

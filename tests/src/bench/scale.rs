@@ -102,7 +102,10 @@ fn start_labs(k: usize) -> Result<Vec<Lab>, String> {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a lab start panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a lab start panicked".into()))
+            })
             .collect()
     });
     let mut labs = Vec::with_capacity(k);

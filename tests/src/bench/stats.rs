@@ -16,7 +16,7 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     sorted.sort_by(f64::total_cmp);
     let (&min, &max) = (sorted.first()?, sorted.last()?);
     let mid = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 0 {
+    let median = if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
@@ -40,6 +40,8 @@ pub enum Unit {
     Count,
     /// KiB, shown as MiB.
     KibAsMib,
+    /// Seconds, shown as ms below one second and as seconds above.
+    Span,
 }
 
 pub fn format_value(value: f64, unit: Unit) -> String {
@@ -48,15 +50,19 @@ pub fn format_value(value: f64, unit: Unit) -> String {
         Unit::Millis => format!("{:.0} ms", value * 1000.0),
         Unit::Count => format!("{value:.0}"),
         Unit::KibAsMib => format!("{:.1} MiB", value / 1024.0),
+        Unit::Span if value < 1.0 => format!("{:.0} ms", value * 1000.0),
+        Unit::Span => format!("{value:.2} s"),
     }
 }
 
+/// A value in a range, without its unit where the unit is fixed.
 fn bare(value: f64, unit: Unit) -> String {
     match unit {
         Unit::Seconds => format!("{value:.3}"),
         Unit::Millis => format!("{:.0}", value * 1000.0),
         Unit::Count => format!("{value:.0}"),
         Unit::KibAsMib => format!("{:.1}", value / 1024.0),
+        Unit::Span => format_value(value, unit),
     }
 }
 
@@ -94,6 +100,13 @@ mod tests {
         };
         assert_eq!(format_summary(&s, Unit::Seconds), "0.123 s (0.100–0.200)");
         assert_eq!(format_summary(&s, Unit::Millis), "123 ms (100–200)");
+        let wide = Summary {
+            median: 0.5,
+            min: 0.005,
+            max: 30.2,
+            count: 3,
+        };
+        assert_eq!(format_summary(&wide, Unit::Span), "500 ms (5 ms–30.20 s)");
         let same = Summary {
             median: 0.0,
             min: 0.0,

@@ -149,7 +149,9 @@ pub fn verify_bridge(lab: &Lab) -> Result<(), String> {
         .ipv4_addresses("br0")
         .map_err(|e| format!("reading br0's addresses: {e}"))?;
     if !addresses.contains(&(STATIC_ADDRESS, PREFIX_LEN)) {
-        return Err(format!("br0 lacks {STATIC_ADDRESS}/{PREFIX_LEN}: {addresses:?}"));
+        return Err(format!(
+            "br0 lacks {STATIC_ADDRESS}/{PREFIX_LEN}: {addresses:?}"
+        ));
     }
     let routes = ip_json(lab, &["-4", "route", "show", "default"])?;
     let via_br0 = routes.as_array().into_iter().flatten().any(|r| {

@@ -44,9 +44,12 @@ impl SeqUnwrapper {
             Some(last) => {
                 let base = last & !0xffff;
                 let candidate = base | seq;
-                // A wrap: far below the last one means the next round.
+                // Far below the last one: the next round (a wrap); far
+                // above it: a late reply from the previous round.
                 if candidate + 0x8000 < last {
                     candidate + 0x1_0000
+                } else if candidate > last + 0x8000 && candidate >= 0x1_0000 {
+                    candidate - 0x1_0000
                 } else {
                     candidate
                 }
@@ -144,11 +147,21 @@ mod tests {
 
     #[test]
     fn parses_reply_lines_and_skips_the_rest() {
-        let line = "[1795841071.346017] 64 bytes from 172.25.250.10: icmp_seq=12 ttl=64 time=0.086 ms";
+        let line =
+            "[1795841071.346017] 64 bytes from 172.25.250.10: icmp_seq=12 ttl=64 time=0.086 ms";
         assert_eq!(parse_reply(line), Some((12, 1795841071.346017)));
-        assert_eq!(parse_reply("PING 172.25.250.10 (172.25.250.10) 56(84) bytes of data."), None);
-        assert_eq!(parse_reply("[1.5] From 172.25.250.254 icmp_seq=3 Destination Host Unreachable"), None);
-        assert_eq!(parse_reply("[1.5] 64 bytes from 10.0.0.1: icmp_seq=3 ttl=64 time=0.1 ms (DUP!)"), None);
+        assert_eq!(
+            parse_reply("PING 172.25.250.10 (172.25.250.10) 56(84) bytes of data."),
+            None
+        );
+        assert_eq!(
+            parse_reply("[1.5] From 172.25.250.254 icmp_seq=3 Destination Host Unreachable"),
+            None
+        );
+        assert_eq!(
+            parse_reply("[1.5] 64 bytes from 10.0.0.1: icmp_seq=3 ttl=64 time=0.1 ms (DUP!)"),
+            None
+        );
         assert_eq!(parse_reply("[garbage] 64 bytes from x: icmp_seq=1"), None);
     }
 

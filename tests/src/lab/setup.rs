@@ -339,13 +339,24 @@ const TOOLS: [(&str, &str); 7] = [
     ("mount", "mount"),
 ];
 
+/// What [`Lab::start_network_only`] runs itself.
+const NETWORK_TOOLS: [(&str, &str); 2] = [("ip", "iproute2"), ("dnsmasq", "dnsmasq-base")];
+
 pub(super) fn check_prerequisites() -> Result<(), LabError> {
+    check_tools(&TOOLS)
+}
+
+pub(super) fn check_network_prerequisites() -> Result<(), LabError> {
+    check_tools(&NETWORK_TOOLS)
+}
+
+fn check_tools(tools: &[(&str, &str)]) -> Result<(), LabError> {
     if effective_uid() != Some(0) {
         return Err(LabError::Prerequisite(
             "the lab needs root (network namespaces, mounts)".to_owned(),
         ));
     }
-    let missing: Vec<String> = TOOLS
+    let missing: Vec<String> = tools
         .iter()
         .filter(|(program, _)| cmd::which(program).is_none())
         .map(|(program, package)| format!("{program} (package {package})"))

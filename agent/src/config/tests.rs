@@ -1,0 +1,223 @@
+use std::path::PathBuf;
+
+use super::*;
+
+fn one(text: &str) -> Result<Config, ConfigError> {
+    parse(&[(
+        PathBuf::from("/etc/netbridge/netbridge.toml"),
+        text.to_owned(),
+    )])
+}
+
+fn err(text: &str) -> ConfigError {
+    one(text).expect_err("configuration should be rejected")
+}
+
+const SINGLE: &str = r#"
+[defaults]
+rollback-timeout = 40
+
+[[bridge]]
+name = "br0"
+uplink = "ens32"
+checks = ["tcp:172.25.250.254:22"]
+"#;
+
+#[test]
+fn a_single_host_file_reads_with_defaults() {
+    let config = one(SINGLE).unwrap();
+    let br0 = &config.bridges[0];
+    assert_eq!(br0.name, "br0");
+    assert_eq!(
+        br0.mode,
+        Mode::Bridged {
+            uplink: UplinkSelector::Name("ens32".into())
+        }
+    );
+    assert!(!br0.stp && br0.default_checks);
+    assert_eq!(br0.rollback_timeout, Some(40));
+    assert_eq!(br0.checks[0].to_string(), "tcp:172.25.250.254:22");
+}
+
+#[test]
+fn uplinks_can_be_selected_by_route_or_mac() {
+    let text = r#"
+[[bridge]]
+name = "br0"
+uplink = "default-route"
+
+[[bridge]]
+name = "br1"
+uplink = "mac:52:54:00:ab:cd:ef"
+"#;
+    let config = one(text).unwrap();
+    assert_eq!(
+        config.bridges[0].mode,
+        Mode::Bridged {
+            uplink: UplinkSelector::DefaultRoute
+        }
+    );
+    assert_eq!(
+        config.bridges[1].mode,
+        Mode::Bridged {
+            uplink: UplinkSelector::Mac("52:54:00:AB:CD:EF".into())
+        }
+    );
+}
+
+#[test]
+fn nat_and_isolated_networks_read() {
+    let text = r#"
+[[bridge]]
+name = "virbr1"
+mode = "nat"
+address = "192.168.107.1/24"
+dhcp-range = "192.168.107.2-192.168.107.100"
+
+[[bridge]]
+name = "vmnet1"
+mode = "isolated"
+address = "192.168.108.1/24"
+"#;
+    let config = one(text).unwrap();
+    match &config.bridges[0].mode {
+        Mode::Network {
+            kind,
+            dhcp,
+            dhcp_enabled,
+            ..
+        } => {
+            assert_eq!(*kind, NetMode::Nat);
+            assert_eq!(
+                dhcp.map(|d| d.to_string()).as_deref(),
+                Some("192.168.107.2-192.168.107.100")
+            );
+            assert!(dhcp_enabled);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        &config.bridges[1].mode,
+        Mode::Network {
+            kind: NetMode::Isolated,
+            dhcp_enabled: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn drop_ins_override_in_name_order() {
+    let sources = vec![
+        (
+            PathBuf::from("/etc/netbridge/netbridge.toml"),
+            SINGLE.to_owned(),
+        ),
+        (
+            PathBuf::from("/etc/netbridge/conf.d/50-stp.toml"),
+            "[defaults]\nstp = true\n[[bridge]]\nname = \"br0\"\nuplink = \"ens33\"\n".to_owned(),
+        ),
+    ];
+    let config = parse(&sources).unwrap();
+    assert_eq!(config.bridges.len(), 1);
+    let br0 = &config.bridges[0];
+    assert_eq!(
+        br0.mode,
+        Mode::Bridged {
+            uplink: UplinkSelector::Name("ens33".into())
+        }
+    );
+    assert!(br0.stp, "stp from the later defaults");
+    assert_eq!(
+        br0.rollback_timeout,
+        Some(40),
+        "earlier defaults keep what is not overridden"
+    );
+    assert!(br0.origin.ends_with("50-stp.toml"));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_file_line_and_key() {
+    let e = err("[[bridge]]\nname = \"br0\"\nupplink = \"ens32\"\n");
+    assert_eq!(e.line, Some(3), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/etc/netbridge/netbridge.toml:3: unknown field `upplink`"),
+        "{e}"
+    );
+    assert!(e.message.contains("upplink"), "{e}");
+
+    let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nstp = \"yes\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(
+        e.message.contains("bool") || e.message.contains("boolean"),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected_with_their_key() {
+    let cases = [
+        ("[[bridge]]\nname = \"a-very-long-bridge\"\nuplink = \"ens32\"\n", "bridge.name", 2),
+        ("[[bridge]]\nname = \"br0\"\n", "bridge.uplink", 2),
+        ("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nchecks = [\"tcp:x\"]\n", "bridge.checks", 4),
+        ("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nrollback-timeout = 0\n", "bridge.rollback-timeout", 4),
+        ("[[bridge]]\nname = \"br0\"\nuplink = \"mac:zz\"\n", "bridge.uplink", 3),
+        ("[[bridge]]\nname = \"br0\"\nmode = \"routed\"\n", "bridge.mode", 3),
+        ("[[bridge]]\nname = \"v\"\nmode = \"nat\"\naddress = \"192.168.107.0/24\"\n", "bridge.address", 4),
+        ("[[bridge]]\nname = \"v\"\nmode = \"nat\"\naddress = \"192.168.107.1/24\"\ndhcp-range = \"10.0.0.1-10.0.0.9\"\n", "bridge.dhcp-range", 5),
+        ("[[bridge]]\nname = \"v\"\nmode = \"nat\"\naddress = \"192.168.107.1/24\"\nuplink = \"ens32\"\n", "bridge.uplink", 5),
+        ("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nmtu = 10\n", "bridge.mtu", 4),
+        ("[defaults]\nchecks = [\"bogus\"]\n", "defaults.checks", 2),
+    ];
+    for (text, key, line) in cases {
+        let e = err(text);
+        assert_eq!(
+            (e.key.as_str(), e.line),
+            (key, Some(line)),
+            "{text}\n=> {e}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_names_and_shared_uplinks_are_errors() {
+    let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n\n[[bridge]]\nname = \"br0\"\nuplink = \"ens33\"\n");
+    assert_eq!(e.line, Some(6), "{e}");
+    assert!(e.message.contains("defined twice"), "{e}");
+
+    let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n\n[[bridge]]\nname = \"br1\"\nuplink = \"ens32\"\n");
+    assert_eq!(e.key, "bridge.uplink");
+    assert!(e.message.contains("both claim the uplink ens32"), "{e}");
+}
+
+#[test]
+fn files_are_found_in_name_order() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("netbridge.toml"), SINGLE).unwrap();
+    std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+    for name in ["20-b.toml", "10-a.toml", "notes.txt"] {
+        std::fs::write(dir.path().join("conf.d").join(name), "").unwrap();
+    }
+    let found = files(dir.path()).unwrap();
+    let names: Vec<_> = found
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str())
+        .collect();
+    assert_eq!(names, ["netbridge.toml", "10-a.toml", "20-b.toml"]);
+    let config = load(&dir.path().join("netbridge.toml")).unwrap();
+    assert_eq!(config.files.len(), 3);
+    assert_eq!(config.bridges.len(), 1);
+}
+
+#[test]
+fn the_shipped_examples_are_valid() {
+    for example in ["single-host.toml", "fleet.toml", "virtual-networks.toml"] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../configs")
+            .join(example);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        parse(&[(path.clone(), text)]).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -1,0 +1,155 @@
+//! `netbridge-bench`: netbridge side by side with the plain nmcli recipe and
+//! `nmstatectl apply`, in labs (a real NetworkManager in network namespaces);
+//! prints a Markdown table. Run it through `scripts/bench.sh` (as root).
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bench::table::{self, Report};
+use bench::tools::{Tool, Tools};
+use bench::{agent, convert, machine, rollback, scale, Config};
+use clap::{Parser, ValueEnum};
+use netbridge_tests::lab::{self, Lab, Uplink};
+
+/// Benchmark netbridge against the nmcli recipe and nmstatectl in throwaway
+/// labs (needs root; the machine's own network is never touched). Progress
+/// goes to stderr, the Markdown report to stdout.
+#[derive(Parser)]
+#[command(name = "netbridge-bench")]
+struct Cli {
+    /// Repetitions of each measurement, each in a fresh lab.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    runs: u16,
+    /// How many labs convert at once in the scale measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16", value_parser = clap::value_parser!(u16).range(1..=32))]
+    scale: Vec<u16>,
+    /// Seconds the agent is watched while idle.
+    #[arg(long, default_value_t = 60)]
+    agent_idle: u64,
+    /// Longest wait, after a command exits, for the host to answer steadily again.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout: u64,
+    /// The nmstatectl binary [default: from PATH or ~/.cargo/bin].
+    #[arg(long, value_name = "PATH")]
+    nmstatectl: Option<PathBuf>,
+    /// Which measurements to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "convert,rollback,agent,scale"
+    )]
+    only: Vec<Part>,
+    /// Which tools the conversion measurements compare.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "netbridge,nmcli,nmstate"
+    )]
+    tools: Vec<ToolArg>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Part {
+    /// Conversion and idempotent re-run, per tool.
+    Convert,
+    /// A netbridge conversion whose check fails after the change.
+    Rollback,
+    /// netbridge-agent idle.
+    Agent,
+    /// K labs converted at once.
+    Scale,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ToolArg {
+    Netbridge,
+    Nmcli,
+    Nmstate,
+}
+
+impl From<ToolArg> for Tool {
+    fn from(t: ToolArg) -> Tool {
+        match t {
+            ToolArg::Netbridge => Tool::Netbridge,
+            ToolArg::Nmcli => Tool::Nmcli,
+            ToolArg::Nmstate => Tool::Nmstate,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("netbridge-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<String, String> {
+    let started = Instant::now();
+    lab::netbridge_bin().map_err(|e| e.to_string())?;
+    let config = Config {
+        runs: usize::from(cli.runs),
+        scale: cli.scale.iter().map(|&k| usize::from(k)).collect(),
+        agent_idle: Duration::from_secs(cli.agent_idle),
+        settle_timeout: Duration::from_secs(cli.settle_timeout),
+        nmstatectl: cli.nmstatectl.clone().or_else(find_nmstatectl),
+    };
+    if config.nmstatectl.is_none() {
+        eprintln!("netbridge-bench: nmstatectl not found; its column will say so");
+    }
+    let machine = describe_machine(&config)?;
+    let tools = Tools::new(config.nmstatectl.clone())?;
+    let which: Vec<Tool> = cli.tools.iter().map(|&t| t.into()).collect();
+    let wants = |part| cli.only.contains(&part);
+    let report = Report {
+        runs: config.runs,
+        machine,
+        conversions: if wants(Part::Convert) {
+            convert::run_all(&config, &tools, &which)
+        } else {
+            Vec::new()
+        },
+        rollback: wants(Part::Rollback).then(|| rollback::run_all(&config)),
+        agent: wants(Part::Agent).then(|| {
+            eprintln!("bench: agent");
+            agent::run(config.agent_idle)
+        }),
+        scale: if wants(Part::Scale) {
+            scale::run_all(&config)
+        } else {
+            Vec::new()
+        },
+    };
+    eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(table::render(&report))
+}
+
+fn describe_machine(config: &Config) -> Result<Vec<(&'static str, String)>, String> {
+    let lab = Lab::start(Uplink::Static).map_err(|e| format!("the lab did not start: {e}"))?;
+    Ok(machine::describe(&lab, config.nmstatectl.as_deref()))
+}
+
+/// `nmstatectl` on PATH, or where `cargo install` puts it.
+fn find_nmstatectl() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    std::env::split_paths(&path)
+        .chain(cargo_home.map(|c| c.join("bin")))
+        .map(|dir| dir.join("nmstatectl"))
+        .find(|candidate| candidate.is_file())
+}

@@ -1,0 +1,296 @@
+//! The Debian root file system that container hosts boot: made once with
+//! `debootstrap`, cached outside the repository, and copied per test.
+//!
+//! The cache is guarded by a `flock` on `<cache>.lock`: a reader copies
+//! under a shared lock, a builder holds it exclusively, so parallel tests
+//! (threads or processes) build it once and never copy a half-made or
+//! half-replaced tree. A build happens in `<cache>.tmp-<pid>` and is renamed
+//! into place only when complete; a stamp file inside it records what it
+//! was made from, so a changed package list rebuilds it.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::lab::cmd;
+use crate::lab::daemon::log_tail;
+use crate::lab::files::write_file;
+use crate::LabError;
+
+/// The Debian release the container runs (NetworkManager 1.42).
+pub const SUITE: &str = "bookworm";
+/// What `debootstrap --include` adds to the minimal base.
+pub const PACKAGES: [&str; 7] = [
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "network-manager",
+    "libpam-systemd",
+    "iproute2",
+    "iputils-ping",
+];
+const DEFAULT_CACHE: &str = "/var/cache/netbridge-tests/rootfs-bookworm";
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Inside the cached root; its content is [`RootfsCache::stamp`].
+const STAMP_FILE: &str = ".netbridge-tests-rootfs";
+
+/// The cached root file system. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct RootfsCache {
+    dir: PathBuf,
+    mirror: String,
+}
+
+impl RootfsCache {
+    /// `$NETBRIDGE_ROOTFS_CACHE` (default
+    /// `/var/cache/netbridge-tests/rootfs-bookworm`), filled from
+    /// `$NETBRIDGE_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`).
+    pub fn from_env() -> RootfsCache {
+        let dir = std::env::var_os("NETBRIDGE_ROOTFS_CACHE")
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+        let mirror = std::env::var("NETBRIDGE_DEBIAN_MIRROR")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
+        RootfsCache { dir, mirror }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the last build's output went.
+    pub fn build_log(&self) -> PathBuf {
+        self.sibling("build.log")
+    }
+
+    /// What the cached tree was built from. The mirror is left out: any
+    /// Debian mirror gives the same release.
+    pub fn stamp() -> String {
+        format!(
+            "debootstrap --variant=minbase {SUITE}\npackages={}\n",
+            PACKAGES.join(",")
+        )
+    }
+
+    /// Whether the cache holds a complete tree built from [`Self::stamp`].
+    pub fn is_current(&self) -> bool {
+        std::fs::read_to_string(self.dir.join(STAMP_FILE)).is_ok_and(|s| s == Self::stamp())
+    }
+
+    /// Builds the cached tree unless it is current.
+    pub fn ensure(&self) -> Result<(), LabError> {
+        let _lock = self.lock(FlockArg::LockExclusive)?;
+        if self.is_current() {
+            return Ok(());
+        }
+        self.build()
+    }
+
+    /// Copies the cached tree (built first if needed) to `dest`, which must
+    /// not exist. Reflinks where the file system can, a plain copy elsewhere.
+    pub fn copy_to(&self, dest: &Path) -> Result<(), LabError> {
+        // Two rounds at most: a tree that is stale under the shared lock is
+        // rebuilt under the exclusive one, and then current.
+        for _ in 0..2 {
+            let lock = self.lock(FlockArg::LockShared)?;
+            if self.is_current() {
+                let mut cp = Command::new("cp");
+                cp.args(["-a", "--reflink=auto"]).arg(&self.dir).arg(dest);
+                return cmd::run(&mut cp).map(drop);
+            }
+            drop(lock);
+            self.ensure()?;
+        }
+        Err(LabError::Prerequisite(format!(
+            "the container root {} is still not current after a build",
+            self.dir.display()
+        )))
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let name = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "rootfs".to_owned());
+        self.dir.with_file_name(format!("{name}.{suffix}"))
+    }
+
+    fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
+        let path = self.sibling("lock");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| LabError::io("cannot create the rootfs cache directory", parent, e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LabError::io("cannot open the rootfs cache lock", &path, e))?;
+        Flock::lock(file, how)
+            .map_err(|(_, errno)| LabError::io("cannot lock the rootfs cache", &path, errno.into()))
+    }
+
+    /// Called with the exclusive lock held.
+    fn build(&self) -> Result<(), LabError> {
+        self.remove_leftovers()?;
+        let tmp = self.sibling(&format!("tmp-{}", std::process::id()));
+        let log = self.build_log();
+        write_file(&log, "", 0o644)?;
+        crate::container::loud(&format!(
+            "container: building the Debian {SUITE} root in {} (a few minutes, once; log {})",
+            self.dir.display(),
+            log.display()
+        ));
+        let started = Instant::now();
+        self.debootstrap(&tmp, &log)?;
+        write_file(&tmp.join(STAMP_FILE), &Self::stamp(), 0o644)?;
+        self.replace_with(&tmp)?;
+        crate::container::loud(&format!(
+            "container: root built in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    /// Two stages, so that no package script ever runs in the machine's
+    /// own network namespace: the first (download and unpack) needs the
+    /// mirror; the second (configure: the maintainer scripts, which might
+    /// start dbus or NetworkManager) runs in an empty network namespace and
+    /// a PID namespace that takes anything it started down with it.
+    /// (debootstrap also puts a `policy-rc.d` that forbids starting services
+    /// into the target while it configures, and removes it afterwards.)
+    fn debootstrap(&self, tmp: &Path, log: &Path) -> Result<(), LabError> {
+        let mut first = Command::new(cmd::program("debootstrap"));
+        first
+            .args(["--foreign", "--variant=minbase"])
+            .arg(format!("--include={}", PACKAGES.join(",")))
+            .arg(SUITE)
+            .arg(tmp)
+            .arg(&self.mirror);
+        run_logged(&mut first, log)?;
+        let mut second = Command::new(cmd::program("unshare"));
+        second
+            .args([
+                "--net",
+                "--pid",
+                "--fork",
+                "--mount",
+                "--propagation",
+                "private",
+            ])
+            .arg(cmd::program("chroot"))
+            .arg(tmp)
+            .args(["/debootstrap/debootstrap", "--second-stage"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run_logged(&mut second, log)
+    }
+
+    /// Swaps the finished tree in. Not a single atomic step (a directory
+    /// cannot replace a non-empty one by rename), but readers hold the
+    /// shared lock, so none sees the gap.
+    fn replace_with(&self, tmp: &Path) -> Result<(), LabError> {
+        let old = self.sibling(&format!("old-{}", std::process::id()));
+        if self.dir.exists() {
+            std::fs::rename(&self.dir, &old)
+                .map_err(|e| LabError::io("cannot move the old rootfs aside", &self.dir, e))?;
+        }
+        std::fs::rename(tmp, &self.dir)
+            .map_err(|e| LabError::io("cannot move the new rootfs into place", tmp, e))?;
+        remove_tree(&old)
+    }
+
+    /// What builds of killed processes left (`<cache>.tmp-*`, `<cache>.old-*`).
+    /// Safe with the exclusive lock held: no other build is running.
+    fn remove_leftovers(&self) -> Result<(), LabError> {
+        let (Some(parent), Some(name)) = (self.dir.parent(), self.dir.file_name()) else {
+            return Ok(());
+        };
+        let name = name.to_string_lossy();
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let entry_name = entry.file_name().to_string_lossy().into_owned();
+            let leftover = ["tmp-", "old-"]
+                .iter()
+                .any(|kind| entry_name.starts_with(&format!("{name}.{kind}")));
+            if leftover {
+                remove_tree(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs `command` with its output appended to `log`; on failure the error
+/// carries the log's tail (debootstrap says what went wrong there).
+fn run_logged(command: &mut Command, log: &Path) -> Result<(), LabError> {
+    let out = OpenOptions::new()
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io("cannot open the build log", log, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| LabError::io("cannot duplicate the build log", log, e))?;
+    command.stdin(Stdio::null()).stdout(out).stderr(err);
+    let status = command.status().map_err(|source| LabError::Spawn {
+        command: cmd::describe(command),
+        source,
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(LabError::Command {
+        command: cmd::describe(command),
+        status: status.to_string(),
+        stderr: format!("last lines of {}:\n{}", log.display(), log_tail(log, 30)),
+    })
+}
+
+fn remove_tree(path: &Path) -> Result<(), LabError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LabError::io("cannot remove a rootfs tree", path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_names_every_package() {
+        let stamp = RootfsCache::stamp();
+        for package in PACKAGES {
+            assert!(stamp.contains(package), "{stamp}");
+        }
+        assert!(stamp.contains("minbase bookworm"), "{stamp}");
+    }
+
+    #[test]
+    fn lock_log_and_temporary_trees_are_siblings_of_the_cache() {
+        let cache = RootfsCache {
+            dir: PathBuf::from("/var/cache/x/rootfs-bookworm"),
+            mirror: DEFAULT_MIRROR.to_owned(),
+        };
+        assert_eq!(
+            cache.sibling("lock"),
+            Path::new("/var/cache/x/rootfs-bookworm.lock")
+        );
+        assert_eq!(
+            cache.build_log(),
+            Path::new("/var/cache/x/rootfs-bookworm.build.log")
+        );
+    }
+}
