@@ -30,7 +30,7 @@ pub enum JournalError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not a netbridge journal ({source}); move it away after checking the host by hand", path.display())]
+    #[error("{} is not a netbridge state file ({source}); move it away after checking the host by hand", path.display())]
     Corrupt {
         path: PathBuf,
         #[source]
@@ -63,6 +63,8 @@ pub enum Change {
         created: Vec<String>,
         original: Original,
     },
+    /// `create`: a new network bridge, to delete if the change is cut short.
+    Create { bridge: String, uuid: String },
     /// `revert`: the original profile back on the uplink; bridge and port profiles to delete.
     Revert {
         bridge: String,
@@ -78,12 +80,15 @@ impl Change {
         match self {
             Change::Convert { .. } => "convert",
             Change::Revert { .. } => "revert",
+            Change::Create { .. } => "create",
         }
     }
 
     pub fn bridge(&self) -> &str {
         match self {
-            Change::Convert { bridge, .. } | Change::Revert { bridge, .. } => bridge,
+            Change::Convert { bridge, .. }
+            | Change::Revert { bridge, .. }
+            | Change::Create { bridge, .. } => bridge,
         }
     }
 }
@@ -182,7 +187,21 @@ impl Store {
     }
 
     pub fn read(&self) -> Result<Option<Record>, JournalError> {
-        let path = self.journal_path();
+        self.read_json(JOURNAL)
+    }
+
+    /// Replaces the journal atomically and durably: a power cut leaves the old
+    /// record or the new one, never half of one.
+    pub fn write(&self, lock: &Lock, record: &Record) -> Result<(), JournalError> {
+        self.write_json(lock, JOURNAL, record)
+    }
+
+    /// Reads a JSON file of the state directory; `None` if it does not exist.
+    pub fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, JournalError> {
+        let path = self.dir.join(name);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -192,17 +211,21 @@ impl Store {
         }
     }
 
-    /// Replaces the journal atomically and durably: a power cut leaves the old
-    /// record or the new one, never half of one.
-    pub fn write(&self, _lock: &Lock, record: &Record) -> Result<(), JournalError> {
+    /// Writes a JSON file of the state directory atomically (temp file, fsync, rename).
+    pub fn write_json<T: Serialize>(
+        &self,
+        _lock: &Lock,
+        name: &str,
+        value: &T,
+    ) -> Result<(), JournalError> {
         self.ensure_dir()?;
-        let path = self.journal_path();
-        let tmp = self.dir.join(format!("{JOURNAL}.tmp"));
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
         let io = |source| JournalError::Io {
             path: path.clone(),
             source,
         };
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| io(e.into()))?;
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(e.into()))?;
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)

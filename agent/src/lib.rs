@@ -16,4 +16,5 @@ pub mod operations;
 pub mod plan;
 pub mod recovery;
 pub mod report;
+pub mod state;
 pub mod transaction;

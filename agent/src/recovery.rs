@@ -119,6 +119,10 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
             bring_back(nm, uplink, &original.uuid, rolled_back).await
         }
+        Change::Create { bridge, uuid } => {
+            remove_profiles(nm, std::slice::from_ref(uuid), progress).await?;
+            remove_bridge(nm, bridge, progress).await
+        }
         Change::Revert {
             uplink,
             bridge_uuid,

@@ -1,6 +1,9 @@
 //! The `netbridge` command line: one file per verb.
 
+mod apply;
 mod convert;
+mod create;
+mod delete;
 mod output;
 mod recover;
 mod revert;
@@ -54,6 +57,12 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Move an uplink's IP configuration onto a new bridge, prove it, roll back on failure.
     Convert(convert::ConvertArgs),
+    /// Bring the host to its configuration (/etc/netbridge): what the agent does.
+    Apply(apply::ApplyArgs),
+    /// Create a NAT or host-only network for guests (like virsh net-define / docker network create).
+    Create(create::CreateArgs),
+    /// Delete a network made by `netbridge create`.
+    Delete(delete::DeleteArgs),
     /// Undo a conversion: the original profile back on the uplink, the bridge removed.
     Revert(revert::RevertArgs),
     /// Finish or undo a change that an interrupted run left behind (every
@@ -66,6 +75,9 @@ pub async fn run(cli: Cli) -> Exit {
     match cli.command {
         Command::Status(args) => status::run(args, &cli.state_dir).await,
         Command::Convert(args) => convert::run(args, &cli.state_dir).await,
+        Command::Apply(args) => apply::run(args, &cli.state_dir).await,
+        Command::Create(args) => create::run(args, &cli.state_dir).await,
+        Command::Delete(args) => delete::run(args, &cli.state_dir).await,
         Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
     }

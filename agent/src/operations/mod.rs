@@ -1,7 +1,9 @@
 //! Operations shared by the CLI verbs and the agent: each prepares (reads the
 //! host, plans, selects checks: nothing changes) and then runs one transaction.
 
+pub mod apply;
 pub mod convert;
+pub mod network;
 pub mod revert;
 
 use std::net::IpAddr;

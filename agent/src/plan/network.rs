@@ -183,3 +183,266 @@ mod tests {
         assert_eq!(overlap(addr(), &elsewhere), None);
     }
 }
+
+/// A virtual network to create.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub mode: NetMode,
+    pub address: Ipv4Network,
+    pub dhcp_range: Option<DhcpRange>,
+    pub dhcp: bool,
+    pub mtu: Option<u32>,
+}
+
+/// What was found on the host for a network to create.
+#[derive(Debug, Clone)]
+pub struct NetFound {
+    pub nm_version: crate::nm::NmVersion,
+    /// Every device with its IPv4 addresses.
+    pub devices: Vec<(String, Vec<ipnetwork::IpNetwork>)>,
+    /// A profile already named like the network (id or interface), with its settings.
+    pub existing: Option<(crate::nm::ProfileInfo, netbridge_dbus::Settings)>,
+    /// The network's device is activated.
+    pub active: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum NetError {
+    #[error(transparent)]
+    Name(#[from] super::PlanError),
+    #[error("{subnet} overlaps {existing}, already on this host; pick another subnet")]
+    Overlap { subnet: String, existing: String },
+    #[error("NetworkManager {found} cannot set a DHCP range (ipv4.shared-dhcp-range needs 1.46 or newer); leave the range out to let NetworkManager choose it")]
+    RangeUnsupported { found: crate::nm::NmVersion },
+    #[error("a NAT network always serves DHCP (NetworkManager's shared mode); use mode isolated for a network without it")]
+    NatWithoutDhcp,
+    #[error("NetworkManager serves DHCP only together with NAT (shared mode); give guests static addresses on an isolated network, or use mode nat")]
+    IsolatedWithDhcp,
+    #[error("network {name} exists with other settings ({existing}); delete it first with `netbridge delete {name}`")]
+    Differs { name: String, existing: String },
+}
+
+/// What creating a network means on this host.
+#[derive(Debug, Clone)]
+pub enum NetDecision {
+    /// The network exists as asked and runs.
+    Unchanged,
+    /// The profile exists as asked but is down: activate it.
+    Activate,
+    Create(Box<netbridge_dbus::Settings>),
+}
+
+const NET_MODE: &str = "netbridge.mode";
+const NET_ADDRESS: &str = "netbridge.address";
+const NET_RANGE: &str = "netbridge.dhcp-range";
+
+impl NetworkSpec {
+    fn marker(&self) -> std::collections::HashMap<String, String> {
+        let mut data = std::collections::HashMap::from([
+            (NET_MODE.to_owned(), self.mode.as_str().to_owned()),
+            (NET_ADDRESS.to_owned(), self.address.to_string()),
+        ]);
+        if let Some(range) = self.dhcp_range {
+            data.insert(NET_RANGE.to_owned(), range.to_string());
+        }
+        data
+    }
+}
+
+/// The network a profile describes, if netbridge made it: (mode, address, range).
+pub fn read_marker(
+    settings: &netbridge_dbus::Settings,
+) -> Result<Option<(String, String, Option<String>)>, netbridge_dbus::SettingsError> {
+    let data = settings.string_map(netbridge_dbus::settings::names::USER, "data")?;
+    Ok(match (data.get(NET_MODE), data.get(NET_ADDRESS)) {
+        (Some(mode), Some(address)) => Some((mode.clone(), address.clone(), data.get(NET_RANGE).cloned())),
+        _ => None,
+    })
+}
+
+pub fn plan_network(spec: &NetworkSpec, found: &NetFound, uuid: &str) -> Result<NetDecision, NetError> {
+    super::validate_bridge_name(&spec.name)?;
+    match (spec.mode, spec.dhcp) {
+        (NetMode::Nat, false) => return Err(NetError::NatWithoutDhcp),
+        (NetMode::Isolated, true) => return Err(NetError::IsolatedWithDhcp),
+        _ => {}
+    }
+    if let Some((info, settings)) = &found.existing {
+        return existing_decision(spec, info, settings, found.active);
+    }
+    if let Some((device, _)) = found.devices.iter().find(|(d, _)| *d == spec.name) {
+        return Err(NetError::Name(super::PlanError::NameTaken {
+            name: spec.name.clone(),
+            by: format!("the existing device {device}"),
+        }));
+    }
+    let existing: Vec<(String, ipnetwork::IpNetwork)> = found
+        .devices
+        .iter()
+        .flat_map(|(d, nets)| nets.iter().map(move |n| (d.clone(), *n)))
+        .collect();
+    if let Some(clash) = overlap(spec.address, &existing) {
+        return Err(NetError::Overlap {
+            subnet: format!("{}/{}", spec.address.network(), spec.address.prefix()),
+            existing: clash,
+        });
+    }
+    if spec.dhcp_range.is_some() && found.nm_version < crate::nm::NmVersion(1, 46, 0) {
+        return Err(NetError::RangeUnsupported { found: found.nm_version });
+    }
+    Ok(NetDecision::Create(Box::new(network_profile(spec, uuid))))
+}
+
+fn existing_decision(
+    spec: &NetworkSpec,
+    info: &crate::nm::ProfileInfo,
+    settings: &netbridge_dbus::Settings,
+    active: bool,
+) -> Result<NetDecision, NetError> {
+    let taken = || {
+        NetError::Name(super::PlanError::NameTaken {
+            name: spec.name.clone(),
+            by: format!("profile '{}' ({})", info.id, info.uuid),
+        })
+    };
+    let Ok(Some((mode, address, range))) = read_marker(settings) else {
+        return Err(taken());
+    };
+    let wanted = (spec.mode.as_str(), spec.address.to_string(), spec.dhcp_range.map(|r| r.to_string()));
+    if (mode.as_str(), address.clone(), range.clone()) != wanted {
+        return Err(NetError::Differs {
+            name: spec.name.clone(),
+            existing: format!("{mode} {address}{}", range.map(|r| format!(" dhcp {r}")).unwrap_or_default()),
+        });
+    }
+    Ok(if active { NetDecision::Unchanged } else { NetDecision::Activate })
+}
+
+fn network_profile(spec: &NetworkSpec, uuid: &str) -> netbridge_dbus::Settings {
+    use netbridge_dbus::settings::{dict, names};
+    use zbus::zvariant::Value;
+    let mut s = netbridge_dbus::Settings::new();
+    s.set(names::CONNECTION, "id", spec.name.as_str())
+        .set(names::CONNECTION, "uuid", uuid)
+        .set(names::CONNECTION, "type", "bridge")
+        .set(names::CONNECTION, "interface-name", spec.name.as_str())
+        .set(names::CONNECTION, "autoconnect", true)
+        .set(names::BRIDGE, "stp", false)
+        .set(names::BRIDGE, "forward-delay", 2u32)
+        .set_dict_list(
+            names::IPV4,
+            "address-data",
+            vec![dict([
+                ("address", Value::from(spec.address.ip().to_string())),
+                ("prefix", Value::from(u32::from(spec.address.prefix()))),
+            ])],
+        )
+        // A guest network must never take the host's default route.
+        .set(names::IPV4, "never-default", true)
+        .set(names::IPV6, "method", "ignore")
+        .set(names::USER, "data", spec.marker());
+    match spec.mode {
+        NetMode::Nat => s.set(names::IPV4, "method", "shared"),
+        NetMode::Isolated => s.set(names::IPV4, "method", "manual"),
+    };
+    if let Some(range) = spec.dhcp_range {
+        s.set(names::IPV4, "shared-dhcp-range", format!("{},{}", range.first, range.last));
+    }
+    if let Some(mtu) = spec.mtu {
+        s.set(names::ETHERNET, "mtu", mtu);
+    }
+    s
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::nm::NmVersion;
+    use netbridge_dbus::settings::names;
+
+    fn spec(mode: NetMode) -> NetworkSpec {
+        NetworkSpec {
+            name: "virbr1".into(),
+            mode,
+            address: parse_address("192.168.107.1/24").unwrap(),
+            dhcp_range: None,
+            dhcp: mode == NetMode::Nat,
+            mtu: None,
+        }
+    }
+
+    fn found() -> NetFound {
+        NetFound {
+            nm_version: NmVersion(1, 42, 4),
+            devices: vec![("ens32".into(), vec!["172.25.250.10/24".parse().unwrap()])],
+            existing: None,
+            active: false,
+        }
+    }
+
+    fn created(spec: &NetworkSpec, found: &NetFound) -> netbridge_dbus::Settings {
+        match plan_network(spec, found, "u1") {
+            Ok(NetDecision::Create(s)) => *s,
+            other => panic!("expected a profile, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nat_is_shared_mode_and_isolated_is_manual() {
+        let nat = created(&spec(NetMode::Nat), &found());
+        assert_eq!(nat.str(names::IPV4, "method"), Ok(Some("shared")));
+        assert_eq!(nat.bool(names::IPV4, "never-default"), Ok(Some(true)));
+        let iso = created(&spec(NetMode::Isolated), &found());
+        assert_eq!(iso.str(names::IPV4, "method"), Ok(Some("manual")));
+        assert_eq!(read_marker(&iso), Ok(Some(("isolated".into(), "192.168.107.1/24".into(), None))));
+    }
+
+    #[test]
+    fn conflicts_and_unsupported_requests_are_refused() {
+        let mut f = found();
+        f.devices.push(("br0".into(), vec!["192.168.107.50/24".parse().unwrap()]));
+        assert!(matches!(plan_network(&spec(NetMode::Nat), &f, "u"), Err(NetError::Overlap { .. })));
+
+        let mut with_range = spec(NetMode::Nat);
+        with_range.dhcp_range = Some(parse_range("192.168.107.2-192.168.107.9", with_range.address).unwrap());
+        assert!(matches!(plan_network(&with_range, &found(), "u"), Err(NetError::RangeUnsupported { .. })));
+        let mut newer = found();
+        newer.nm_version = NmVersion(1, 52, 0);
+        let s = created(&with_range, &newer);
+        assert_eq!(s.str(names::IPV4, "shared-dhcp-range"), Ok(Some("192.168.107.2,192.168.107.9")));
+
+        let mut no_dhcp = spec(NetMode::Nat);
+        no_dhcp.dhcp = false;
+        assert_eq!(plan_network(&no_dhcp, &found(), "u").unwrap_err(), NetError::NatWithoutDhcp);
+        let mut iso_dhcp = spec(NetMode::Isolated);
+        iso_dhcp.dhcp = true;
+        assert_eq!(plan_network(&iso_dhcp, &found(), "u").unwrap_err(), NetError::IsolatedWithDhcp);
+
+        let mut taken = found();
+        taken.devices.push(("virbr1".into(), vec![]));
+        assert!(matches!(plan_network(&spec(NetMode::Nat), &taken, "u"), Err(NetError::Name(_))));
+    }
+
+    #[test]
+    fn an_existing_network_as_asked_is_unchanged() {
+        let profile = created(&spec(NetMode::Nat), &found());
+        let info = crate::nm::ProfileInfo {
+            path: zbus::zvariant::OwnedObjectPath::try_from("/x").unwrap(),
+            uuid: "u1".into(),
+            id: "virbr1".into(),
+            connection_type: "bridge".into(),
+            interface_name: Some("virbr1".into()),
+            autoconnect: true,
+            autoconnect_priority: 0,
+            controller: None,
+            in_memory_only: false,
+            filename: String::new(),
+        };
+        let mut f = found();
+        f.existing = Some((info, profile));
+        f.active = true;
+        assert!(matches!(plan_network(&spec(NetMode::Nat), &f, "u"), Ok(NetDecision::Unchanged)));
+        assert!(matches!(plan_network(&spec(NetMode::Isolated), &f, "u"), Err(NetError::Differs { .. })));
+    }
+}

@@ -1,0 +1,168 @@
+//! `netbridge create NAME --mode nat|isolated --address ADDR/PREFIX`: a
+//! private network for guests, owned by NetworkManager.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::output::{print_error, print_json, Exit, Fatal};
+use crate::journal::Store;
+use crate::nm::Nm;
+use crate::operations::network::{self, NetOutcome, NetworkError};
+use crate::plan::network::{parse_address, parse_range, NetMode, NetworkSpec};
+use crate::recovery;
+use crate::report::{Progress, Step};
+use crate::transaction::Outcome;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Modes:
+  nat       like libvirt's default network or a Docker bridge: guests get DHCP
+            leases and DNS from the host and reach the outside through
+            masquerading (NetworkManager's shared mode); nothing outside can
+            open connections to them
+  isolated  like VMware's host-only network: guests reach the host's address
+            on the bridge and each other, nothing beyond; no DHCP (give guests
+            static addresses)
+
+Attach guests as libvirt does: a VM's tap or a container's veth becomes a
+port of the bridge. The network persists and survives reboots.
+
+Examples:
+  netbridge create virbr1 --mode nat --address 192.168.107.1/24
+  netbridge create vmnet1 --mode isolated --address 192.168.108.1/24 --json")]
+pub struct CreateArgs {
+    /// The bridge's name (at most 15 bytes).
+    pub name: String,
+
+    #[arg(long, value_enum)]
+    pub mode: NetMode,
+
+    /// The host's address on the bridge, with the prefix: guests use it as gateway.
+    #[arg(long, value_name = "ADDR/PREFIX")]
+    pub address: String,
+
+    /// The addresses DHCP hands out, FIRST-LAST inside the subnet (nat only;
+    /// needs NetworkManager 1.46 or newer, else NetworkManager chooses).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub dhcp_range: Option<String>,
+
+    /// No DHCP server (refused for nat, which always serves DHCP).
+    #[arg(long)]
+    pub no_dhcp: bool,
+
+    /// MTU of the bridge.
+    #[arg(long)]
+    pub mtu: Option<u32>,
+
+    /// Show what would be created; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print one JSON document with the result.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    command: &'static str,
+    /// created, unchanged, activated, rolled-back, dry-run or error
+    result: &'static str,
+    exit_code: i32,
+    name: String,
+    network: Option<NetworkSpec>,
+    error: Option<String>,
+    outcome: Option<NetOutcome>,
+    steps: Vec<Step>,
+}
+
+pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
+    let progress = Progress::new(!args.json);
+    let mut report = Report {
+        command: "create",
+        result: "error",
+        exit_code: 0,
+        name: args.name.clone(),
+        network: None,
+        error: None,
+        outcome: None,
+        steps: Vec::new(),
+    };
+    let exit = match create(&args, state_dir, &progress, &mut report).await {
+        Ok(exit) => exit,
+        Err(fatal) => {
+            report.error = Some(fatal.message.clone());
+            if !args.json {
+                print_error(&fatal);
+            }
+            fatal.exit
+        }
+    };
+    report.exit_code = exit.code();
+    report.steps = progress.steps();
+    if args.json {
+        print_json(&report);
+    }
+    exit
+}
+
+fn spec(args: &CreateArgs) -> Result<NetworkSpec, Fatal> {
+    let bad = |m: String| Fatal::new(Exit::BadInput, format!("{m}; nothing was changed"));
+    let address = parse_address(&args.address).map_err(|m| bad(format!("--address: {m}")))?;
+    let dhcp_range = match &args.dhcp_range {
+        Some(r) => Some(parse_range(r, address).map_err(|m| bad(format!("--dhcp-range: {m}")))?),
+        None => None,
+    };
+    Ok(NetworkSpec {
+        name: args.name.clone(),
+        mode: args.mode,
+        address,
+        dhcp_range,
+        dhcp: match args.mode {
+            NetMode::Nat => !args.no_dhcp,
+            NetMode::Isolated => args.dhcp_range.is_some(),
+        },
+        mtu: args.mtu,
+    })
+}
+
+async fn create(
+    args: &CreateArgs,
+    state_dir: &Path,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<Exit, Fatal> {
+    let spec = spec(args)?;
+    report.network = Some(spec.clone());
+    let nm = Nm::connect().await?;
+    let store = Store::new(state_dir);
+    let lock = store.lock()?;
+    if !args.dry_run {
+        recovery::recover(&nm, &store, &lock, progress).await?;
+    }
+    let outcome = network::ensure(&nm, &store, &lock, &spec, args.dry_run, progress)
+        .await
+        .map_err(network_fatal)?;
+    let (result, exit) = match &outcome {
+        NetOutcome::Unchanged => ("unchanged", Exit::Ok),
+        NetOutcome::Activated => ("activated", Exit::Ok),
+        NetOutcome::DryRun { .. } => ("dry-run", Exit::Ok),
+        NetOutcome::Created { outcome: Outcome::Committed { .. } } => ("created", Exit::Ok),
+        NetOutcome::Created { outcome: Outcome::RolledBack { .. } } => ("rolled-back", Exit::RolledBack),
+    };
+    if !args.json {
+        println!("{}: {result} ({} network {})", spec.name, spec.mode.as_str(), spec.address);
+    }
+    report.result = result;
+    report.outcome = Some(outcome);
+    Ok(exit)
+}
+
+pub(super) fn network_fatal(e: NetworkError) -> Fatal {
+    match e {
+        NetworkError::Nm(nm) => nm.into(),
+        NetworkError::Tx(tx) => tx.into(),
+        other => Fatal::new(Exit::BadInput, other.to_string()),
+    }
+}

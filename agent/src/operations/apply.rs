@@ -1,0 +1,243 @@
+//! Bringing the host to its configuration: one transaction per bridge, the
+//! same engine as `convert` and `create`. A host already as configured sees
+//! no change and no outage.
+
+use serde::Serialize;
+
+use super::convert::{self, Prepared, PrepareError};
+use super::network::{self, NetOutcome, NetworkError};
+use super::CheckChoice;
+use crate::config::{BridgeConfig, Config, Mode, UplinkSelector};
+use crate::journal::{Lock, Store};
+use crate::nm::{DeviceInfo, Nm, NmError};
+use crate::plan::network::NetworkSpec;
+use crate::plan::Request;
+use crate::report::Progress;
+use crate::state::{ResultKind, State};
+use crate::transaction::{Outcome, TxError};
+use netbridge_dbus::state::DeviceType;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    pub dry_run: bool,
+    /// Retry bridges whose last attempt rolled back or failed with this same
+    /// configuration (the agent does not; `netbridge apply` does).
+    pub retry_failed: bool,
+}
+
+/// What happened to one configured bridge.
+#[derive(Debug, Serialize)]
+pub struct BridgeReport {
+    pub name: String,
+    /// committed, unchanged, rolled-back, failed, skipped or dry-run
+    pub result: &'static str,
+    pub reason: Option<String>,
+    pub uplink: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+impl BridgeReport {
+    fn new(name: &str, result: &'static str) -> Self {
+        BridgeReport {
+            name: name.to_owned(),
+            result,
+            reason: None,
+            uplink: None,
+            outcome: None,
+        }
+    }
+
+    fn because(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// Applies every configured bridge in order. A rollback that did not complete
+/// stops the run: the host needs a look before anything else changes.
+pub async fn apply(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    config: &Config,
+    options: ApplyOptions,
+    progress: &Progress,
+) -> Result<Vec<BridgeReport>, crate::journal::JournalError> {
+    let mut state = State::load(store)?;
+    let mut reports = Vec::new();
+    for bridge in &config.bridges {
+        let fingerprint = bridge.fingerprint();
+        if let Some(last) = state.bridges.get(&bridge.name) {
+            if !options.retry_failed && last.result.is_failure() && last.config == fingerprint {
+                let why = last.reason.clone().unwrap_or_default();
+                progress.step("skipped", format!("{}: not retried until its configuration changes ({why})", bridge.name));
+                reports.push(BridgeReport::new(&bridge.name, "skipped").because(format!("unchanged configuration after: {why}")));
+                continue;
+            }
+        }
+        progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
+        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
+        if !options.dry_run {
+            if let Some(kind) = result_kind(report.result) {
+                state.record(&bridge.name, kind, report.reason.clone(), fingerprint);
+                state.save(store, lock)?;
+            }
+        }
+        reports.push(report);
+        if fatal {
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+fn describe(bridge: &BridgeConfig) -> String {
+    match &bridge.mode {
+        Mode::Bridged { uplink } => format!("bridged, uplink {uplink}"),
+        Mode::Network { kind, address, .. } => format!("{}, {address}", kind.as_str()),
+    }
+}
+
+fn result_kind(result: &str) -> Option<ResultKind> {
+    match result {
+        "committed" => Some(ResultKind::Applied),
+        "unchanged" => Some(ResultKind::Unchanged),
+        "rolled-back" => Some(ResultKind::RolledBack),
+        "failed" => Some(ResultKind::Failed),
+        _ => None,
+    }
+}
+
+/// Returns the report and whether the run must stop.
+async fn apply_one(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    bridge: &BridgeConfig,
+    dry_run: bool,
+    progress: &Progress,
+) -> (BridgeReport, bool) {
+    match &bridge.mode {
+        Mode::Bridged { uplink } => bridged(nm, store, lock, bridge, uplink, dry_run, progress).await,
+        Mode::Network {
+            kind,
+            address,
+            dhcp,
+            dhcp_enabled,
+        } => {
+            let spec = NetworkSpec {
+                name: bridge.name.clone(),
+                mode: *kind,
+                address: *address,
+                dhcp_range: *dhcp,
+                dhcp: *dhcp_enabled,
+                mtu: bridge.mtu,
+            };
+            network_report(&bridge.name, network::ensure(nm, store, lock, &spec, dry_run, progress).await)
+        }
+    }
+}
+
+fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (BridgeReport, bool) {
+    match result {
+        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, "unchanged"), false),
+        Ok(NetOutcome::Activated) => (BridgeReport::new(name, "committed").because("activated the existing profile"), false),
+        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, "dry-run"), false),
+        Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
+        Err(NetworkError::Tx(e)) => tx_report(name, e),
+        Err(e) => (BridgeReport::new(name, "failed").because(e.to_string()), false),
+    }
+}
+
+async fn bridged(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    bridge: &BridgeConfig,
+    selector: &UplinkSelector,
+    dry_run: bool,
+    progress: &Progress,
+) -> (BridgeReport, bool) {
+    let uplink = match resolve_uplink(nm, &bridge.name, selector).await {
+        Ok(uplink) => uplink,
+        Err(reason) => return (BridgeReport::new(&bridge.name, "failed").because(reason), false),
+    };
+    let request = Request {
+        uplink: uplink.clone(),
+        bridge: bridge.name.clone(),
+        stp: bridge.stp,
+        rollback_timeout: bridge.rollback_timeout,
+        mtu: bridge.mtu,
+    };
+    let choice = CheckChoice {
+        explicit: bridge.checks.clone(),
+        defaults: bridge.default_checks,
+    };
+    let with_uplink = |mut r: BridgeReport| {
+        r.uplink = Some(uplink.clone());
+        r
+    };
+    let ready = match convert::prepare(nm, &request, &choice, progress).await {
+        Ok(Prepared::NoOp { .. }) => return (with_uplink(BridgeReport::new(&bridge.name, "unchanged")), false),
+        Ok(Prepared::Ready(ready)) => ready,
+        Err(PrepareError::Nm(e)) => return (with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())), e.is_nm_gone()),
+        Err(e) => return (with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())), false),
+    };
+    if dry_run {
+        let changes = ready.plan.nmcli_commands().join("; ");
+        return (with_uplink(BridgeReport::new(&bridge.name, "dry-run").because(changes)), false);
+    }
+    let (report, fatal) = match convert::execute(nm, store, lock, &ready, progress).await {
+        Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
+        Err(e) => tx_report(&bridge.name, e),
+    };
+    (with_uplink(report), fatal)
+}
+
+fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
+    let mut report = match &outcome {
+        Outcome::Committed { .. } => BridgeReport::new(name, "committed"),
+        Outcome::RolledBack { reason, .. } => BridgeReport::new(name, "rolled-back").because(reason.clone()),
+    };
+    report.uplink = uplink.map(str::to_owned);
+    report.outcome = Some(outcome);
+    (report, false)
+}
+
+fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
+    let fatal = matches!(e, TxError::Rollback { .. });
+    (BridgeReport::new(name, "failed").because(e.to_string()), fatal)
+}
+
+/// Finds the uplink a selector means on this host. After a conversion the
+/// bridge holds the default route and the uplink's MAC, so both selectors
+/// look through the configured bridge to its port.
+pub async fn resolve_uplink(nm: &Nm, bridge: &str, selector: &UplinkSelector) -> Result<String, String> {
+    let devices = nm.devices().await.map_err(|e: NmError| e.to_string())?;
+    let port_of = |d: &DeviceInfo| {
+        devices
+            .iter()
+            .find(|p| d.port_paths.contains(&p.path))
+            .map(|p| p.interface.clone())
+    };
+    match selector {
+        UplinkSelector::Name(name) => Ok(name.clone()),
+        UplinkSelector::Mac(mac) => devices
+            .iter()
+            .filter(|d| !matches!(d.device_type, DeviceType::Bridge | DeviceType::Loopback))
+            .find(|d| d.permanent_mac.eq_ignore_ascii_case(mac) || d.mac.eq_ignore_ascii_case(mac))
+            .map(|d| d.interface.clone())
+            .ok_or_else(|| format!("no network device has the MAC {mac}")),
+        UplinkSelector::DefaultRoute => {
+            let holder = devices
+                .iter()
+                .find(|d| d.ipv4.gateway.is_some())
+                .ok_or_else(|| "no device holds an IPv4 default route".to_owned())?;
+            if holder.interface == bridge {
+                port_of(holder).ok_or_else(|| format!("{bridge} holds the default route but has no port"))
+            } else {
+                Ok(holder.interface.clone())
+            }
+        }
+    }
+}
