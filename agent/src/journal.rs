@@ -84,6 +84,14 @@ impl Change {
         }
     }
 
+    /// The uplink the change touches, if any.
+    pub fn uplink(&self) -> Option<&str> {
+        match self {
+            Change::Convert { uplink, .. } | Change::Revert { uplink, .. } => Some(uplink),
+            Change::Create { .. } => None,
+        }
+    }
+
     pub fn bridge(&self) -> &str {
         match self {
             Change::Convert { bridge, .. }
@@ -101,6 +109,11 @@ pub struct Record {
     /// The NetworkManager checkpoint guarding the change, with its creation
     /// time: NetworkManager reuses paths after a restart.
     pub checkpoint: Option<(String, i64)>,
+    /// CLOCK_BOOTTIME (ms) when the record was written, before the checkpoint
+    /// was asked for: a checkpoint created later on the same devices, while the
+    /// journal names none, is this change's (netbridge died in between).
+    #[serde(default)]
+    pub boottime_ms: Option<i64>,
     pub change: Change,
 }
 
@@ -113,9 +126,15 @@ impl Record {
                 .map_or(0, |d| d.as_secs()),
             phase: Phase::Applying,
             checkpoint: None,
+            boottime_ms: boottime_ms(),
             change,
         }
     }
+}
+
+fn boottime_ms() -> Option<i64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    Some(now.tv_sec() * 1000 + now.tv_nsec() / 1_000_000)
 }
 
 /// The state directory (default `/var/lib/netbridge`).
@@ -150,6 +169,16 @@ impl Store {
 
     /// Takes the host-wide lock without waiting: a second process refuses at once.
     pub fn lock(&self) -> Result<Lock, JournalError> {
+        self.take_lock(FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Waits for the lock (blocking: call from a blocking thread). The agent
+    /// waits for a `netbridge` run by hand to finish rather than skip its work.
+    pub fn lock_blocking(&self) -> Result<Lock, JournalError> {
+        self.take_lock(FlockArg::LockExclusive)
+    }
+
+    fn take_lock(&self, how: FlockArg) -> Result<Lock, JournalError> {
         self.ensure_dir()?;
         let path = self.dir.join(LOCK);
         let io = |source| JournalError::Io {
@@ -164,7 +193,7 @@ impl Store {
             .mode(0o600)
             .open(&path)
             .map_err(io)?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut locked = match Flock::lock(file, how) {
             Ok(locked) => locked,
             Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();

@@ -6,6 +6,7 @@
 //! (checkpoint, apply, verify, commit or roll back), [`checks`], [`journal`]
 //! (the on-disk record of an unfinished change), and the CLI verbs in [`cli`].
 
+pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod config;

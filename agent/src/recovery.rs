@@ -145,13 +145,44 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
 }
 
 async fn alive_checkpoint(nm: &Nm, record: &Record) -> Result<Option<OwnedObjectPath>, NmError> {
-    let Some((path, created)) = &record.checkpoint else {
-        return Ok(None);
-    };
+    match &record.checkpoint {
+        Some((path, created)) => recorded_checkpoint(nm, path, *created).await,
+        None => unrecorded_checkpoint(nm, record).await,
+    }
+}
+
+async fn recorded_checkpoint(
+    nm: &Nm,
+    path: &str,
+    created: i64,
+) -> Result<Option<OwnedObjectPath>, NmError> {
     for checkpoint in nm.checkpoints().await? {
         // NetworkManager numbers checkpoints afresh after a restart: the path
         // alone could name someone else's checkpoint.
-        if checkpoint.as_str() == path && nm.checkpoint_created(&checkpoint).await? == *created {
+        if checkpoint.as_str() == path && nm.checkpoint_created(&checkpoint).await? == created {
+            return Ok(Some(checkpoint));
+        }
+    }
+    Ok(None)
+}
+
+/// netbridge died between asking for the checkpoint and recording it: the
+/// one created after the record, on the record's uplink, is ours. Anyone
+/// else's checkpoint fails one of the two tests and is left alone.
+async fn unrecorded_checkpoint(
+    nm: &Nm,
+    record: &Record,
+) -> Result<Option<OwnedObjectPath>, NmError> {
+    let (Some(since), Some(uplink)) = (record.boottime_ms, record.change.uplink()) else {
+        return Ok(None);
+    };
+    let Some(device) = nm.device_by_iface(uplink).await? else {
+        return Ok(None);
+    };
+    for checkpoint in nm.checkpoints().await? {
+        if nm.checkpoint_created(&checkpoint).await? >= since
+            && nm.checkpoint_devices(&checkpoint).await?.contains(&device)
+        {
             return Ok(Some(checkpoint));
         }
     }

@@ -52,7 +52,13 @@ impl State {
         store.write_json(lock, STATE, self)
     }
 
-    pub fn record(&mut self, name: &str, result: ResultKind, reason: Option<String>, config: String) {
+    pub fn record(
+        &mut self,
+        name: &str,
+        result: ResultKind,
+        reason: Option<String>,
+        config: String,
+    ) {
         let at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use netbridge_dbus::flags::{AddConnection2Flags, CheckpointCreateFlags, Update2Flags};
 use ipnetwork::IpNetwork;
+use netbridge_dbus::flags::{AddConnection2Flags, CheckpointCreateFlags, Update2Flags};
 use netbridge_dbus::settings::names;
 use netbridge_dbus::state::DeviceState;
 use netbridge_dbus::Settings;
@@ -564,7 +564,11 @@ impl Transaction<'_> {
         profile: &Settings,
         address: IpNetwork,
     ) -> Result<Outcome, TxError> {
-        let uuid = profile.str(names::CONNECTION, "uuid").ok().flatten().unwrap_or_default();
+        let uuid = profile
+            .str(names::CONNECTION, "uuid")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let record = Record::new(Change::Create {
             bridge: name.to_owned(),
             uuid: uuid.to_owned(),
@@ -575,14 +579,23 @@ impl Transaction<'_> {
             signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
-            Ok(()) => self.commit_network(name, uuid).await.map_err(Failure::Commit),
+            Ok(()) => self
+                .commit_network(name, uuid)
+                .await
+                .map_err(Failure::Commit),
             Err(failure) => Err(failure),
         };
         match verdict {
             Ok(()) => Ok(Outcome::Committed { checks: Vec::new() }),
             Err(failure) => {
-                self.roll_back(&record, failure, &[], &CheckContext::default(), Duration::ZERO)
-                    .await
+                self.roll_back(
+                    &record,
+                    failure,
+                    &[],
+                    &CheckContext::default(),
+                    Duration::ZERO,
+                )
+                .await
             }
         }
     }
@@ -594,20 +607,29 @@ impl Transaction<'_> {
         address: IpNetwork,
     ) -> Result<(), Failure> {
         let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
-        let path = self.nm.add_profile(profile, trial).await.map_err(Failure::Apply)?;
-        self.progress.step("profile", format!("added {name} (in memory only)"));
+        let path = self
+            .nm
+            .add_profile(profile, trial)
+            .await
+            .map_err(Failure::Apply)?;
+        self.progress
+            .step("profile", format!("added {name} (in memory only)"));
         self.bring_up(name, &path).await?;
         let problems = match self.nm.device_by_iface(name).await {
             Ok(Some(device)) => match self.nm.device_info(&device).await {
                 Ok(info) if info.ipv4.addresses.contains(&address) => Vec::new(),
-                Ok(info) => vec![format!("{name} has {:?}, expected {address}", info.ipv4.addresses)],
+                Ok(info) => vec![format!(
+                    "{name} has {:?}, expected {address}",
+                    info.ipv4.addresses
+                )],
                 Err(e) => vec![format!("reading {name}: {e}")],
             },
             Ok(None) => vec![format!("no device {name} exists")],
             Err(e) => vec![format!("reading {name}: {e}")],
         };
         if problems.is_empty() {
-            self.progress.step("verified", format!("{name} is up with {address}"));
+            self.progress
+                .step("verified", format!("{name} is up with {address}"));
             Ok(())
         } else {
             Err(Failure::Verify(problems))
@@ -622,7 +644,10 @@ impl Transaction<'_> {
             .activate(profile, &any_device)
             .await
             .map_err(Failure::Apply)?;
-        let goal = ActivationGoal { ip4: true, ip6: false };
+        let goal = ActivationGoal {
+            ip4: true,
+            ip6: false,
+        };
         self.nm
             .wait_activated(&active, name, goal, Duration::from_secs(30))
             .await
@@ -637,7 +662,8 @@ impl Transaction<'_> {
             .update_profile(&path, None, Update2Flags::TO_DISK)
             .await?;
         self.store.clear(self.lock).map_err(journal_to_nm)?;
-        self.progress.step("committed", format!("{name} saved to disk"));
+        self.progress
+            .step("committed", format!("{name} saved to disk"));
         Ok(())
     }
 

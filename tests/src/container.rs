@@ -1,9 +1,474 @@
-//! WIP
+//! A whole Debian host with systemd, booted with `systemd-nspawn` in a lab's
+//! host namespace: its own NetworkManager.service manages `ens32`, so tests
+//! can install netbridge the documented way, enable its unit, reboot the
+//! host and cut its power.
+//!
+//! ```text
+//!   namespace H (the lab's host)                namespace L (the LAN)
+//!   systemd-nspawn -b <lab dir>/container/root
+//!     systemd, dbus, NetworkManager.service
+//!     ens32 172.25.250.10/24 or DHCP  <-veth->   lan0 172.25.250.254/24, dnsmasq
+//! ```
+//!
+//! The root is a copy of a Debian root made once by `debootstrap` and
+//! cached outside the repository ([`RootfsCache`]); each container gets its
+//! own copy in its lab directory, configured by [`image`], which survives
+//! reboots and power cuts as a disk would.
+//!
+//! The lab runs no bus and no NetworkManager of its own here
+//! ([`Lab::start_network_only`]). Dropping a [`Container`] powers the
+//! container off (SIGTERM to nspawn, SIGKILL after 30 s) before its lab
+//! goes.
+//!
+//! Environment:
+//! - `NETBRIDGE_ROOTFS_CACHE`: where the cached root lives (default
+//!   `/var/cache/netbridge-tests/rootfs-bookworm`);
+//!   `NETBRIDGE_DEBIAN_MIRROR` the mirror it is made from.
+//! - `NETBRIDGE_SKIP_CONTAINER=1` (or `NETBRIDGE_SKIP_LAB=1`):
+//!   [`Container::require`] skips instead of failing when the container
+//!   cannot be built or booted; ignored when `CI=true`.
+
+mod image;
+mod machine;
 mod rootfs;
 
-pub use rootfs::RootfsCache;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
+pub use image::HOSTNAME;
+pub use rootfs::{RootfsCache, PACKAGES, SUITE};
+
+use crate::lab::cmd;
+use crate::lab::daemon::log_tail;
+use crate::lab::files::append_file;
+use crate::lab::{Lab, LabError, Uplink, UPLINK};
+use machine::{BootSpec, Machine, REBOOT_STATUS};
+
+/// Bounds a boot: until systemd reports the system up and NetworkManager
+/// has activated `ens32` with its address. A boot takes a few seconds; the
+/// margin is for a loaded 2-core machine.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bounds a clean poweroff or reboot before the container is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The programs a container needs on the machine, with their packages.
+const TOOLS: [(&str, &str); 7] = [
+    ("debootstrap", "debootstrap"),
+    ("systemd-nspawn", "systemd-container"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("unshare", "util-linux"),
+    ("chroot", "coreutils"),
+    ("cp", "coreutils"),
+];
+
+/// A lab host that is a booted Debian system. See the module documentation.
+pub struct Container {
+    lab: Lab,
+    root: PathBuf,
+    /// None while powered off.
+    machine: Option<Machine>,
+    boots: u32,
+}
+
+impl Container {
+    /// A lab (network only) and a configured copy of the cached root,
+    /// building the cache first if needed; not booted yet, so files can be
+    /// put into [`Container::root`] before the first boot.
+    pub fn create(uplink: Uplink) -> Result<Container, LabError> {
+        check_prerequisites()?;
+        let lab = Lab::start_network_only(uplink)?;
+        let dir = lab.dir().join("container");
+        std::fs::create_dir(&dir)
+            .map_err(|e| LabError::io("cannot create the container directory", &dir, e))?;
+        let root = dir.join("root");
+        RootfsCache::from_env().copy_to(&root)?;
+        image::configure(&root, uplink)?;
+        Ok(Container {
+            lab,
+            root,
+            machine: None,
+            boots: 0,
+        })
+    }
+
+    /// [`Container::create`] and [`Container::boot`].
+    pub fn start(uplink: Uplink) -> Result<Container, LabError> {
+        let mut container = Container::create(uplink)?;
+        container.boot()?;
+        Ok(container)
+    }
+
+    /// [`Container::start`] for tests: a container test that cannot run
+    /// must never pass silently. When the container cannot be built or
+    /// booted, prints `LAB UNAVAILABLE: <reason>` and panics — unless
+    /// `NETBRIDGE_SKIP_CONTAINER=1` or `NETBRIDGE_SKIP_LAB=1` is set and
+    /// `CI` is not `true`; then it returns `None` and the test should
+    /// return early:
+    ///
+    /// ```no_run
+    /// # use netbridge_tests::{container::Container, lab::Uplink};
+    /// let Some(host) = Container::require(Uplink::Static) else { return };
+    /// ```
+    pub fn require(uplink: Uplink) -> Option<Container> {
+        match Container::start(uplink) {
+            Ok(container) => Some(container),
+            Err(e) => unavailable(&e.to_string()),
+        }
+    }
+
+    /// The lab around the container: its namespaces (`ip -n`), the LAN.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// The container's root directory, as seen from the machine. Writes
+    /// there are the container's disk (also while it runs).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Everything the container printed on its console, all boots
+    /// (separated by marker lines).
+    pub fn console_log(&self) -> PathBuf {
+        self.lab.dir().join("container/console.log")
+    }
+
+    /// How many times the container has been booted.
+    pub fn boots(&self) -> u32 {
+        self.boots
+    }
+
+    /// The container's PID 1 as seen from the machine, None while off.
+    pub fn leader_pid(&self) -> Option<u32> {
+        self.machine.as_ref().and_then(Machine::leader)
+    }
+
+    /// Whether nspawn is still running the container.
+    pub fn is_running(&mut self) -> bool {
+        self.machine
+            .as_mut()
+            .is_some_and(|m| m.check_running().is_ok())
+    }
+
+    /// Boots the container and waits (at most 120 s) until its systemd
+    /// reports `running` or `degraded` and NetworkManager has activated
+    /// `ens32` with the address the lab's [`Uplink`] calls for.
+    pub fn boot(&mut self) -> Result<(), LabError> {
+        if self.is_running() {
+            return Err(LabError::Prerequisite(
+                "the container is already running".to_owned(),
+            ));
+        }
+        self.boots += 1;
+        let console = self.console_log();
+        append_file(
+            &console,
+            &format!("\n=== container: boot #{} ===\n", self.boots),
+        )?;
+        let started = Instant::now();
+        self.machine = Some(Machine::spawn(&BootSpec {
+            root: &self.root,
+            name: self.lab.host_ns(),
+            netns: self.lab.host_ns(),
+            console: &console,
+        })?);
+        self.wait_until_up()?;
+        eprintln!(
+            "container: boot #{} up in {:.1} s",
+            self.boots,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// `systemctl reboot` inside; waits for nspawn to report the reboot
+    /// (exit status 133), drops what a reboot loses in the host namespace
+    /// (every link but `lo` and `ens32`; `ens32` is reset), and boots again
+    /// from the same root.
+    pub fn reboot(&mut self) -> Result<(), LabError> {
+        // Its status does not matter: systemd may stop it as it goes down.
+        self.try_exec(["systemctl", "reboot"])?;
+        let machine = self.running_machine()?;
+        let status = machine.wait_exit(STOP_TIMEOUT);
+        if status.is_none() {
+            machine.kill();
+        }
+        self.machine = None;
+        self.lab.reset_host_links()?;
+        match status.and_then(|s| s.code()) {
+            Some(REBOOT_STATUS) => self.boot(),
+            other => Err(LabError::Prerequisite(format!(
+                "systemd-nspawn ended with {other:?} instead of {REBOOT_STATUS} (reboot) \
+                 within {STOP_TIMEOUT:?}; console:\n{}",
+                log_tail(&self.console_log(), 30)
+            ))),
+        }
+    }
+
+    /// A power loss: every process of the container is killed at once, the
+    /// host namespace loses its extra links and `ens32` its addresses. The
+    /// root stays as written (the page cache is the machine's, as a disk's
+    /// contents survive a power cut). [`Container::boot`] starts it again.
+    pub fn power_cut(&mut self) -> Result<(), LabError> {
+        if let Some(mut machine) = self.machine.take() {
+            machine.kill();
+        }
+        self.lab.reset_host_links()
+    }
+
+    /// A clean poweroff (as `systemctl poweroff`), bounded by 30 s before
+    /// the container is killed; the host namespace is reset as by
+    /// [`Container::power_cut`].
+    pub fn shutdown(&mut self) -> Result<(), LabError> {
+        if let Some(mut machine) = self.machine.take() {
+            machine.terminate(STOP_TIMEOUT);
+        }
+        self.lab.reset_host_links()
+    }
+
+    /// A command that runs `argv` inside the running container (all its
+    /// namespaces, its root, PATH and a clean environment), as root.
+    pub fn command<I, S>(&self, argv: I) -> Result<Command, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        match &self.machine {
+            Some(machine) => machine.nsenter(argv),
+            None => Err(LabError::Prerequisite(
+                "the container is not running".to_owned(),
+            )),
+        }
+    }
+
+    /// Runs `argv` inside the container to completion, whatever its status.
+    pub fn try_exec<I, S>(&self, argv: I) -> Result<Output, LabError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        cmd::output(&mut self.command(argv)?)
+    }
+
+    /// [`Container::try_exec`] for tests.
+    ///
+    /// # Panics
+    /// If the container is not running or `nsenter` cannot be started.
+    pub fn exec<I, S>(&self, argv: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.try_exec(argv)
+            .unwrap_or_else(|e| panic!("container: {e}"))
+    }
+
+    /// `systemctl ARGS...` inside the container.
+    ///
+    /// # Panics
+    /// As [`Container::exec`].
+    pub fn systemctl<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut argv = vec![OsStr::new("systemctl").to_owned()];
+        argv.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self.exec(argv)
+    }
+
+    /// The journal of `unit`, all boots (`journalctl -u UNIT --no-pager`);
+    /// journalctl's error instead if it fails.
+    ///
+    /// # Panics
+    /// As [`Container::exec`].
+    pub fn journal(&self, unit: &str) -> String {
+        let out = self.exec(["journalctl", "-u", unit, "--no-pager"]);
+        let text = if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        };
+        String::from_utf8_lossy(text).into_owned()
+    }
+
+    /// What `systemctl is-system-running` says (`running`, `degraded`,
+    /// `starting`, ...).
+    pub fn system_state(&self) -> Result<String, LabError> {
+        let out = self.try_exec(["systemctl", "is-system-running"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The IPv4 addresses on `link` in the host namespace, as the machine
+    /// sees them (`ip -n H`).
+    pub fn ipv4_addresses(&self, link: &str) -> Result<Vec<(Ipv4Addr, u8)>, LabError> {
+        self.lab.ipv4_addresses(link)
+    }
+
+    /// Writes a file into the container's root (`path` as seen inside,
+    /// e.g. `/etc/netbridge/netbridge.toml`), creating its directories.
+    /// Refuses to write through symlinks.
+    pub fn write_file(&self, path: &str, text: &str, mode: u32) -> Result<(), LabError> {
+        image::write_in_root(&self.root, path.trim_start_matches('/'), text, mode)
+    }
+
+    /// Installs netbridge into the container the documented way:
+    /// `make -C <repository> install DESTDIR=<root>`; if the container
+    /// runs, `systemctl daemon-reload` makes systemd see the new unit.
+    pub fn install_netbridge(&self) -> Result<(), LabError> {
+        let repo = repository_dir();
+        if !repo.join("Makefile").is_file() {
+            return Err(LabError::Prerequisite(format!(
+                "no Makefile in {}: netbridge has no `make install` yet",
+                repo.display()
+            )));
+        }
+        let mut make = Command::new(cmd::program("make"));
+        make.arg("-C")
+            .arg(&repo)
+            .arg("install")
+            .arg(format!("DESTDIR={}", self.root.display()));
+        cmd::run(&mut make)?;
+        if self.machine.is_some() {
+            cmd::run(&mut self.command(["systemctl", "daemon-reload"])?)?;
+        }
+        Ok(())
+    }
+
+    fn running_machine(&mut self) -> Result<&mut Machine, LabError> {
+        self.machine
+            .as_mut()
+            .ok_or_else(|| LabError::Prerequisite("the container is not running".to_owned()))
+    }
+
+    /// Polls [`Container::boot_waiting`] until it reports the host up.
+    fn wait_until_up(&mut self) -> Result<(), LabError> {
+        let deadline = Instant::now() + BOOT_TIMEOUT;
+        loop {
+            let Some(detail) = self.boot_waiting()? else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(LabError::Timeout {
+                    what: "the container to boot with ens32 up".to_owned(),
+                    seconds: BOOT_TIMEOUT.as_secs(),
+                    detail: format!(
+                        "{detail}\nlast lines of the console:\n{}",
+                        log_tail(&self.console_log(), 30)
+                    ),
+                });
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// None once the host is up; otherwise what it is still waiting for.
+    /// Fails only if nspawn has exited.
+    fn boot_waiting(&mut self) -> Result<Option<String>, LabError> {
+        let machine = self.running_machine()?;
+        machine.check_running()?;
+        if machine.find_leader().is_none() {
+            return Ok(Some("the container's PID 1 is not there yet".to_owned()));
+        }
+        // Errors here mean "not yet": nsenter can race the container's own
+        // setup, and systemctl the start of systemd.
+        let state = self.system_state().unwrap_or_else(|e| e.to_string());
+        if state != "running" && state != "degraded" {
+            return Ok(Some(format!("systemctl is-system-running: {state}")));
+        }
+        let addresses = self.lab.ipv4_addresses(UPLINK)?;
+        let uplink = self.lab.uplink();
+        if !addresses.iter().any(|&(a, len)| uplink.accepts(a, len)) {
+            return Ok(Some(format!("{UPLINK} has {addresses:?}")));
+        }
+        let device = self.nm_device_state(UPLINK);
+        if !device.starts_with("100") {
+            return Ok(Some(format!(
+                "NetworkManager's state of {UPLINK}: {device}"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// `nmcli`'s GENERAL.STATE of `iface`, e.g. `100 (connected)`.
+    fn nm_device_state(&self, iface: &str) -> String {
+        match self.try_exec(["nmcli", "-g", "GENERAL.STATE", "device", "show", iface]) {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- container {}: last lines of the console ----\n{}",
+                self.lab.host_ns(),
+                log_tail(&self.console_log(), 60)
+            );
+        }
+        // Before the lab (a field, dropped after this) deletes the
+        // namespace the container's network lives in.
+        if let Some(mut machine) = self.machine.take() {
+            machine.terminate(STOP_TIMEOUT);
+        }
+    }
+}
+
+fn check_prerequisites() -> Result<(), LabError> {
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(program, _)| cmd::which(program).is_none())
+        .map(|(program, package)| format!("{program} (package {package})"))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Prerequisite(format!(
+            "missing programs for the container: {} (scripts/install-deps.sh installs them)",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn repository_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_owned()
+}
+
+fn unavailable(reason: &str) -> Option<Container> {
+    loud(&format!("LAB UNAVAILABLE: {reason}"));
+    if env_is("CI", "true") {
+        panic!("LAB UNAVAILABLE (CI=true, container tests must run): {reason}");
+    }
+    for skip in ["NETBRIDGE_SKIP_CONTAINER", "NETBRIDGE_SKIP_LAB"] {
+        if env_is(skip, "1") {
+            loud(&format!(
+                "LAB UNAVAILABLE: container test skipped because {skip}=1"
+            ));
+            return None;
+        }
+    }
+    panic!(
+        "LAB UNAVAILABLE: {reason}\n(set NETBRIDGE_SKIP_CONTAINER=1 to skip container tests \
+         on a machine that cannot run them)"
+    );
+}
+
+fn env_is(name: &str, value: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == value)
+}
+
+/// Writes to the real stderr: the test harness captures `eprintln!` of
+/// passing tests, and a skipped test passes.
 pub(crate) fn loud(line: &str) {
-    use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }

@@ -1,6 +1,130 @@
+//! The container host itself: a Debian system with systemd boots in a lab
+//! namespace, its NetworkManager.service brings ens32 up, and it comes back
+//! the same after a reboot and after a power cut.
+//!
+//! These tests need the cached Debian root (built by the first one to run,
+//! about two minutes) and `systemd-nspawn`; see `netbridge_tests::container`.
+
+use std::net::Ipv4Addr;
+
+use netbridge_tests::container::{Container, HOSTNAME};
+use netbridge_tests::lab::{Uplink, GATEWAY, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+/// What every test expects of a booted host.
+fn assert_host_up(host: &Container, when: &str) {
+    let state = host.system_state().expect("systemctl is-system-running");
+    assert_eq!(
+        state,
+        "running",
+        "{when}: the system is {state}; failed units:\n{}",
+        text(&host.systemctl(["--failed", "--no-legend"]).stdout)
+    );
+    let nm = host.systemctl(["is-active", "NetworkManager.service"]);
+    assert_eq!(text(&nm.stdout), "active", "{when}: NetworkManager.service");
+    let gateway = GATEWAY.to_string();
+    let ping = host.exec(["ping", "-c", "1", "-W", "5", &gateway]);
+    assert!(
+        ping.status.success(),
+        "{when}: ping {gateway} from inside failed:\n{}{}",
+        text(&ping.stdout),
+        text(&ping.stderr)
+    );
+}
+
+fn uplink_addresses(host: &Container) -> Vec<(Ipv4Addr, u8)> {
+    host.ipv4_addresses(UPLINK).expect("ens32's addresses")
+}
+
+fn boots_in_journal(host: &Container) -> usize {
+    let out = host.exec(["journalctl", "--list-boots", "--no-legend", "--no-pager"]);
+    assert!(out.status.success(), "journalctl: {}", text(&out.stderr));
+    text(&out.stdout).lines().count()
+}
+
 #[test]
-fn rootfs_builds() {
-    netbridge_tests::container::RootfsCache::from_env()
-        .ensure()
-        .unwrap();
+fn a_static_host_comes_back_after_a_reboot_and_a_power_cut() {
+    let Some(mut host) = Container::require(Uplink::Static) else {
+        return;
+    };
+    let address = (STATIC_ADDRESS, PREFIX_LEN);
+    assert_host_up(&host, "first boot");
+    assert_eq!(uplink_addresses(&host), vec![address]);
+    assert_eq!(text(&host.exec(["hostname"]).stdout), HOSTNAME);
+    let profile = host.exec([
+        "nmcli",
+        "-g",
+        "GENERAL.CONNECTION",
+        "device",
+        "show",
+        UPLINK,
+    ]);
+    assert_eq!(
+        text(&profile.stdout),
+        UPLINK,
+        "the keyfile profile runs ens32"
+    );
+
+    // Written without sync: the disk is the machine's page cache.
+    let marker = host.exec(["sh", "-c", "echo before > /var/lib/marker"]);
+    assert!(marker.status.success(), "{}", text(&marker.stderr));
+    host.reboot().expect("reboot");
+    assert_host_up(&host, "after the reboot");
+    assert_eq!(uplink_addresses(&host), vec![address]);
+
+    host.power_cut().expect("power cut");
+    assert!(!host.is_running());
+    assert!(
+        uplink_addresses(&host).is_empty(),
+        "a power cut leaves ens32 without addresses"
+    );
+    host.boot().expect("boot after the power cut");
+    assert_host_up(&host, "after the power cut");
+    assert_eq!(uplink_addresses(&host), vec![address]);
+    let marker = host.exec(["cat", "/var/lib/marker"]);
+    assert_eq!(text(&marker.stdout), "before", "the root is the same disk");
+    assert_eq!(boots_in_journal(&host), 3, "one journal across three boots");
+    assert_eq!(host.boots(), 3);
+}
+
+#[test]
+fn a_dhcp_host_gets_a_lease_from_the_lan() {
+    let Some(host) = Container::require(Uplink::Dhcp) else {
+        return;
+    };
+    assert_host_up(&host, "first boot");
+    let addresses = uplink_addresses(&host);
+    assert!(
+        addresses
+            .iter()
+            .any(|&(a, len)| Uplink::Dhcp.accepts(a, len)),
+        "{addresses:?}"
+    );
+    let journal = host.journal("NetworkManager.service");
+    assert!(
+        journal.contains("dhcp4 (ens32): state changed new lease"),
+        "{journal}"
+    );
+}
+
+#[test]
+fn stopping_the_container_frees_its_namespace() {
+    let Some(mut host) = Container::require(Uplink::Static) else {
+        return;
+    };
+    let leader = host.leader_pid().expect("a running container has a PID 1");
+    host.shutdown().expect("shutdown");
+    assert!(!host.is_running());
+    assert!(
+        !std::path::Path::new(&format!("/proc/{leader}")).exists(),
+        "the container's PID 1 is gone"
+    );
+    let pids = std::process::Command::new("ip")
+        .args(["netns", "pids", host.lab().host_ns()])
+        .output()
+        .expect("ip netns pids");
+    assert_eq!(text(&pids.stdout), "", "nothing runs in the host namespace");
 }

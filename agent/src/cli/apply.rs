@@ -80,7 +80,11 @@ pub async fn run(args: ApplyArgs, state_dir: &Path) -> Exit {
         print_json(&report);
     } else {
         for b in &report.bridges {
-            let why = b.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = b
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             println!("{:<16} {}{why}", b.name, b.result);
         }
     }
@@ -101,7 +105,10 @@ async fn apply(
     if config.files.is_empty() {
         return Err(Fatal::new(
             Exit::BadInput,
-            format!("no configuration at {} (nor conf.d/*.toml beside it)", args.config.display()),
+            format!(
+                "no configuration at {} (nor conf.d/*.toml beside it)",
+                args.config.display()
+            ),
         ));
     }
     let nm = Nm::connect().await?;
@@ -113,6 +120,7 @@ async fn apply(
     let options = ApplyOptions {
         dry_run: args.dry_run,
         retry_failed: true,
+        stop: None,
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     let (result, exit) = summarize(&report.bridges, args.dry_run);
@@ -123,9 +131,12 @@ async fn apply(
 /// The worst result decides the exit status.
 pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (&'static str, Exit) {
     let any = |r: &str| bridges.iter().any(|b| b.result == r);
-    let rollback_failed = bridges
-        .iter()
-        .any(|b| b.result == "failed" && b.reason.as_deref().is_some_and(|r| r.contains("rollback did not complete")));
+    let rollback_failed = bridges.iter().any(|b| {
+        b.result == "failed"
+            && b.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("rollback did not complete"))
+    });
     if rollback_failed {
         ("failed", Exit::RollbackFailed)
     } else if any("failed") {

@@ -148,11 +148,20 @@ async fn create(
         NetOutcome::Unchanged => ("unchanged", Exit::Ok),
         NetOutcome::Activated => ("activated", Exit::Ok),
         NetOutcome::DryRun { .. } => ("dry-run", Exit::Ok),
-        NetOutcome::Created { outcome: Outcome::Committed { .. } } => ("created", Exit::Ok),
-        NetOutcome::Created { outcome: Outcome::RolledBack { .. } } => ("rolled-back", Exit::RolledBack),
+        NetOutcome::Created {
+            outcome: Outcome::Committed { .. },
+        } => ("created", Exit::Ok),
+        NetOutcome::Created {
+            outcome: Outcome::RolledBack { .. },
+        } => ("rolled-back", Exit::RolledBack),
     };
     if !args.json {
-        println!("{}: {result} ({} network {})", spec.name, spec.mode.as_str(), spec.address);
+        println!(
+            "{}: {result} ({} network {})",
+            spec.name,
+            spec.mode.as_str(),
+            spec.address
+        );
     }
     report.result = result;
     report.outcome = Some(outcome);

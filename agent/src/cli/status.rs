@@ -7,8 +7,13 @@ use netbridge_dbus::state::DeviceType;
 use serde::Serialize;
 
 use super::output::{print_error, print_json, Exit, Fatal};
+use std::collections::BTreeMap;
+
 use crate::journal::{Record, Store};
-use crate::nm::{DeviceInfo, IpRuntime, Nm};
+use crate::nm::{DeviceInfo, IpRuntime, Nm, NmError};
+use crate::plan::network::read_marker;
+use crate::plan::Marker;
+use crate::state::{BridgeResult, State};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -26,6 +31,8 @@ struct Status {
     devices: Vec<DeviceStatus>,
     /// A change an earlier run left unfinished (undone by the next convert).
     unfinished_change: Option<Record>,
+    /// The last result per configured bridge (`netbridge apply` and the agent).
+    configured: BTreeMap<String, BridgeResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,6 +54,25 @@ struct DeviceStatus {
     /// The bridge this device is a port of.
     controller: Option<String>,
     bridge: Option<BridgeStatus>,
+    /// What netbridge made this bridge as, if it did.
+    netbridge: Option<Made>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(tag = "made_by", rename_all = "kebab-case")]
+enum Made {
+    /// `netbridge convert`: the host's uplink is its port.
+    Convert {
+        uplink: String,
+        original_profile: String,
+    },
+    /// `netbridge create`: a virtual network for guests.
+    Create {
+        mode: String,
+        address: String,
+        /// `null`: chosen by NetworkManager (NAT) or none (isolated).
+        dhcp_range: Option<String>,
+    },
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +113,7 @@ pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
 
 async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
     let nm = Nm::connect().await?;
+    let store = Store::new(state_dir);
     let devices = nm.devices().await?;
     let mut out = Vec::new();
     for device in devices
@@ -100,6 +127,7 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
                 .find(|d| d.port_paths.contains(&device.path))
                 .map(|d| d.interface.clone()),
             bridge: bridge_of(device, &devices).await,
+            netbridge: made_by(&nm, device).await?,
             device: device.clone(),
         });
     }
@@ -108,7 +136,8 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             version: nm.version().to_string(),
         },
         devices: out,
-        unfinished_change: Store::new(state_dir).read()?,
+        unfinished_change: store.read()?,
+        configured: State::load(&store)?.bridges,
     })
 }
 
@@ -124,6 +153,35 @@ async fn profile_of(nm: &Nm, device: &DeviceInfo) -> Result<Option<ProfileRef>, 
         Err(e) if e.is_gone() => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+async fn made_by(nm: &Nm, device: &DeviceInfo) -> Result<Option<Made>, Fatal> {
+    if device.device_type != DeviceType::Bridge {
+        return Ok(None);
+    }
+    let Some(active) = &device.active_connection else {
+        return Ok(None);
+    };
+    let profile = match nm.active_info(active).await {
+        Ok(info) => info.profile,
+        Err(e) if e.is_gone() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let settings = nm.profile_settings(&profile).await?;
+    let unreadable = |e: netbridge_dbus::SettingsError| Fatal::from(NmError::from(e));
+    if let Some(marker) = Marker::read(&settings).map_err(unreadable)? {
+        return Ok(Some(Made::Convert {
+            uplink: marker.uplink,
+            original_profile: marker.original_uuid,
+        }));
+    }
+    Ok(read_marker(&settings)
+        .map_err(unreadable)?
+        .map(|(mode, address, dhcp_range)| Made::Create {
+            mode,
+            address,
+            dhcp_range,
+        }))
 }
 
 async fn bridge_of(device: &DeviceInfo, devices: &[DeviceInfo]) -> Option<BridgeStatus> {
@@ -176,6 +234,17 @@ fn print_table(status: &Status) {
     for d in &status.devices {
         print_device(d);
     }
+    if !status.configured.is_empty() {
+        println!("\nCONFIGURED       LAST RESULT");
+        for (name, last) in &status.configured {
+            let why = last
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            println!("{name:<16} {:?}{why}", last.result);
+        }
+    }
     if let Some(change) = &status.unfinished_change {
         println!(
             "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
@@ -203,6 +272,25 @@ fn print_device(d: &DeviceStatus) {
     }
     if let Some(controller) = &d.controller {
         println!("{:<12} port of {controller}", "");
+    }
+    match &d.netbridge {
+        Some(Made::Convert { uplink, .. }) => {
+            println!("{:<12} converted from {uplink} by netbridge", "")
+        }
+        Some(Made::Create {
+            mode,
+            address,
+            dhcp_range,
+        }) => println!(
+            "{:<12} {mode} network {address}, dhcp {}",
+            "",
+            dhcp_range.as_deref().unwrap_or(if mode == "nat" {
+                "range chosen by NetworkManager"
+            } else {
+                "none"
+            })
+        ),
+        None => {}
     }
     if let Some(bridge) = &d.bridge {
         let ports: Vec<String> = bridge

@@ -311,16 +311,31 @@ impl Nm {
         self.manager.checkpoints().await.call("reading Checkpoints")
     }
 
-    /// When a checkpoint was created (CLOCK_BOOTTIME ms), to tell ours from others.
-    pub async fn checkpoint_created(&self, checkpoint: &ObjectPath<'_>) -> Result<i64, NmError> {
-        let proxy = CheckpointProxy::builder(&self.conn)
+    async fn checkpoint_proxy(
+        &self,
+        checkpoint: &ObjectPath<'_>,
+    ) -> Result<CheckpointProxy<'static>, NmError> {
+        CheckpointProxy::builder(&self.conn)
             .path(checkpoint.to_owned())
             .call("Checkpoint proxy")?
             .cache_properties(CacheProperties::No)
             .build()
             .await
-            .call("Checkpoint proxy")?;
+            .call("Checkpoint proxy")
+    }
+
+    /// When a checkpoint was created (CLOCK_BOOTTIME ms), to tell ours from others.
+    pub async fn checkpoint_created(&self, checkpoint: &ObjectPath<'_>) -> Result<i64, NmError> {
+        let proxy = self.checkpoint_proxy(checkpoint).await?;
         proxy.created().await.call("reading Checkpoint.Created")
+    }
+
+    pub async fn checkpoint_devices(
+        &self,
+        checkpoint: &ObjectPath<'_>,
+    ) -> Result<Vec<OwnedObjectPath>, NmError> {
+        let proxy = self.checkpoint_proxy(checkpoint).await?;
+        proxy.devices().await.call("reading Checkpoint.Devices")
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::convert::{self, Prepared, PrepareError};
+use super::convert::{self, PrepareError, Prepared};
 use super::network::{self, NetOutcome, NetworkError};
 use super::CheckChoice;
 use crate::config::{BridgeConfig, Config, Mode, UplinkSelector};
@@ -17,12 +17,14 @@ use crate::state::{ResultKind, State};
 use crate::transaction::{Outcome, TxError};
 use netbridge_dbus::state::DeviceType;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     pub dry_run: bool,
     /// Retry bridges whose last attempt rolled back or failed with this same
     /// configuration (the agent does not; `netbridge apply` does).
     pub retry_failed: bool,
+    /// Once set, no further bridge is started (the agent is stopping).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What happened to one configured bridge.
@@ -66,12 +68,32 @@ pub async fn apply(
     let mut state = State::load(store)?;
     let mut reports = Vec::new();
     for bridge in &config.bridges {
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            progress.step(
+                "stopping",
+                format!("{} and the rest not started", bridge.name),
+            );
+            break;
+        }
         let fingerprint = bridge.fingerprint();
         if let Some(last) = state.bridges.get(&bridge.name) {
             if !options.retry_failed && last.result.is_failure() && last.config == fingerprint {
                 let why = last.reason.clone().unwrap_or_default();
-                progress.step("skipped", format!("{}: not retried until its configuration changes ({why})", bridge.name));
-                reports.push(BridgeReport::new(&bridge.name, "skipped").because(format!("unchanged configuration after: {why}")));
+                progress.step(
+                    "skipped",
+                    format!(
+                        "{}: not retried until its configuration changes ({why})",
+                        bridge.name
+                    ),
+                );
+                reports.push(
+                    BridgeReport::new(&bridge.name, "skipped")
+                        .because(format!("unchanged configuration after: {why}")),
+                );
                 continue;
             }
         }
@@ -118,7 +140,9 @@ async fn apply_one(
     progress: &Progress,
 ) -> (BridgeReport, bool) {
     match &bridge.mode {
-        Mode::Bridged { uplink } => bridged(nm, store, lock, bridge, uplink, dry_run, progress).await,
+        Mode::Bridged { uplink } => {
+            bridged(nm, store, lock, bridge, uplink, dry_run, progress).await
+        }
         Mode::Network {
             kind,
             address,
@@ -133,7 +157,10 @@ async fn apply_one(
                 dhcp: *dhcp_enabled,
                 mtu: bridge.mtu,
             };
-            network_report(&bridge.name, network::ensure(nm, store, lock, &spec, dry_run, progress).await)
+            network_report(
+                &bridge.name,
+                network::ensure(nm, store, lock, &spec, dry_run, progress).await,
+            )
         }
     }
 }
@@ -141,11 +168,17 @@ async fn apply_one(
 fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (BridgeReport, bool) {
     match result {
         Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, "unchanged"), false),
-        Ok(NetOutcome::Activated) => (BridgeReport::new(name, "committed").because("activated the existing profile"), false),
+        Ok(NetOutcome::Activated) => (
+            BridgeReport::new(name, "committed").because("activated the existing profile"),
+            false,
+        ),
         Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, "dry-run"), false),
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
-        Err(e) => (BridgeReport::new(name, "failed").because(e.to_string()), false),
+        Err(e) => (
+            BridgeReport::new(name, "failed").because(e.to_string()),
+            false,
+        ),
     }
 }
 
@@ -160,7 +193,12 @@ async fn bridged(
 ) -> (BridgeReport, bool) {
     let uplink = match resolve_uplink(nm, &bridge.name, selector).await {
         Ok(uplink) => uplink,
-        Err(reason) => return (BridgeReport::new(&bridge.name, "failed").because(reason), false),
+        Err(reason) => {
+            return (
+                BridgeReport::new(&bridge.name, "failed").because(reason),
+                false,
+            )
+        }
     };
     let request = Request {
         uplink: uplink.clone(),
@@ -178,14 +216,32 @@ async fn bridged(
         r
     };
     let ready = match convert::prepare(nm, &request, &choice, progress).await {
-        Ok(Prepared::NoOp { .. }) => return (with_uplink(BridgeReport::new(&bridge.name, "unchanged")), false),
+        Ok(Prepared::NoOp { .. }) => {
+            return (
+                with_uplink(BridgeReport::new(&bridge.name, "unchanged")),
+                false,
+            )
+        }
         Ok(Prepared::Ready(ready)) => ready,
-        Err(PrepareError::Nm(e)) => return (with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())), e.is_nm_gone()),
-        Err(e) => return (with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())), false),
+        Err(PrepareError::Nm(e)) => {
+            return (
+                with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())),
+                e.is_nm_gone(),
+            )
+        }
+        Err(e) => {
+            return (
+                with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())),
+                false,
+            )
+        }
     };
     if dry_run {
         let changes = ready.plan.nmcli_commands().join("; ");
-        return (with_uplink(BridgeReport::new(&bridge.name, "dry-run").because(changes)), false);
+        return (
+            with_uplink(BridgeReport::new(&bridge.name, "dry-run").because(changes)),
+            false,
+        );
     }
     let (report, fatal) = match convert::execute(nm, store, lock, &ready, progress).await {
         Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
@@ -197,7 +253,9 @@ async fn bridged(
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
         Outcome::Committed { .. } => BridgeReport::new(name, "committed"),
-        Outcome::RolledBack { reason, .. } => BridgeReport::new(name, "rolled-back").because(reason.clone()),
+        Outcome::RolledBack { reason, .. } => {
+            BridgeReport::new(name, "rolled-back").because(reason.clone())
+        }
     };
     report.uplink = uplink.map(str::to_owned);
     report.outcome = Some(outcome);
@@ -206,13 +264,20 @@ fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (Bridge
 
 fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     let fatal = matches!(e, TxError::Rollback { .. });
-    (BridgeReport::new(name, "failed").because(e.to_string()), fatal)
+    (
+        BridgeReport::new(name, "failed").because(e.to_string()),
+        fatal,
+    )
 }
 
 /// Finds the uplink a selector means on this host. After a conversion the
 /// bridge holds the default route and the uplink's MAC, so both selectors
 /// look through the configured bridge to its port.
-pub async fn resolve_uplink(nm: &Nm, bridge: &str, selector: &UplinkSelector) -> Result<String, String> {
+pub async fn resolve_uplink(
+    nm: &Nm,
+    bridge: &str,
+    selector: &UplinkSelector,
+) -> Result<String, String> {
     let devices = nm.devices().await.map_err(|e: NmError| e.to_string())?;
     let port_of = |d: &DeviceInfo| {
         devices
@@ -234,7 +299,8 @@ pub async fn resolve_uplink(nm: &Nm, bridge: &str, selector: &UplinkSelector) ->
                 .find(|d| d.ipv4.gateway.is_some())
                 .ok_or_else(|| "no device holds an IPv4 default route".to_owned())?;
             if holder.interface == bridge {
-                port_of(holder).ok_or_else(|| format!("{bridge} holds the default route but has no port"))
+                port_of(holder)
+                    .ok_or_else(|| format!("{bridge} holds the default route but has no port"))
             } else {
                 Ok(holder.interface.clone())
             }

@@ -4,7 +4,9 @@ use serde::Serialize;
 
 use crate::journal::{Lock, Store};
 use crate::nm::{Nm, NmError, ProfileInfo};
-use crate::plan::network::{plan_network, read_marker, NetDecision, NetError, NetFound, NetworkSpec};
+use crate::plan::network::{
+    plan_network, read_marker, NetDecision, NetError, NetFound, NetworkSpec,
+};
 use crate::plan::Marker;
 use crate::recovery;
 use crate::report::Progress;
@@ -22,7 +24,9 @@ pub enum NetworkError {
     Activate(#[from] Failure),
     #[error("no network named {0:?} exists")]
     NoSuch(String),
-    #[error("{name} carries the host's uplink ({uplink}); undo that with `netbridge revert {name}`")]
+    #[error(
+        "{name} carries the host's uplink ({uplink}); undo that with `netbridge revert {name}`"
+    )]
     Converted { name: String, uplink: String },
     #[error("{0} was not created by netbridge; delete it with the tool that made it")]
     Foreign(String),
@@ -34,9 +38,13 @@ pub enum NetworkError {
 pub enum NetOutcome {
     Unchanged,
     Activated,
-    Created { outcome: Outcome },
+    Created {
+        outcome: Outcome,
+    },
     /// `--dry-run`: what would be created.
-    DryRun { spec: NetworkSpec },
+    DryRun {
+        spec: NetworkSpec,
+    },
 }
 
 /// Makes the network exist as specified; a network already as specified is left alone.
@@ -69,7 +77,9 @@ pub async fn ensure(
             Ok(NetOutcome::Unchanged)
         }
         NetDecision::Activate => {
-            let (info, _) = found.existing.ok_or_else(|| NetworkError::NoSuch(spec.name.clone()))?;
+            let (info, _) = found
+                .existing
+                .ok_or_else(|| NetworkError::NoSuch(spec.name.clone()))?;
             tx.bring_up(&spec.name, &info.path).await?;
             Ok(NetOutcome::Activated)
         }
@@ -84,9 +94,9 @@ pub async fn ensure(
 
 async fn find(nm: &Nm, name: &str) -> Result<NetFound, NmError> {
     let devices = nm.devices().await?;
-    let active = devices.iter().any(|d| {
-        d.interface == name && d.state == netbridge_dbus::state::DeviceState::Activated
-    });
+    let active = devices
+        .iter()
+        .any(|d| d.interface == name && d.state == netbridge_dbus::state::DeviceState::Activated);
     let existing = match profile_named(nm, name).await? {
         Some(info) => {
             let settings = nm.profile_settings(&info.path).await?;
@@ -134,7 +144,10 @@ pub async fn delete(
         return Err(NetworkError::Foreign(name.to_owned()));
     }
     if dry_run {
-        progress.step("dry-run", format!("would delete profile '{}' and device {name}", info.id));
+        progress.step(
+            "dry-run",
+            format!("would delete profile '{}' and device {name}", info.id),
+        );
         return Ok(());
     }
     nm.delete_profile(&info.path).await?;

@@ -256,12 +256,18 @@ pub fn read_marker(
 ) -> Result<Option<(String, String, Option<String>)>, netbridge_dbus::SettingsError> {
     let data = settings.string_map(netbridge_dbus::settings::names::USER, "data")?;
     Ok(match (data.get(NET_MODE), data.get(NET_ADDRESS)) {
-        (Some(mode), Some(address)) => Some((mode.clone(), address.clone(), data.get(NET_RANGE).cloned())),
+        (Some(mode), Some(address)) => {
+            Some((mode.clone(), address.clone(), data.get(NET_RANGE).cloned()))
+        }
         _ => None,
     })
 }
 
-pub fn plan_network(spec: &NetworkSpec, found: &NetFound, uuid: &str) -> Result<NetDecision, NetError> {
+pub fn plan_network(
+    spec: &NetworkSpec,
+    found: &NetFound,
+    uuid: &str,
+) -> Result<NetDecision, NetError> {
     super::validate_bridge_name(&spec.name)?;
     match (spec.mode, spec.dhcp) {
         (NetMode::Nat, false) => return Err(NetError::NatWithoutDhcp),
@@ -289,7 +295,9 @@ pub fn plan_network(spec: &NetworkSpec, found: &NetFound, uuid: &str) -> Result<
         });
     }
     if spec.dhcp_range.is_some() && found.nm_version < crate::nm::NmVersion(1, 46, 0) {
-        return Err(NetError::RangeUnsupported { found: found.nm_version });
+        return Err(NetError::RangeUnsupported {
+            found: found.nm_version,
+        });
     }
     Ok(NetDecision::Create(Box::new(network_profile(spec, uuid))))
 }
@@ -309,14 +317,25 @@ fn existing_decision(
     let Ok(Some((mode, address, range))) = read_marker(settings) else {
         return Err(taken());
     };
-    let wanted = (spec.mode.as_str(), spec.address.to_string(), spec.dhcp_range.map(|r| r.to_string()));
+    let wanted = (
+        spec.mode.as_str(),
+        spec.address.to_string(),
+        spec.dhcp_range.map(|r| r.to_string()),
+    );
     if (mode.as_str(), address.clone(), range.clone()) != wanted {
         return Err(NetError::Differs {
             name: spec.name.clone(),
-            existing: format!("{mode} {address}{}", range.map(|r| format!(" dhcp {r}")).unwrap_or_default()),
+            existing: format!(
+                "{mode} {address}{}",
+                range.map(|r| format!(" dhcp {r}")).unwrap_or_default()
+            ),
         });
     }
-    Ok(if active { NetDecision::Unchanged } else { NetDecision::Activate })
+    Ok(if active {
+        NetDecision::Unchanged
+    } else {
+        NetDecision::Activate
+    })
 }
 
 fn network_profile(spec: &NetworkSpec, uuid: &str) -> netbridge_dbus::Settings {
@@ -347,7 +366,11 @@ fn network_profile(spec: &NetworkSpec, uuid: &str) -> netbridge_dbus::Settings {
         NetMode::Isolated => s.set(names::IPV4, "method", "manual"),
     };
     if let Some(range) = spec.dhcp_range {
-        s.set(names::IPV4, "shared-dhcp-range", format!("{},{}", range.first, range.last));
+        s.set(
+            names::IPV4,
+            "shared-dhcp-range",
+            format!("{},{}", range.first, range.last),
+        );
     }
     if let Some(mtu) = spec.mtu {
         s.set(names::ETHERNET, "mtu", mtu);
@@ -395,33 +418,56 @@ mod plan_tests {
         assert_eq!(nat.bool(names::IPV4, "never-default"), Ok(Some(true)));
         let iso = created(&spec(NetMode::Isolated), &found());
         assert_eq!(iso.str(names::IPV4, "method"), Ok(Some("manual")));
-        assert_eq!(read_marker(&iso), Ok(Some(("isolated".into(), "192.168.107.1/24".into(), None))));
+        assert_eq!(
+            read_marker(&iso),
+            Ok(Some(("isolated".into(), "192.168.107.1/24".into(), None)))
+        );
     }
 
     #[test]
     fn conflicts_and_unsupported_requests_are_refused() {
         let mut f = found();
-        f.devices.push(("br0".into(), vec!["192.168.107.50/24".parse().unwrap()]));
-        assert!(matches!(plan_network(&spec(NetMode::Nat), &f, "u"), Err(NetError::Overlap { .. })));
+        f.devices
+            .push(("br0".into(), vec!["192.168.107.50/24".parse().unwrap()]));
+        assert!(matches!(
+            plan_network(&spec(NetMode::Nat), &f, "u"),
+            Err(NetError::Overlap { .. })
+        ));
 
         let mut with_range = spec(NetMode::Nat);
-        with_range.dhcp_range = Some(parse_range("192.168.107.2-192.168.107.9", with_range.address).unwrap());
-        assert!(matches!(plan_network(&with_range, &found(), "u"), Err(NetError::RangeUnsupported { .. })));
+        with_range.dhcp_range =
+            Some(parse_range("192.168.107.2-192.168.107.9", with_range.address).unwrap());
+        assert!(matches!(
+            plan_network(&with_range, &found(), "u"),
+            Err(NetError::RangeUnsupported { .. })
+        ));
         let mut newer = found();
         newer.nm_version = NmVersion(1, 52, 0);
         let s = created(&with_range, &newer);
-        assert_eq!(s.str(names::IPV4, "shared-dhcp-range"), Ok(Some("192.168.107.2,192.168.107.9")));
+        assert_eq!(
+            s.str(names::IPV4, "shared-dhcp-range"),
+            Ok(Some("192.168.107.2,192.168.107.9"))
+        );
 
         let mut no_dhcp = spec(NetMode::Nat);
         no_dhcp.dhcp = false;
-        assert_eq!(plan_network(&no_dhcp, &found(), "u").unwrap_err(), NetError::NatWithoutDhcp);
+        assert_eq!(
+            plan_network(&no_dhcp, &found(), "u").unwrap_err(),
+            NetError::NatWithoutDhcp
+        );
         let mut iso_dhcp = spec(NetMode::Isolated);
         iso_dhcp.dhcp = true;
-        assert_eq!(plan_network(&iso_dhcp, &found(), "u").unwrap_err(), NetError::IsolatedWithDhcp);
+        assert_eq!(
+            plan_network(&iso_dhcp, &found(), "u").unwrap_err(),
+            NetError::IsolatedWithDhcp
+        );
 
         let mut taken = found();
         taken.devices.push(("virbr1".into(), vec![]));
-        assert!(matches!(plan_network(&spec(NetMode::Nat), &taken, "u"), Err(NetError::Name(_))));
+        assert!(matches!(
+            plan_network(&spec(NetMode::Nat), &taken, "u"),
+            Err(NetError::Name(_))
+        ));
     }
 
     #[test]
@@ -442,7 +488,13 @@ mod plan_tests {
         let mut f = found();
         f.existing = Some((info, profile));
         f.active = true;
-        assert!(matches!(plan_network(&spec(NetMode::Nat), &f, "u"), Ok(NetDecision::Unchanged)));
-        assert!(matches!(plan_network(&spec(NetMode::Isolated), &f, "u"), Err(NetError::Differs { .. })));
+        assert!(matches!(
+            plan_network(&spec(NetMode::Nat), &f, "u"),
+            Ok(NetDecision::Unchanged)
+        ));
+        assert!(matches!(
+            plan_network(&spec(NetMode::Isolated), &f, "u"),
+            Err(NetError::Differs { .. })
+        ));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use netbridge_tests::lab::{Lab, Uplink, GATEWAY, STATIC_ADDRESS};
 
-use super::probe::{ping_argv, Prober};
+use super::probe::{probe_argv, Prober};
 use super::proc::run_timed;
 use super::tools::{check_exit, verify_bridge, Tool, Tools};
 use super::trace::{outage, Outage};
@@ -108,8 +108,11 @@ fn measure(
     expected: &str,
     settle: Duration,
 ) -> Result<Sample, String> {
-    let lan = Prober::start("LAN→host ping", lab.lan_command(ping_argv(STATIC_ADDRESS)))?;
-    let gateway = Prober::start("host→gateway ping", lab.host_command(ping_argv(GATEWAY)))?;
+    let lan = Prober::start(
+        "LAN→host ping",
+        lab.lan_command(probe_argv(STATIC_ADDRESS)?),
+    )?;
+    let gateway = Prober::start("host→gateway ping", lab.host_command(probe_argv(GATEWAY)?))?;
     let mut command = tools.command(tool, lab)?;
     let run = run_timed(tool.title(), &mut command, COMMAND_TIMEOUT)?;
     check_exit(tool, &run, expected)?;

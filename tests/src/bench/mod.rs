@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod convert;
+pub mod icmp;
 pub mod machine;
 pub mod probe;
 pub mod proc;

@@ -1,10 +1,11 @@
-//! A prober: `ping -D -i 0.005` inside a lab namespace, its replies parsed as
-//! they arrive so the harness can wait for the host to answer steadily.
+//! A prober: ICMP echo every 5 ms from inside a lab namespace, its replies
+//! parsed as they arrive so the harness can wait for the host to answer steadily.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,42 +15,27 @@ use super::now;
 use super::proc::{Guard, Lines};
 use super::trace::{self, parse_reply, Reply, SeqUnwrapper};
 
-/// One echo request every 5 ms (root may go below ping's 0.2 s minimum).
-pub const INTERVAL: &str = "0.005";
+/// One echo request every 5 ms.
+pub const INTERVAL_MS: u64 = 5;
 /// Gaps up to this long still count as "answering steadily".
 const STEADY_GAP: f64 = 0.05;
 /// How long the replies must be steady before a measurement ends.
 const STEADY_WINDOW: f64 = 0.3;
-/// ping stops by itself after this many seconds, whatever happens to the
-/// harness: the probing stays bounded.
-const DEADLINE_SECS: &str = "300";
+/// The prober stops by itself after this many seconds, whatever happens to
+/// the harness: the probing stays bounded.
+pub const DEADLINE_SECS: u64 = 300;
 
-/// `ping` arguments for a prober of `target` (only ever a lab address).
-/// The prober runs with a real-time priority when it can: on a busy shared
-/// machine a normal process is sometimes not scheduled for tens of ms, which
-/// would show up as gaps that are the machine's, not the tool's.
-pub fn ping_argv(target: Ipv4Addr) -> Vec<String> {
-    let realtime: &[&str] = if realtime_allowed() {
-        &["chrt", "-f", "10"]
-    } else {
-        &[]
-    };
-    realtime
-        .iter()
-        .chain(&[
-            "ping",
-            "-n",
-            "-D",
-            "-i",
-            INTERVAL,
-            "-W",
-            "1",
-            "-w",
-            DEADLINE_SECS,
-        ])
-        .map(|s| (*s).to_owned())
-        .chain([target.to_string()])
-        .collect()
+/// The prober command for `target` (only ever a lab address): this very
+/// binary's hidden `probe` verb (see [`super::icmp`]), to be run inside a
+/// lab namespace.
+pub fn probe_argv(target: Ipv4Addr) -> Result<Vec<OsString>, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find netbridge-bench's own binary: {e}"))?;
+    Ok(vec![
+        exe.into_os_string(),
+        "probe".into(),
+        target.to_string().into(),
+    ])
 }
 
 pub struct Prober {
@@ -61,7 +47,7 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts `command` (a [`ping_argv`] in a lab namespace) and waits for
+    /// Starts `command` (a [`probe_argv`] in a lab namespace) and waits for
     /// its first reply, so that a measurement starts with a live prober.
     pub fn start(what: &str, mut command: Command) -> Result<Prober, String> {
         command
@@ -146,20 +132,6 @@ impl Prober {
         }
         Ok(replies)
     }
-}
-
-/// Whether `chrt -f 10` works here (checked once).
-pub fn realtime_allowed() -> bool {
-    static ALLOWED: OnceLock<bool> = OnceLock::new();
-    *ALLOWED.get_or_init(|| {
-        Command::new("chrt")
-            .args(["-f", "10", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 fn collect(stdout: impl std::io::Read, sink: &Mutex<Vec<Reply>>) {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use netbridge_tests::lab::{Lab, Uplink, GATEWAY, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
 use nix::sys::signal::Signal;
 
-use super::probe::{ping_argv, Prober};
+use super::probe::{probe_argv, Prober};
 use super::proc::{Guard, Lines};
 use super::trace::{outage, Outage};
 use super::{now, Config};
@@ -67,7 +67,10 @@ pub fn run_all(config: &Config) -> RollbackResults {
 fn run_once(settle: Duration) -> Result<RollbackSample, String> {
     let lab = Lab::start(Uplink::Static).map_err(|e| format!("the lab did not start: {e}"))?;
     let mut switch = IcmpSwitch::start(&lab)?;
-    let lan = Prober::start("LAN→host ping", lab.lan_command(ping_argv(STATIC_ADDRESS)))?;
+    let lan = Prober::start(
+        "LAN→host ping",
+        lab.lan_command(probe_argv(STATIC_ADDRESS)?),
+    )?;
     let check = format!("ping:{GATEWAY}");
     let mut command = lab.netbridge(["convert", UPLINK, "--yes", "--check", &check]);
     command

@@ -5,14 +5,15 @@
 #[path = "../bench/mod.rs"]
 mod bench;
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bench::table::{self, Report};
 use bench::tools::{Tool, Tools};
-use bench::{agent, convert, machine, rollback, scale, Config};
-use clap::{Parser, ValueEnum};
+use bench::{agent, convert, icmp, machine, probe, rollback, scale, Config};
+use clap::{Parser, Subcommand, ValueEnum};
 use netbridge_tests::lab::{self, Lab, Uplink};
 
 /// Benchmark netbridge against the nmcli recipe and nmstatectl in throwaway
@@ -21,6 +22,8 @@ use netbridge_tests::lab::{self, Lab, Uplink};
 #[derive(Parser)]
 #[command(name = "netbridge-bench")]
 struct Cli {
+    #[command(subcommand)]
+    verb: Option<Verb>,
     /// Repetitions of each measurement, each in a fresh lab.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
     runs: u16,
@@ -54,6 +57,14 @@ struct Cli {
     tools: Vec<ToolArg>,
 }
 
+#[derive(Subcommand)]
+enum Verb {
+    /// The prober the harness starts inside a lab namespace: ICMP echo to
+    /// ADDR every 5 ms, replies printed like `ping -D`.
+    #[command(hide = true)]
+    Probe { target: Ipv4Addr },
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Part {
     /// Conversion and idempotent re-run, per tool.
@@ -85,6 +96,17 @@ impl From<ToolArg> for Tool {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Verb::Probe { target }) = cli.verb {
+        let interval = Duration::from_millis(probe::INTERVAL_MS);
+        let deadline = Duration::from_secs(probe::DEADLINE_SECS);
+        return match icmp::run(target, interval, deadline) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("netbridge-bench probe: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&cli) {
         Ok(report) => {
             print!("{report}");

@@ -188,6 +188,13 @@ impl Lab {
             &files::nm_config(&self.dir.join("conn")),
             0o644,
         )?;
+        // What NM's own dnsmasq (shared mode) forwards guests' queries to:
+        // the lab's DNS, never the machine's resolvers.
+        write_file(
+            &self.dir.join("resolv.conf"),
+            &format!("nameserver {GATEWAY}\n"),
+            0o644,
+        )?;
         // NM ignores keyfiles that are not root-owned with mode 0600.
         let profile = self.dir.join("conn").join(format!("{UPLINK}.nmconnection"));
         write_file(&profile, &files::uplink_keyfile(self.uplink), 0o600)
@@ -208,7 +215,8 @@ impl Lab {
             mount --bind \"$2\" /run/NetworkManager
             mount --bind \"$3\" /var/lib/NetworkManager
             mount -o remount,bind,ro /sys
-            shift 3
+            mount --bind \"$4\" /etc/resolv.conf
+            shift 4
             exec \"$@\"";
         let dir = &self.dir;
         let mut command = cmd::in_netns(&self.host_ns, [cmd::program("unshare")]);
@@ -225,6 +233,7 @@ impl Lab {
             .arg(dir.join("host-run"))
             .arg(dir.join("run"))
             .arg(dir.join("lib"))
+            .arg(dir.join("resolv.conf"))
             .arg(cmd::program("NetworkManager"))
             .args(["--no-daemon", "--debug"])
             .arg(path_flag("--config", &dir.join("nm.conf")))

@@ -1,0 +1,206 @@
+//! The agent loop behind `netbridge-agent.service`: finish what an earlier
+//! run left, apply the configuration, tell systemd it is ready, then sleep
+//! until SIGHUP (reload: apply again) or SIGTERM (stop). It wakes for
+//! nothing else.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::config;
+use crate::journal::{JournalError, Store};
+use crate::nm::{Nm, NmError};
+use crate::operations::apply::{self, ApplyOptions, BridgeReport};
+use crate::recovery;
+use crate::report::Progress;
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    /// How long to wait for NetworkManager to appear on the bus at start.
+    pub nm_wait: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error(transparent)]
+    Nm(#[from] NmError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Recovery(#[from] recovery::RecoveryError),
+    #[error("stopped before NetworkManager appeared")]
+    Stopped,
+}
+
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, AgentError> {
+        let install = |kind| signal(kind).map_err(AgentError::Signals);
+        Ok(Signals {
+            hangup: install(SignalKind::hangup())?,
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+}
+
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let mut signals = Signals::new()?;
+    let nm = tokio::select! {
+        nm = connect(options.nm_wait) => nm?,
+        _ = signals.terminate.recv() => return Err(AgentError::Stopped),
+        _ = signals.interrupt.recv() => return Err(AgentError::Stopped),
+    };
+    tracing::info!(version = %nm.version(), "connected to NetworkManager");
+    let store = Store::new(&options.state_dir);
+    let stopping = watch_stop();
+    let status = apply_config(&nm, &store, &options, &stopping).await;
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+    loop {
+        tokio::select! {
+            _ = signals.hangup.recv() => {
+                tracing::info!(config = %options.config.display(), "reloading");
+                let mut reloading = vec![NotifyState::Reloading];
+                // systemd ≥ 253 wants the time with RELOADING=1; older ones ignore it.
+                reloading.extend(NotifyState::monotonic_usec_now().ok());
+                notify(&reloading);
+                let status = apply_config(&nm, &store, &options, &stopping).await;
+                notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+            }
+            _ = signals.terminate.recv() => break,
+            _ = signals.interrupt.recv() => break,
+        }
+        if stopping.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Set when a stop was asked for, so no further bridge is started; the
+/// transaction in flight handles the signal itself (it rolls back).
+fn watch_stop() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let setter = Arc::clone(&flag);
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        setter.store(true, Ordering::SeqCst);
+    });
+    flag
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// NetworkManager may still be starting: wait for its name on the bus, with a deadline.
+async fn connect(wait: Duration) -> Result<Nm, AgentError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match Nm::connect().await {
+            Ok(nm) => return Ok(nm),
+            Err(e @ (NmError::NotRunning { .. } | NmError::NoBus { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::info!(error = %e, "waiting for NetworkManager");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Applies the configuration once; returns a one-line status for systemd.
+/// Errors are logged, not fatal: the agent stays up for the next reload.
+async fn apply_config(
+    nm: &Nm,
+    store: &Store,
+    options: &AgentOptions,
+    stopping: &Arc<AtomicBool>,
+) -> String {
+    match try_apply(nm, store, options, stopping).await {
+        Ok(reports) => summary(&reports),
+        Err(message) => {
+            tracing::error!("{message}");
+            message
+        }
+    }
+}
+
+async fn try_apply(
+    nm: &Nm,
+    store: &Store,
+    options: &AgentOptions,
+    stopping: &Arc<AtomicBool>,
+) -> Result<Vec<BridgeReport>, String> {
+    let config = config::load(&options.config)
+        .map_err(|e| format!("configuration invalid, nothing applied: {e}"))?;
+    let locker = store.clone();
+    let lock = tokio::task::spawn_blocking(move || locker.lock_blocking())
+        .await
+        .map_err(|e| format!("waiting for the lock: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let progress = Progress::new(false);
+    if let Some(done) = recovery::recover(nm, store, &lock, &progress)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        tracing::warn!(bridge = %done.bridge, action = done.action, "finished an interrupted {}", done.operation);
+    }
+    let apply_options = ApplyOptions {
+        dry_run: false,
+        retry_failed: false,
+        stop: Some(Arc::clone(stopping)),
+    };
+    let reports = apply::apply(nm, store, &lock, &config, apply_options, &progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    for r in &reports {
+        let reason = r.reason.as_deref().unwrap_or("");
+        match r.result {
+            "committed" | "unchanged" => {
+                tracing::info!(bridge = %r.name, result = r.result, "{reason}")
+            }
+            "skipped" => tracing::warn!(bridge = %r.name, result = r.result, "{reason}"),
+            _ => tracing::error!(bridge = %r.name, result = r.result, "{reason}"),
+        }
+    }
+    Ok(reports)
+}
+
+fn summary(reports: &[BridgeReport]) -> String {
+    if reports.is_empty() {
+        return "no bridges configured".to_owned();
+    }
+    reports
+        .iter()
+        .map(|r| format!("{}: {}", r.name, r.result))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
