@@ -1,7 +1,13 @@
-//! Conversion and idempotent re-run, per tool: each run gets a fresh lab,
-//! converts it while probing, then runs the same command again on the
-//! converted host while probing.
+//! Conversion and idempotent re-run, per tool. Each run gets two fresh labs:
+//!
+//! - a quiet host: only the LAN probes the host during the change; the host
+//!   starts probing the gateway when the command exits (when does the
+//!   gateway answer through br0?); then the same command again on the
+//!   converted host (the re-run);
+//! - a busy host: the host also probes the gateway every 5 ms during the
+//!   change, as the replies of an operator's SSH session would flow.
 
+use std::process::Command;
 use std::time::Duration;
 
 use netbridge_tests::lab::{Lab, Uplink, GATEWAY, STATIC_ADDRESS};
@@ -23,17 +29,37 @@ pub struct Sample {
     pub wall: f64,
     /// ICMP echo from the LAN to the host's address.
     pub lan: Outage,
-    /// ICMP echo from the host to the gateway.
-    pub gateway: Outage,
+    /// Quiet host: seconds from the start until the gateway first answered
+    /// the host's probes (started at the command's exit).
+    pub gateway_answer: Option<f64>,
+    /// Busy host: what the host's probes of the gateway saw.
+    pub gateway: Option<Outage>,
 }
 
 /// Everything measured for one tool.
 #[derive(Debug, Default)]
 pub struct ToolResults {
     pub convert: Vec<Sample>,
+    pub busy: Vec<Sample>,
     pub rerun: Vec<Sample>,
+    /// Failures, each starting with the measurement's name.
     pub errors: Vec<String>,
     pub unavailable: Option<&'static str>,
+}
+
+impl ToolResults {
+    pub fn failed(&self, measurement: &str) -> usize {
+        self.errors
+            .iter()
+            .filter(|e| e.starts_with(measurement))
+            .count()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    Quiet,
+    Busy,
 }
 
 /// Runs every tool `config.runs` times, interleaved (run 1 of each tool,
@@ -43,13 +69,11 @@ pub fn run_all(config: &Config, tools: &Tools, which: &[Tool]) -> Vec<(Tool, Too
         .iter()
         .map(|&tool| {
             let unavailable = tools.unavailable(tool);
-            (
-                tool,
-                ToolResults {
-                    unavailable,
-                    ..ToolResults::default()
-                },
-            )
+            let results = ToolResults {
+                unavailable,
+                ..ToolResults::default()
+            };
+            (tool, results)
         })
         .collect();
     for run in 1..=config.runs {
@@ -59,25 +83,30 @@ pub fn run_all(config: &Config, tools: &Tools, which: &[Tool]) -> Vec<(Tool, Too
                 config.runs,
                 tool.title()
             );
-            run_once(tools, *tool, config.settle_timeout, result);
+            quiet_run(tools, *tool, config.settle_timeout, result);
+            busy_run(tools, *tool, config.settle_timeout, result);
         }
     }
     results
 }
 
-fn run_once(tools: &Tools, tool: Tool, settle: Duration, into: &mut ToolResults) {
+fn quiet_run(tools: &Tools, tool: Tool, settle: Duration, into: &mut ToolResults) {
     let lab = match Lab::start(Uplink::Static) {
         Ok(lab) => lab,
-        Err(e) => return into.errors.push(format!("the lab did not start: {e}")),
+        Err(e) => {
+            return into
+                .errors
+                .push(format!("convert: the lab did not start: {e}"))
+        }
     };
-    match measure(&lab, tools, tool, "committed", settle) {
+    match measure(&lab, tools, tool, "committed", Host::Quiet, settle) {
         Ok(sample) => {
             report("convert", &sample);
             into.convert.push(sample);
         }
         Err(e) => return into.errors.push(format!("convert: {e}")),
     }
-    match measure(&lab, tools, tool, "no-op", settle) {
+    match measure(&lab, tools, tool, "no-op", Host::Quiet, settle) {
         Ok(sample) => {
             report("re-run", &sample);
             into.rerun.push(sample);
@@ -86,35 +115,59 @@ fn run_once(tools: &Tools, tool: Tool, settle: Duration, into: &mut ToolResults)
     }
 }
 
+fn busy_run(tools: &Tools, tool: Tool, settle: Duration, into: &mut ToolResults) {
+    let sample = Lab::start(Uplink::Static)
+        .map_err(|e| format!("the lab did not start: {e}"))
+        .and_then(|lab| measure(&lab, tools, tool, "committed", Host::Busy, settle));
+    match sample {
+        Ok(sample) => {
+            report("convert, busy host", &sample);
+            into.busy.push(sample);
+        }
+        Err(e) => into.errors.push(format!("busy: {e}")),
+    }
+}
+
 fn report(what: &str, s: &Sample) {
+    let back = s
+        .lan
+        .back_at
+        .map(|b| format!(", answering again {b:.3} s after the start"))
+        .unwrap_or_default();
     eprintln!(
-        "bench:   {what}: {:.3} s; LAN→host longest gap {:.0} ms, {} lost{}",
+        "bench:   {what}: {:.3} s; LAN→host longest gap {:.0} ms, {} lost{back}",
         s.wall,
         s.lan.longest_gap * 1000.0,
         s.lan.lost,
-        s.lan
-            .back_at
-            .map(|b| format!(", answering again {b:.3} s after the start"))
-            .unwrap_or_default()
     );
 }
 
-/// Times the tool's command with both probes running, then waits until the
+/// Times the tool's command with the probes running, then waits until the
 /// host answers steadily (bounded by `settle`) and checks the end state.
 fn measure(
     lab: &Lab,
     tools: &Tools,
     tool: Tool,
     expected: &str,
+    host: Host,
     settle: Duration,
 ) -> Result<Sample, String> {
     let lan = Prober::start(
-        "LAN→host ping",
+        "LAN→host probe",
         lab.lan_command(probe_argv(STATIC_ADDRESS)?),
     )?;
-    let gateway = Prober::start("host→gateway ping", lab.host_command(probe_argv(GATEWAY)?))?;
+    let gateway_probe =
+        || -> Result<Command, String> { Ok(lab.host_command(probe_argv(GATEWAY)?)) };
+    let early = match host {
+        Host::Busy => Some(Prober::start("host→gateway probe", gateway_probe()?)?),
+        Host::Quiet => None,
+    };
     let mut command = tools.command(tool, lab)?;
     let run = run_timed(tool.title(), &mut command, COMMAND_TIMEOUT)?;
+    let gateway = match early {
+        Some(prober) => prober,
+        None => Prober::spawn("host→gateway probe", gateway_probe()?)?,
+    };
     check_exit(tool, &run, expected)?;
     // Sequential waits: the second mostly returns at once.
     lan.wait_steady(run.exited, settle);
@@ -126,6 +179,9 @@ fn measure(
     Ok(Sample {
         wall: run.wall(),
         lan: outage(&lan, run.started, end),
-        gateway: outage(&gateway, run.started, end),
+        gateway_answer: (host == Host::Quiet)
+            .then(|| gateway.first().map(|r| r.at - run.started))
+            .flatten(),
+        gateway: (host == Host::Busy).then(|| outage(&gateway, run.started, end)),
     })
 }

@@ -49,7 +49,15 @@ pub struct Prober {
 impl Prober {
     /// Starts `command` (a [`probe_argv`] in a lab namespace) and waits for
     /// its first reply, so that a measurement starts with a live prober.
-    pub fn start(what: &str, mut command: Command) -> Result<Prober, String> {
+    pub fn start(what: &str, command: Command) -> Result<Prober, String> {
+        let prober = Prober::spawn(what, command)?;
+        prober.wait_first_reply(Duration::from_secs(5))?;
+        Ok(prober)
+    }
+
+    /// Starts `command` without waiting for a reply (the target may be
+    /// unreachable for a while).
+    pub fn spawn(what: &str, mut command: Command) -> Result<Prober, String> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -63,15 +71,13 @@ impl Prober {
         let replies = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&replies);
         let reader = std::thread::spawn(move || collect(stdout, &sink));
-        let prober = Prober {
+        Ok(Prober {
             what: what.to_owned(),
             guard,
             replies,
             reader: Some(reader),
             errors: stderr.map(Lines::read),
-        };
-        prober.wait_first_reply(Duration::from_secs(5))?;
-        Ok(prober)
+        })
     }
 
     fn wait_first_reply(&self, timeout: Duration) -> Result<(), String> {

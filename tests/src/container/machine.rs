@@ -189,9 +189,9 @@ impl Drop for Machine {
 ///   (killing only nspawn would leave it running). The signal comes when
 ///   the *thread* that spawned nspawn exits, so a container must be booted
 ///   by the thread that keeps it (a test's own thread).
-/// - `unshare --mount` with a tmpfs over /run/systemd/nspawn: nspawn keeps
-///   its locks and mount-propagation directories there; this keeps them out
-///   of the machine's own /run.
+/// - `unshare --mount` with a tmpfs over /run/systemd: nspawn keeps its
+///   locks and mount-propagation directories in /run/systemd/nspawn; this
+///   keeps them out of the machine's own /run.
 /// - `--network-namespace-path`: the container's network is the lab's host
 ///   namespace, never the machine's.
 /// - CAP_NET_ADMIN and CAP_NET_RAW, which nspawn drops by default when the
@@ -203,8 +203,8 @@ impl Drop for Machine {
 /// - TERM=dumb: systemd's console output without colour codes.
 fn nspawn_command(spec: &BootSpec<'_>) -> Command {
     const PRIVATE_RUN: &str = "set -e
-        mkdir -p /run/systemd/nspawn
-        mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
+        mkdir -p /run/systemd
+        mount -t tmpfs -o mode=0755 tmpfs /run/systemd
         exec \"$@\"";
     let mut command = Command::new(cmd::program("setpriv"));
     command
