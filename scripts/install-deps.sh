@@ -18,6 +18,9 @@ PACKAGES=(
     systemd-container # systemd-nspawn, to boot that root in a lab namespace
     util-linux        # unshare, nsenter, flock
     make              # `make install DESTDIR=...` of netbridge into the container
+    udhcpc            # the DHCP client of test guests (in guest namespaces only)
+    python3           # tiny TCP peers in the NAT tests
+    systemd           # systemd-analyze security, for the unit's hardening test
 )
 
 if [[ $(id -u) -ne 0 ]]; then

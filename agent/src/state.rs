@@ -22,6 +22,17 @@ pub enum ResultKind {
     Failed,
 }
 
+impl std::fmt::Display for ResultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResultKind::Applied => "applied",
+            ResultKind::Unchanged => "unchanged",
+            ResultKind::RolledBack => "rolled back",
+            ResultKind::Failed => "failed",
+        })
+    }
+}
+
 impl ResultKind {
     /// Results that are not retried until the configuration changes.
     pub fn is_failure(self) -> bool {

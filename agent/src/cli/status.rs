@@ -242,7 +242,7 @@ fn print_table(status: &Status) {
                 .as_deref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            println!("{name:<16} {:?}{why}", last.result);
+            println!("{name:<16} {}{why}", last.result);
         }
     }
     if let Some(change) = &status.unfinished_change {

@@ -119,56 +119,69 @@ fn back_cell(outages: &[Outage]) -> String {
     }
 }
 
+/// `longest gap / lost` of outages.
+fn gap_lost_cell(outages: &[Outage]) -> String {
+    let gaps: Vec<f64> = outages.iter().map(|o| o.longest_gap).collect();
+    let lost: Vec<f64> = outages.iter().map(|o| o.lost as f64).collect();
+    format!(
+        "{} / {}",
+        summary_cell(&gaps, Unit::Span, 0),
+        summary_cell(&lost, Unit::Count, 0)
+    )
+}
+
+fn lan(samples: &[Sample]) -> Vec<Outage> {
+    samples.iter().map(|s| s.lan).collect()
+}
+
 fn conversion_rows(report: &Report) -> Vec<Row> {
-    let count =
-        |r: &ToolResults, prefix: &str| r.errors.iter().filter(|e| e.starts_with(prefix)).count();
-    let convert = |r: &ToolResults| count(r, "convert") + count(r, "the lab");
     vec![
         Row::new(
             "**Conversion**: command start → exit, change committed",
             per_tool(report, |r| {
-                sample_cell(&r.convert, convert(r), Unit::Seconds, |s| s.wall)
+                sample_cell(&r.convert, r.failed("convert"), Unit::Seconds, |s| s.wall)
             }),
         ),
         Row::new(
-            "Conversion: longest gap in the LAN's 5 ms pings to the host",
-            per_tool(report, |r| {
-                sample_cell(&r.convert, 0, Unit::Span, |s| s.lan.longest_gap)
-            }),
-        ),
-        Row::new(
-            "Conversion: lost LAN→host ping replies",
-            per_tool(report, |r| {
-                sample_cell(&r.convert, 0, Unit::Count, |s| s.lan.lost as f64)
-            }),
+            "Conversion: longest gap / lost replies, LAN → host probes",
+            per_tool(report, |r| gap_lost_cell(&lan(&r.convert))),
         ),
         Row::new(
             "Conversion: host answers the LAN again (after start)",
+            per_tool(report, |r| back_cell(&lan(&r.convert))),
+        ),
+        Row::new(
+            "Conversion: gateway answers the host through br0 (after start)",
             per_tool(report, |r| {
-                back_cell(&r.convert.iter().map(|s| s.lan).collect::<Vec<_>>())
+                let answers: Vec<f64> = r.convert.iter().filter_map(|s| s.gateway_answer).collect();
+                summary_cell(&answers, Unit::Span, 0)
             }),
         ),
         Row::new(
-            "Conversion: gateway answers the host again, through br0 (after start)",
+            "**Conversion, busy host** (it probes the gateway every 5 ms meanwhile): start → exit",
             per_tool(report, |r| {
-                back_cell(&r.convert.iter().map(|s| s.gateway).collect::<Vec<_>>())
+                sample_cell(&r.busy, r.failed("busy"), Unit::Seconds, |s| s.wall)
+            }),
+        ),
+        Row::new(
+            "Busy host: longest gap / lost replies, LAN → host",
+            per_tool(report, |r| gap_lost_cell(&lan(&r.busy))),
+        ),
+        Row::new(
+            "Busy host: longest gap / lost replies, host → gateway",
+            per_tool(report, |r| {
+                gap_lost_cell(&r.busy.iter().filter_map(|s| s.gateway).collect::<Vec<_>>())
             }),
         ),
         Row::new(
             "**Re-run** on the converted host: start → exit",
             per_tool(report, |r| {
-                sample_cell(&r.rerun, count(r, "re-run"), Unit::Seconds, |s| s.wall)
+                sample_cell(&r.rerun, r.failed("re-run"), Unit::Seconds, |s| s.wall)
             }),
         ),
         Row::new(
-            "Re-run: longest gap / lost LAN→host replies",
-            per_tool(report, |r| {
-                format!(
-                    "{} / {}",
-                    sample_cell(&r.rerun, 0, Unit::Span, |s| s.lan.longest_gap),
-                    sample_cell(&r.rerun, 0, Unit::Count, |s| s.lan.lost as f64)
-                )
-            }),
+            "Re-run: longest gap / lost replies, LAN → host",
+            per_tool(report, |r| gap_lost_cell(&lan(&r.rerun))),
         ),
     ]
 }
@@ -293,12 +306,18 @@ fn scale_rows(report: &Report) -> Vec<Row> {
 fn notes() -> String {
     format!(
         "\nNotes:\n\
-- Every run uses a fresh lab: a real NetworkManager managing a veth `ens32` \
-(172.25.250.10/24, gateway and DNS 172.25.250.254) in network namespaces. Probes: \
-`ping -D -i 0.005` from the LAN namespace to the host, and from the host to the gateway, \
-from before the command until the host answers steadily again.\n\
+- Every run uses fresh labs: a real NetworkManager managing a veth `ens32` \
+(172.25.250.10/24, gateway and DNS 172.25.250.254) in network namespaces. Probes: ICMP \
+echo every 5 ms (netbridge-bench's own prober; iputils `ping -i 0.005` would keep a CPU \
+busy), from before the command until the host answers steadily again.\n\
+- Quiet host: only the LAN probes the host during the change; the host starts probing \
+the gateway when the command exits. Busy host: the host also probes the gateway every \
+5 ms during the change, as the replies of an SSH session would flow.\n\
+- \"Answers again\": when the last gap of at least {} in the replies ended; shorter \
+gaps without lost replies are scheduling delays on the shared machine.\n\
 - netbridge: `netbridge convert ens32 --yes --json`; its time includes its connectivity \
-checks (gateway ping, DNS) and the commit to disk.\n\
+checks (gateway ping, DNS) and the commit to disk. Rollback: `--check ping:172.25.250.254`, \
+and the gateway stops answering pings once the change has started.\n\
 - nmcli recipe: the commands of docs/design.md, adapted to the lab (bridge br0, port \
 ens32, ipv4 manual 172.25.250.10/24, gateway and DNS .254), run as one script; done when \
 the commands return. STP stays at NetworkManager's default (on), as in the recipe; nothing \
@@ -307,7 +326,6 @@ and ens32-port profile and activates them again.\n\
 - nmstatectl apply: the equivalent desired state (linux-bridge br0 with port ens32, STP \
 off, 172.25.250.10/24, default route and DNS via .254). **nmstatectl does not probe \
 connectivity**: it verifies the resulting state only; its time is reported as is.\n\
-- \"Answers again\": when the last gap of at least {} in the replies ended.\n\
 - The numbers compare the tools in one run on one machine; they are not absolute promises.\n",
         format_value(DOWN_GAP, Unit::Millis)
     )
