@@ -21,6 +21,10 @@ PACKAGES=(
     udhcpc            # the DHCP client of test guests (in guest namespaces only)
     python3           # tiny TCP peers in the NAT tests
     systemd           # systemd-analyze security, for the unit's hardening test
+    openssh-server    # sshd for the fleet test, started only inside lab host namespaces
+    openssh-client    # ssh and ssh-keygen: the fleet test's Ansible controller and its keys
+    netcat-openbsd    # nc: the controller's ProxyCommand into each lab's LAN namespace
+    python3-venv      # the fleet test's ansible-core venv (from PyPI, cached outside the repo)
 )
 
 if [[ $(id -u) -ne 0 ]]; then

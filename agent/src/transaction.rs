@@ -85,6 +85,18 @@ pub enum TxError {
     },
 }
 
+/// What a guarded change protects and how it proves itself.
+struct Guard<'p> {
+    /// The devices the checkpoint covers.
+    devices: &'p [OwnedObjectPath],
+    timeout: u32,
+    /// The devices, for people.
+    what: &'p str,
+    probes: &'p [Probe],
+    ctx: &'p CheckContext,
+    check_deadline: Duration,
+}
+
 pub struct Transaction<'a> {
     pub nm: &'a Nm,
     pub store: &'a Store,
@@ -100,29 +112,51 @@ impl Transaction<'_> {
         probes: &[Probe],
         ctx: &CheckContext,
     ) -> Result<Outcome, TxError> {
-        let mut record = Record::new(Change::Convert {
+        let record = Record::new(Change::Convert {
             bridge: plan.bridge.clone(),
             uplink: plan.uplink.clone(),
             created: vec![plan.bridge_uuid.clone(), plan.port_uuid.clone()],
             original: plan.original.clone(),
         });
-        self.store.write(self.lock, &record)?;
+        // Only the uplink: the bridge is new, and deleting its profile on
+        // rollback removes it.
+        let guard = Guard {
+            devices: std::slice::from_ref(&plan.uplink_path),
+            timeout: plan.timing.rollback_timeout,
+            what: &plan.uplink,
+            probes,
+            ctx,
+            check_deadline: plan.timing.check,
+        };
+        let trial = self.try_out(plan, probes, ctx);
+        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
+            self.commit(plan, checkpoint, record).await
+        };
+        self.guarded(record, guard, trial, commit).await
+    }
 
-        // The bridge is new: deleting its profile on rollback removes it.
-        let devices = std::slice::from_ref(&plan.uplink_path);
-        let timeout = plan.timing.rollback_timeout;
+    /// The shape of every change to existing devices: journal, checkpoint
+    /// (re-armed while netbridge lives), the trial raced against a stop
+    /// signal, then commit — or roll back on any failure, commit included.
+    async fn guarded(
+        &self,
+        mut record: Record,
+        guard: Guard<'_>,
+        trial: impl std::future::Future<Output = Result<Vec<ProbeResult>, Failure>>,
+        commit: impl AsyncFnOnce(&mut Record, &ObjectPath<'_>) -> Result<(), NmError>,
+    ) -> Result<Outcome, TxError> {
+        self.store.write(self.lock, &record)?;
         let checkpoint = self
-            .checkpoint(devices, timeout, &mut record, &plan.uplink)
+            .checkpoint(guard.devices, guard.timeout, &mut record, guard.what)
             .await?;
-        let keepalive = Keepalive::start(self.nm, &checkpoint, timeout);
+        let keepalive = Keepalive::start(self.nm, &checkpoint, guard.timeout);
 
         let trial = tokio::select! {
-            result = self.try_out(plan, probes, ctx) => result,
+            result = trial => result,
             signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
-            Ok(results) => self
-                .commit(plan, &checkpoint, &mut record)
+            Ok(results) => commit(&mut record, &checkpoint)
                 .await
                 .map(|()| results)
                 .map_err(Failure::Commit),
@@ -133,8 +167,14 @@ impl Transaction<'_> {
         match verdict {
             Ok(checks) => Ok(Outcome::Committed { checks }),
             Err(failure) => {
-                self.roll_back(&record, failure, probes, ctx, plan.timing.check)
-                    .await
+                self.roll_back(
+                    &record,
+                    failure,
+                    guard.probes,
+                    guard.ctx,
+                    guard.check_deadline,
+                )
+                .await
             }
         }
     }
@@ -358,47 +398,31 @@ impl Transaction<'_> {
         probes: &[Probe],
         ctx: &CheckContext,
     ) -> Result<Outcome, TxError> {
-        let mut record = Record::new(Change::Revert {
+        let record = Record::new(Change::Revert {
             bridge: plan.bridge.clone(),
             uplink: plan.uplink.clone(),
             bridge_uuid: plan.bridge_uuid.clone(),
             port_uuid: plan.port_uuid.clone(),
             original: plan.original.clone(),
         });
-        self.store.write(self.lock, &record)?;
-
         let devices: Vec<OwnedObjectPath> = std::iter::once(&plan.uplink_path)
             .chain(bridge_device)
             .cloned()
             .collect();
-        let timeout = plan.timing.rollback_timeout;
         let what = format!("{} and {}", plan.uplink, plan.bridge);
-        let checkpoint = self
-            .checkpoint(&devices, timeout, &mut record, &what)
-            .await?;
-        let keepalive = Keepalive::start(self.nm, &checkpoint, timeout);
-
-        let trial = tokio::select! {
-            result = self.try_revert(plan, probes, ctx) => result,
-            signal = interrupted() => Err(Failure::Interrupted(signal)),
+        let guard = Guard {
+            devices: &devices,
+            timeout: plan.timing.rollback_timeout,
+            what: &what,
+            probes,
+            ctx,
+            check_deadline: plan.timing.check,
         };
-        let verdict = match trial {
-            Ok(results) => self
-                .commit_revert(plan, &checkpoint, &mut record)
-                .await
-                .map(|()| results)
-                .map_err(Failure::Commit),
-            Err(failure) => Err(failure),
+        let trial = self.try_revert(plan, probes, ctx);
+        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
+            self.commit_revert(plan, checkpoint, record).await
         };
-        drop(keepalive);
-
-        match verdict {
-            Ok(checks) => Ok(Outcome::Committed { checks }),
-            Err(failure) => {
-                self.roll_back(&record, failure, probes, ctx, plan.timing.check)
-                    .await
-            }
-        }
+        self.guarded(record, guard, trial, commit).await
     }
 
     /// The original profile takes the uplink back while the bridge still

@@ -138,3 +138,43 @@ fn stopping_the_container_frees_its_namespace() {
         .expect("ip netns pids");
     assert_eq!(text(&pids.stdout), "", "nothing runs in the host namespace");
 }
+
+#[test]
+fn netbridge_installs_the_documented_way_and_talks_to_the_hosts_networkmanager() {
+    let Some(host) = Container::require(Uplink::Static) else {
+        return;
+    };
+    host.install_netbridge()
+        .expect("make install DESTDIR=<root>");
+    for binary in [
+        "/usr/local/bin/netbridge",
+        "/usr/local/sbin/netbridge-agent",
+    ] {
+        let version = host.exec([binary, "--version"]);
+        assert!(
+            version.status.success(),
+            "{binary}: {}",
+            text(&version.stderr)
+        );
+    }
+    let unit = host.systemctl(["cat", "netbridge-agent.service"]);
+    assert!(
+        unit.status.success(),
+        "the unit is installed: {}",
+        text(&unit.stderr)
+    );
+    let enabled = host.systemctl(["is-enabled", "netbridge-agent.service"]);
+    assert_eq!(
+        text(&enabled.stdout),
+        "disabled",
+        "installing enables nothing"
+    );
+    // On the container's own system bus, as on a real host.
+    let status = host.exec(["netbridge", "status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    assert!(
+        text(&status.stdout).contains("\"ens32\""),
+        "{}",
+        text(&status.stdout)
+    );
+}

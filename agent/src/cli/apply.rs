@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{run_verb, Exit, Fatal};
 use crate::config;
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::apply::{self, ApplyOptions, BridgeReport};
 use crate::recovery::{self, Recovered};
-use crate::report::{Progress, Step};
+use crate::report::Progress;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -36,59 +36,35 @@ pub struct ApplyArgs {
     pub json: bool,
 }
 
+/// What `--json` adds to the common envelope.
 #[derive(Debug, Serialize)]
 struct Report {
-    command: &'static str,
-    /// applied (all committed or unchanged), rolled-back, failed, invalid-config, dry-run or error
-    result: &'static str,
-    exit_code: i32,
     config_files: Vec<PathBuf>,
-    error: Option<String>,
     recovered: Option<Recovered>,
     bridges: Vec<BridgeReport>,
-    steps: Vec<Step>,
-    seconds: f64,
 }
 
 pub async fn run(args: ApplyArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let mut report = Report {
-        command: "apply",
-        result: "error",
-        exit_code: 0,
+    let report = Report {
         config_files: Vec::new(),
-        error: None,
         recovered: None,
         bridges: Vec::new(),
-        steps: Vec::new(),
-        seconds: 0.0,
     };
-    let exit = match apply(&args, state_dir, &progress, &mut report).await {
-        Ok(exit) => exit,
-        Err(fatal) => {
-            report.error = Some(fatal.message.clone());
-            if !args.json {
-                print_error(&fatal);
+    run_verb("apply", args.json, report, async |progress, report| {
+        let done = apply(&args, state_dir, progress, report).await;
+        if !args.json {
+            for b in &report.bridges {
+                let why = b
+                    .reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                println!("{:<16} {}{why}", b.name, b.result);
             }
-            fatal.exit
         }
-    };
-    report.exit_code = exit.code();
-    report.steps = progress.steps();
-    report.seconds = progress.elapsed();
-    if args.json {
-        print_json(&report);
-    } else {
-        for b in &report.bridges {
-            let why = b
-                .reason
-                .as_deref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            println!("{:<16} {}{why}", b.name, b.result);
-        }
-    }
-    exit
+        done
+    })
+    .await
 }
 
 async fn apply(
@@ -96,11 +72,9 @@ async fn apply(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<Exit, Fatal> {
-    let config = config::load(&args.config).map_err(|e| {
-        report.result = "invalid-config";
-        Fatal::new(Exit::BadInput, format!("{e}; nothing was changed"))
-    })?;
+) -> Result<(&'static str, Exit), Fatal> {
+    let config = config::load(&args.config)
+        .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
     if config.files.is_empty() {
         return Err(Fatal::new(
@@ -123,9 +97,7 @@ async fn apply(
         stop: None,
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
-    let (result, exit) = summarize(&report.bridges, args.dry_run);
-    report.result = result;
-    Ok(exit)
+    Ok(summarize(&report.bridges, args.dry_run))
 }
 
 /// The worst result decides the exit status.

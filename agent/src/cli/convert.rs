@@ -1,12 +1,11 @@
 //! `netbridge convert UPLINK`: the one-shot conversion from a terminal.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::Path;
 
 use serde::Serialize;
-use tokio::io::AsyncBufReadExt;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::journal::Store;
 use crate::nm::Nm;
@@ -14,7 +13,7 @@ use crate::operations::convert::{self, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
-use crate::report::{Progress, Step};
+use crate::report::Progress;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -85,58 +84,31 @@ pub(super) fn parse_timeout(text: &str) -> Result<u32, String> {
     Ok(value)
 }
 
-/// The machine-readable result.
+/// What `--json` adds to the common envelope.
 #[derive(Debug, Serialize)]
 struct Report {
-    command: &'static str,
-    /// committed, rolled-back, no-op, dry-run, declined or error
-    result: &'static str,
-    exit_code: i32,
     uplink: String,
     bridge: String,
-    error: Option<String>,
     recovered: Option<Recovered>,
     #[serde(flatten)]
     ready: Option<Ready>,
     nmcli: Vec<String>,
     outcome: Option<Outcome>,
-    steps: Vec<Step>,
-    seconds: f64,
 }
 
 pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let mut report = Report {
-        command: "convert",
-        result: "error",
-        exit_code: 0,
+    let report = Report {
         uplink: args.uplink.clone(),
         bridge: args.bridge.clone(),
-        error: None,
         recovered: None,
         ready: None,
         nmcli: Vec::new(),
         outcome: None,
-        steps: Vec::new(),
-        seconds: 0.0,
     };
-    let exit = match convert(&args, state_dir, &progress, &mut report).await {
-        Ok(exit) => exit,
-        Err(fatal) => {
-            report.error = Some(fatal.message.clone());
-            if !args.json {
-                print_error(&fatal);
-            }
-            fatal.exit
-        }
-    };
-    report.exit_code = exit.code();
-    report.steps = progress.steps();
-    report.seconds = progress.elapsed();
-    if args.json {
-        print_json(&report);
-    }
-    exit
+    run_verb("convert", args.json, report, async |progress, report| {
+        convert(&args, state_dir, progress, report).await
+    })
+    .await
 }
 
 async fn convert(
@@ -144,7 +116,7 @@ async fn convert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<Exit, Fatal> {
+) -> Result<(&'static str, Exit), Fatal> {
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -171,10 +143,7 @@ async fn convert(
         defaults: !args.no_default_checks,
     };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
-        Prepared::NoOp { .. } => {
-            report.result = "no-op";
-            return Ok(Exit::Ok);
-        }
+        Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
         Prepared::Ready(ready) => *ready,
     };
     report.nmcli = ready.plan.nmcli_commands();
@@ -184,20 +153,22 @@ async fn convert(
             print_plan(&ready.plan, &ready.checks.probes);
         }
         report.ready = Some(ready);
-        report.result = "dry-run";
-        return Ok(Exit::Ok);
+        return Ok(("dry-run", Exit::Ok));
     }
-    if !args.yes && !confirm(&ready.plan, &ready.checks.probes, args.json).await? {
+    let question = format!(
+        "Convert {} into {} now?",
+        ready.plan.uplink, ready.plan.bridge
+    );
+    let show = || print_plan(&ready.plan, &ready.checks.probes);
+    if !args.yes && !confirm(&question, args.json, show).await? {
         report.ready = Some(ready);
-        report.result = "declined";
-        return Ok(Exit::BadInput);
+        return Ok(("declined", Exit::BadInput));
     }
 
     let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await?;
     let plan = &ready.plan;
-    let exit = match &outcome {
+    let done = match &outcome {
         Outcome::Committed { .. } => {
-            report.result = "committed";
             if !args.json {
                 println!(
                     "{} is now a port of {}, which carries {}; committed in {:.2} s.",
@@ -207,22 +178,21 @@ async fn convert(
                     progress.elapsed()
                 );
             }
-            Exit::Ok
+            ("committed", Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
-            report.result = "rolled-back";
             if !args.json {
                 println!(
                     "Rolled back: {reason}. {} runs profile '{}' again, as before.",
                     plan.uplink, plan.original.id
                 );
             }
-            Exit::RolledBack
+            ("rolled-back", Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
     report.ready = Some(ready);
-    Ok(exit)
+    Ok(done)
 }
 
 fn addresses(plan: &Plan) -> String {
@@ -329,24 +299,4 @@ fn describe_ip(ip: &plan::IpPlan) -> String {
         parts.push(format!("routes {}", ip.routes.join(", ")));
     }
     parts.join(", ")
-}
-
-/// Asks on a terminal; refuses without one rather than hang a script.
-async fn confirm(plan: &Plan, probes: &[Probe], json: bool) -> Result<bool, Fatal> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Fatal::new(
-            Exit::BadInput,
-            "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
-        ));
-    }
-    if !json {
-        print_plan(plan, probes);
-    }
-    eprint!("Convert {} into {} now? [y/N] ", plan.uplink, plan.bridge);
-    let mut answer = String::new();
-    tokio::io::BufReader::new(tokio::io::stdin())
-        .read_line(&mut answer)
-        .await
-        .map_err(|e| Fatal::new(Exit::Internal, format!("reading the answer: {e}")))?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{run_verb, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
 use crate::plan::network::{parse_address, parse_range, NetMode, NetworkSpec};
 use crate::recovery;
-use crate::report::{Progress, Step};
+use crate::report::Progress;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -64,47 +64,24 @@ pub struct CreateArgs {
     pub json: bool,
 }
 
+/// What `--json` adds to the common envelope.
 #[derive(Debug, Serialize)]
 struct Report {
-    command: &'static str,
-    /// created, unchanged, activated, rolled-back, dry-run or error
-    result: &'static str,
-    exit_code: i32,
     name: String,
     network: Option<NetworkSpec>,
-    error: Option<String>,
     outcome: Option<NetOutcome>,
-    steps: Vec<Step>,
 }
 
 pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let mut report = Report {
-        command: "create",
-        result: "error",
-        exit_code: 0,
+    let report = Report {
         name: args.name.clone(),
         network: None,
-        error: None,
         outcome: None,
-        steps: Vec::new(),
     };
-    let exit = match create(&args, state_dir, &progress, &mut report).await {
-        Ok(exit) => exit,
-        Err(fatal) => {
-            report.error = Some(fatal.message.clone());
-            if !args.json {
-                print_error(&fatal);
-            }
-            fatal.exit
-        }
-    };
-    report.exit_code = exit.code();
-    report.steps = progress.steps();
-    if args.json {
-        print_json(&report);
-    }
-    exit
+    run_verb("create", args.json, report, async |progress, report| {
+        create(&args, state_dir, progress, report).await
+    })
+    .await
 }
 
 fn spec(args: &CreateArgs) -> Result<NetworkSpec, Fatal> {
@@ -132,7 +109,7 @@ async fn create(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<Exit, Fatal> {
+) -> Result<(&'static str, Exit), Fatal> {
     let spec = spec(args)?;
     report.network = Some(spec.clone());
     let nm = Nm::connect().await?;
@@ -163,9 +140,8 @@ async fn create(
             spec.address
         );
     }
-    report.result = result;
     report.outcome = Some(outcome);
-    Ok(exit)
+    Ok((result, exit))
 }
 
 pub(super) fn network_fatal(e: NetworkError) -> Fatal {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::create::network_fatal;
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{run_verb, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network;
@@ -27,33 +27,27 @@ pub struct DeleteArgs {
     pub json: bool,
 }
 
+/// What `--json` adds to the common envelope.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    name: String,
+}
+
 pub async fn run(args: DeleteArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let result = delete(&args, state_dir, &progress).await;
-    let (exit, error) = match &result {
-        Ok(()) => (Exit::Ok, None),
-        Err(fatal) => (fatal.exit, Some(fatal.message.clone())),
+    let report = Report {
+        name: args.name.clone(),
     };
-    if args.json {
-        let outcome = match (&result, args.dry_run) {
-            (Err(_), _) => "error",
-            (Ok(()), true) => "dry-run",
-            (Ok(()), false) => "deleted",
-        };
-        print_json(&serde_json::json!({
-            "command": "delete",
-            "name": args.name,
-            "result": outcome,
-            "exit_code": exit.code(),
-            "error": error,
-            "steps": progress.steps(),
-        }));
-    } else if let Err(fatal) = &result {
-        print_error(fatal);
-    } else if !args.dry_run {
-        println!("{} deleted.", args.name);
-    }
-    exit
+    run_verb("delete", args.json, report, async |progress, _| {
+        delete(&args, state_dir, progress).await?;
+        if args.dry_run {
+            return Ok(("dry-run", Exit::Ok));
+        }
+        if !args.json {
+            println!("{} deleted.", args.name);
+        }
+        Ok(("deleted", Exit::Ok))
+    })
+    .await
 }
 
 async fn delete(args: &DeleteArgs, state_dir: &Path, progress: &Progress) -> Result<(), Fatal> {

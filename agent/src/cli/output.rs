@@ -8,6 +8,7 @@ use crate::journal::JournalError;
 use crate::nm::NmError;
 use crate::operations::convert::PrepareError;
 use crate::recovery::RecoveryError;
+use crate::report::{Progress, Step};
 use crate::transaction::TxError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,6 +105,53 @@ impl From<TxError> for Fatal {
     }
 }
 
+/// The machine-readable result every changing verb prints with `--json`:
+/// the same envelope around each verb's own fields.
+#[derive(Debug, Serialize)]
+struct Envelope<'b, B> {
+    command: &'static str,
+    result: &'static str,
+    exit_code: i32,
+    error: Option<String>,
+    #[serde(flatten)]
+    body: &'b B,
+    steps: Vec<Step>,
+    seconds: f64,
+}
+
+/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
+/// once, and with `--json` one document on stdout whatever happened. The verb
+/// fills `body` and returns its result word (committed, no-op, ...) and exit.
+pub async fn run_verb<B: Serialize>(
+    command: &'static str,
+    json: bool,
+    mut body: B,
+    verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(&'static str, Exit), Fatal>,
+) -> Exit {
+    let progress = Progress::new(!json);
+    let (result, exit, error) = match verb(&progress, &mut body).await {
+        Ok((result, exit)) => (result, exit, None),
+        Err(fatal) => {
+            if !json {
+                print_error(&fatal);
+            }
+            ("error", fatal.exit, Some(fatal.message))
+        }
+    };
+    if json {
+        print_json(&Envelope {
+            command,
+            result,
+            exit_code: exit.code(),
+            error,
+            body: &body,
+            steps: progress.steps(),
+            seconds: progress.elapsed(),
+        });
+    }
+    exit
+}
+
 /// Prints a JSON document on stdout. Write errors are ignored: the change is
 /// already decided, and a vanished terminal must not turn it into a crash.
 pub fn print_json<T: Serialize>(doc: &T) {
@@ -114,4 +162,27 @@ pub fn print_json<T: Serialize>(doc: &T) {
 
 pub fn print_error(fatal: &Fatal) {
     let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
+}
+
+/// Asks on a terminal before a change; refuses without one rather than hang
+/// a script. `show` prints what is about to happen.
+pub async fn confirm(question: &str, json: bool, show: impl FnOnce()) -> Result<bool, Fatal> {
+    use std::io::IsTerminal;
+    use tokio::io::AsyncBufReadExt;
+    if !std::io::stdin().is_terminal() {
+        return Err(Fatal::new(
+            Exit::BadInput,
+            "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
+        ));
+    }
+    if !json {
+        show();
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    tokio::io::BufReader::new(tokio::io::stdin())
+        .read_line(&mut answer)
+        .await
+        .map_err(|e| Fatal::new(Exit::Internal, format!("reading the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{run_verb, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::recovery::{self, Recovered};
@@ -17,43 +17,27 @@ pub struct RecoverArgs {
     pub json: bool,
 }
 
+/// What `--json` adds to the common envelope.
 #[derive(Debug, Serialize)]
 struct Report {
-    command: &'static str,
-    /// nothing, undone, finished or error
-    result: &'static str,
-    exit_code: i32,
     recovered: Option<Recovered>,
-    error: Option<String>,
 }
 
 pub async fn run(args: RecoverArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let (result, exit, recovered, error) = match recover(state_dir, &progress).await {
-        Ok(Some(done)) => (done.action, Exit::Ok, Some(done), None),
-        Ok(None) => {
-            if !args.json {
-                println!("Nothing to recover: no interrupted change is recorded.");
+    let report = Report { recovered: None };
+    run_verb("recover", args.json, report, async |progress, report| {
+        report.recovered = recover(state_dir, progress).await?;
+        match &report.recovered {
+            Some(done) => Ok((done.action, Exit::Ok)),
+            None => {
+                if !args.json {
+                    println!("Nothing to recover: no interrupted change is recorded.");
+                }
+                Ok(("nothing", Exit::Ok))
             }
-            ("nothing", Exit::Ok, None, None)
         }
-        Err(fatal) => {
-            if !args.json {
-                print_error(&fatal);
-            }
-            ("error", fatal.exit, None, Some(fatal.message))
-        }
-    };
-    if args.json {
-        print_json(&Report {
-            command: "recover",
-            result,
-            exit_code: exit.code(),
-            recovered,
-            error,
-        });
-    }
-    exit
+    })
+    .await
 }
 
 async fn recover(state_dir: &Path, progress: &Progress) -> Result<Option<Recovered>, Fatal> {

@@ -1,12 +1,10 @@
 //! `netbridge revert BRIDGE`: undo a conversion, with the same protection.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use serde::Serialize;
-use tokio::io::AsyncBufReadExt;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::CheckSpec;
 use crate::journal::Store;
 use crate::nm::Nm;
@@ -14,7 +12,7 @@ use crate::operations::revert::{self, Ready};
 use crate::operations::CheckChoice;
 use crate::plan;
 use crate::recovery::{self, Recovered};
-use crate::report::{Progress, Step};
+use crate::report::Progress;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -56,53 +54,27 @@ pub struct RevertArgs {
     pub yes: bool,
 }
 
+/// What `--json` adds to the common envelope.
 #[derive(Debug, Serialize)]
 struct Report {
-    command: &'static str,
-    /// reverted, rolled-back, dry-run, declined or error
-    result: &'static str,
-    exit_code: i32,
     bridge: String,
-    error: Option<String>,
     recovered: Option<Recovered>,
     #[serde(flatten)]
     ready: Option<Ready>,
     outcome: Option<Outcome>,
-    steps: Vec<Step>,
-    seconds: f64,
 }
 
 pub async fn run(args: RevertArgs, state_dir: &Path) -> Exit {
-    let progress = Progress::new(!args.json);
-    let mut report = Report {
-        command: "revert",
-        result: "error",
-        exit_code: 0,
+    let report = Report {
         bridge: args.bridge.clone(),
-        error: None,
         recovered: None,
         ready: None,
         outcome: None,
-        steps: Vec::new(),
-        seconds: 0.0,
     };
-    let exit = match revert(&args, state_dir, &progress, &mut report).await {
-        Ok(exit) => exit,
-        Err(fatal) => {
-            report.error = Some(fatal.message.clone());
-            if !args.json {
-                print_error(&fatal);
-            }
-            fatal.exit
-        }
-    };
-    report.exit_code = exit.code();
-    report.steps = progress.steps();
-    report.seconds = progress.elapsed();
-    if args.json {
-        print_json(&report);
-    }
-    exit
+    run_verb("revert", args.json, report, async |progress, report| {
+        revert(&args, state_dir, progress, report).await
+    })
+    .await
 }
 
 async fn revert(
@@ -110,7 +82,7 @@ async fn revert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<Exit, Fatal> {
+) -> Result<(&'static str, Exit), Fatal> {
     plan::validate_bridge_name(&args.bridge)
         .map_err(|e| Fatal::new(Exit::BadInput, e.to_string()))?;
     let nm = Nm::connect().await?;
@@ -130,40 +102,37 @@ async fn revert(
             describe(&ready);
         }
         report.ready = Some(ready);
-        report.result = "dry-run";
-        return Ok(Exit::Ok);
+        return Ok(("dry-run", Exit::Ok));
     }
-    if !args.yes && !confirm(&ready).await? {
+    let question = format!("Revert {} now?", ready.plan.bridge);
+    if !args.yes && !confirm(&question, args.json, || describe(&ready)).await? {
         report.ready = Some(ready);
-        report.result = "declined";
-        return Ok(Exit::BadInput);
+        return Ok(("declined", Exit::BadInput));
     }
     let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
-    let exit = match &outcome {
+    let done = match &outcome {
         Outcome::Committed { .. } => {
-            report.result = "reverted";
             if !args.json {
                 println!(
                     "{} runs profile '{}' again and {} is gone.",
                     ready.plan.uplink, ready.plan.original.id, ready.plan.bridge
                 );
             }
-            Exit::Ok
+            ("reverted", Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
-            report.result = "rolled-back";
             if !args.json {
                 println!(
                     "Rolled back: {reason}. {} is in place as before.",
                     ready.plan.bridge
                 );
             }
-            Exit::RolledBack
+            ("rolled-back", Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
     report.ready = Some(ready);
-    Ok(exit)
+    Ok(done)
 }
 
 fn describe(ready: &Ready) {
@@ -205,21 +174,4 @@ fn describe(ready: &Ready) {
             checks.join(", ")
         }
     );
-}
-
-async fn confirm(ready: &Ready) -> Result<bool, Fatal> {
-    if !std::io::stdin().is_terminal() {
-        return Err(Fatal::new(
-            Exit::BadInput,
-            "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
-        ));
-    }
-    describe(ready);
-    eprint!("Revert {} now? [y/N] ", ready.plan.bridge);
-    let mut answer = String::new();
-    tokio::io::BufReader::new(tokio::io::stdin())
-        .read_line(&mut answer)
-        .await
-        .map_err(|e| Fatal::new(Exit::Internal, format!("reading the answer: {e}")))?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }

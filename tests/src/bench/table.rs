@@ -286,18 +286,41 @@ fn agent_rows(report: &Report) -> Vec<Row> {
 
 fn scale_rows(report: &Report) -> Vec<Row> {
     const NOT_MEASURED: &str = "not measured";
+    let median_total = |s: &ScaleResults| {
+        let totals: Vec<f64> = s.samples.iter().map(|x| x.total).collect();
+        summarize(&totals).map(|m| m.median)
+    };
+    let single = report
+        .scale
+        .iter()
+        .find(|s| s.k == 1)
+        .and_then(median_total);
     report
         .scale
         .iter()
         .map(|s| {
             let totals: Vec<f64> = s.samples.iter().map(|x| x.total).collect();
             let slowest: Vec<f64> = s.samples.iter().map(|x| x.slowest).collect();
+            let growth = match (single, median_total(s)) {
+                (Some(one), Some(k)) if s.k > 1 && one > 0.0 => {
+                    format!(", ×{:.1} of 1 host", k / one)
+                }
+                _ => String::new(),
+            };
             let cell = format!(
-                "{} (slowest host {})",
+                "{} (slowest host {}{growth})",
                 summary_cell(&totals, Unit::Seconds, s.errors.len()),
                 summary_cell(&slowest, Unit::Seconds, 0)
             );
-            let label = format!("**Scale**: {} hosts converted at once, all committed", s.k);
+            let hosts = if s.k == 1 { "1 host" } else { "hosts" };
+            let label = if s.k == 1 {
+                format!("**Scale**: {hosts} converted, start → committed")
+            } else {
+                format!(
+                    "Scale: {} {hosts} converted at once, first start → last committed",
+                    s.k
+                )
+            };
             Row::netbridge_only(label, cell, NOT_MEASURED)
         })
         .collect()

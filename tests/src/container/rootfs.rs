@@ -34,6 +34,8 @@ pub const PACKAGES: [&str; 7] = [
 ];
 const DEFAULT_CACHE: &str = "/var/cache/netbridge-tests/rootfs-bookworm";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Bumped when [`RootfsCache::build`] changes what it makes, to rebuild.
+const RECIPE: u32 = 2;
 /// Inside the cached root; its content is [`RootfsCache::stamp`].
 const STAMP_FILE: &str = ".netbridge-tests-rootfs";
 
@@ -72,7 +74,7 @@ impl RootfsCache {
     /// Debian mirror gives the same release.
     pub fn stamp() -> String {
         format!(
-            "debootstrap --variant=minbase {SUITE}\npackages={}\n",
+            "debootstrap --variant=minbase {SUITE}\npackages={}\nrecipe={RECIPE}\n",
             PACKAGES.join(",")
         )
     }
@@ -192,7 +194,8 @@ impl RootfsCache {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run_logged(&mut second, log)
+        run_logged(&mut second, log)?;
+        remove_downloaded_packages(tmp)
     }
 
     /// Swaps the finished tree in. Not a single atomic step (a directory
@@ -255,6 +258,22 @@ fn run_logged(command: &mut Command, log: &Path) -> Result<(), LabError> {
         status: status.to_string(),
         stderr: format!("last lines of {}:\n{}", log.display(), log_tail(log, 30)),
     })
+}
+
+/// The .deb files debootstrap leaves in apt's cache: a sixth of the tree,
+/// copied for every test otherwise.
+fn remove_downloaded_packages(root: &Path) -> Result<(), LabError> {
+    let archives = root.join("var/cache/apt/archives");
+    let entries = std::fs::read_dir(&archives)
+        .map_err(|e| LabError::io("cannot list apt's package cache", &archives, e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|ext| ext == "deb") {
+            std::fs::remove_file(&path)
+                .map_err(|e| LabError::io("cannot remove a downloaded package", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_tree(path: &Path) -> Result<(), LabError> {
