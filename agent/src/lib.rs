@@ -19,3 +19,4 @@ pub mod recovery;
 pub mod report;
 pub mod state;
 pub mod transaction;
+pub mod verify;

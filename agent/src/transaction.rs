@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use ipnetwork::IpNetwork;
 use netbridge_dbus::flags::{AddConnection2Flags, CheckpointCreateFlags, Update2Flags};
 use netbridge_dbus::settings::names;
-use netbridge_dbus::state::DeviceState;
 use netbridge_dbus::Settings;
 use serde::Serialize;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
@@ -25,6 +24,7 @@ use crate::plan::revert::RevertPlan;
 use crate::plan::Plan;
 use crate::recovery;
 use crate::report::Progress;
+use crate::verify;
 
 /// How a trial ended.
 #[derive(Debug, Serialize)]
@@ -319,39 +319,8 @@ impl Transaction<'_> {
         else {
             return Err(vec![format!("no device {} exists", plan.bridge)]);
         };
-        let br = self.nm.device_info(&path).await.map_err(nm_err)?;
-        let mut problems = Vec::new();
-        if br.state != DeviceState::Activated {
-            problems.push(format!("{} is {}, not activated", plan.bridge, br.state));
-        }
-        if !br.mac.eq_ignore_ascii_case(&plan.mac) {
-            problems.push(format!(
-                "{} has MAC {}, expected {}",
-                plan.bridge, br.mac, plan.mac
-            ));
-        }
-        let have: Vec<_> = br.ipv4.addresses.iter().chain(&br.ipv6.addresses).collect();
-        for want in plan.ipv4.addresses.iter().chain(&plan.ipv6.addresses) {
-            if !have.contains(&want) {
-                problems.push(format!("{} lacks the address {want}", plan.bridge));
-            }
-        }
-        if let Some(gw) = plan.ipv4.gateway {
-            if br.ipv4.gateway != Some(gw) {
-                problems.push(format!(
-                    "the default route via {gw} is not on {}",
-                    plan.bridge
-                ));
-            }
-        }
-        if !br.port_paths.contains(&plan.uplink_path) {
-            problems.push(format!("{} is not a port of {}", plan.uplink, plan.bridge));
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        let bridge = self.nm.device_info(&path).await.map_err(nm_err)?;
+        as_result(verify::converted(&bridge, plan))
     }
 
     /// Persists the trial: profiles to disk, the original profile kept with
@@ -490,37 +459,7 @@ impl Transaction<'_> {
             .device_info(&plan.uplink_path)
             .await
             .map_err(nm_err)?;
-        let mut problems = Vec::new();
-        if uplink.state != DeviceState::Activated {
-            problems.push(format!(
-                "{} is {}, not activated",
-                plan.uplink, uplink.state
-            ));
-        }
-        let have: Vec<_> = uplink
-            .ipv4
-            .addresses
-            .iter()
-            .chain(&uplink.ipv6.addresses)
-            .collect();
-        for want in plan.ipv4.addresses.iter().chain(&plan.ipv6.addresses) {
-            if !have.contains(&want) {
-                problems.push(format!("{} lacks the address {want}", plan.uplink));
-            }
-        }
-        if let Some(gw) = plan.ipv4.gateway {
-            if uplink.ipv4.gateway != Some(gw) {
-                problems.push(format!(
-                    "the default route via {gw} is not on {}",
-                    plan.uplink
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems)
-        }
+        as_result(verify::carries(&uplink, &plan.ipv4, &plan.ipv6))
     }
 
     async fn commit_revert(
@@ -742,6 +681,14 @@ impl Transaction<'_> {
             restore_seconds,
             rechecks,
         })
+    }
+}
+
+fn as_result(problems: Vec<String>) -> Result<(), Vec<String>> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
     }
 }
 

@@ -12,7 +12,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use common::{device, ipv4, netbridge, signal, status, Running};
+use common::{device, ipv4, kill_mid_change, netbridge, signal, status};
 use netbridge_tests::{Lab, Uplink};
 use nix::sys::signal::Signal;
 
@@ -212,26 +212,9 @@ fn the_agent_undoes_an_interrupted_change_before_anything_else() {
         return;
     };
     let before = lab.snapshot();
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(
-        &lab,
-        &[
-            "convert",
-            "ens32",
-            "--yes",
-            "--rollback-timeout",
-            "5",
-            "--check",
-            "dns:gw.lab",
-        ],
-    );
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    run.wait_for("bridge up", Duration::from_secs(20));
-    signal(run.pid(), Signal::SIGKILL);
-    run.finish();
-    lab.restart_nm().expect("restart NetworkManager");
-    signal(dnsmasq, Signal::SIGCONT);
+    kill_mid_change(&mut lab, |lab| {
+        lab.restart_nm().expect("restart NetworkManager")
+    });
     assert!(
         device(&status(&lab), "br0").is_some(),
         "the interrupted trial is still there"

@@ -6,7 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{device, eventually, ipv4, netbridge, ping_gateway, signal, status, Running};
+use common::{
+    device, eventually, ipv4, kill_mid_change, netbridge, ping_gateway, signal, status, Running,
+};
 use netbridge_tests::{Lab, Uplink};
 use nix::sys::signal::Signal;
 
@@ -151,30 +153,11 @@ fn a_check_that_fails_after_the_change_rolls_back_to_exactly_the_old_state() {
 
 #[test]
 fn netbridge_killed_mid_change_is_rolled_back_by_networkmanager() {
-    let Some(lab) = Lab::require(Uplink::Static) else {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
         return;
     };
     let before = lab.snapshot();
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(
-        &lab,
-        &[
-            "convert",
-            "ens32",
-            "--yes",
-            "--rollback-timeout",
-            "5",
-            "--check",
-            "dns:gw.lab",
-        ],
-    );
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    // DNS goes silent, so netbridge sits in its checks when it is killed.
-    signal(dnsmasq, Signal::SIGSTOP);
-    run.wait_for("bridge up", Duration::from_secs(20));
-    signal(run.pid(), Signal::SIGKILL);
-    let (code, _) = run.finish();
-    signal(dnsmasq, Signal::SIGCONT);
+    let code = kill_mid_change(&mut lab, |_| {});
     assert_eq!(code, -1, "killed");
     assert!(
         eventually(Duration::from_secs(20), || lab.snapshot() == before),
@@ -197,27 +180,10 @@ fn a_networkmanager_restart_mid_change_is_undone_by_the_next_run() {
         return;
     };
     let before = lab.snapshot();
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(
-        &lab,
-        &[
-            "convert",
-            "ens32",
-            "--yes",
-            "--rollback-timeout",
-            "5",
-            "--check",
-            "dns:gw.lab",
-        ],
-    );
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    run.wait_for("bridge up", Duration::from_secs(20));
-    signal(run.pid(), Signal::SIGKILL);
-    run.finish();
     // The restart loses the checkpoint, so NetworkManager's timer cannot help.
-    lab.restart_nm().expect("restart NetworkManager");
-    signal(dnsmasq, Signal::SIGCONT);
+    kill_mid_change(&mut lab, |lab| {
+        lab.restart_nm().expect("restart NetworkManager")
+    });
     std::thread::sleep(Duration::from_secs(7));
     assert!(
         device(&status(&lab), "br0").is_some(),
@@ -241,26 +207,9 @@ fn the_next_convert_undoes_an_unfinished_change_first() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(
-        &lab,
-        &[
-            "convert",
-            "ens32",
-            "--yes",
-            "--rollback-timeout",
-            "5",
-            "--check",
-            "dns:gw.lab",
-        ],
-    );
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    run.wait_for("bridge up", Duration::from_secs(20));
-    signal(run.pid(), Signal::SIGKILL);
-    run.finish();
-    lab.restart_nm().expect("restart NetworkManager");
-    signal(dnsmasq, Signal::SIGCONT);
+    kill_mid_change(&mut lab, |lab| {
+        lab.restart_nm().expect("restart NetworkManager")
+    });
 
     let run = convert_json(&lab, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);

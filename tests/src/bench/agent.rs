@@ -2,7 +2,12 @@
 //! memory, CPU time and wake-ups while idle. It runs in a lab's host
 //! namespace like netbridge; ready is its sd_notify `READY=1` on a
 //! `NOTIFY_SOCKET` the harness listens on, as systemd would.
+//!
+//! Two starts, each in a fresh lab: with an empty configuration (start-up
+//! alone), and with one that bridges ens32 (ready once applied), after which
+//! the agent is watched idle — the state it spends its life in.
 
+use std::ffi::OsStr;
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -24,11 +29,26 @@ pub enum AgentResult {
     Measured(AgentStats),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A configuration with nothing to do.
+const EMPTY_CONFIG: &str = "";
+/// The agent's counterpart of `netbridge convert ens32`.
+const CONVERT_CONFIG: &str = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n";
+
+#[derive(Debug, Clone)]
 pub struct AgentStats {
-    /// From spawn until `READY=1`.
-    pub startup: f64,
-    pub idle_secs: f64,
+    /// From spawn until `READY=1`, with an empty configuration, per run.
+    pub startup: Vec<f64>,
+    /// From spawn until `READY=1`, bridging ens32 on the way, per run.
+    pub startup_converting: Vec<f64>,
+    /// Watched once, after the last run's start (a minute each is too long
+    /// to repeat).
+    pub idle: IdleStats,
+}
+
+/// How the agent sat idle after applying its configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdleStats {
+    pub secs: f64,
     /// VmRSS at the end of the idle period, and VmHWM (peak).
     pub rss_kib: u64,
     pub peak_kib: u64,
@@ -38,7 +58,7 @@ pub struct AgentStats {
     pub wakeups: u64,
 }
 
-pub fn run(idle: Duration) -> AgentResult {
+pub fn run(runs: usize, idle: Duration) -> AgentResult {
     if let Err(e) = netbridge_agent_bin() {
         return AgentResult::Unavailable(e.to_string());
     }
@@ -49,10 +69,35 @@ pub fn run(idle: Duration) -> AgentResult {
     if let Err(why) = available(&lab) {
         return AgentResult::Unavailable(why);
     }
-    match measure(&lab, idle) {
+    drop(lab);
+    match measure_runs(runs, idle) {
         Ok(stats) => AgentResult::Measured(stats),
         Err(e) => AgentResult::Failed(e),
     }
+}
+
+/// `runs` starts of each kind, each in a fresh lab; the last converting
+/// start is watched idle.
+fn measure_runs(runs: usize, idle: Duration) -> Result<AgentStats, String> {
+    let fresh = || Lab::start(Uplink::Static).map_err(|e| format!("the lab did not start: {e}"));
+    let mut stats = AgentStats {
+        startup: Vec::new(),
+        startup_converting: Vec::new(),
+        idle: IdleStats::default(),
+    };
+    for run in 1..=runs {
+        eprintln!("bench: agent run {run}/{runs}");
+        stats
+            .startup
+            .push(measure(&fresh()?, EMPTY_CONFIG, None)?.0);
+        let watch = (run == runs).then_some(idle);
+        let (startup, watched) = measure(&fresh()?, CONVERT_CONFIG, watch)?;
+        stats.startup_converting.push(startup);
+        if let Some(watched) = watched {
+            stats.idle = watched;
+        }
+    }
+    Ok(stats)
 }
 
 /// A foreground daemon has a `--help` that explains it; today's placeholder
@@ -71,8 +116,13 @@ fn available(lab: &Lab) -> Result<(), String> {
     }
 }
 
-/// Starts the agent, waits for ready, watches it idle, stops it (by pid).
-pub fn measure(lab: &Lab, idle: Duration) -> Result<AgentStats, String> {
+/// Starts the agent with `config`, waits for ready, watches it idle (if
+/// asked), stops it (by pid). Returns the start-up time and the idle stats.
+pub fn measure(
+    lab: &Lab,
+    config: &str,
+    idle: Option<Duration>,
+) -> Result<(f64, Option<IdleStats>), String> {
     let dir = tempfile::Builder::new()
         .prefix("netbridge-bench-agent-")
         .tempdir()
@@ -80,13 +130,12 @@ pub fn measure(lab: &Lab, idle: Duration) -> Result<AgentStats, String> {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path)
         .map_err(|e| format!("cannot bind {}: {e}", socket_path.display()))?;
-    let config_dir = dir.path().join("config");
-    std::fs::create_dir(&config_dir).map_err(|e| format!("cannot create {config_dir:?}: {e}"))?;
-    let mut command = lab.netbridge_agent(Vec::<String>::new());
+    let config_file = dir.path().join("netbridge.toml");
+    std::fs::write(&config_file, config)
+        .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+    let mut command = lab.netbridge_agent([OsStr::new("--config"), config_file.as_os_str()]);
     command
         .env("NOTIFY_SOCKET", &socket_path)
-        // No desired state: the agent has nothing to do but idle.
-        .env("NETBRIDGE_CONFIG_DIR", &config_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -97,7 +146,10 @@ pub fn measure(lab: &Lab, idle: Duration) -> Result<AgentStats, String> {
         .and_then(|c| c.stderr.take())
         .map(Lines::read);
     let ready = wait_ready(&socket, &mut agent, spawned);
-    let result = ready.and_then(|startup| watch_idle(agent.pid(), idle, startup));
+    let result = ready.and_then(|startup| match idle {
+        Some(idle) => Ok((startup, Some(watch_idle(agent.pid(), idle)?))),
+        None => Ok((startup, None)),
+    });
     agent.stop(Signal::SIGTERM, Duration::from_secs(5));
     let log = stderr.map(Lines::finish).unwrap_or_default();
     result.map_err(|e| format!("{e}; agent's stderr: {log}"))
@@ -127,13 +179,12 @@ fn wait_ready(socket: &UnixDatagram, agent: &mut Guard, start: Instant) -> Resul
     ))
 }
 
-fn watch_idle(pid: u32, idle: Duration, startup: f64) -> Result<AgentStats, String> {
+fn watch_idle(pid: u32, idle: Duration) -> Result<IdleStats, String> {
     let before = ProcSample::read(pid)?;
     std::thread::sleep(idle);
     let after = ProcSample::read(pid)?;
-    Ok(AgentStats {
-        startup,
-        idle_secs: idle.as_secs_f64(),
+    Ok(IdleStats {
+        secs: idle.as_secs_f64(),
         rss_kib: after.rss_kib,
         peak_kib: after.peak_kib,
         cpu_secs: after.ticks.saturating_sub(before.ticks) as f64 / USER_HZ,

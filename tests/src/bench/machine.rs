@@ -71,7 +71,7 @@ fn os_name() -> String {
         .map_or_else(|| "unknown".to_owned(), |v| v.trim_matches('"').to_owned())
 }
 
-fn load_average() -> String {
+pub fn load_average() -> String {
     read("/proc/loadavg")
         .split_whitespace()
         .take(3)

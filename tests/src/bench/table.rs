@@ -254,30 +254,36 @@ fn agent_rows(report: &Report) -> Vec<Row> {
         }
         Some(AgentResult::Measured(stats)) => stats,
     };
+    let idle = &stats.idle;
     vec![
         Row::netbridge_only(
-            "**Agent**: start-up to ready (READY=1)",
-            format_value(stats.startup, Unit::Span),
+            "**Agent**: start-up to ready (READY=1), empty configuration",
+            summary_cell(&stats.startup, Unit::Span, 0),
             NO_AGENT,
         ),
         Row::netbridge_only(
-            "Agent idle: resident memory (VmRSS; peak VmHWM)",
+            "Agent: start-up to ready, bridging ens32 on the way",
+            summary_cell(&stats.startup_converting, Unit::Span, 0),
+            NO_AGENT,
+        ),
+        Row::netbridge_only(
+            "Agent idle after that: resident memory (VmRSS; peak VmHWM)",
             format!(
                 "{} (peak {})",
-                format_value(stats.rss_kib as f64, Unit::KibAsMib),
-                format_value(stats.peak_kib as f64, Unit::KibAsMib)
+                format_value(idle.rss_kib as f64, Unit::KibAsMib),
+                format_value(idle.peak_kib as f64, Unit::KibAsMib)
             ),
             NO_AGENT,
         ),
         Row::netbridge_only(
             format!(
                 "Agent idle {:.0} s: CPU time / wake-ups (context switches)",
-                stats.idle_secs
+                idle.secs
             ),
             format!(
                 "{} / {}",
-                format_value(stats.cpu_secs, Unit::Millis),
-                stats.wakeups
+                format_value(idle.cpu_secs, Unit::Millis),
+                idle.wakeups
             ),
             NO_AGENT,
         ),

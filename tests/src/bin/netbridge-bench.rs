@@ -132,28 +132,34 @@ fn run(cli: &Cli) -> Result<String, String> {
     if config.nmstatectl.is_none() {
         eprintln!("netbridge-bench: nmstatectl not found; its column will say so");
     }
-    let machine = describe_machine(&config)?;
+    let mut machine = describe_machine(&config)?;
     let tools = Tools::new(config.nmstatectl.clone())?;
     let which: Vec<Tool> = cli.tools.iter().map(|&t| t.into()).collect();
     let wants = |part| cli.only.contains(&part);
+    let conversions = if wants(Part::Convert) {
+        convert::run_all(&config, &tools, &which)
+    } else {
+        Vec::new()
+    };
+    let rollback = wants(Part::Rollback).then(|| rollback::run_all(&config));
+    let agent = wants(Part::Agent).then(|| {
+        eprintln!("bench: agent");
+        agent::run(config.runs, config.agent_idle)
+    });
+    let scale = if wants(Part::Scale) {
+        scale::run_all(&config)
+    } else {
+        Vec::new()
+    };
+    // Other work on a shared machine shows in the numbers: say how busy it was.
+    machine.push(("load average at end", machine::load_average()));
     let report = Report {
         runs: config.runs,
         machine,
-        conversions: if wants(Part::Convert) {
-            convert::run_all(&config, &tools, &which)
-        } else {
-            Vec::new()
-        },
-        rollback: wants(Part::Rollback).then(|| rollback::run_all(&config)),
-        agent: wants(Part::Agent).then(|| {
-            eprintln!("bench: agent");
-            agent::run(config.agent_idle)
-        }),
-        scale: if wants(Part::Scale) {
-            scale::run_all(&config)
-        } else {
-            Vec::new()
-        },
+        conversions,
+        rollback,
+        agent,
+        scale,
     };
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     Ok(table::render(&report))

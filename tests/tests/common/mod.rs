@@ -154,3 +154,29 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Kills netbridge (SIGKILL) in the middle of a conversion: once the change
+/// is under way the LAN's DNS goes silent, so netbridge sits in its
+/// `dns:gw.lab` check when it dies. `meanwhile` runs before DNS comes back
+/// (e.g. a NetworkManager restart). Returns netbridge's exit code.
+pub fn kill_mid_change(lab: &mut Lab, meanwhile: impl FnOnce(&mut Lab)) -> i32 {
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let args = [
+        "convert",
+        "ens32",
+        "--yes",
+        "--rollback-timeout",
+        "5",
+        "--check",
+        "dns:gw.lab",
+    ];
+    let mut run = Running::start(lab, &args);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    meanwhile(lab);
+    signal(dnsmasq, Signal::SIGCONT);
+    code
+}

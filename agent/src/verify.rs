@@ -1,0 +1,110 @@
+//! Pure verification of the state NetworkManager reports after a change
+//! against what the plan promised. Each problem is one sentence naming the
+//! device; none means the state is as intended.
+
+use crate::nm::DeviceInfo;
+use crate::plan::{IpPlan, Plan};
+use netbridge_dbus::state::DeviceState;
+
+/// The device is up and carries the planned addresses and default route.
+pub fn carries(device: &DeviceInfo, ipv4: &IpPlan, ipv6: &IpPlan) -> Vec<String> {
+    let name = &device.interface;
+    let mut problems = Vec::new();
+    if device.state != DeviceState::Activated {
+        problems.push(format!("{name} is {}, not activated", device.state));
+    }
+    let have: Vec<_> = device
+        .ipv4
+        .addresses
+        .iter()
+        .chain(&device.ipv6.addresses)
+        .collect();
+    for want in ipv4.addresses.iter().chain(&ipv6.addresses) {
+        if !have.contains(&want) {
+            problems.push(format!("{name} lacks the address {want}"));
+        }
+    }
+    if let Some(gw) = ipv4.gateway {
+        if device.ipv4.gateway != Some(gw) {
+            problems.push(format!("the default route via {gw} is not on {name}"));
+        }
+    }
+    problems
+}
+
+/// After a conversion: the bridge carries the uplink's configuration, has
+/// the uplink's MAC and the uplink as its port.
+pub fn converted(bridge: &DeviceInfo, plan: &Plan) -> Vec<String> {
+    let mut problems = carries(bridge, &plan.ipv4, &plan.ipv6);
+    if !bridge.mac.eq_ignore_ascii_case(&plan.mac) {
+        problems.push(format!(
+            "{} has MAC {}, expected {}",
+            plan.bridge, bridge.mac, plan.mac
+        ));
+    }
+    if !bridge.port_paths.contains(&plan.uplink_path) {
+        problems.push(format!("{} is not a port of {}", plan.uplink, plan.bridge));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nm::IpRuntime;
+    use netbridge_dbus::state::DeviceType;
+    use zbus::zvariant::OwnedObjectPath;
+
+    fn device(addresses: &[&str], gateway: Option<&str>) -> DeviceInfo {
+        DeviceInfo {
+            path: OwnedObjectPath::try_from("/d/1").unwrap(),
+            interface: "br0".into(),
+            device_type: DeviceType::Bridge,
+            state: DeviceState::Activated,
+            managed: true,
+            mac: "AA:BB:CC:DD:EE:FF".into(),
+            permanent_mac: String::new(),
+            mtu: 1500,
+            active_connection: None,
+            port_paths: vec![],
+            ipv4: IpRuntime {
+                addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                gateway: gateway.map(|g| g.parse().unwrap()),
+                dns: vec![],
+                searches: vec![],
+            },
+            ipv6: IpRuntime::default(),
+            dhcp4: false,
+        }
+    }
+
+    fn plan_ip() -> IpPlan {
+        IpPlan {
+            method: "manual".into(),
+            addresses: vec!["172.25.250.10/24".parse().unwrap()],
+            gateway: Some("172.25.250.254".parse().unwrap()),
+            ..IpPlan::default()
+        }
+    }
+
+    #[test]
+    fn a_device_as_planned_has_no_problems() {
+        let dev = device(&["172.25.250.10/24"], Some("172.25.250.254"));
+        assert!(carries(&dev, &plan_ip(), &IpPlan::default()).is_empty());
+    }
+
+    #[test]
+    fn each_difference_is_named() {
+        let mut dev = device(&["172.25.250.99/24"], None);
+        dev.state = DeviceState::IpConfig;
+        let problems = carries(&dev, &plan_ip(), &IpPlan::default());
+        assert_eq!(
+            problems,
+            vec![
+                "br0 is ip-config, not activated".to_owned(),
+                "br0 lacks the address 172.25.250.10/24".to_owned(),
+                "the default route via 172.25.250.254 is not on br0".to_owned(),
+            ]
+        );
+    }
+}
