@@ -4,7 +4,8 @@
 # this machine's own network is never touched) and prints a Markdown table
 # with a description of the machine. Run as root. Arguments go to
 # netbridge-bench, e.g. `scripts/bench.sh --runs 3 --only convert,rollback`
-# (`--help` lists them). The default run takes about 12 minutes.
+# (`--help` lists them). The default run takes about 12 minutes; if it is
+# interrupted, `target/release/netbridge-lab cleanup` removes leftover labs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -20,6 +20,8 @@ pub enum ResultKind {
     RolledBack,
     /// Refused or failed before changing anything (or a rollback failed).
     Failed,
+    /// Configured, but not applied yet in its current form.
+    Pending,
 }
 
 impl std::fmt::Display for ResultKind {
@@ -29,6 +31,7 @@ impl std::fmt::Display for ResultKind {
             ResultKind::Unchanged => "unchanged",
             ResultKind::RolledBack => "rolled back",
             ResultKind::Failed => "failed",
+            ResultKind::Pending => "pending",
         })
     }
 }
@@ -57,6 +60,23 @@ pub struct State {
 impl State {
     pub fn load(store: &Store) -> Result<State, JournalError> {
         Ok(store.read_json(STATE)?.unwrap_or_default())
+    }
+
+    /// The results as they stand for `config`: a configured bridge without a
+    /// result for its current configuration is pending.
+    pub fn against(mut self, config: &crate::config::Config) -> State {
+        for bridge in &config.bridges {
+            let fingerprint = bridge.fingerprint();
+            let current = self
+                .bridges
+                .get(&bridge.name)
+                .is_some_and(|r| r.config == fingerprint);
+            if !current {
+                let reason = Some("configured, not applied yet".to_owned());
+                self.record(&bridge.name, ResultKind::Pending, reason, fingerprint);
+            }
+        }
+        self
     }
 
     pub fn save(&self, store: &Store, lock: &Lock) -> Result<(), JournalError> {

@@ -146,6 +146,13 @@ fn the_agent_converts_at_start_applies_a_reload_and_stops_cleanly() {
         "[[bridge]]\nname = \"virbr1\"\nmode = \"nat\"\naddress = \"192.168.107.1/24\"\n",
     )
     .expect("write drop-in");
+    let config_arg = config.display().to_string();
+    let pending = netbridge(&lab, &["status", "--json", "--config", &config_arg]).json();
+    assert_eq!(
+        pending["configured"]["virbr1"]["result"], "pending",
+        "{pending:#}"
+    );
+    assert_eq!(pending["configured"]["br0"]["result"], "applied");
     agent.signal(Signal::SIGHUP);
     agent.expect_notify("RELOADING=1");
     let ready = agent.expect_notify("READY=1");

@@ -23,6 +23,9 @@ pub struct StatusArgs {
     /// Include the loopback device.
     #[arg(long)]
     pub all: bool,
+    /// The agent's configuration, to show configured bridges not applied yet.
+    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
+    pub config: std::path::PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,7 +140,24 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
         },
         devices: out,
         unfinished_change: store.read()?,
-        configured: State::load(&store)?.bridges,
+        configured: configured(&store, &args.config)?,
+    })
+}
+
+/// Last results, with bridges the configuration adds (or changed) as pending.
+/// An unreadable configuration shows the recorded results only: `status`
+/// must work when the configuration is being edited.
+fn configured(
+    store: &Store,
+    config: &std::path::Path,
+) -> Result<BTreeMap<String, BridgeResult>, Fatal> {
+    let state = State::load(store)?;
+    Ok(match crate::config::load(config) {
+        Ok(config) => state.against(&config).bridges,
+        Err(e) => {
+            tracing::warn!("{e}");
+            state.bridges
+        }
     })
 }
 

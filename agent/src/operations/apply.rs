@@ -110,7 +110,29 @@ pub async fn apply(
             break;
         }
     }
+    forget_unconfigured(&mut state, config, progress);
+    if !options.dry_run {
+        state.save(store, lock)?;
+    }
     Ok(reports)
+}
+
+/// A bridge dropped from the configuration is left as it is (undoing it could
+/// cut the host off); say how to undo it, and stop reporting it.
+fn forget_unconfigured(state: &mut State, config: &Config, progress: &Progress) {
+    let gone: Vec<String> = state
+        .bridges
+        .keys()
+        .filter(|name| !config.bridges.iter().any(|b| &b.name == *name))
+        .cloned()
+        .collect();
+    for name in gone {
+        progress.step(
+            "unconfigured",
+            format!("{name} is no longer configured and is left as it is; `netbridge revert {name}` (bridged) or `netbridge delete {name}` (nat, isolated) removes it"),
+        );
+        state.bridges.remove(&name);
+    }
 }
 
 fn describe(bridge: &BridgeConfig) -> String {
