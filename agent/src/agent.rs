@@ -160,6 +160,7 @@ async fn try_apply(
     stopping: &Arc<AtomicBool>,
 ) -> Result<Vec<BridgeReport>, String> {
     let config = config::load(&options.config)
+        .await
         .map_err(|e| format!("configuration invalid, nothing applied: {e}"))?;
     let locker = store.clone();
     let lock = tokio::task::spawn_blocking(move || locker.lock_blocking())

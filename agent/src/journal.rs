@@ -5,8 +5,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
+
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -211,27 +213,32 @@ impl Store {
         Ok(Lock { _file: locked })
     }
 
-    fn journal_path(&self) -> PathBuf {
-        self.dir.join(JOURNAL)
-    }
-
-    pub fn read(&self) -> Result<Option<Record>, JournalError> {
-        self.read_json(JOURNAL)
+    pub async fn read(&self) -> Result<Option<Record>, JournalError> {
+        self.read_json(JOURNAL).await
     }
 
     /// Replaces the journal atomically and durably: a power cut leaves the old
     /// record or the new one, never half of one.
-    pub fn write(&self, lock: &Lock, record: &Record) -> Result<(), JournalError> {
-        self.write_json(lock, JOURNAL, record)
+    pub async fn write(&self, lock: &Lock, record: &Record) -> Result<(), JournalError> {
+        self.write_json(lock, JOURNAL, record).await
+    }
+
+    pub async fn clear(&self, _lock: &Lock) -> Result<(), JournalError> {
+        let path = self.dir.join(JOURNAL);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => self.sync_dir().await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(JournalError::Io { path, source }),
+        }
     }
 
     /// Reads a JSON file of the state directory; `None` if it does not exist.
-    pub fn read_json<T: serde::de::DeserializeOwned>(
+    pub async fn read_json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
     ) -> Result<Option<T>, JournalError> {
         let path = self.dir.join(name);
-        match fs::read(&path) {
+        match tokio::fs::read(&path).await {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(|source| JournalError::Corrupt { path, source }),
@@ -240,8 +247,9 @@ impl Store {
         }
     }
 
-    /// Writes a JSON file of the state directory atomically (temp file, fsync, rename).
-    pub fn write_json<T: Serialize>(
+    /// Writes a JSON file of the state directory atomically (temp file, fsync,
+    /// rename, fsync of the directory), off the async runtime's thread.
+    pub async fn write_json<T: Serialize>(
         &self,
         _lock: &Lock,
         name: &str,
@@ -255,35 +263,30 @@ impl Store {
             source,
         };
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(e.into()))?;
-        let mut file = OpenOptions::new()
+        let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
+            .await
             .map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        self.sync_dir()
+        file.write_all(&bytes).await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io)?;
+        self.sync_dir().await
     }
 
-    pub fn clear(&self, _lock: &Lock) -> Result<(), JournalError> {
-        let path = self.journal_path();
-        match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(JournalError::Io { path, source }),
-        }
-    }
-
-    fn sync_dir(&self) -> Result<(), JournalError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| JournalError::Io {
-                path: self.dir.clone(),
-                source,
-            })
+    async fn sync_dir(&self) -> Result<(), JournalError> {
+        let dir = self.dir.clone();
+        let synced =
+            tokio::task::spawn_blocking(move || File::open(&dir).and_then(|d| d.sync_all()))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(|source| JournalError::Io {
+            path: self.dir.clone(),
+            source,
+        })
     }
 }
 
@@ -304,18 +307,18 @@ mod tests {
         })
     }
 
-    #[test]
-    fn a_record_survives_a_round_trip_and_clears() {
+    #[tokio::test]
+    async fn a_record_survives_a_round_trip_and_clears() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().join("state"));
         let lock = store.lock().unwrap();
-        assert_eq!(store.read().unwrap(), None);
+        assert_eq!(store.read().await.unwrap(), None);
         let mut rec = record();
         rec.checkpoint = Some(("/org/freedesktop/NetworkManager/Checkpoint/1".into(), 42));
-        store.write(&lock, &rec).unwrap();
-        assert_eq!(store.read().unwrap(), Some(rec));
-        store.clear(&lock).unwrap();
-        assert_eq!(store.read().unwrap(), None);
+        store.write(&lock, &rec).await.unwrap();
+        assert_eq!(store.read().await.unwrap(), Some(rec));
+        store.clear(&lock).await.unwrap();
+        assert_eq!(store.read().await.unwrap(), None);
     }
 
     #[test]
@@ -329,11 +332,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_garbled_journal_is_reported_not_guessed() {
+    #[tokio::test]
+    async fn a_garbled_journal_is_reported_not_guessed() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(JOURNAL), b"{not json").unwrap();
-        let err = Store::new(dir.path()).read().unwrap_err();
+        let err = Store::new(dir.path()).read().await.unwrap_err();
         assert!(err.to_string().contains("journal.json"));
     }
 }

@@ -44,7 +44,7 @@ pub async fn recover(
     lock: &Lock,
     progress: &Progress,
 ) -> Result<Option<Recovered>, RecoveryError> {
-    let Some(record) = store.read()? else {
+    let Some(record) = store.read().await? else {
         return Ok(None);
     };
     let (operation, bridge) = (record.change.operation(), record.change.bridge());
@@ -68,7 +68,7 @@ pub async fn recover(
             .map_err(RecoveryError::Undo)?;
         "undone"
     };
-    store.clear(lock)?;
+    store.clear(lock).await?;
     progress.step(
         "recovered",
         format!("the unfinished {operation} was {action}"),

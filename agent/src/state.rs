@@ -58,8 +58,8 @@ pub struct State {
 }
 
 impl State {
-    pub fn load(store: &Store) -> Result<State, JournalError> {
-        Ok(store.read_json(STATE)?.unwrap_or_default())
+    pub async fn load(store: &Store) -> Result<State, JournalError> {
+        Ok(store.read_json(STATE).await?.unwrap_or_default())
     }
 
     /// The results as they stand for `config`: a configured bridge without a
@@ -79,8 +79,8 @@ impl State {
         self
     }
 
-    pub fn save(&self, store: &Store, lock: &Lock) -> Result<(), JournalError> {
-        store.write_json(lock, STATE, self)
+    pub async fn save(&self, store: &Store, lock: &Lock) -> Result<(), JournalError> {
+        store.write_json(lock, STATE, self).await
     }
 
     pub fn record(

@@ -145,7 +145,7 @@ impl Transaction<'_> {
         trial: impl std::future::Future<Output = Result<Vec<ProbeResult>, Failure>>,
         commit: impl AsyncFnOnce(&mut Record, &ObjectPath<'_>) -> Result<(), NmError>,
     ) -> Result<Outcome, TxError> {
-        self.store.write(self.lock, &record)?;
+        self.store.write(self.lock, &record).await?;
         let checkpoint = self
             .checkpoint(guard.devices, guard.timeout, &mut record, guard.what)
             .await?;
@@ -199,13 +199,13 @@ impl Transaction<'_> {
         let checkpoint = match created {
             Ok(checkpoint) => checkpoint,
             Err(e) => {
-                self.store.clear(self.lock)?;
+                self.store.clear(self.lock).await?;
                 return Err(TxError::Checkpoint(e));
             }
         };
         let created_ms = self.nm.checkpoint_created(&checkpoint).await.unwrap_or(0);
         record.checkpoint = Some((checkpoint.to_string(), created_ms));
-        self.store.write(self.lock, record)?;
+        self.store.write(self.lock, record).await?;
         self.progress.step(
             "checkpoint",
             format!(
@@ -332,7 +332,7 @@ impl Transaction<'_> {
         record: &mut Record,
     ) -> Result<(), NmError> {
         record.phase = Phase::Committing;
-        self.write(record)?;
+        self.write(record).await?;
         for uuid in [&plan.bridge_uuid, &plan.port_uuid] {
             let path = self.profile(uuid).await?;
             self.nm
@@ -344,9 +344,9 @@ impl Transaction<'_> {
             .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
             .await?;
         record.phase = Phase::Committed;
-        self.write(record)?;
+        self.write(record).await?;
         self.nm.checkpoint_destroy(checkpoint).await?;
-        self.store.clear(self.lock).map_err(journal_to_nm)?;
+        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
         self.progress.step(
             "committed",
             format!(
@@ -469,7 +469,7 @@ impl Transaction<'_> {
         record: &mut Record,
     ) -> Result<(), NmError> {
         record.phase = Phase::Committing;
-        self.write(record)?;
+        self.write(record).await?;
         let original = self.profile(&plan.original.uuid).await?;
         self.nm
             .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
@@ -480,9 +480,9 @@ impl Transaction<'_> {
             }
         }
         record.phase = Phase::Committed;
-        self.write(record)?;
+        self.write(record).await?;
         self.nm.checkpoint_destroy(checkpoint).await?;
-        self.store.clear(self.lock).map_err(journal_to_nm)?;
+        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
         self.progress.step(
             "committed",
             format!(
@@ -536,7 +536,7 @@ impl Transaction<'_> {
             bridge: name.to_owned(),
             uuid: uuid.to_owned(),
         });
-        self.store.write(self.lock, &record)?;
+        self.store.write(self.lock, &record).await?;
         let trial = tokio::select! {
             result = self.try_network(name, profile, address) => result,
             signal = interrupted() => Err(Failure::Interrupted(signal)),
@@ -624,14 +624,17 @@ impl Transaction<'_> {
         self.nm
             .update_profile(&path, None, Update2Flags::TO_DISK)
             .await?;
-        self.store.clear(self.lock).map_err(journal_to_nm)?;
+        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
         self.progress
             .step("committed", format!("{name} saved to disk"));
         Ok(())
     }
 
-    fn write(&self, record: &Record) -> Result<(), NmError> {
-        self.store.write(self.lock, record).map_err(journal_to_nm)
+    async fn write(&self, record: &Record) -> Result<(), NmError> {
+        self.store
+            .write(self.lock, record)
+            .await
+            .map_err(journal_to_nm)
     }
 
     async fn profile(&self, uuid: &str) -> Result<OwnedObjectPath, NmError> {
@@ -660,7 +663,7 @@ impl Transaction<'_> {
                 failure: reason.clone(),
                 source,
             })?;
-        self.store.clear(self.lock)?;
+        self.store.clear(self.lock).await?;
         let restore_seconds = started.elapsed().as_secs_f64();
         self.progress.step(
             "rolled back",

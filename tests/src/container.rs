@@ -18,7 +18,10 @@
 //! The lab runs no bus and no NetworkManager of its own here
 //! ([`Lab::start_network_only`]). Dropping a [`Container`] powers the
 //! container off (SIGTERM to nspawn, SIGKILL after 30 s) before its lab
-//! goes.
+//! goes. If the test process dies without dropping it, the container is
+//! powered off too: nspawn gets SIGTERM when the *thread* that booted it
+//! exits, so boot a container in the thread that uses it (a test's own).
+//! `netbridge-lab cleanup` then removes the namespaces and directory.
 //!
 //! Environment:
 //! - `NETBRIDGE_ROOTFS_CACHE`: where the cached root lives (default

@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod dns;
+pub mod fleet;
 pub mod lab;
 
 pub use container::Container;

@@ -74,6 +74,7 @@ async fn apply(
     report: &mut Report,
 ) -> Result<(&'static str, Exit), Fatal> {
     let config = config::load(&args.config)
+        .await
         .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
     if config.files.is_empty() {

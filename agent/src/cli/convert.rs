@@ -121,7 +121,7 @@ async fn convert(
     let store = Store::new(state_dir);
     let lock = store.lock()?;
     if args.dry_run {
-        if store.read()?.is_some() {
+        if store.read().await?.is_some() {
             progress.step(
                 "unfinished",
                 "an interrupted change is recorded in the journal: a real run undoes it first",

@@ -139,20 +139,20 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             version: nm.version().to_string(),
         },
         devices: out,
-        unfinished_change: store.read()?,
-        configured: configured(&store, &args.config)?,
+        unfinished_change: store.read().await?,
+        configured: configured(&store, &args.config).await?,
     })
 }
 
 /// Last results, with bridges the configuration adds (or changed) as pending.
 /// An unreadable configuration shows the recorded results only: `status`
 /// must work when the configuration is being edited.
-fn configured(
+async fn configured(
     store: &Store,
     config: &std::path::Path,
 ) -> Result<BTreeMap<String, BridgeResult>, Fatal> {
-    let state = State::load(store)?;
-    Ok(match crate::config::load(config) {
+    let state = State::load(store).await?;
+    Ok(match crate::config::load(config).await {
         Ok(config) => state.against(&config).bridges,
         Err(e) => {
             tracing::warn!("{e}");

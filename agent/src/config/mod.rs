@@ -137,8 +137,16 @@ fn io_error(path: &Path, e: &std::io::Error) -> ConfigError {
     }
 }
 
-/// Reads and validates the configuration at `path` (see [`files`]).
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Reads and validates the configuration at `path` (see [`files`]), off the
+/// async runtime's thread.
+pub async fn load(path: &Path) -> Result<Config, ConfigError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || read(&owned))
+        .await
+        .unwrap_or_else(|e| Err(io_error(path, &std::io::Error::other(e))))
+}
+
+fn read(path: &Path) -> Result<Config, ConfigError> {
     let files = files(path)?;
     let mut sources = Vec::new();
     for file in &files {

@@ -191,8 +191,8 @@ fn duplicate_names_and_shared_uplinks_are_errors() {
     assert!(e.message.contains("both claim the uplink ens32"), "{e}");
 }
 
-#[test]
-fn files_are_found_in_name_order() {
+#[tokio::test]
+async fn files_are_found_in_name_order() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("netbridge.toml"), SINGLE).unwrap();
     std::fs::create_dir(dir.path().join("conf.d")).unwrap();
@@ -205,7 +205,7 @@ fn files_are_found_in_name_order() {
         .filter_map(|p| p.file_name()?.to_str())
         .collect();
     assert_eq!(names, ["netbridge.toml", "10-a.toml", "20-b.toml"]);
-    let config = load(&dir.path().join("netbridge.toml")).unwrap();
+    let config = load(&dir.path().join("netbridge.toml")).await.unwrap();
     assert_eq!(config.files.len(), 3);
     assert_eq!(config.bridges.len(), 1);
 }

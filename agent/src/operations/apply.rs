@@ -65,7 +65,7 @@ pub async fn apply(
     options: ApplyOptions,
     progress: &Progress,
 ) -> Result<Vec<BridgeReport>, crate::journal::JournalError> {
-    let mut state = State::load(store)?;
+    let mut state = State::load(store).await?;
     let mut reports = Vec::new();
     for bridge in &config.bridges {
         if options
@@ -102,7 +102,7 @@ pub async fn apply(
         if !options.dry_run {
             if let Some(kind) = result_kind(report.result) {
                 state.record(&bridge.name, kind, report.reason.clone(), fingerprint);
-                state.save(store, lock)?;
+                state.save(store, lock).await?;
             }
         }
         reports.push(report);
@@ -112,7 +112,7 @@ pub async fn apply(
     }
     forget_unconfigured(&mut state, config, progress);
     if !options.dry_run {
-        state.save(store, lock)?;
+        state.save(store, lock).await?;
     }
     Ok(reports)
 }

@@ -151,7 +151,11 @@ impl RootfsCache {
             log.display()
         ));
         let started = Instant::now();
-        self.debootstrap(&tmp, &log)?;
+        if let Err(e) = self.debootstrap(&tmp, &log) {
+            // Not worth keeping (the next build starts over), and large.
+            let _ = remove_tree(&tmp);
+            return Err(e);
+        }
         write_file(&tmp.join(STAMP_FILE), &Self::stamp(), 0o644)?;
         self.replace_with(&tmp)?;
         crate::container::loud(&format!(

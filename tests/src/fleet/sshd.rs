@@ -148,7 +148,14 @@ fn start_command(lab: &Lab, dir: &Path) -> Result<Command, LabError> {
         })?;
     let mut command = cmd::in_netns(lab.host_ns(), [cmd::program("unshare")]);
     command
-        .args(["--mount", "--propagation", "private", "/bin/sh", "-c", SETUP])
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            SETUP,
+        ])
         .arg("sh")
         .arg(dir)
         .arg(bus)

@@ -64,6 +64,10 @@ impl Lab {
     pub(super) fn dump_logs(&self) {
         for log in ["nm.log", "dnsmasq.log", "dbus.log"] {
             let path = self.dir.join(log);
+            // A network-only lab has no NM or bus, hence no log of theirs.
+            if !path.exists() {
+                continue;
+            }
             eprintln!(
                 "---- lab {}: last lines of {log} ----\n{}",
                 self.host_ns,

@@ -1,0 +1,177 @@
+//! A fleet in the lab: several lab hosts, each with its own NetworkManager
+//! and an SSH server in its host namespace, and an Ansible controller on the
+//! machine that reaches each host only through that host's LAN namespace —
+//! so `fleet/rollout.yml` runs as against real hosts, over the very link
+//! each host converts, and no packet leaves the lab namespaces.
+//!
+//! ```text
+//!   controller (the machine)   ssh -o ProxyCommand="ip netns exec <L> nc %h %p"
+//!        |                          |
+//!        +-- h1: L1 --veth-- H1: sshd, NetworkManager, netbridge
+//!        +-- h2: L2 --veth-- H2: ...      (every H has 172.25.250.10)
+//!        +-- h3: ...
+//! ```
+//!
+//! ansible-core comes from PyPI into a venv cached outside the repository
+//! ([`AnsibleVenv`], `$NETBRIDGE_ANSIBLE_VENV`). What cannot start is
+//! reported like every lab failure: `LAB UNAVAILABLE: <reason>`, fatal
+//! under `CI=true`, skippable elsewhere with `NETBRIDGE_SKIP_LAB=1`.
+
+mod controller;
+mod sshd;
+mod venv;
+
+use std::io::Write;
+
+pub use controller::{rollout_playbook, Controller, PlaybookRun};
+pub use sshd::Sshd;
+pub use venv::{AnsibleVenv, VenvGuard, ANSIBLE_CORE};
+
+use crate::lab::{cmd, Lab, LabError, Uplink};
+
+/// The programs a fleet needs beyond the lab's, with their packages.
+const TOOLS: [(&str, &str); 4] = [
+    ("sshd", "openssh-server"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("nc", "netcat-openbsd"),
+];
+
+/// One lab host with its SSH server. The server is declared first so it
+/// is stopped before the lab deletes the namespace it runs in.
+pub struct FleetHost {
+    sshd: Sshd,
+    lab: Lab,
+    name: String,
+}
+
+impl FleetHost {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    pub fn sshd(&self) -> &Sshd {
+        &self.sshd
+    }
+}
+
+/// Lab hosts with static uplinks (172.25.250.10/24 each, in its own lab),
+/// an SSH server on each and a controller whose inventory lists them in
+/// order, in the group `netbridge`.
+pub struct Fleet {
+    hosts: Vec<FleetHost>,
+    controller: Controller,
+}
+
+impl Fleet {
+    /// The controller first (building the ansible venv is the likeliest
+    /// to fail), then the hosts, started concurrently.
+    pub fn start(names: &[&str]) -> Result<Fleet, LabError> {
+        check_tools()?;
+        let controller = Controller::new()?;
+        let key = controller.public_key()?;
+        let hosts = start_hosts(names, &key)?;
+        let listed: Vec<(&str, &Lab)> = hosts.iter().map(|h| (h.name(), h.lab())).collect();
+        controller.write_inventory(&listed)?;
+        Ok(Fleet { hosts, controller })
+    }
+
+    /// [`Fleet::start`] for tests: prints `LAB UNAVAILABLE: <reason>` and
+    /// panics when the fleet cannot start — unless `NETBRIDGE_SKIP_LAB=1`
+    /// is set (and `CI` is not `true`); then returns `None`.
+    pub fn require(names: &[&str]) -> Option<Fleet> {
+        match Fleet::start(names) {
+            Ok(fleet) => Some(fleet),
+            Err(e) => unavailable(&e.to_string()),
+        }
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn hosts(&self) -> &[FleetHost] {
+        &self.hosts
+    }
+
+    /// # Panics
+    /// If there is no host called `name` (a mistake in the test).
+    pub fn host(&self, name: &str) -> &FleetHost {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("fleet: no host {name}"))
+    }
+}
+
+fn start_hosts(names: &[&str], key: &str) -> Result<Vec<FleetHost>, LabError> {
+    // Each host waits mostly for its NetworkManager: start them side by side.
+    let started: Vec<Result<FleetHost, LabError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|name| scope.spawn(move || start_host(name, key)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(LabError::Prerequisite(
+                        "a thread starting a fleet host panicked".to_owned(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    // The first error wins; hosts that did start are dropped (stopped).
+    started.into_iter().collect()
+}
+
+fn start_host(name: &str, key: &str) -> Result<FleetHost, LabError> {
+    let lab = Lab::start(Uplink::Static)?;
+    let sshd = Sshd::start(&lab, key)?;
+    Ok(FleetHost {
+        sshd,
+        lab,
+        name: name.to_owned(),
+    })
+}
+
+fn check_tools() -> Result<(), LabError> {
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(program, _)| cmd::which(program).is_none())
+        .map(|(program, package)| format!("{program} (package {package})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(LabError::Prerequisite(format!(
+        "missing programs: {} (scripts/install-deps.sh installs them)",
+        missing.join(", ")
+    )))
+}
+
+fn unavailable(reason: &str) -> Option<Fleet> {
+    loud(&format!("LAB UNAVAILABLE: {reason}"));
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("LAB UNAVAILABLE (CI=true, lab tests must run): {reason}");
+    }
+    if std::env::var("NETBRIDGE_SKIP_LAB").is_ok_and(|v| v == "1") {
+        loud("LAB UNAVAILABLE: test skipped because NETBRIDGE_SKIP_LAB=1");
+        return None;
+    }
+    panic!(
+        "LAB UNAVAILABLE: {reason}\n(set NETBRIDGE_SKIP_LAB=1 to skip lab tests on a machine \
+         that cannot run them)"
+    );
+}
+
+/// Writes to the real stderr: the test harness captures `eprintln!` of
+/// passing tests, and a skipped lab test passes.
+pub(crate) fn loud(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

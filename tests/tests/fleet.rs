@@ -1,0 +1,171 @@
+//! `fleet/rollout.yml` against three lab hosts over SSH, one host per
+//! batch: h1 converts, h2's check fails after the change so netbridge rolls
+//! it back, and the rollout stops there — h3 is never contacted.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{device, eventually, ipv4, status};
+use netbridge_tests::fleet::{rollout_playbook, Fleet, FleetHost};
+use serde_json::{json, Value};
+
+/// One configuration for the whole fleet: whichever NIC holds the default
+/// route becomes br0's port, proven by pinging the gateway.
+const FLEET_TOML: &str = r#"[[bridge]]
+name = "br0"
+uplink = "default-route"
+checks = ["ping:172.25.250.254"]
+"#;
+
+/// Three hosts' worth of SSH round trips plus one rollback, with room for
+/// a slow, shared machine.
+const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[test]
+fn the_rollout_stops_at_the_first_host_that_rolled_back() {
+    let Some(fleet) = Fleet::require(&["h1", "h2", "h3"]) else {
+        return;
+    };
+    let (h1, h2, h3) = (fleet.host("h1"), fleet.host("h2"), fleet.host("h3"));
+    ship_config(&fleet);
+    // A leftover that would make h1's apply fail (invalid TOML): the
+    // rollout must remove drop-ins it does not ship.
+    let stale = h1.sshd().etc_netbridge().join("conf.d/90-stale.toml");
+    std::fs::create_dir_all(stale.parent().expect("conf.d")).expect("create h1's conf.d");
+    std::fs::write(&stale, "not = [valid").expect("write a stale drop-in");
+    make_checks_fail_after_the_change(h2);
+    let (h2_before, h3_before) = (h2.lab().snapshot(), h3.lab().snapshot());
+
+    let run = fleet
+        .controller()
+        .run_playbook(
+            &rollout_playbook(),
+            &json!({
+                "netbridge_batch": 1,
+                "netbridge_config": fleet.controller().config_dir().join("netbridge.toml"),
+                "netbridge_dropins": fleet.controller().config_dir().join("conf.d"),
+                "netbridge_results_dir": fleet.controller().results_dir(),
+            }),
+            ROLLOUT_TIMEOUT,
+        )
+        .unwrap_or_else(|e| panic!("the playbook did not finish: {e}"));
+    let output = &run.output;
+    eprintln!("{output}");
+    assert!(
+        !run.status.success(),
+        "the rollout reports the failure: {}\n{output}",
+        run.status
+    );
+
+    assert_h1_converted(&fleet, h1, output);
+    assert!(!stale.exists(), "the stale drop-in was removed");
+    assert_h2_rolled_back(&fleet, h2, &h2_before, output);
+    assert_h3_untouched(&fleet, h3, &h3_before, output);
+}
+
+fn ship_config(fleet: &Fleet) {
+    let dir = fleet.controller().config_dir();
+    std::fs::write(dir.join("netbridge.toml"), FLEET_TOML).expect("write the fleet config");
+}
+
+/// On h2's LAN only: the gateway answers the first echo request and drops
+/// every later one. netbridge's check before the change sends the first
+/// (and is answered), so the change is tried; every probe after it is
+/// dropped, so netbridge rolls back. The limit never refills within the
+/// test (one per hour), which makes this deterministic.
+fn make_checks_fail_after_the_change(h2: &FleetHost) {
+    let echo = ["-p", "icmp", "--icmp-type", "echo-request"];
+    let first_only = [
+        "-m",
+        "limit",
+        "--limit",
+        "1/hour",
+        "--limit-burst",
+        "1",
+        "-j",
+        "ACCEPT",
+    ];
+    for rule in [&first_only[..], &["-j", "DROP"][..]] {
+        let mut argv = vec!["iptables", "-A", "INPUT"];
+        argv.extend(echo);
+        argv.extend(rule);
+        let out = h2.lab().lan(&argv);
+        assert!(
+            out.status.success(),
+            "iptables in h2's LAN namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn result(fleet: &Fleet, host: &str) -> Option<Value> {
+    fleet
+        .controller()
+        .result(host)
+        .unwrap_or_else(|e| panic!("{host}'s result: {e}"))
+}
+
+fn assert_h1_converted(fleet: &Fleet, h1: &FleetHost, output: &str) {
+    let doc = result(fleet, "h1").unwrap_or_else(|| panic!("h1 has a result\n{output}"));
+    assert_eq!(doc["result"], "applied", "{doc:#}");
+    assert_eq!(doc["exit_code"], 0, "{doc:#}");
+    assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
+    // The result came back over the SSH session that ran the apply, across
+    // the conversion of the link it travels on.
+    let s = status(h1.lab());
+    assert_eq!(ipv4(&s, "br0"), vec!["172.25.250.10/24"], "{s:#}");
+    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    let shipped = std::fs::read_to_string(h1.sshd().etc_netbridge().join("netbridge.toml"))
+        .expect("h1's /etc/netbridge/netbridge.toml");
+    assert_eq!(shipped, FLEET_TOML);
+}
+
+fn assert_h2_rolled_back(
+    fleet: &Fleet,
+    h2: &FleetHost,
+    before: &netbridge_tests::HostSnapshot,
+    output: &str,
+) {
+    let doc = result(fleet, "h2").unwrap_or_else(|| panic!("h2 has a result\n{output}"));
+    assert_eq!(doc["result"], "rolled-back", "{doc:#}");
+    assert_eq!(doc["exit_code"], 3, "{doc:#}");
+    let bridge = &doc["bridges"][0];
+    assert_eq!(bridge["result"], "rolled-back", "{doc:#}");
+    let reason = bridge["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("checks failed after the change: ping 172.25.250.254"),
+        "{reason}"
+    );
+    assert!(
+        output.contains("h2: netbridge apply rolled-back (exit 3"),
+        "the playbook says why it stopped:\n{output}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || h2.lab().snapshot() == *before),
+        "h2 is as before the rollout"
+    );
+    assert_eq!(
+        status(h2.lab())["configured"]["br0"]["result"],
+        "rolled-back"
+    );
+}
+
+fn assert_h3_untouched(
+    fleet: &Fleet,
+    h3: &FleetHost,
+    before: &netbridge_tests::HostSnapshot,
+    output: &str,
+) {
+    assert!(
+        result(fleet, "h3").is_none(),
+        "h3 has no result\n{output}"
+    );
+    assert_eq!(h3.sshd().connections(), 0, "nobody connected to h3's sshd");
+    assert_eq!(h3.lab().snapshot(), *before, "h3 is unchanged");
+    assert!(
+        !h3.sshd().etc_netbridge().join("netbridge.toml").exists(),
+        "no configuration reached h3"
+    );
+}
