@@ -65,6 +65,11 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         _ = signals.interrupt.recv() => return Err(AgentError::Stopped),
     };
     tracing::info!(version = %nm.version(), "connected to NetworkManager");
+    // At boot NetworkManager is still bringing up what it autoconnects (a
+    // converted host's bridge among them): plan only once that is done.
+    if let Err(e) = nm.wait_startup_complete(options.nm_wait).await {
+        tracing::warn!("{e}; applying the configuration anyway");
+    }
     let store = Store::new(&options.state_dir);
     let stopping = watch_stop();
     let status = apply_config(&nm, &store, &options, &stopping).await;
@@ -125,9 +130,9 @@ async fn connect(wait: Duration) -> Result<Nm, AgentError> {
     loop {
         match Nm::connect().await {
             Ok(nm) => return Ok(nm),
-            Err(e @ (NmError::NotRunning { .. } | NmError::NoBus { .. }))
-                if tokio::time::Instant::now() < deadline =>
-            {
+            Err(
+                e @ (NmError::NotRunning { .. } | NmError::NoBus { .. } | NmError::Starting { .. }),
+            ) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "waiting for NetworkManager");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

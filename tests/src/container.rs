@@ -12,7 +12,7 @@
 //!
 //! The root is a copy of a Debian root made once by `debootstrap` and
 //! cached outside the repository ([`RootfsCache`]); each container gets its
-//! own copy in its lab directory, configured by [`image`], which survives
+//! own copy in its lab directory, configured as the lab's host, which survives
 //! reboots and power cuts as a disk would.
 //!
 //! The lab runs no bus and no NetworkManager of its own here
@@ -77,6 +77,9 @@ pub struct Container {
     /// None while powered off.
     machine: Option<Machine>,
     boots: u32,
+    /// The link that carries the host's address once booted: `ens32`, or
+    /// the bridge after netbridge converted the host.
+    carrier: String,
 }
 
 impl Container {
@@ -97,6 +100,7 @@ impl Container {
             root,
             machine: None,
             boots: 0,
+            carrier: UPLINK.to_owned(),
         })
     }
 
@@ -159,9 +163,16 @@ impl Container {
             .is_some_and(|m| m.check_running().is_ok())
     }
 
+    /// From the next boot on, wait for the host's address on `link` (e.g.
+    /// `br0` once the host is converted) instead of on `ens32`.
+    pub fn expect_address_on(&mut self, link: &str) {
+        self.carrier = link.to_owned();
+    }
+
     /// Boots the container and waits (at most 120 s) until its systemd
     /// reports `running` or `degraded` and NetworkManager has activated
-    /// `ens32` with the address the lab's [`Uplink`] calls for.
+    /// `ens32` (see [`Container::expect_address_on`]) with the address the
+    /// lab's [`Uplink`] calls for.
     pub fn boot(&mut self) -> Result<(), LabError> {
         if self.is_running() {
             return Err(LabError::Prerequisite(
@@ -336,6 +347,8 @@ impl Container {
         make.arg("-C")
             .arg(&repo)
             .arg("install")
+            // The debug build the test run already has; `make install` alone builds a release.
+            .arg("PROFILE=dev")
             .arg(format!("DESTDIR={}", self.root.display()));
         cmd::run(&mut make)?;
         if self.machine.is_some() {
@@ -359,7 +372,7 @@ impl Container {
             };
             if Instant::now() >= deadline {
                 return Err(LabError::Timeout {
-                    what: "the container to boot with ens32 up".to_owned(),
+                    what: format!("the container to boot with {} up", self.carrier),
                     seconds: BOOT_TIMEOUT.as_secs(),
                     detail: format!(
                         "{detail}\nlast lines of the console:\n{}",
@@ -385,16 +398,15 @@ impl Container {
         if state != "running" && state != "degraded" {
             return Ok(Some(format!("systemctl is-system-running: {state}")));
         }
-        let addresses = self.lab.ipv4_addresses(UPLINK)?;
+        let link = &self.carrier;
+        let addresses = self.lab.ipv4_addresses(link).unwrap_or_default();
         let uplink = self.lab.uplink();
         if !addresses.iter().any(|&(a, len)| uplink.accepts(a, len)) {
-            return Ok(Some(format!("{UPLINK} has {addresses:?}")));
+            return Ok(Some(format!("{link} has {addresses:?}")));
         }
-        let device = self.nm_device_state(UPLINK);
+        let device = self.nm_device_state(link);
         if !device.starts_with("100") {
-            return Ok(Some(format!(
-                "NetworkManager's state of {UPLINK}: {device}"
-            )));
+            return Ok(Some(format!("NetworkManager's state of {link}: {device}")));
         }
         Ok(None)
     }

@@ -15,6 +15,8 @@ pub enum NmError {
     },
     #[error("NetworkManager is not running (nobody owns org.freedesktop.NetworkManager on the system bus {address})")]
     NotRunning { address: String },
+    #[error("NetworkManager is still starting on the system bus {address} (its objects are not there yet)")]
+    Starting { address: String },
     #[error("NetworkManager refused {call}: permission denied ({name}); run netbridge as root")]
     PermissionDenied { call: String, name: String },
     #[error("NetworkManager {call} failed: {name}: {message}")]
@@ -88,7 +90,7 @@ impl NmError {
         matches!(
             self.dbus_name(),
             Some(errors::SERVICE_UNKNOWN | errors::NO_REPLY)
-        ) || matches!(self, NmError::NotRunning { .. })
+        ) || matches!(self, NmError::NotRunning { .. } | NmError::Starting { .. })
     }
 }
 

@@ -88,7 +88,12 @@ impl Nm {
             .build()
             .await
             .call("Settings proxy")?;
-        let version_text = manager.version().await.call("reading Version")?;
+        let version_text = match manager.version().await.call("reading Version") {
+            Ok(text) => text,
+            // The name is owned a moment before the objects are exported.
+            Err(e) if e.is_gone() => return Err(NmError::Starting { address }),
+            Err(e) => return Err(e),
+        };
         let version = NmVersion::parse(&version_text).ok_or_else(|| NmError::Unexpected {
             what: format!("NetworkManager reported an unreadable version {version_text:?}"),
         })?;

@@ -140,6 +140,26 @@ impl Nm {
         }
     }
 
+    /// Waits until NetworkManager has finished starting (activating what it
+    /// autoconnects at boot), so the host is read as it will be.
+    pub async fn wait_startup_complete(&self, deadline: Duration) -> Result<(), NmError> {
+        within("NetworkManager to finish starting", deadline, async {
+            let manager = NetworkManagerProxy::new(self.connection())
+                .await
+                .call("NetworkManager proxy")?;
+            let mut changes = manager.receive_startup_changed().await;
+            loop {
+                if !manager.startup().await.call("reading Startup")? {
+                    return Ok(());
+                }
+                if changes.next().await.is_none() {
+                    return Err(stream_ended("NetworkManager"));
+                }
+            }
+        })
+        .await
+    }
+
     /// Waits until the device with this interface name is gone.
     pub async fn wait_device_gone(&self, iface: &str, deadline: Duration) -> Result<(), NmError> {
         let what = format!("device {iface} to disappear");

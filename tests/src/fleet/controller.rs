@@ -130,6 +130,14 @@ impl Controller {
              ansible_python_interpreter=/usr/bin/python3\n",
             self.key().display()
         ));
+        // Listed only to keep the controller's own module files (tasks
+        // delegated to localhost) in the workspace instead of ~/.ansible.
+        text.push_str(&format!(
+            "\n[controller]\nlocalhost ansible_connection=local \
+             ansible_python_interpreter={} ansible_remote_tmp={}/ansible-tmp\n",
+            self.venv.python().display(),
+            self.dir().display()
+        ));
         let path = self.inventory();
         write_file(&path, &text, 0o644)?;
         Ok(path)

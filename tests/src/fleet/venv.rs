@@ -45,6 +45,11 @@ impl VenvGuard {
     pub fn ansible_playbook(&self) -> PathBuf {
         self.dir.join("bin/ansible-playbook")
     }
+
+    /// The venv's interpreter (the one Ansible's controller runs on).
+    pub fn python(&self) -> PathBuf {
+        self.dir.join("bin/python3")
+    }
 }
 
 impl AnsibleVenv {

@@ -1,0 +1,193 @@
+//! netbridge under real systemd: a Debian host booted with systemd-nspawn in
+//! a lab namespace, netbridge installed the documented way (`make install`),
+//! `systemctl enable --now netbridge-agent` converting the host, a reboot,
+//! and a power cut in the middle of a change.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use netbridge_tests::container::Container;
+use netbridge_tests::lab::{Uplink, STATIC_ADDRESS, UPLINK};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const CONFIG: &str = r#"
+[[bridge]]
+name = "br0"
+uplink = "default-route"
+checks = ["tcp:172.25.250.254:53"]
+"#;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+fn addresses(host: &Container, link: &str) -> Vec<(Ipv4Addr, u8)> {
+    host.ipv4_addresses(link).unwrap_or_default()
+}
+
+fn status(host: &Container) -> serde_json::Value {
+    let out = host.exec(["netbridge", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "netbridge status: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn installed(uplink: Uplink) -> Option<Container> {
+    let host = Container::require(uplink)?;
+    host.install_netbridge()
+        .expect("make install into the host");
+    Some(host)
+}
+
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cond()
+}
+
+#[test]
+fn systemctl_enable_now_converts_the_host_and_a_reboot_keeps_it() {
+    let Some(mut host) = installed(Uplink::Static) else {
+        return;
+    };
+    host.write_file("/etc/netbridge/netbridge.toml", CONFIG, 0o644)
+        .expect("write the configuration");
+    let enable = host.systemctl(["enable", "--now", "netbridge-agent"]);
+    assert!(
+        enable.status.success(),
+        "enable --now: {}\n{}",
+        text(&enable.stderr),
+        host.journal("netbridge-agent")
+    );
+    // Type=notify: `enable --now` returned once the agent reported ready.
+    let me = (STATIC_ADDRESS, 24);
+    assert_eq!(
+        addresses(&host, "br0"),
+        vec![me],
+        "{}",
+        host.journal("netbridge-agent")
+    );
+    assert!(addresses(&host, UPLINK).is_empty());
+    let s = status(&host);
+    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    let journal = host.journal("netbridge-agent");
+    assert!(
+        journal.contains("committed"),
+        "the agent logs to the journal:\n{journal}"
+    );
+
+    host.expect_address_on("br0");
+    host.reboot().expect("reboot the host");
+    assert!(
+        eventually(|| addresses(&host, "br0") == vec![me]),
+        "br0 is back after the reboot"
+    );
+    let active = || text(&host.systemctl(["is-active", "netbridge-agent"]).stdout) == "active";
+    assert!(eventually(active), "{}", host.journal("netbridge-agent"));
+    let restarts = host.systemctl(["show", "--property=NRestarts", "netbridge-agent"]);
+    assert_eq!(
+        text(&restarts.stdout),
+        "NRestarts=0",
+        "started cleanly at boot, waiting for NetworkManager:\n{}",
+        host.journal("netbridge-agent")
+    );
+    assert!(eventually(
+        || status(&host)["configured"]["br0"]["result"] == "unchanged"
+    ));
+
+    let reload = host.systemctl(["reload", "netbridge-agent"]);
+    assert!(
+        reload.status.success(),
+        "{}\n{}\n{}",
+        text(&reload.stderr),
+        text(&host.systemctl(["status", "netbridge-agent"]).stdout),
+        host.journal("netbridge-agent")
+    );
+    let stop = host.systemctl(["stop", "netbridge-agent"]);
+    assert!(
+        stop.status.success(),
+        "a clean stop: {}",
+        text(&stop.stderr)
+    );
+}
+
+#[test]
+fn a_power_cut_mid_change_boots_the_original_working_configuration() {
+    let Some(mut host) = installed(Uplink::Static) else {
+        return;
+    };
+    let dnsmasq = host.lab().dnsmasq_pid().expect("the LAN's dnsmasq");
+    let mut convert = host
+        .command([
+            "netbridge",
+            "convert",
+            "ens32",
+            "--yes",
+            "--check",
+            "dns:gw.lab",
+        ])
+        .expect("a command in the host")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netbridge convert");
+    let stderr = convert.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+    let dns = Pid::from_raw(i32::try_from(dnsmasq).expect("pid"));
+    // Silence DNS once the change is under way, so the change hangs in its checks.
+    assert!(
+        lines.any(|l| l.contains("checkpoint")),
+        "netbridge reached its checkpoint"
+    );
+    kill(dns, Signal::SIGSTOP).expect("stop dnsmasq");
+    assert!(lines.any(|l| l.contains("bridge up")), "the bridge came up");
+    assert_eq!(
+        addresses(&host, "br0"),
+        vec![(STATIC_ADDRESS, 24)],
+        "mid-change"
+    );
+
+    host.power_cut().expect("cut the power");
+    let _ = convert.wait();
+    kill(dns, Signal::SIGCONT).expect("resume dnsmasq");
+    host.boot().expect("boot again");
+
+    assert_eq!(
+        addresses(&host, UPLINK),
+        vec![(STATIC_ADDRESS, 24)],
+        "the old configuration booted"
+    );
+    assert!(
+        addresses(&host, "br0").is_empty(),
+        "no bridge after the power cut"
+    );
+    let keyfiles = std::fs::read_dir(host.root().join("etc/NetworkManager/system-connections"))
+        .expect("keyfile directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        keyfiles,
+        vec!["ens32.nmconnection"],
+        "nothing of the trial reached the disk"
+    );
+    let s = status(&host);
+    assert_eq!(s["devices"][0]["profile"]["id"], "ens32", "{s:#}");
+    // The journal remembers the interrupted change; closing it changes nothing.
+    assert_eq!(s["unfinished_change"]["phase"], "applying");
+    let recover = host.exec(["netbridge", "recover", "--json"]);
+    assert!(recover.status.success(), "{}", text(&recover.stderr));
+    assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+}
