@@ -50,16 +50,20 @@ fn the_rollout_stops_at_the_first_host_that_rolled_back_and_resumes_once_fixed()
     assert_h2_rolled_back(&fleet, h2, &h2_before, &run.output);
     assert_h3_untouched(&fleet, h3, &h3_before, &run.output);
 
-    // The cause fixed, the same rollout again: h1 is left alone, h2 and h3
-    // convert.
     let out = h2.lab().lan(["iptables", "-F", "INPUT"]);
     assert!(out.status.success(), "flush h2's LAN rules");
-    let run = rollout(&fleet);
+    assert_rollout_resumes(&fleet);
+}
+
+/// The cause fixed, the same rollout again: h1 is left alone (no change, no
+/// outage), h2 and h3 convert.
+fn assert_rollout_resumes(fleet: &Fleet) {
+    let run = rollout(fleet);
     assert!(run.status.success(), "{}\n{}", run.status, run.output);
-    let h1_doc = result(&fleet, "h1").expect("h1's second result");
-    assert_eq!(h1_doc["bridges"][0]["result"], "unchanged", "{h1_doc:#}");
-    for host in [h2, h3] {
-        let doc = result(&fleet, host.name()).expect("a result");
+    let h1 = result(fleet, "h1").expect("h1's second result");
+    assert_eq!(h1["bridges"][0]["result"], "unchanged", "{h1:#}");
+    for host in [fleet.host("h2"), fleet.host("h3")] {
+        let doc = result(fleet, host.name()).expect("a result");
         assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
         let s = status(host.lab());
         assert_eq!(ipv4(&s, "br0"), vec!["172.25.250.10/24"], "{s:#}");
@@ -143,6 +147,7 @@ fn assert_h1_converted(fleet: &Fleet, h1: &FleetHost, output: &str) {
     let shipped = std::fs::read_to_string(h1.sshd().etc_netbridge().join("netbridge.toml"))
         .expect("h1's /etc/netbridge/netbridge.toml");
     assert_eq!(shipped, FLEET_TOML);
+    assert!(h1.sshd().connections() > 0, "h1's sshd logs connections");
 }
 
 fn assert_h2_rolled_back(

@@ -119,7 +119,8 @@ impl Sshd {
 /// Throwaway keys and paths in the lab directory. `StrictModes no`: the
 /// authorized key lives under the world-writable /tmp, which strict mode
 /// refuses (the lab directory itself is 0700). `UsePAM no`: no PAM session
-/// (nor systemd-logind) for a lab login.
+/// (nor systemd-logind) for a lab login. `LogLevel VERBOSE`: sshd logs each
+/// TCP connection only from that level on ([`Sshd::connections`]).
 fn sshd_config(dir: &Path) -> String {
     format!(
         "ListenAddress {STATIC_ADDRESS}:22\n\
@@ -133,6 +134,7 @@ fn sshd_config(dir: &Path) -> String {
          StrictModes no\n\
          PrintMotd no\n\
          PrintLastLog no\n\
+         LogLevel VERBOSE\n\
          Subsystem sftp internal-sftp\n",
         dir = dir.display()
     )
