@@ -47,9 +47,9 @@ pub enum Outcome {
 pub enum Failure {
     #[error("NetworkManager failed while applying: {0}")]
     Apply(NmError),
-    #[error("the bridge did not come up: {0}")]
+    #[error("activation did not complete: {0}")]
     Activation(NmError),
-    #[error("the bridge came up wrong: {}", .0.join("; "))]
+    #[error("the result is not as planned: {}", .0.join("; "))]
     Verify(Vec<String>),
     #[error("checks failed after the change: {}", failed_checks(.0))]
     Checks(Vec<ProbeResult>),
