@@ -85,6 +85,9 @@ pub enum TxError {
     },
 }
 
+/// How long the reported state may lag behind activation before it counts as wrong.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// What a guarded change protects and how it proves itself.
 struct Guard<'p> {
     /// The devices the checkpoint covers.
@@ -226,7 +229,7 @@ impl Transaction<'_> {
         let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
         let bridge = self
             .nm
-            .add_profile(&plan.bridge_profile, trial)
+            .add_profile(&plan.bridge_trial_profile(), trial)
             .await
             .map_err(Failure::Apply)?;
         let port = self
@@ -308,19 +311,20 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Checks the state NetworkManager reports against what the plan promised.
+    /// Checks the state NetworkManager reports against what the plan
+    /// promised, giving it a moment to publish what the kernel already has.
     async fn verify(&self, plan: &Plan) -> Result<(), Vec<String>> {
-        let nm_err = |e: NmError| vec![format!("reading {}: {e}", plan.bridge)];
-        let Some(path) = self
+        let outcome = self
             .nm
-            .device_by_iface(&plan.bridge)
-            .await
-            .map_err(nm_err)?
-        else {
-            return Err(vec![format!("no device {} exists", plan.bridge)]);
-        };
-        let bridge = self.nm.device_info(&path).await.map_err(nm_err)?;
-        as_result(verify::converted(&bridge, plan))
+            .settle(SETTLE, async || {
+                let Some(path) = self.nm.device_by_iface(&plan.bridge).await? else {
+                    return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
+                };
+                let bridge = self.nm.device_info(&path).await?;
+                Ok(as_result(verify::converted(&bridge, plan)))
+            })
+            .await;
+        outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.bridge)]))
     }
 
     /// Persists the trial: profiles to disk, the original profile kept with
@@ -333,12 +337,17 @@ impl Transaction<'_> {
     ) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
-        for uuid in [&plan.bridge_uuid, &plan.port_uuid] {
-            let path = self.profile(uuid).await?;
-            self.nm
-                .update_profile(&path, None, Update2Flags::TO_DISK)
-                .await?;
-        }
+        // The saved bridge gets back what the trial left out; the running one
+        // must not be touched (no reapply).
+        let bridge = self.profile(&plan.bridge_uuid).await?;
+        let saved = Update2Flags::TO_DISK | Update2Flags::NO_REAPPLY;
+        self.nm
+            .update_profile(&bridge, Some(&plan.bridge_profile), saved)
+            .await?;
+        let port = self.profile(&plan.port_uuid).await?;
+        self.nm
+            .update_profile(&port, None, Update2Flags::TO_DISK)
+            .await?;
         let original = self.profile(&plan.original.uuid).await?;
         self.nm
             .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
@@ -453,13 +462,14 @@ impl Transaction<'_> {
     }
 
     async fn verify_revert(&self, plan: &RevertPlan) -> Result<(), Vec<String>> {
-        let nm_err = |e: NmError| vec![format!("reading {}: {e}", plan.uplink)];
-        let uplink = self
+        let outcome = self
             .nm
-            .device_info(&plan.uplink_path)
-            .await
-            .map_err(nm_err)?;
-        as_result(verify::carries(&uplink, &plan.ipv4, &plan.ipv6))
+            .settle(SETTLE, async || {
+                let uplink = self.nm.device_info(&plan.uplink_path).await?;
+                Ok(as_result(verify::carries(&uplink, &plan.ipv4, &plan.ipv6)))
+            })
+            .await;
+        outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.uplink)]))
     }
 
     async fn commit_revert(

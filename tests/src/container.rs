@@ -13,7 +13,10 @@
 //! The root is a copy of a Debian root made once by `debootstrap` and
 //! cached outside the repository ([`RootfsCache`]); each container gets its
 //! own copy in its lab directory, configured as the lab's host, which survives
-//! reboots and power cuts as a disk would.
+//! reboots and power cuts as a disk would. Containers run Debian 12
+//! (bookworm, NetworkManager 1.42) unless made with a [`Suite`]
+//! ([`Container::create_on`], [`Container::start_on`],
+//! [`Container::require_on`]): Debian 13 (trixie) brings NetworkManager 1.52.
 //!
 //! The lab runs no bus and no NetworkManager of its own here
 //! ([`Lab::start_network_only`]). Dropping a [`Container`] powers the
@@ -24,12 +27,14 @@
 //! `netbridge-lab cleanup` then removes the namespaces and directory.
 //!
 //! Environment:
-//! - `NETBRIDGE_ROOTFS_CACHE`: where the cached root lives (default
-//!   `/var/cache/netbridge-tests/rootfs-bookworm`);
-//!   `NETBRIDGE_DEBIAN_MIRROR` the mirror it is made from.
+//! - `NETBRIDGE_ROOTFS_CACHE`: where bookworm's cached root lives (default
+//!   `/var/cache/netbridge-tests/rootfs-bookworm`),
+//!   `NETBRIDGE_ROOTFS_CACHE_TRIXIE` trixie's (default `.../rootfs-trixie`);
+//!   `NETBRIDGE_DEBIAN_MIRROR` the mirror they are made from.
 //! - `NETBRIDGE_SKIP_CONTAINER=1` (or `NETBRIDGE_SKIP_LAB=1`):
-//!   [`Container::require`] skips instead of failing when the container
-//!   cannot be built or booted; ignored when `CI=true`.
+//!   [`Container::require`] and [`Container::require_on`] skip instead of
+//!   failing when the container cannot be built or booted; ignored when
+//!   `CI=true`.
 
 mod image;
 mod machine;
@@ -43,7 +48,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub use image::HOSTNAME;
-pub use rootfs::{RootfsCache, PACKAGES, SUITE};
+pub use rootfs::{RootfsCache, Suite, PACKAGES, SUITE};
 
 use crate::lab::cmd;
 use crate::lab::daemon::log_tail;
@@ -73,6 +78,7 @@ const TOOLS: [(&str, &str); 7] = [
 /// A lab host that is a booted Debian system. See the module documentation.
 pub struct Container {
     lab: Lab,
+    suite: Suite,
     root: PathBuf,
     /// None while powered off.
     machine: Option<Machine>,
@@ -83,20 +89,26 @@ pub struct Container {
 }
 
 impl Container {
-    /// A lab (network only) and a configured copy of the cached root,
+    /// A bookworm host: [`Container::create_on`] with [`Suite::Bookworm`].
+    pub fn create(uplink: Uplink) -> Result<Container, LabError> {
+        Container::create_on(Suite::Bookworm, uplink)
+    }
+
+    /// A lab (network only) and a configured copy of `suite`'s cached root,
     /// building the cache first if needed; not booted yet, so files can be
     /// put into [`Container::root`] before the first boot.
-    pub fn create(uplink: Uplink) -> Result<Container, LabError> {
+    pub fn create_on(suite: Suite, uplink: Uplink) -> Result<Container, LabError> {
         check_prerequisites()?;
         let lab = Lab::start_network_only(uplink)?;
         let dir = lab.dir().join("container");
         std::fs::create_dir(&dir)
             .map_err(|e| LabError::io("cannot create the container directory", &dir, e))?;
         let root = dir.join("root");
-        RootfsCache::from_env().copy_to(&root)?;
+        RootfsCache::for_suite(suite).copy_to(&root)?;
         image::configure(&root, uplink)?;
         Ok(Container {
             lab,
+            suite,
             root,
             machine: None,
             boots: 0,
@@ -104,14 +116,30 @@ impl Container {
         })
     }
 
-    /// [`Container::create`] and [`Container::boot`].
+    /// A bookworm host: [`Container::start_on`] with [`Suite::Bookworm`].
     pub fn start(uplink: Uplink) -> Result<Container, LabError> {
-        let mut container = Container::create(uplink)?;
+        Container::start_on(Suite::Bookworm, uplink)
+    }
+
+    /// [`Container::create_on`] and [`Container::boot`].
+    pub fn start_on(suite: Suite, uplink: Uplink) -> Result<Container, LabError> {
+        let mut container = Container::create_on(suite, uplink)?;
         container.boot()?;
         Ok(container)
     }
 
-    /// [`Container::start`] for tests: a container test that cannot run
+    /// A bookworm host for tests: [`Container::require_on`] with
+    /// [`Suite::Bookworm`].
+    ///
+    /// ```no_run
+    /// # use netbridge_tests::{container::Container, lab::Uplink};
+    /// let Some(host) = Container::require(Uplink::Static) else { return };
+    /// ```
+    pub fn require(uplink: Uplink) -> Option<Container> {
+        Container::require_on(Suite::Bookworm, uplink)
+    }
+
+    /// [`Container::start_on`] for tests: a container test that cannot run
     /// must never pass silently. When the container cannot be built or
     /// booted, prints `LAB UNAVAILABLE: <reason>` and panics — unless
     /// `NETBRIDGE_SKIP_CONTAINER=1` or `NETBRIDGE_SKIP_LAB=1` is set and
@@ -119,14 +147,19 @@ impl Container {
     /// return early:
     ///
     /// ```no_run
-    /// # use netbridge_tests::{container::Container, lab::Uplink};
-    /// let Some(host) = Container::require(Uplink::Static) else { return };
+    /// # use netbridge_tests::{container::{Container, Suite}, lab::Uplink};
+    /// let Some(host) = Container::require_on(Suite::Trixie, Uplink::Static) else { return };
     /// ```
-    pub fn require(uplink: Uplink) -> Option<Container> {
-        match Container::start(uplink) {
+    pub fn require_on(suite: Suite, uplink: Uplink) -> Option<Container> {
+        match Container::start_on(suite, uplink) {
             Ok(container) => Some(container),
-            Err(e) => unavailable(&e.to_string()),
+            Err(e) => unavailable(&format!("Debian {suite} container: {e}")),
         }
+    }
+
+    /// The Debian release the container runs.
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
 
     /// The lab around the container: its namespaces (`ip -n`), the LAN.

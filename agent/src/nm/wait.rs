@@ -140,6 +140,40 @@ impl Nm {
         }
     }
 
+    /// Re-evaluates `check` whenever a NetworkManager property changes, until
+    /// it is satisfied (`Ok`) or `deadline` passes (then the last `Err`).
+    /// NetworkManager may report a device activated a little before its
+    /// addresses show on the bus (1.52 publishes them ~100 ms later).
+    pub async fn settle<T, E>(
+        &self,
+        deadline: Duration,
+        mut check: impl AsyncFnMut() -> Result<Result<T, E>, NmError>,
+    ) -> Result<Result<T, E>, NmError> {
+        // Subscribe before the first look, so no change in between is missed.
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .and_then(|b| b.member("PropertiesChanged"))
+            .and_then(|b| b.path_namespace("/org/freedesktop/NetworkManager"))
+            .map(|b| b.build())
+            .call("building a match rule")?;
+        let mut changes = zbus::MessageStream::for_match_rule(rule, self.connection(), Some(64))
+            .await
+            .call("AddMatch PropertiesChanged")?;
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let last = match check().await? {
+                Ok(done) => return Ok(Ok(done)),
+                Err(not_yet) => not_yet,
+            };
+            match tokio::time::timeout_at(end, changes.next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(stream_ended("property changes")),
+                Err(_) => return Ok(Err(last)),
+            }
+        }
+    }
+
     /// Waits until NetworkManager has finished starting (activating what it
     /// autoconnects at boot), so the host is read as it will be.
     pub async fn wait_startup_complete(&self, deadline: Duration) -> Result<(), NmError> {

@@ -626,6 +626,16 @@ fn warnings(ipv6: &IpPlan, applied: &Settings) -> Result<Vec<String>, SettingsEr
 }
 
 impl Plan {
+    /// The bridge profile as tried: without `autoconnect-slaves`, so
+    /// NetworkManager does not activate the port by itself while netbridge
+    /// does (a second activation bounces the uplink). The saved profile has
+    /// it, so the port comes back with the bridge at boot.
+    pub fn bridge_trial_profile(&self) -> Settings {
+        let mut trial = self.bridge_profile.clone();
+        trial.remove(names::CONNECTION, "autoconnect-slaves");
+        trial
+    }
+
     /// The equivalent nmcli commands, so an operator can review what the plan does.
     pub fn nmcli_commands(&self) -> Vec<String> {
         let mut bridge = format!(

@@ -150,6 +150,19 @@ fn static_uplink_moves_every_ip_setting_to_the_bridge() {
 }
 
 #[test]
+fn the_trial_bridge_does_not_pull_its_port_in_but_the_saved_one_does() {
+    let p = plan(&found_with(static_settings()), &request());
+    let trial = p.bridge_trial_profile();
+    assert_eq!(trial.i32(names::CONNECTION, "autoconnect-slaves"), Ok(None));
+    assert_eq!(
+        p.bridge_profile
+            .i32(names::CONNECTION, "autoconnect-slaves"),
+        Ok(Some(1))
+    );
+    assert_eq!(trial.str(names::IPV4, "method"), Ok(Some("manual")));
+}
+
+#[test]
 fn stp_is_off_by_default_and_deadlines_grow_with_it() {
     let p = plan(&found_with(static_settings()), &request());
     assert_eq!(p.bridge_profile.bool(names::BRIDGE, "stp"), Ok(Some(false)));

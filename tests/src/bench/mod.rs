@@ -9,6 +9,7 @@ pub mod agent;
 pub mod convert;
 pub mod icmp;
 pub mod machine;
+pub mod notes;
 pub mod probe;
 pub mod proc;
 pub mod rollback;

@@ -25,9 +25,10 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 pub struct RollbackSample {
-    /// From the failed verdict until the host answered the LAN again after
-    /// its last gap of at least `trace::DOWN_GAP`; 0 if it never stopped.
-    pub verdict_to_answering: f64,
+    /// What the LAN saw from the failed verdict on: its `back_at` is when
+    /// the host answered again after its last gap of at least
+    /// `trace::DOWN_GAP`, counted from the verdict (None: no such gap).
+    pub after_verdict: Outage,
     /// netbridge's own account: from the verdict until the original
     /// profile ran again (its `rolling back` and `rolled back` lines).
     pub restore: f64,
@@ -50,8 +51,8 @@ pub fn run_all(config: &Config) -> RollbackResults {
         match run_once(config.settle_timeout) {
             Ok(s) => {
                 eprintln!(
-                    "bench:   rolled back: restore {:.3} s, host answering {:.3} s after the verdict, LAN longest gap {:.0} ms, {} lost",
-                    s.restore, s.verdict_to_answering, s.lan.longest_gap * 1000.0, s.lan.lost
+                    "bench:   rolled back: restore {:.3} s; after the verdict LAN longest gap {:.0} ms; whole run LAN longest gap {:.0} ms, {} lost",
+                    s.restore, s.after_verdict.longest_gap * 1000.0, s.lan.longest_gap * 1000.0, s.lan.lost
                 );
                 results.samples.push(s);
             }
@@ -103,9 +104,8 @@ fn run_once(settle: Duration) -> Result<RollbackSample, String> {
     let end = now();
     let replies = lan.finish()?;
     verify_restored(&lab)?;
-    let after_verdict = outage(&replies, verdict, end);
     Ok(RollbackSample {
-        verdict_to_answering: after_verdict.back_at.unwrap_or(0.0),
+        after_verdict: outage(&replies, verdict, end),
         restore,
         lan: outage(&replies, started, end),
         total: exited - started,

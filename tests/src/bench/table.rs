@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::agent::AgentResult;
 use super::convert::{Sample, ToolResults};
+use super::notes;
 use super::rollback::RollbackResults;
 use super::scale::ScaleResults;
 use super::stats::{format_summary, format_value, summarize, Unit};
@@ -22,7 +23,11 @@ pub struct Report {
 }
 
 const NOT_RUN: &str = "not run";
-const NO_ROLLBACK: &str = "n/a: no checks, nothing rolls back";
+/// What the peers do where netbridge rolls back after a failed check.
+const NO_ROLLBACK: [&str; 2] = [
+    "n/a: nothing verifies or rolls back",
+    "n/a: rolls back only when its state verification fails, never on lost connectivity",
+];
 
 struct Row {
     label: String,
@@ -40,6 +45,12 @@ impl Row {
     /// A netbridge-only measurement: the peers have no equivalent.
     fn netbridge_only(label: impl Into<String>, cell: String, others: &str) -> Row {
         Row::new(label, vec![cell, others.to_owned(), others.to_owned()])
+    }
+
+    /// A rollback measurement, with what the peers do instead.
+    fn rollback(label: impl Into<String>, cell: String) -> Row {
+        let [nmcli, nmstate] = NO_ROLLBACK.map(str::to_owned);
+        Row::new(label, vec![cell, nmcli, nmstate])
     }
 }
 
@@ -59,9 +70,9 @@ pub fn render(report: &Report) -> String {
     for row in rows {
         let _ = writeln!(out, "| {} | {} |", row.label, row.cells.join(" | "));
     }
-    out.push_str(&notes());
-    out.push_str(&machine(report));
-    out.push_str(&failures(report));
+    out.push_str(&notes::notes());
+    out.push_str(&notes::machine(&report.machine));
+    out.push_str(&notes::failures(report));
     out
 }
 
@@ -103,7 +114,7 @@ fn sample_cell(
 /// When the last outage of at least DOWN_GAP ended, in the runs that had one.
 fn back_cell(outages: &[Outage]) -> String {
     if outages.iter().any(|o| o.still_down) {
-        return "not back before the settle timeout".to_owned();
+        return "not answering at the end (settle timeout)".to_owned();
     }
     let backs: Vec<f64> = outages.iter().filter_map(|o| o.back_at).collect();
     let gap = format_value(DOWN_GAP, Unit::Millis);
@@ -188,40 +199,37 @@ fn conversion_rows(report: &Report) -> Vec<Row> {
 
 fn rollback_rows(report: &Report) -> Vec<Row> {
     let Some(rb) = &report.rollback else {
-        return vec![Row::netbridge_only(
-            "**Rollback**",
-            NOT_RUN.to_owned(),
-            NO_ROLLBACK,
-        )];
+        return vec![Row::rollback("**Rollback**", NOT_RUN.to_owned())];
     };
     let failed = rb.errors.len();
     let cell = |unit, f: fn(&super::rollback::RollbackSample) -> f64| {
         summary_cell(&rb.samples.iter().map(f).collect::<Vec<_>>(), unit, failed)
     };
+    let after_verdict: Vec<Outage> = rb.samples.iter().map(|s| s.after_verdict).collect();
     vec![
-        Row::netbridge_only(
+        Row::rollback(
             "**Rollback** (check fails after the change): failed verdict → host answers the LAN",
-            cell(Unit::Span, |s| s.verdict_to_answering),
-            NO_ROLLBACK,
+            back_cell(&after_verdict),
         ),
-        Row::netbridge_only(
+        Row::rollback(
+            "Rollback: longest gap in LAN → host replies after the verdict",
+            cell(Unit::Span, |s| s.after_verdict.longest_gap),
+        ),
+        Row::rollback(
             "Rollback: verdict → original profile running (netbridge's restore time)",
             cell(Unit::Seconds, |s| s.restore),
-            NO_ROLLBACK,
         ),
-        Row::netbridge_only(
+        Row::rollback(
             "Rollback: longest gap / lost LAN→host replies, whole run",
             format!(
                 "{} / {}",
                 cell(Unit::Span, |s| s.lan.longest_gap),
                 cell(Unit::Count, |s| s.lan.lost as f64)
             ),
-            NO_ROLLBACK,
         ),
-        Row::netbridge_only(
+        Row::rollback(
             "Rollback: whole run, start → exit 3 (5 s check deadline included)",
             cell(Unit::Seconds, |s| s.total),
-            NO_ROLLBACK,
         ),
     ]
 }
@@ -313,11 +321,13 @@ fn scale_rows(report: &Report) -> Vec<Row> {
                 }
                 _ => String::new(),
             };
-            let cell = format!(
-                "{} (slowest host {}{growth})",
-                summary_cell(&totals, Unit::Seconds, s.errors.len()),
-                summary_cell(&slowest, Unit::Seconds, 0)
-            );
+            let total = summary_cell(&totals, Unit::Seconds, s.errors.len());
+            let cell = if s.k == 1 {
+                total
+            } else {
+                let slowest = summary_cell(&slowest, Unit::Seconds, 0);
+                format!("{total} (slowest host {slowest}{growth})")
+            };
             let hosts = if s.k == 1 { "1 host" } else { "hosts" };
             let label = if s.k == 1 {
                 format!("**Scale**: {hosts} converted, start → committed")
@@ -330,63 +340,4 @@ fn scale_rows(report: &Report) -> Vec<Row> {
             Row::netbridge_only(label, cell, NOT_MEASURED)
         })
         .collect()
-}
-
-fn notes() -> String {
-    format!(
-        "\nNotes:\n\
-- Every run uses fresh labs: a real NetworkManager managing a veth `ens32` \
-(172.25.250.10/24, gateway and DNS 172.25.250.254) in network namespaces. Probes: ICMP \
-echo every 5 ms (netbridge-bench's own prober; iputils `ping -i 0.005` would keep a CPU \
-busy), from before the command until the host answers steadily again.\n\
-- Quiet host: only the LAN probes the host during the change; the host starts probing \
-the gateway when the command exits. Busy host: the host also probes the gateway every \
-5 ms during the change, as the replies of an SSH session would flow.\n\
-- \"Answers again\": when the last gap of at least {} in the replies ended; shorter \
-gaps without lost replies are scheduling delays on the shared machine.\n\
-- netbridge: `netbridge convert ens32 --yes --json`; its time includes its connectivity \
-checks (gateway ping, DNS) and the commit to disk. Rollback: `--check ping:172.25.250.254`, \
-and the gateway stops answering pings once the change has started.\n\
-- nmcli recipe: the commands of docs/design.md, adapted to the lab (bridge br0, port \
-ens32, ipv4 manual 172.25.250.10/24, gateway and DNS .254), run as one script; done when \
-the commands return. STP stays at NetworkManager's default (on), as in the recipe; nothing \
-verifies the result or undoes a mistake. It is not idempotent: a re-run adds a second br0 \
-and ens32-port profile and activates them again.\n\
-- nmstatectl apply: the equivalent desired state (linux-bridge br0 with port ens32, STP \
-off, 172.25.250.10/24, default route and DNS via .254). **nmstatectl does not probe \
-connectivity**: it verifies the resulting state only; its time is reported as is.\n\
-- The numbers compare the tools in one run on one machine; they are not absolute promises.\n",
-        format_value(DOWN_GAP, Unit::Millis)
-    )
-}
-
-fn machine(report: &Report) -> String {
-    let facts: Vec<String> = report
-        .machine
-        .iter()
-        .map(|(label, value)| format!("{label}: {value}"))
-        .collect();
-    format!("\nMachine: {}.\n", facts.join("; "))
-}
-
-fn failures(report: &Report) -> String {
-    let mut all: Vec<String> = Vec::new();
-    for (tool, r) in &report.conversions {
-        all.extend(r.errors.iter().map(|e| format!("{}: {e}", tool.title())));
-    }
-    if let Some(rb) = &report.rollback {
-        all.extend(rb.errors.iter().map(|e| format!("rollback: {e}")));
-    }
-    for s in &report.scale {
-        all.extend(s.errors.iter().map(|e| format!("scale {}: {e}", s.k)));
-    }
-    if all.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from("\nFailed runs:\n");
-    for e in all {
-        let first = e.lines().next().unwrap_or("");
-        let _ = writeln!(out, "- {first}");
-    }
-    out
 }

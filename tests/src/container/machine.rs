@@ -200,6 +200,11 @@ impl Drop for Machine {
 ///   there is no machined and no unit to create.
 /// - `--link-journal=no --resolv-conf=off --timezone=off`: nothing of the
 ///   machine's own journal, resolver or time zone goes into the container.
+/// - `SYSTEMD_NSPAWN_API_VFS_WRITABLE=network`: /proc/sys/net writable (the
+///   rest of /proc/sys and /sys stay read-only), as nspawn does by itself
+///   for a private network but not for `--network-namespace-path`. It is
+///   the lab's namespace's own: NetworkManager needs it for IPv4 forwarding
+///   of shared (NAT) networks and per-link IPv6 settings.
 /// - TERM=dumb: systemd's console output without colour codes.
 fn nspawn_command(spec: &BootSpec<'_>) -> Command {
     const PRIVATE_RUN: &str = "set -e
@@ -223,6 +228,7 @@ fn nspawn_command(spec: &BootSpec<'_>) -> Command {
         .arg("--capability=CAP_NET_ADMIN,CAP_NET_RAW")
         .args(["--link-journal=no", "--resolv-conf=off", "--timezone=off"])
         .arg("--console=read-only")
+        .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
         .env("TERM", "dumb");
     command
 }

@@ -1,5 +1,6 @@
-//! The Debian root file system that container hosts boot: made once with
-//! `debootstrap`, cached outside the repository, and copied per test.
+//! The Debian root file systems that container hosts boot: made once per
+//! [`Suite`] with `debootstrap`, cached outside the repository, and copied
+//! per test.
 //!
 //! The cache is guarded by a `flock` on `<cache>.lock`: a reader copies
 //! under a shared lock, a builder holds it exclusively, so parallel tests
@@ -7,6 +8,10 @@
 //! half-replaced tree. A build happens in `<cache>.tmp-<pid>` and is renamed
 //! into place only when complete; a stamp file inside it records what it
 //! was made from, so a changed package list rebuilds it.
+//!
+//! Every suite is built by this machine's `debootstrap` and checked against
+//! its `debian-archive-keyring` (bookworm's debootstrap knows trixie, and
+//! bookworm's keyring carries trixie's archive keys since 2023.3+deb12u2).
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -20,8 +25,71 @@ use crate::lab::daemon::log_tail;
 use crate::lab::files::write_file;
 use crate::LabError;
 
-/// The Debian release the container runs (NetworkManager 1.42).
-pub const SUITE: &str = "bookworm";
+/// A Debian release a container can run: one NetworkManager version each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Suite {
+    /// Debian 12, NetworkManager 1.42: what most tests run.
+    #[default]
+    Bookworm,
+    /// Debian 13, NetworkManager 1.52: the newer D-Bus API and key names.
+    Trixie,
+}
+
+impl Suite {
+    /// The codename debootstrap and the mirror know it by.
+    pub const fn codename(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "bookworm",
+            Suite::Trixie => "trixie",
+        }
+    }
+
+    /// The NetworkManager series the suite ships, as `major.minor`.
+    pub fn networkmanager(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "1.42",
+            Suite::Trixie => "1.52",
+        }
+    }
+
+    /// What `debootstrap --include` adds to the minimal base: [`PACKAGES`]
+    /// (the same names exist in both suites), and on trixie what a real
+    /// host has beside NetworkManager and a NAT network needs:
+    /// `dnsmasq-base` (a Recommends of network-manager; NetworkManager runs
+    /// it for shared mode) and `nftables` (priority important, so in every
+    /// standard installation; NetworkManager's default firewall backend for
+    /// shared mode). Bookworm's list stays as it was, so its existing cache
+    /// stays current.
+    pub fn packages(self) -> &'static [&'static str] {
+        match self {
+            Suite::Bookworm => &PACKAGES,
+            Suite::Trixie => &TRIXIE_PACKAGES,
+        }
+    }
+
+    /// The variable that overrides where this suite's cached root lives.
+    /// Bookworm keeps the original name, so existing setups go on working.
+    fn cache_variable(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "NETBRIDGE_ROOTFS_CACHE",
+            Suite::Trixie => "NETBRIDGE_ROOTFS_CACHE_TRIXIE",
+        }
+    }
+
+    fn default_cache(self) -> PathBuf {
+        Path::new(CACHE_PARENT).join(format!("rootfs-{}", self.codename()))
+    }
+}
+
+impl std::fmt::Display for Suite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.codename())
+    }
+}
+
+/// The Debian release containers run unless a test picks another
+/// ([`Suite::Bookworm`], NetworkManager 1.42).
+pub const SUITE: &str = Suite::Bookworm.codename();
 /// What `debootstrap --include` adds to the minimal base.
 pub const PACKAGES: [&str; 7] = [
     "systemd",
@@ -32,7 +100,18 @@ pub const PACKAGES: [&str; 7] = [
     "iproute2",
     "iputils-ping",
 ];
-const DEFAULT_CACHE: &str = "/var/cache/netbridge-tests/rootfs-bookworm";
+const TRIXIE_PACKAGES: [&str; 9] = [
+    PACKAGES[0],
+    PACKAGES[1],
+    PACKAGES[2],
+    PACKAGES[3],
+    PACKAGES[4],
+    PACKAGES[5],
+    PACKAGES[6],
+    "dnsmasq-base",
+    "nftables",
+];
+const CACHE_PARENT: &str = "/var/cache/netbridge-tests";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Bumped when [`RootfsCache::build`] changes what it makes, to rebuild.
 const RECIPE: u32 = 2;
@@ -42,23 +121,34 @@ const STAMP_FILE: &str = ".netbridge-tests-rootfs";
 /// The cached root file system. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct RootfsCache {
+    suite: Suite,
     dir: PathBuf,
     mirror: String,
 }
 
 impl RootfsCache {
-    /// `$NETBRIDGE_ROOTFS_CACHE` (default
-    /// `/var/cache/netbridge-tests/rootfs-bookworm`), filled from
-    /// `$NETBRIDGE_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`).
+    /// Bookworm's cache: [`RootfsCache::for_suite`] of [`Suite::Bookworm`].
     pub fn from_env() -> RootfsCache {
-        let dir = std::env::var_os("NETBRIDGE_ROOTFS_CACHE")
+        RootfsCache::for_suite(Suite::Bookworm)
+    }
+
+    /// The cache of `suite`: `/var/cache/netbridge-tests/rootfs-<suite>`
+    /// unless `$NETBRIDGE_ROOTFS_CACHE` (bookworm) or
+    /// `$NETBRIDGE_ROOTFS_CACHE_TRIXIE` says otherwise, filled from
+    /// `$NETBRIDGE_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`).
+    pub fn for_suite(suite: Suite) -> RootfsCache {
+        let dir = std::env::var_os(suite.cache_variable())
             .filter(|v| !v.is_empty())
-            .map_or_else(|| PathBuf::from(DEFAULT_CACHE), PathBuf::from);
+            .map_or_else(|| suite.default_cache(), PathBuf::from);
         let mirror = std::env::var("NETBRIDGE_DEBIAN_MIRROR")
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| DEFAULT_MIRROR.to_owned());
-        RootfsCache { dir, mirror }
+        RootfsCache { suite, dir, mirror }
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.suite
     }
 
     pub fn dir(&self) -> &Path {
@@ -71,17 +161,19 @@ impl RootfsCache {
     }
 
     /// What the cached tree was built from. The mirror is left out: any
-    /// Debian mirror gives the same release.
-    pub fn stamp() -> String {
+    /// Debian mirror gives the same release. (Bookworm's reads as it did
+    /// before suites were selectable, so its existing cache stays current.)
+    pub fn stamp(&self) -> String {
         format!(
-            "debootstrap --variant=minbase {SUITE}\npackages={}\nrecipe={RECIPE}\n",
-            PACKAGES.join(",")
+            "debootstrap --variant=minbase {}\npackages={}\nrecipe={RECIPE}\n",
+            self.suite,
+            self.suite.packages().join(",")
         )
     }
 
     /// Whether the cache holds a complete tree built from [`Self::stamp`].
     pub fn is_current(&self) -> bool {
-        std::fs::read_to_string(self.dir.join(STAMP_FILE)).is_ok_and(|s| s == Self::stamp())
+        std::fs::read_to_string(self.dir.join(STAMP_FILE)).is_ok_and(|s| s == self.stamp())
     }
 
     /// Builds the cached tree unless it is current.
@@ -146,7 +238,8 @@ impl RootfsCache {
         let log = self.build_log();
         write_file(&log, "", 0o644)?;
         crate::container::loud(&format!(
-            "container: building the Debian {SUITE} root in {} (a few minutes, once; log {})",
+            "container: building the Debian {} root in {} (a few minutes, once; log {})",
+            self.suite,
             self.dir.display(),
             log.display()
         ));
@@ -156,10 +249,11 @@ impl RootfsCache {
             let _ = remove_tree(&tmp);
             return Err(e);
         }
-        write_file(&tmp.join(STAMP_FILE), &Self::stamp(), 0o644)?;
+        write_file(&tmp.join(STAMP_FILE), &self.stamp(), 0o644)?;
         self.replace_with(&tmp)?;
         crate::container::loud(&format!(
-            "container: root built in {:.0} s",
+            "container: {} root built in {:.0} s",
+            self.suite,
             started.elapsed().as_secs_f64()
         ));
         Ok(())
@@ -176,8 +270,8 @@ impl RootfsCache {
         let mut first = Command::new(cmd::program("debootstrap"));
         first
             .args(["--foreign", "--variant=minbase"])
-            .arg(format!("--include={}", PACKAGES.join(",")))
-            .arg(SUITE)
+            .arg(format!("--include={}", self.suite.packages().join(",")))
+            .arg(self.suite.codename())
             .arg(tmp)
             .arg(&self.mirror);
         run_logged(&mut first, log)?;
@@ -293,17 +387,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_stamp_names_every_package() {
-        let stamp = RootfsCache::stamp();
-        for package in PACKAGES {
-            assert!(stamp.contains(package), "{stamp}");
+    fn the_stamp_names_the_suite_and_every_package() {
+        for suite in [Suite::Bookworm, Suite::Trixie] {
+            let stamp = RootfsCache::for_suite(suite).stamp();
+            for package in suite.packages() {
+                assert!(stamp.contains(package), "{stamp}");
+            }
+            assert!(stamp.contains(&format!("minbase {suite}\n")), "{stamp}");
         }
-        assert!(stamp.contains("minbase bookworm"), "{stamp}");
+    }
+
+    #[test]
+    fn trixie_has_every_package_bookworm_has() {
+        for package in PACKAGES {
+            assert!(Suite::Trixie.packages().contains(&package), "{package}");
+        }
+    }
+
+    #[test]
+    fn bookworms_stamp_is_unchanged_so_its_cache_stays_current() {
+        assert_eq!(
+            RootfsCache::for_suite(Suite::Bookworm).stamp(),
+            "debootstrap --variant=minbase bookworm\n\
+             packages=systemd,systemd-sysv,dbus,network-manager,libpam-systemd,iproute2,iputils-ping\n\
+             recipe=2\n"
+        );
+    }
+
+    #[test]
+    fn each_suite_has_its_own_cache() {
+        // Unless the environment moves them; this test does not set it.
+        if std::env::var_os("NETBRIDGE_ROOTFS_CACHE").is_some()
+            || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_TRIXIE").is_some()
+        {
+            return;
+        }
+        assert_eq!(
+            RootfsCache::from_env().dir(),
+            Path::new("/var/cache/netbridge-tests/rootfs-bookworm")
+        );
+        assert_eq!(
+            RootfsCache::for_suite(Suite::Trixie).dir(),
+            Path::new("/var/cache/netbridge-tests/rootfs-trixie")
+        );
     }
 
     #[test]
     fn lock_log_and_temporary_trees_are_siblings_of_the_cache() {
         let cache = RootfsCache {
+            suite: Suite::Bookworm,
             dir: PathBuf::from("/var/cache/x/rootfs-bookworm"),
             mirror: DEFAULT_MIRROR.to_owned(),
         };

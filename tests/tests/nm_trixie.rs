@@ -1,0 +1,390 @@
+//! netbridge against NetworkManager 1.52: a Debian 13 (trixie) host booted
+//! with systemd-nspawn in a lab namespace, netbridge installed with
+//! `make install` (built here, on bookworm: it needs glibc 2.34, trixie has
+//! 2.41) and the whole job done there — convert, a reboot, revert, a NAT
+//! network with a DHCP range, and a rollback. The other tests run
+//! NetworkManager 1.42 (bookworm); the legacy keys (`connection.master`,
+//! `slave-type`, `ipv4.dns` as `au`), checkpoint and AddConnection2/Update2
+//! flags and `user.data` markers netbridge writes must work on both.
+//!
+//! The first run builds the trixie root (`/var/cache/netbridge-tests/rootfs-trixie`,
+//! 40 to 80 s here); see `netbridge_tests::container`.
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use netbridge_tests::container::{Container, Suite};
+use netbridge_tests::lab::{Lab, Uplink, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
+use serde_json::Value;
+
+const ME: (Ipv4Addr, u8) = (STATIC_ADDRESS, PREFIX_LEN);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim().to_owned()
+}
+
+/// A trixie host with a static uplink, netbridge installed.
+fn trixie_host() -> Option<Container> {
+    let host = Container::require_on(Suite::Trixie, Uplink::Static)?;
+    host.install_netbridge()
+        .expect("make install into the trixie host");
+    Some(host)
+}
+
+fn netbridge(host: &Container, args: &[&str]) -> Run {
+    let mut argv = vec!["netbridge"];
+    argv.extend_from_slice(args);
+    let out = host.exec(argv);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts that netbridge exited `code`; otherwise fails with its output
+/// and NetworkManager's journal, which names a rejected key or flag.
+fn expect_code(host: &Container, run: &Run, code: i32, what: &str) {
+    assert_eq!(
+        run.code,
+        code,
+        "{what}\n--- stdout:\n{}\n--- stderr:\n{}\n--- journalctl -u NetworkManager (last lines):\n{}",
+        run.stdout,
+        run.stderr,
+        nm_journal_tail(host, 60)
+    );
+}
+
+fn nm_journal_tail(host: &Container, lines: usize) -> String {
+    let journal = host.journal("NetworkManager.service");
+    let all: Vec<&str> = journal.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn status(host: &Container) -> Value {
+    let run = netbridge(host, &["status", "--json"]);
+    expect_code(host, &run, 0, "netbridge status --json");
+    run.json()
+}
+
+fn device<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["interface"] == name)
+}
+
+fn addresses(host: &Container, link: &str) -> Vec<(Ipv4Addr, u8)> {
+    host.ipv4_addresses(link).unwrap_or_default()
+}
+
+fn link_exists(host: &Container, link: &str) -> bool {
+    host.lab()
+        .host(["ip", "link", "show", "dev", link])
+        .status
+        .success()
+}
+
+/// `nmcli -g FIELD connection show ID` inside the host.
+fn profile_field(host: &Container, id: &str, field: &str) -> String {
+    text(
+        &host
+            .exec(["nmcli", "-g", field, "connection", "show", id])
+            .stdout,
+    )
+}
+
+/// The names of the host's profiles, but `lo`: NetworkManager 1.52 shows
+/// the loopback device's in-memory profile too (1.42 does not).
+fn profile_names(host: &Container) -> Vec<String> {
+    text(
+        &host
+            .exec(["nmcli", "-g", "NAME", "connection", "show"])
+            .stdout,
+    )
+    .lines()
+    .filter(|name| *name != "lo")
+    .map(str::to_owned)
+    .collect()
+}
+
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    cond()
+}
+
+/// The host as converted: br0 carries the address and the default route,
+/// ens32 is its port, the gateway answers through it.
+fn assert_converted(host: &Container, when: &str) {
+    assert_eq!(addresses(host, "br0"), vec![ME], "{when}: br0's address");
+    assert!(addresses(host, UPLINK).is_empty(), "{when}: ens32 has none");
+    // After a boot, NetworkManager's D-Bus view of br0 may trail the kernel
+    // by a moment; what netbridge itself requires is its own business.
+    eventually(Duration::from_secs(5), || {
+        device(&status(host), "br0").is_some_and(|d| d["ipv4"]["gateway"] == "172.25.250.254")
+    });
+    let s = status(host);
+    let br0 = device(&s, "br0").unwrap_or_else(|| panic!("{when}: no br0 in {s:#}"));
+    assert_eq!(br0["state"], "activated", "{when}: {s:#}");
+    assert_eq!(br0["ipv4"]["gateway"], "172.25.250.254", "{when}: {s:#}");
+    assert_eq!(br0["bridge"]["ports"][0]["name"], UPLINK, "{when}: {s:#}");
+    let ens32 = device(&s, UPLINK).expect("ens32");
+    assert_eq!(ens32["controller"], "br0", "{when}: {s:#}");
+    let ping = host.exec(["ping", "-c", "1", "-W", "5", "172.25.250.254"]);
+    assert!(ping.status.success(), "{when}: the gateway answers");
+}
+
+/// The host as before: ens32 runs its own profile with its address, no br0.
+fn assert_original(host: &Container, when: &str) {
+    assert_eq!(addresses(host, UPLINK), vec![ME], "{when}: ens32's address");
+    assert!(!link_exists(host, "br0"), "{when}: br0 is gone");
+    let s = status(host);
+    let ens32 = device(&s, UPLINK).unwrap_or_else(|| panic!("{when}: no ens32 in {s:#}"));
+    assert_eq!(ens32["profile"]["id"], UPLINK, "{when}: {s:#}");
+    assert!(device(&s, "br0").is_none(), "{when}: {s:#}");
+}
+
+#[test]
+fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_52() {
+    let Some(mut host) = trixie_host() else {
+        return;
+    };
+    let s = status(&host);
+    let version = s["networkmanager"]["version"].as_str().unwrap_or_default();
+    assert!(version.starts_with("1.52."), "NetworkManager 1.52.x: {s:#}");
+
+    let run = netbridge(&host, &["convert", UPLINK, "--yes", "--json"]);
+    expect_code(&host, &run, 0, "netbridge convert ens32 --yes --json");
+    assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
+    assert_converted(&host, "after convert");
+    // Written as the legacy `connection.master`, which 1.52 reads as `controller`.
+    assert_eq!(
+        profile_field(&host, "br0-port-ens32", "connection.master"),
+        profile_field(&host, "br0", "connection.uuid"),
+        "the port profile names its bridge"
+    );
+
+    host.expect_address_on("br0");
+    host.reboot().expect("reboot the trixie host");
+    assert_converted(&host, "after the reboot");
+
+    let run = netbridge(&host, &["revert", "br0", "--yes", "--json"]);
+    expect_code(&host, &run, 0, "netbridge revert br0 --yes --json");
+    assert_eq!(run.json()["result"], "reverted", "{}", run.stdout);
+    assert_original(&host, "after revert");
+    assert_eq!(
+        profile_field(&host, UPLINK, "connection.autoconnect"),
+        "yes",
+        "the original profile autoconnects again"
+    );
+}
+
+/// The command lines of the host's processes named `name` (no procps in
+/// the minimal root: read /proc).
+fn command_lines(host: &Container, name: &str) -> Vec<String> {
+    let script = format!(
+        "for p in /proc/[0-9]*; do \
+           [ \"$(cat $p/comm 2>/dev/null)\" = {name} ] && tr '\\0' ' ' < $p/cmdline && echo; \
+         done; true"
+    );
+    text(&host.exec(["sh", "-c", &script]).stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52() {
+    let Some(host) = trixie_host() else {
+        return;
+    };
+    let args = [
+        "create",
+        "virbr1",
+        "--mode",
+        "nat",
+        "--address",
+        "192.168.107.1/24",
+        "--dhcp-range",
+        "192.168.107.2-192.168.107.9",
+        "--json",
+    ];
+    let run = netbridge(&host, &args);
+    expect_code(&host, &run, 0, &format!("netbridge {}", args.join(" ")));
+    assert_eq!(run.json()["result"], "created", "{}", run.stdout);
+    assert!(
+        eventually(Duration::from_secs(20), || addresses(&host, "virbr1")
+            == vec![(Ipv4Addr::new(192, 168, 107, 1), 24)]),
+        "virbr1 carries its address: {:?}",
+        addresses(&host, "virbr1")
+    );
+    // NetworkManager took the property as netbridge wrote it ("first,last")
+    // and hands it to the dnsmasq it runs for the shared network.
+    assert_eq!(
+        profile_field(&host, "virbr1", "ipv4.shared-dhcp-range"),
+        "192.168.107.2,192.168.107.9"
+    );
+    let dnsmasq = command_lines(&host, "dnsmasq");
+    assert!(
+        dnsmasq
+            .iter()
+            .any(|c| c.contains("--dhcp-range=192.168.107.2,192.168.107.9")),
+        "NetworkManager's dnsmasq serves the range: {dnsmasq:?}\n{}",
+        nm_journal_tail(&host, 40)
+    );
+
+    let run = netbridge(&host, &["delete", "virbr1", "--json"]);
+    expect_code(&host, &run, 0, "netbridge delete virbr1 --json");
+    assert_eq!(run.json()["result"], "deleted", "{}", run.stdout);
+    assert!(
+        eventually(Duration::from_secs(10), || !link_exists(&host, "virbr1")),
+        "virbr1 is gone"
+    );
+    assert_eq!(
+        profile_names(&host),
+        [UPLINK],
+        "only the uplink's profile is left"
+    );
+    assert_eq!(addresses(&host, UPLINK), vec![ME]);
+}
+
+/// netbridge running in the host, its stderr (the progress lines) read as
+/// they come.
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(host: &Container, args: &[&str]) -> Running {
+        let mut argv = vec!["netbridge"];
+        argv.extend_from_slice(args);
+        let mut child = host
+            .command(argv)
+            .expect("a command in the host")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netbridge in the host");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn wait_for(&mut self, needle: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            let found = line.contains(needle);
+            self.seen.push(line);
+            if found {
+                return;
+            }
+        }
+        panic!(
+            "no line with {needle:?} within {limit:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Waits for the exit; the code and everything netbridge printed.
+    fn finish(mut self) -> (i32, String) {
+        let status = self.child.wait().expect("wait for netbridge");
+        // The sender closes when the reader thread reaches the pipe's end.
+        self.seen.extend(self.lines.iter());
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+}
+
+/// The LAN stops answering ping while it lives; answers again when dropped
+/// (also when the test fails).
+struct SilentLan<'a>(&'a Lab);
+
+impl<'a> SilentLan<'a> {
+    fn start(lab: &'a Lab) -> SilentLan<'a> {
+        let out = lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
+        assert!(out.status.success(), "sysctl in the LAN: {out:?}");
+        SilentLan(lab)
+    }
+}
+
+impl Drop for SilentLan<'_> {
+    fn drop(&mut self) {
+        self.0
+            .lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
+    }
+}
+
+#[test]
+fn a_check_that_fails_after_the_change_rolls_back_on_networkmanager_1_52() {
+    let Some(host) = trixie_host() else {
+        return;
+    };
+    let mut run = Running::start(
+        &host,
+        &["convert", UPLINK, "--yes", "--check", "ping:172.25.250.254"],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(30));
+    // The gateway stops answering ping once the change is under way.
+    let silent = SilentLan::start(host.lab());
+    let (code, log) = run.finish();
+    drop(silent);
+    assert_eq!(
+        code,
+        3,
+        "exit 3 = rolled back:\n{log}\n--- NetworkManager:\n{}",
+        nm_journal_tail(&host, 60)
+    );
+    // Rolled back because of the check, not for another reason.
+    assert!(log.contains("ping 172.25.250.254 FAILED"), "{log}");
+    assert!(log.contains("rolled back"), "{log}");
+    assert_original(&host, "after the rollback");
+    assert_eq!(
+        profile_names(&host),
+        [UPLINK],
+        "nothing of the trial is left"
+    );
+    let ping = host.exec(["ping", "-c", "1", "-W", "5", "172.25.250.254"]);
+    assert!(ping.status.success(), "the gateway answers again");
+}
