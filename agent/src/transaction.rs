@@ -85,6 +85,9 @@ pub enum TxError {
     },
 }
 
+/// How long NetworkManager gets to start attaching the port by itself.
+const PORT_START: Duration = Duration::from_secs(5);
+
 /// How long the reported state may lag behind activation before it counts as wrong.
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -229,7 +232,7 @@ impl Transaction<'_> {
         let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
         let bridge = self
             .nm
-            .add_profile(&plan.bridge_trial_profile(), trial)
+            .add_profile(&plan.bridge_without_ip(), trial)
             .await
             .map_err(Failure::Apply)?;
         let port = self
@@ -261,9 +264,11 @@ impl Transaction<'_> {
         self.run_checks(probes, ctx, plan.timing.check).await
     }
 
-    /// Brings the bridge up, then moves the uplink into it. With a static
-    /// address the bridge holds it before the uplink lets go of it, so the
-    /// host stays reachable; with DHCP the bridge needs its port for a lease.
+    /// Brings the bridge up without IP; NetworkManager attaches the port by
+    /// itself (`autoconnect-slaves`, one step with the bridge: activating the
+    /// port as well would detach and re-attach the uplink). Then the bridge
+    /// gets its IP configuration in place (Reapply), with the uplink already
+    /// forwarding.
     async fn activate(
         &self,
         plan: &Plan,
@@ -276,47 +281,72 @@ impl Transaction<'_> {
             .activate(bridge, &any_device)
             .await
             .map_err(Failure::Apply)?;
-        if plan.ipv4.method == "manual" {
-            let early = ActivationGoal {
-                ip4: true,
-                ip6: false,
-            };
-            let deadline = Duration::from_secs(3);
-            if let Err(e) = self
-                .nm
-                .wait_activated(&bridge_ac, &plan.bridge, early, deadline)
-                .await
-            {
-                tracing::debug!(error = %e, "bridge not ready before its port; continuing");
-            }
+        // The activation runs with the settings it started with: the profile
+        // can take its IP configuration now, ready for the Reapply.
+        self.nm
+            .update_profile(bridge, Some(&plan.bridge_profile), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Apply)?;
+        self.attach_port(plan, port).await?;
+        let up = ActivationGoal::default();
+        self.nm
+            .wait_activated(&bridge_ac, &plan.bridge, up, plan.timing.activation)
+            .await
+            .map_err(Failure::Activation)?;
+        let device = self
+            .nm
+            .device_by_iface(&plan.bridge)
+            .await
+            .map_err(Failure::Apply)?
+            .ok_or_else(|| Failure::Verify(vec![format!("no device {} exists", plan.bridge)]))?;
+        self.nm.reapply(&device).await.map_err(Failure::Apply)?;
+        self.progress.step(
+            "bridge up",
+            format!(
+                "{} up with {} as its port; its IP configuration applied",
+                plan.bridge, plan.uplink
+            ),
+        );
+        Ok(())
+    }
+
+    async fn attach_port(&self, plan: &Plan, port: &ObjectPath<'_>) -> Result<(), Failure> {
+        let attached = self
+            .nm
+            .wait_device_runs(&plan.uplink_path, &plan.uplink, &plan.port_uuid, PORT_START)
+            .await;
+        if attached.is_ok() {
+            return Ok(());
         }
+        // A NetworkManager that does not pull ports in: attach it ourselves.
         let port_ac = self
             .nm
             .activate(port, &plan.uplink_path)
             .await
             .map_err(Failure::Apply)?;
-        let deadline = plan.timing.activation;
-        let none = ActivationGoal::default();
-        tokio::try_join!(
-            self.nm
-                .wait_activated(&port_ac, &plan.port_id, none, deadline),
-            self.nm
-                .wait_activated(&bridge_ac, &plan.bridge, plan.goal, deadline),
-        )
-        .map_err(Failure::Activation)?;
-        self.progress.step(
-            "bridge up",
-            format!("{} activated with {} as its port", plan.bridge, plan.uplink),
-        );
-        Ok(())
+        self.nm
+            .wait_activated(
+                &port_ac,
+                &plan.port_id,
+                ActivationGoal::default(),
+                plan.timing.activation,
+            )
+            .await
+            .map_err(Failure::Activation)
     }
 
     /// Checks the state NetworkManager reports against what the plan
     /// promised, giving it a moment to publish what the kernel already has.
     async fn verify(&self, plan: &Plan) -> Result<(), Vec<String>> {
+        // A DHCP lease starts only now that the bridge has its port.
+        let deadline = if plan.ipv4.method == "auto" {
+            plan.timing.activation
+        } else {
+            SETTLE
+        };
         let outcome = self
             .nm
-            .settle(SETTLE, async || {
+            .settle(deadline, async || {
                 let Some(path) = self.nm.device_by_iface(&plan.bridge).await? else {
                     return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
                 };
@@ -337,17 +367,12 @@ impl Transaction<'_> {
     ) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
-        // The saved bridge gets back what the trial left out; the running one
-        // must not be touched (no reapply).
-        let bridge = self.profile(&plan.bridge_uuid).await?;
-        let saved = Update2Flags::TO_DISK | Update2Flags::NO_REAPPLY;
-        self.nm
-            .update_profile(&bridge, Some(&plan.bridge_profile), saved)
-            .await?;
-        let port = self.profile(&plan.port_uuid).await?;
-        self.nm
-            .update_profile(&port, None, Update2Flags::TO_DISK)
-            .await?;
+        for uuid in [&plan.bridge_uuid, &plan.port_uuid] {
+            let path = self.profile(uuid).await?;
+            self.nm
+                .update_profile(&path, None, Update2Flags::TO_DISK)
+                .await?;
+        }
         let original = self.profile(&plan.original.uuid).await?;
         self.nm
             .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)

@@ -41,7 +41,6 @@ mod machine;
 mod rootfs;
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -53,7 +52,7 @@ pub use rootfs::{RootfsCache, Suite, PACKAGES, SUITE};
 use crate::lab::cmd;
 use crate::lab::daemon::log_tail;
 use crate::lab::files::append_file;
-use crate::lab::{Lab, LabError, Uplink, UPLINK};
+use crate::lab::{unavailable, Lab, LabError, Uplink, UPLINK};
 use machine::{BootSpec, Machine, REBOOT_STATUS};
 
 /// Bounds a boot: until systemd reports the system up and NetworkManager
@@ -153,7 +152,10 @@ impl Container {
     pub fn require_on(suite: Suite, uplink: Uplink) -> Option<Container> {
         match Container::start_on(suite, uplink) {
             Ok(container) => Some(container),
-            Err(e) => unavailable(&format!("Debian {suite} container: {e}")),
+            Err(e) => unavailable(
+                &format!("Debian {suite} container: {e}"),
+                &["NETBRIDGE_SKIP_CONTAINER", "NETBRIDGE_SKIP_LAB"],
+            ),
         }
     }
 
@@ -471,52 +473,11 @@ impl Drop for Container {
 }
 
 fn check_prerequisites() -> Result<(), LabError> {
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(program, _)| cmd::which(program).is_none())
-        .map(|(program, package)| format!("{program} (package {package})"))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(LabError::Prerequisite(format!(
-            "missing programs for the container: {} (scripts/install-deps.sh installs them)",
-            missing.join(", ")
-        )))
-    }
+    cmd::require_programs(&TOOLS)
 }
 
 /// The workspace root: the parent of this crate's directory.
 fn repository_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_owned()
-}
-
-fn unavailable(reason: &str) -> Option<Container> {
-    loud(&format!("LAB UNAVAILABLE: {reason}"));
-    if env_is("CI", "true") {
-        panic!("LAB UNAVAILABLE (CI=true, container tests must run): {reason}");
-    }
-    for skip in ["NETBRIDGE_SKIP_CONTAINER", "NETBRIDGE_SKIP_LAB"] {
-        if env_is(skip, "1") {
-            loud(&format!(
-                "LAB UNAVAILABLE: container test skipped because {skip}=1"
-            ));
-            return None;
-        }
-    }
-    panic!(
-        "LAB UNAVAILABLE: {reason}\n(set NETBRIDGE_SKIP_CONTAINER=1 to skip container tests \
-         on a machine that cannot run them)"
-    );
-}
-
-fn env_is(name: &str, value: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == value)
-}
-
-/// Writes to the real stderr: the test harness captures `eprintln!` of
-/// passing tests, and a skipped test passes.
-pub(crate) fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
 }

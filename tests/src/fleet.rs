@@ -21,13 +21,11 @@ mod controller;
 mod sshd;
 mod venv;
 
-use std::io::Write;
-
 pub use controller::{rollout_playbook, Controller, PlaybookRun};
 pub use sshd::Sshd;
 pub use venv::{AnsibleVenv, VenvGuard, ANSIBLE_CORE};
 
-use crate::lab::{cmd, Lab, LabError, Uplink};
+use crate::lab::{cmd, unavailable, Lab, LabError, Uplink};
 
 /// The programs a fleet needs beyond the lab's, with their packages.
 const TOOLS: [(&str, &str); 4] = [
@@ -86,7 +84,7 @@ impl Fleet {
     pub fn require(names: &[&str]) -> Option<Fleet> {
         match Fleet::start(names) {
             Ok(fleet) => Some(fleet),
-            Err(e) => unavailable(&e.to_string()),
+            Err(e) => unavailable(&e.to_string(), &["NETBRIDGE_SKIP_LAB"]),
         }
     }
 
@@ -141,37 +139,5 @@ fn start_host(name: &str, key: &str) -> Result<FleetHost, LabError> {
 }
 
 fn check_tools() -> Result<(), LabError> {
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(program, _)| cmd::which(program).is_none())
-        .map(|(program, package)| format!("{program} (package {package})"))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(LabError::Prerequisite(format!(
-        "missing programs: {} (scripts/install-deps.sh installs them)",
-        missing.join(", ")
-    )))
-}
-
-fn unavailable(reason: &str) -> Option<Fleet> {
-    loud(&format!("LAB UNAVAILABLE: {reason}"));
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("LAB UNAVAILABLE (CI=true, lab tests must run): {reason}");
-    }
-    if std::env::var("NETBRIDGE_SKIP_LAB").is_ok_and(|v| v == "1") {
-        loud("LAB UNAVAILABLE: test skipped because NETBRIDGE_SKIP_LAB=1");
-        return None;
-    }
-    panic!(
-        "LAB UNAVAILABLE: {reason}\n(set NETBRIDGE_SKIP_LAB=1 to skip lab tests on a machine \
-         that cannot run them)"
-    );
-}
-
-/// Writes to the real stderr: the test harness captures `eprintln!` of
-/// passing tests, and a skipped lab test passes.
-pub(crate) fn loud(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
+    cmd::require_programs(&TOOLS)
 }

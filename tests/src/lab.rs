@@ -174,7 +174,7 @@ impl Lab {
     pub fn require(uplink: Uplink) -> Option<Lab> {
         match Lab::start(uplink) {
             Ok(lab) => Some(lab),
-            Err(e) => unavailable(&e.to_string()),
+            Err(e) => unavailable(&e.to_string(), &["NETBRIDGE_SKIP_LAB"]),
         }
     }
 
@@ -423,24 +423,33 @@ impl Drop for Lab {
     }
 }
 
-fn unavailable(reason: &str) -> Option<Lab> {
+/// What a test does when the lab it needs cannot start: say so loudly, fail
+/// under `CI=true`, and skip only when one of `skips` is set to 1 — a lab
+/// test must never pass silently.
+pub(crate) fn unavailable<T>(reason: &str, skips: &[&str]) -> Option<T> {
     loud(&format!("LAB UNAVAILABLE: {reason}"));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("LAB UNAVAILABLE (CI=true, lab tests must run): {reason}");
     }
-    if std::env::var("NETBRIDGE_SKIP_LAB").is_ok_and(|v| v == "1") {
-        loud("LAB UNAVAILABLE: test skipped because NETBRIDGE_SKIP_LAB=1");
-        return None;
+    for skip in skips {
+        if std::env::var(skip).is_ok_and(|v| v == "1") {
+            loud(&format!("LAB UNAVAILABLE: test skipped because {skip}=1"));
+            return None;
+        }
     }
     panic!(
-        "LAB UNAVAILABLE: {reason}\n(set NETBRIDGE_SKIP_LAB=1 to skip lab tests on a machine \
-         that cannot run them)"
+        "LAB UNAVAILABLE: {reason}\n(set {} to skip these tests on a machine that cannot run them)",
+        skips
+            .iter()
+            .map(|s| format!("{s}=1"))
+            .collect::<Vec<_>>()
+            .join(" or ")
     );
 }
 
 /// Writes to the real stderr: the test harness captures `eprintln!` of
 /// passing tests, and a skipped lab test passes.
-fn loud(line: &str) {
+pub(crate) fn loud(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 

@@ -258,6 +258,15 @@ impl Nm {
             .call("DeactivateConnection")
     }
 
+    /// Applies the device's profile as it now is, without reactivating it.
+    pub async fn reapply(&self, device: &ObjectPath<'_>) -> Result<(), NmError> {
+        let proxy = self.device_proxy(device).await?;
+        proxy
+            .reapply(std::collections::HashMap::new(), 0, 0)
+            .await
+            .call("Device.Reapply")
+    }
+
     /// Removes a software device such as a leftover bridge link.
     pub async fn delete_device(&self, device: &ObjectPath<'_>) -> Result<(), NmError> {
         let proxy = self.device_proxy(device).await?;

@@ -626,13 +626,18 @@ fn warnings(ipv6: &IpPlan, applied: &Settings) -> Result<Vec<String>, SettingsEr
 }
 
 impl Plan {
-    /// The bridge profile as tried: without `autoconnect-slaves`, so
-    /// NetworkManager does not activate the port by itself while netbridge
-    /// does (a second activation bounces the uplink). The saved profile has
-    /// it, so the port comes back with the bridge at boot.
-    pub fn bridge_trial_profile(&self) -> Settings {
+    /// The bridge profile as first activated: no IP configuration yet. The
+    /// address moves to the bridge only once the uplink is its port;
+    /// otherwise the host could answer through a bridge without a port, and
+    /// a lost ARP request costs a second of outage.
+    pub fn bridge_without_ip(&self) -> Settings {
         let mut trial = self.bridge_profile.clone();
-        trial.remove(names::CONNECTION, "autoconnect-slaves");
+        for ip in [names::IPV4, names::IPV6] {
+            trial.remove_setting(ip);
+        }
+        trial
+            .set(names::IPV4, "method", "disabled")
+            .set(names::IPV6, "method", "ignore");
         trial
     }
 

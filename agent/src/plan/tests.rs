@@ -150,16 +150,23 @@ fn static_uplink_moves_every_ip_setting_to_the_bridge() {
 }
 
 #[test]
-fn the_trial_bridge_does_not_pull_its_port_in_but_the_saved_one_does() {
+fn the_bridge_first_comes_up_without_ip_then_gets_all_of_it() {
     let p = plan(&found_with(static_settings()), &request());
-    let trial = p.bridge_trial_profile();
-    assert_eq!(trial.i32(names::CONNECTION, "autoconnect-slaves"), Ok(None));
+    let first = p.bridge_without_ip();
+    assert_eq!(first.str(names::IPV4, "method"), Ok(Some("disabled")));
+    assert!(first.raw(names::IPV4, "address-data").is_none());
     assert_eq!(
-        p.bridge_profile
-            .i32(names::CONNECTION, "autoconnect-slaves"),
+        first.str(names::ETHERNET, "assigned-mac-address"),
+        Ok(Some(p.mac.as_str()))
+    );
+    assert_eq!(
+        first.i32(names::CONNECTION, "autoconnect-slaves"),
         Ok(Some(1))
     );
-    assert_eq!(trial.str(names::IPV4, "method"), Ok(Some("manual")));
+    assert_eq!(
+        p.bridge_profile.str(names::IPV4, "method"),
+        Ok(Some("manual"))
+    );
 }
 
 #[test]

@@ -15,13 +15,12 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::daemon::log_tail;
 use crate::lab::files::write_file;
 use crate::LabError;
 
@@ -237,7 +236,7 @@ impl RootfsCache {
         let tmp = self.sibling(&format!("tmp-{}", std::process::id()));
         let log = self.build_log();
         write_file(&log, "", 0o644)?;
-        crate::container::loud(&format!(
+        crate::lab::loud(&format!(
             "container: building the Debian {} root in {} (a few minutes, once; log {})",
             self.suite,
             self.dir.display(),
@@ -251,7 +250,7 @@ impl RootfsCache {
         }
         write_file(&tmp.join(STAMP_FILE), &self.stamp(), 0o644)?;
         self.replace_with(&tmp)?;
-        crate::container::loud(&format!(
+        crate::lab::loud(&format!(
             "container: {} root built in {:.0} s",
             self.suite,
             started.elapsed().as_secs_f64()
@@ -274,7 +273,7 @@ impl RootfsCache {
             .arg(self.suite.codename())
             .arg(tmp)
             .arg(&self.mirror);
-        run_logged(&mut first, log)?;
+        cmd::run_logged(&mut first, log)?;
         let mut second = Command::new(cmd::program("unshare"));
         second
             .args([
@@ -292,7 +291,7 @@ impl RootfsCache {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
             .env("DEBIAN_FRONTEND", "noninteractive");
-        run_logged(&mut second, log)?;
+        cmd::run_logged(&mut second, log)?;
         remove_downloaded_packages(tmp)
     }
 
@@ -331,31 +330,6 @@ impl RootfsCache {
         }
         Ok(())
     }
-}
-
-/// Runs `command` with its output appended to `log`; on failure the error
-/// carries the log's tail (debootstrap says what went wrong there).
-fn run_logged(command: &mut Command, log: &Path) -> Result<(), LabError> {
-    let out = OpenOptions::new()
-        .append(true)
-        .open(log)
-        .map_err(|e| LabError::io("cannot open the build log", log, e))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| LabError::io("cannot duplicate the build log", log, e))?;
-    command.stdin(Stdio::null()).stdout(out).stderr(err);
-    let status = command.status().map_err(|source| LabError::Spawn {
-        command: cmd::describe(command),
-        source,
-    })?;
-    if status.success() {
-        return Ok(());
-    }
-    Err(LabError::Command {
-        command: cmd::describe(command),
-        status: status.to_string(),
-        stderr: format!("last lines of {}:\n{}", log.display(), log_tail(log, 30)),
-    })
 }
 
 /// The .deb files debootstrap leaves in apt's cache: a sixth of the tree,

@@ -9,12 +9,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::daemon::log_tail;
 use crate::lab::files::write_file;
 use crate::LabError;
 
@@ -120,18 +119,18 @@ impl AnsibleVenv {
         remove_tree(&self.dir)?;
         let log = self.build_log();
         write_file(&log, "", 0o644)?;
-        crate::fleet::loud(&format!(
+        crate::lab::loud(&format!(
             "fleet: installing {ANSIBLE_CORE} from PyPI into {} (once; log {})",
             self.dir.display(),
             log.display()
         ));
         let mut venv = Command::new(PYTHON);
         venv.args(["-m", "venv"]).arg(&self.dir);
-        run_logged(&mut venv, &log)?;
+        cmd::run_logged(&mut venv, &log)?;
         let mut pip = Command::new(self.dir.join("bin/python3"));
         pip.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
             .arg(ANSIBLE_CORE);
-        run_logged(&mut pip, &log)?;
+        cmd::run_logged(&mut pip, &log)?;
         write_file(&self.dir.join(STAMP_FILE), &Self::stamp(), 0o644)
     }
 
@@ -159,31 +158,6 @@ impl AnsibleVenv {
         Flock::lock(file, how)
             .map_err(|(_, errno)| LabError::io("cannot lock the venv", &path, errno.into()))
     }
-}
-
-/// Runs `command` with its output appended to `log`; on failure the error
-/// carries the log's tail (pip says there what went wrong).
-fn run_logged(command: &mut Command, log: &Path) -> Result<(), LabError> {
-    let out = OpenOptions::new()
-        .append(true)
-        .open(log)
-        .map_err(|e| LabError::io("cannot open the build log", log, e))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| LabError::io("cannot duplicate the build log", log, e))?;
-    command.stdin(Stdio::null()).stdout(out).stderr(err);
-    let status = command.status().map_err(|source| LabError::Spawn {
-        command: cmd::describe(command),
-        source,
-    })?;
-    if status.success() {
-        return Ok(());
-    }
-    Err(LabError::Command {
-        command: cmd::describe(command),
-        status: status.to_string(),
-        stderr: format!("last lines of {}:\n{}", log.display(), log_tail(log, 30)),
-    })
 }
 
 fn remove_tree(path: &Path) -> Result<(), LabError> {

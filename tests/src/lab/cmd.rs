@@ -86,3 +86,52 @@ fn is_executable(path: &Path) -> bool {
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
 }
+
+/// Fails naming every program of `tools` (program, Debian package) that is
+/// not installed.
+pub(crate) fn require_programs(tools: &[(&str, &str)]) -> Result<(), LabError> {
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(program, _)| which(program).is_none())
+        .map(|(program, package)| format!("{program} (package {package})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(LabError::Prerequisite(format!(
+        "missing programs: {} (scripts/install-deps.sh installs them)",
+        missing.join(", ")
+    )))
+}
+
+/// Runs `command` with its output appended to `log`; on failure the error
+/// carries the log's tail (where debootstrap and pip say what went wrong).
+pub(crate) fn run_logged(command: &mut Command, log: &Path) -> Result<(), LabError> {
+    let out = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io("cannot open the build log", log, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| LabError::io("cannot duplicate the build log", log, e))?;
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    let status = command.status().map_err(|source| LabError::Spawn {
+        command: describe(command),
+        source,
+    })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(LabError::Command {
+        command: describe(command),
+        status: status.to_string(),
+        stderr: format!(
+            "last lines of {}:\n{}",
+            log.display(),
+            super::daemon::log_tail(log, 30)
+        ),
+    })
+}

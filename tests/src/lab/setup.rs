@@ -365,19 +365,7 @@ fn check_tools(tools: &[(&str, &str)]) -> Result<(), LabError> {
             "the lab needs root (network namespaces, mounts)".to_owned(),
         ));
     }
-    let missing: Vec<String> = tools
-        .iter()
-        .filter(|(program, _)| cmd::which(program).is_none())
-        .map(|(program, package)| format!("{program} (package {package})"))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(LabError::Prerequisite(format!(
-            "missing programs: {}",
-            missing.join(", ")
-        )))
-    }
+    cmd::require_programs(tools)
 }
 
 /// The effective uid, from /proc (the second `Uid:` field).
