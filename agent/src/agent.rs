@@ -14,7 +14,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::config;
 use crate::journal::{JournalError, Store};
 use crate::nm::{Nm, NmError};
-use crate::operations::apply::{self, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
 use crate::recovery;
 use crate::report::Progress;
 
@@ -190,11 +190,11 @@ async fn try_apply(
     for r in &reports {
         let reason = r.reason.as_deref().unwrap_or("");
         match r.result {
-            "committed" | "unchanged" => {
-                tracing::info!(bridge = %r.name, result = r.result, "{reason}")
+            Applied::Committed | Applied::Unchanged => {
+                tracing::info!(bridge = %r.name, result = %r.result, "{reason}")
             }
-            "skipped" => tracing::warn!(bridge = %r.name, result = r.result, "{reason}"),
-            _ => tracing::error!(bridge = %r.name, result = r.result, "{reason}"),
+            Applied::Skipped => tracing::warn!(bridge = %r.name, result = %r.result, "{reason}"),
+            _ => tracing::error!(bridge = %r.name, result = %r.result, "{reason}"),
         }
     }
     Ok(reports)

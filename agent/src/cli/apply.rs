@@ -9,7 +9,7 @@ use super::output::{run_verb, Exit, Fatal};
 use crate::config;
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::operations::apply::{self, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
 use crate::recovery::{self, Recovered};
 use crate::report::Progress;
 
@@ -103,18 +103,12 @@ async fn apply(
 
 /// The worst result decides the exit status.
 pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (&'static str, Exit) {
-    let any = |r: &str| bridges.iter().any(|b| b.result == r);
-    let rollback_failed = bridges.iter().any(|b| {
-        b.result == "failed"
-            && b.reason
-                .as_deref()
-                .is_some_and(|r| r.contains("rollback did not complete"))
-    });
-    if rollback_failed {
+    let any = |r: Applied| bridges.iter().any(|b| b.result == r);
+    if any(Applied::RollbackFailed) {
         ("failed", Exit::RollbackFailed)
-    } else if any("failed") {
+    } else if any(Applied::Failed) {
         ("failed", Exit::Internal)
-    } else if any("rolled-back") {
+    } else if any(Applied::RolledBack) {
         ("rolled-back", Exit::RolledBack)
     } else if dry_run {
         ("dry-run", Exit::Ok)

@@ -28,18 +28,63 @@ pub struct ApplyOptions {
 }
 
 /// What happened to one configured bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Applied {
+    Committed,
+    Unchanged,
+    RolledBack,
+    /// Refused or failed; `RollbackFailed` when the host may need a look.
+    Failed,
+    RollbackFailed,
+    /// Not retried: it rolled back or failed with this same configuration.
+    Skipped,
+    DryRun,
+}
+
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::Committed => "committed",
+            Applied::Unchanged => "unchanged",
+            Applied::RolledBack => "rolled-back",
+            Applied::Failed => "failed",
+            Applied::RollbackFailed => "rollback-failed",
+            Applied::Skipped => "skipped",
+            Applied::DryRun => "dry-run",
+        }
+    }
+
+    /// What the state file keeps of it (a dry run and a skip record nothing).
+    fn recorded(self) -> Option<ResultKind> {
+        match self {
+            Applied::Committed => Some(ResultKind::Applied),
+            Applied::Unchanged => Some(ResultKind::Unchanged),
+            Applied::RolledBack => Some(ResultKind::RolledBack),
+            Applied::Failed | Applied::RollbackFailed => Some(ResultKind::Failed),
+            Applied::Skipped | Applied::DryRun => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happened to one configured bridge.
 #[derive(Debug, Serialize)]
 pub struct BridgeReport {
     pub name: String,
-    /// committed, unchanged, rolled-back, failed, skipped or dry-run
-    pub result: &'static str,
+    pub result: Applied,
     pub reason: Option<String>,
     pub uplink: Option<String>,
     pub outcome: Option<Outcome>,
 }
 
 impl BridgeReport {
-    fn new(name: &str, result: &'static str) -> Self {
+    fn new(name: &str, result: Applied) -> Self {
         BridgeReport {
             name: name.to_owned(),
             result,
@@ -91,7 +136,7 @@ pub async fn apply(
                     ),
                 );
                 reports.push(
-                    BridgeReport::new(&bridge.name, "skipped")
+                    BridgeReport::new(&bridge.name, Applied::Skipped)
                         .because(format!("unchanged configuration after: {why}")),
                 );
                 continue;
@@ -100,7 +145,7 @@ pub async fn apply(
         progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
         let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
         if !options.dry_run {
-            if let Some(kind) = result_kind(report.result) {
+            if let Some(kind) = report.result.recorded() {
                 state.record(&bridge.name, kind, report.reason.clone(), fingerprint);
                 state.save(store, lock).await?;
             }
@@ -142,16 +187,6 @@ fn describe(bridge: &BridgeConfig) -> String {
     }
 }
 
-fn result_kind(result: &str) -> Option<ResultKind> {
-    match result {
-        "committed" => Some(ResultKind::Applied),
-        "unchanged" => Some(ResultKind::Unchanged),
-        "rolled-back" => Some(ResultKind::RolledBack),
-        "failed" => Some(ResultKind::Failed),
-        _ => None,
-    }
-}
-
 /// Returns the report and whether the run must stop.
 async fn apply_one(
     nm: &Nm,
@@ -189,16 +224,16 @@ async fn apply_one(
 
 fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (BridgeReport, bool) {
     match result {
-        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, "unchanged"), false),
+        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, Applied::Unchanged), false),
         Ok(NetOutcome::Activated) => (
-            BridgeReport::new(name, "committed").because("activated the existing profile"),
+            BridgeReport::new(name, Applied::Committed).because("activated the existing profile"),
             false,
         ),
-        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, "dry-run"), false),
+        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, Applied::DryRun), false),
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
         Err(e) => (
-            BridgeReport::new(name, "failed").because(e.to_string()),
+            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
             false,
         ),
     }
@@ -217,7 +252,7 @@ async fn bridged(
         Ok(uplink) => uplink,
         Err(reason) => {
             return (
-                BridgeReport::new(&bridge.name, "failed").because(reason),
+                BridgeReport::new(&bridge.name, Applied::Failed).because(reason),
                 false,
             )
         }
@@ -240,20 +275,24 @@ async fn bridged(
     let ready = match convert::prepare(nm, &request, &choice, progress).await {
         Ok(Prepared::NoOp { .. }) => {
             return (
-                with_uplink(BridgeReport::new(&bridge.name, "unchanged")),
+                with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
                 false,
             )
         }
         Ok(Prepared::Ready(ready)) => ready,
         Err(PrepareError::Nm(e)) => {
             return (
-                with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())),
+                with_uplink(
+                    BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()),
+                ),
                 e.is_nm_gone(),
             )
         }
         Err(e) => {
             return (
-                with_uplink(BridgeReport::new(&bridge.name, "failed").because(e.to_string())),
+                with_uplink(
+                    BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()),
+                ),
                 false,
             )
         }
@@ -261,7 +300,7 @@ async fn bridged(
     if dry_run {
         let changes = ready.plan.nmcli_commands().join("; ");
         return (
-            with_uplink(BridgeReport::new(&bridge.name, "dry-run").because(changes)),
+            with_uplink(BridgeReport::new(&bridge.name, Applied::DryRun).because(changes)),
             false,
         );
     }
@@ -274,9 +313,9 @@ async fn bridged(
 
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
-        Outcome::Committed { .. } => BridgeReport::new(name, "committed"),
+        Outcome::Committed { .. } => BridgeReport::new(name, Applied::Committed),
         Outcome::RolledBack { reason, .. } => {
-            BridgeReport::new(name, "rolled-back").because(reason.clone())
+            BridgeReport::new(name, Applied::RolledBack).because(reason.clone())
         }
     };
     report.uplink = uplink.map(str::to_owned);
@@ -286,8 +325,13 @@ fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (Bridge
 
 fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     let fatal = matches!(e, TxError::Rollback { .. });
+    let result = if fatal {
+        Applied::RollbackFailed
+    } else {
+        Applied::Failed
+    };
     (
-        BridgeReport::new(name, "failed").because(e.to_string()),
+        BridgeReport::new(name, result).because(e.to_string()),
         fatal,
     )
 }
