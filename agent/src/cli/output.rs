@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::journal::JournalError;
 use crate::nm::NmError;
-use crate::operations::convert::PrepareError;
+use crate::operations::PrepareError;
 use crate::recovery::RecoveryError;
 use crate::report::{Progress, Step};
 use crate::transaction::TxError;
@@ -76,19 +76,10 @@ impl From<RecoveryError> for Fatal {
     }
 }
 
-impl From<PrepareError> for Fatal {
-    fn from(e: PrepareError) -> Self {
+impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
+    fn from(e: PrepareError<P>) -> Self {
         match e {
             PrepareError::Nm(nm) => nm.into(),
-            other => Fatal::new(Exit::BadInput, other.to_string()),
-        }
-    }
-}
-
-impl From<crate::operations::revert::PrepareError> for Fatal {
-    fn from(e: crate::operations::revert::PrepareError) -> Self {
-        match e {
-            crate::operations::revert::PrepareError::Nm(nm) => nm.into(),
             other => Fatal::new(Exit::BadInput, other.to_string()),
         }
     }

@@ -3,24 +3,16 @@
 
 use serde::Serialize;
 
-use super::{context, select_checks, CheckChoice, CheckSelectionError, Selected};
+use super::{context, select_checks, CheckChoice, Selected};
 use crate::checks::CheckContext;
 use crate::inventory;
 use crate::journal::{Lock, Store};
-use crate::nm::{Nm, NmError};
+use crate::nm::Nm;
 use crate::plan::{self, Decision, Ids, Plan, PlanError, Request};
 use crate::report::Progress;
 use crate::transaction::{Outcome, Transaction, TxError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    #[error(transparent)]
-    Nm(#[from] NmError),
-    #[error("{0}; nothing was changed")]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Checks(#[from] CheckSelectionError),
-}
+pub type PrepareError = super::PrepareError<PlanError>;
 
 /// A conversion ready to run: the plan and the checks that prove it.
 #[derive(Debug, Serialize)]
@@ -54,7 +46,7 @@ pub async fn prepare(
         bridge_uuid: uuid::Uuid::new_v4().to_string(),
         port_uuid: uuid::Uuid::new_v4().to_string(),
     };
-    let plan = match plan::plan_convert(request, &found, &ids)? {
+    let plan = match plan::plan_convert(request, &found, &ids).map_err(PrepareError::Plan)? {
         Decision::Convert(plan) => *plan,
         Decision::AlreadyConverted { uplink, bridge } => {
             progress.step(

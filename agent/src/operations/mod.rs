@@ -9,10 +9,22 @@ pub mod revert;
 use std::net::IpAddr;
 
 use crate::checks::{self, CheckContext, CheckSpec, Probe, ProbeResult};
+use crate::nm::NmError;
 use crate::report::Progress;
 
 /// How long a default check gets before the change to show it works at all.
 const PRECHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why an operation could not be prepared; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError<P: std::error::Error + 'static> {
+    #[error(transparent)]
+    Nm(#[from] NmError),
+    #[error("{0}; nothing was changed")]
+    Plan(P),
+    #[error(transparent)]
+    Checks(#[from] CheckSelectionError),
+}
 
 /// Which checks prove a change.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{context, select_checks, CheckChoice, CheckSelectionError, Selected};
+use super::{context, select_checks, CheckChoice, Selected};
 use crate::checks::CheckContext;
 use crate::journal::{Lock, Store};
 use crate::nm::{Nm, NmError};
@@ -12,15 +12,7 @@ use crate::plan::Marker;
 use crate::report::Progress;
 use crate::transaction::{Outcome, Transaction, TxError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    #[error(transparent)]
-    Nm(#[from] NmError),
-    #[error("{0}; nothing was changed")]
-    Plan(#[from] RevertError),
-    #[error(transparent)]
-    Checks(#[from] CheckSelectionError),
-}
+pub type PrepareError = super::PrepareError<RevertError>;
 
 #[derive(Debug, Serialize)]
 pub struct Ready {
@@ -42,7 +34,7 @@ pub async fn prepare(
     progress: &Progress,
 ) -> Result<Ready, PrepareError> {
     let found = find(nm, bridge).await?;
-    let plan = plan_revert(&found, rollback_timeout)?;
+    let plan = plan_revert(&found, rollback_timeout).map_err(PrepareError::Plan)?;
     progress.step(
         "found",
         format!(
