@@ -10,34 +10,18 @@
 //! The first run builds the trixie root (`/var/cache/netbridge-tests/rootfs-trixie`,
 //! 40 to 80 s here); see `netbridge_tests::container`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::Ipv4Addr;
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
+
+use common::{Run, Running};
 
 use netbridge_tests::container::{Container, Suite};
 use netbridge_tests::lab::{Lab, Uplink, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
 use serde_json::Value;
 
 const ME: (Ipv4Addr, u8) = (STATIC_ADDRESS, PREFIX_LEN);
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
@@ -54,12 +38,7 @@ fn trixie_host() -> Option<Container> {
 fn netbridge(host: &Container, args: &[&str]) -> Run {
     let mut argv = vec!["netbridge"];
     argv.extend_from_slice(args);
-    let out = host.exec(argv);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(host.exec(argv))
 }
 
 /// Asserts that netbridge exited `code`; otherwise fails with its output
@@ -274,69 +253,6 @@ fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52
     assert_eq!(addresses(&host, UPLINK), vec![ME]);
 }
 
-/// netbridge running in the host, its stderr (the progress lines) read as
-/// they come.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(host: &Container, args: &[&str]) -> Running {
-        let mut argv = vec!["netbridge"];
-        argv.extend_from_slice(args);
-        let mut child = host
-            .command(argv)
-            .expect("a command in the host")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start netbridge in the host");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, needle: &str, limit: Duration) {
-        let end = Instant::now() + limit;
-        while let Ok(line) = self
-            .lines
-            .recv_timeout(end.saturating_duration_since(Instant::now()))
-        {
-            let found = line.contains(needle);
-            self.seen.push(line);
-            if found {
-                return;
-            }
-        }
-        panic!(
-            "no line with {needle:?} within {limit:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// Waits for the exit; the code and everything netbridge printed.
-    fn finish(mut self) -> (i32, String) {
-        let status = self.child.wait().expect("wait for netbridge");
-        // The sender closes when the reader thread reaches the pipe's end.
-        self.seen.extend(self.lines.iter());
-        (status.code().unwrap_or(-1), self.seen.join("\n"))
-    }
-}
-
 /// The LAN stops answering ping while it lives; answers again when dropped
 /// (also when the test fails).
 struct SilentLan<'a>(&'a Lab);
@@ -361,10 +277,15 @@ fn a_check_that_fails_after_the_change_rolls_back_on_networkmanager_1_52() {
     let Some(host) = trixie_host() else {
         return;
     };
-    let mut run = Running::start(
-        &host,
-        &["convert", UPLINK, "--yes", "--check", "ping:172.25.250.254"],
-    );
+    let args = [
+        "netbridge",
+        "convert",
+        UPLINK,
+        "--yes",
+        "--check",
+        "ping:172.25.250.254",
+    ];
+    let mut run = Running::spawn(host.command(args).expect("a command in the host"));
     run.wait_for("checkpoint", Duration::from_secs(30));
     // The gateway stops answering ping once the change is under way.
     let silent = SilentLan::start(host.lab());

@@ -3,15 +3,16 @@
 //! `systemctl enable --now netbridge-agent` converting the host, a reboot,
 //! and a power cut in the middle of a change.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::Ipv4Addr;
-use std::process::Stdio;
 use std::time::Duration;
+
+use common::{signal, Running};
 
 use netbridge_tests::container::Container;
 use netbridge_tests::lab::{Uplink, STATIC_ADDRESS, UPLINK};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 const CONFIG: &str = r#"
 [[bridge]]
@@ -45,15 +46,8 @@ fn installed(uplink: Uplink) -> Option<Container> {
     Some(host)
 }
 
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    cond()
+fn eventually(cond: impl FnMut() -> bool) -> bool {
+    common::eventually(Duration::from_secs(30), cond)
 }
 
 #[test]
@@ -128,31 +122,19 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
         return;
     };
     let dnsmasq = host.lab().dnsmasq_pid().expect("the LAN's dnsmasq");
-    let mut convert = host
-        .command([
-            "netbridge",
-            "convert",
-            "ens32",
-            "--yes",
-            "--check",
-            "dns:gw.lab",
-        ])
-        .expect("a command in the host")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start netbridge convert");
-    let stderr = convert.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
-    let dns = Pid::from_raw(i32::try_from(dnsmasq).expect("pid"));
+    let args = [
+        "netbridge",
+        "convert",
+        "ens32",
+        "--yes",
+        "--check",
+        "dns:gw.lab",
+    ];
+    let mut convert = Running::spawn(host.command(args).expect("a command in the host"));
     // Silence DNS once the change is under way, so the change hangs in its checks.
-    assert!(
-        lines.any(|l| l.contains("checkpoint")),
-        "netbridge reached its checkpoint"
-    );
-    kill(dns, Signal::SIGSTOP).expect("stop dnsmasq");
-    assert!(lines.any(|l| l.contains("bridge up")), "the bridge came up");
+    convert.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    convert.wait_for("bridge up", Duration::from_secs(20));
     assert_eq!(
         addresses(&host, "br0"),
         vec![(STATIC_ADDRESS, 24)],
@@ -160,8 +142,8 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     );
 
     host.power_cut().expect("cut the power");
-    let _ = convert.wait();
-    kill(dns, Signal::SIGCONT).expect("resume dnsmasq");
+    convert.finish();
+    signal(dnsmasq, Signal::SIGCONT);
     host.boot().expect("boot again");
 
     assert_eq!(

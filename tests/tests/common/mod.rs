@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -30,17 +30,23 @@ impl Run {
     }
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 pub fn netbridge(lab: &Lab, args: &[&str]) -> Run {
     let out = lab
         .netbridge(args)
         .stdin(Stdio::null())
         .output()
         .expect("run netbridge");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(out)
 }
 
 pub fn status(lab: &Lab) -> Value {
@@ -80,10 +86,15 @@ pub struct Running {
 
 impl Running {
     pub fn start(lab: &Lab, args: &[&str]) -> Running {
-        let mut child = lab
-            .netbridge(args)
+        Running::spawn(lab.netbridge(args))
+    }
+
+    /// Starts `command` (netbridge, in a lab or a booted host) with its
+    /// stderr read line by line.
+    pub fn spawn(mut command: Command) -> Running {
+        let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn netbridge");
@@ -127,13 +138,11 @@ impl Running {
         self.child.id()
     }
 
-    /// Waits for the exit; returns the code and the rest of stderr.
+    /// Waits for the exit; returns the code and everything netbridge printed.
     pub fn finish(mut self) -> (i32, String) {
         let status = self.child.wait().expect("wait for netbridge");
-        self.seen.extend(self.lines.try_iter());
-        // The reader thread may still be draining the pipe.
-        std::thread::sleep(Duration::from_millis(50));
-        self.seen.extend(self.lines.try_iter());
+        // The sender closes when the reader thread reaches the pipe's end.
+        self.seen.extend(self.lines.iter());
         (status.code().unwrap_or(-1), self.seen.join("\n"))
     }
 }
