@@ -148,17 +148,8 @@ fn start_command(lab: &Lab, dir: &Path) -> Result<Command, LabError> {
             command: "the lab's bus address".to_owned(),
             detail: format!("{} is not unix:path=...", lab.bus_address()),
         })?;
-    let mut command = cmd::in_netns(lab.host_ns(), [cmd::program("unshare")]);
+    let mut command = cmd::in_netns_with_mounts(lab.host_ns(), SETUP);
     command
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-c",
-            SETUP,
-        ])
-        .arg("sh")
         .arg(dir)
         .arg(bus)
         .arg(netbridge_bin()?)

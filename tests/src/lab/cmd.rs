@@ -64,6 +64,23 @@ where
     cmd
 }
 
+/// Runs the shell script `setup` inside network namespace `ns` and a mount
+/// namespace of its own, so its mounts are seen only by what it then execs;
+/// the caller appends the script's arguments.
+pub(crate) fn in_netns_with_mounts(ns: &str, setup: &str) -> Command {
+    let mut cmd = in_netns(ns, [program("unshare")]);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        setup,
+        "sh",
+    ]);
+    cmd
+}
+
 /// `program`'s full path if [`which`] finds it, else its bare name (the
 /// lab's prerequisite check has reported it missing by then).
 pub(crate) fn program(name: &str) -> PathBuf {

@@ -219,17 +219,8 @@ impl Lab {
             shift 4
             exec \"$@\"";
         let dir = &self.dir;
-        let mut command = cmd::in_netns(&self.host_ns, [cmd::program("unshare")]);
+        let mut command = cmd::in_netns_with_mounts(&self.host_ns, SETUP);
         command
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "/bin/sh",
-                "-c",
-                SETUP,
-                "sh",
-            ])
             .arg(dir.join("host-run"))
             .arg(dir.join("run"))
             .arg(dir.join("lib"))
