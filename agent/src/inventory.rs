@@ -24,10 +24,7 @@ async fn uplink_found(
     device: &DeviceInfo,
     devices: &[DeviceInfo],
 ) -> Result<UplinkFound, NmError> {
-    let controller = devices
-        .iter()
-        .find(|d| d.port_paths.contains(&device.path))
-        .map(|d| d.interface.clone());
+    let controller = device.controller(devices).map(|d| d.interface.clone());
     let active = match &device.active_connection {
         Some(path) => {
             let active = nm.active_info(path).await?;

@@ -19,9 +19,9 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use crate::checks::{self, CheckContext, Probe, ProbeResult};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
-use crate::nm::{ActivationGoal, Nm, NmError};
+use crate::nm::{ActivationGoal, DeviceInfo, Nm, NmError};
 use crate::plan::revert::RevertPlan;
-use crate::plan::Plan;
+use crate::plan::{IpPlan, Plan};
 use crate::recovery;
 use crate::report::Progress;
 use crate::verify;
@@ -344,17 +344,32 @@ impl Transaction<'_> {
         } else {
             SETTLE
         };
+        self.settled(&plan.bridge, deadline, |bridge| {
+            verify::converted(bridge, plan)
+        })
+        .await
+    }
+
+    /// Reads `iface` until `check` finds nothing wrong, for at most
+    /// `deadline`: NetworkManager may report a device activated a little
+    /// before its addresses show on the bus (1.52 publishes them ~100 ms later).
+    async fn settled(
+        &self,
+        iface: &str,
+        deadline: Duration,
+        check: impl Fn(&DeviceInfo) -> Vec<String>,
+    ) -> Result<(), Vec<String>> {
         let outcome = self
             .nm
             .settle(deadline, async || {
-                let Some(path) = self.nm.device_by_iface(&plan.bridge).await? else {
-                    return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
+                let Some(path) = self.nm.device_by_iface(iface).await? else {
+                    return Ok(Err(vec![format!("no device {iface} exists")]));
                 };
-                let bridge = self.nm.device_info(&path).await?;
-                Ok(as_result(verify::converted(&bridge, plan)))
+                let device = self.nm.device_info(&path).await?;
+                Ok(as_result(check(&device)))
             })
             .await;
-        outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.bridge)]))
+        outcome.unwrap_or_else(|e| Err(vec![format!("reading {iface}: {e}")]))
     }
 
     /// Persists the trial: profiles to disk, the original profile kept with
@@ -487,14 +502,10 @@ impl Transaction<'_> {
     }
 
     async fn verify_revert(&self, plan: &RevertPlan) -> Result<(), Vec<String>> {
-        let outcome = self
-            .nm
-            .settle(SETTLE, async || {
-                let uplink = self.nm.device_info(&plan.uplink_path).await?;
-                Ok(as_result(verify::carries(&uplink, &plan.ipv4, &plan.ipv6)))
-            })
-            .await;
-        outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.uplink)]))
+        self.settled(&plan.uplink, SETTLE, |uplink| {
+            verify::carries(uplink, &plan.ipv4, &plan.ipv6)
+        })
+        .await
     }
 
     async fn commit_revert(
@@ -613,25 +624,19 @@ impl Transaction<'_> {
         self.progress
             .step("profile", format!("added {name} (in memory only)"));
         self.bring_up(name, &path).await?;
-        let problems = match self.nm.device_by_iface(name).await {
-            Ok(Some(device)) => match self.nm.device_info(&device).await {
-                Ok(info) if info.ipv4.addresses.contains(&address) => Vec::new(),
-                Ok(info) => vec![format!(
-                    "{name} has {:?}, expected {address}",
-                    info.ipv4.addresses
-                )],
-                Err(e) => vec![format!("reading {name}: {e}")],
-            },
-            Ok(None) => vec![format!("no device {name} exists")],
-            Err(e) => vec![format!("reading {name}: {e}")],
+        let expected = IpPlan {
+            method: "manual".to_owned(),
+            addresses: vec![address],
+            ..IpPlan::default()
         };
-        if problems.is_empty() {
-            self.progress
-                .step("verified", format!("{name} is up with {address}"));
-            Ok(())
-        } else {
-            Err(Failure::Verify(problems))
-        }
+        self.settled(name, SETTLE, |bridge| {
+            verify::carries(bridge, &expected, &IpPlan::default())
+        })
+        .await
+        .map_err(Failure::Verify)?;
+        self.progress
+            .step("verified", format!("{name} is up with {address}"));
+        Ok(())
     }
 
     /// Activates a profile that needs no device of its own (a new bridge).

@@ -10,10 +10,11 @@ use super::output::{print_error, print_json, Exit, Fatal};
 use std::collections::BTreeMap;
 
 use crate::journal::{Record, Store};
-use crate::nm::{DeviceInfo, IpRuntime, Nm, NmError};
+use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
 use crate::plan::Marker;
 use crate::state::{BridgeResult, State};
+use zbus::zvariant::ObjectPath;
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -123,14 +124,21 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
         .iter()
         .filter(|d| args.all || d.device_type != DeviceType::Loopback)
     {
+        let active = active_of(&nm, device).await?;
+        let netbridge = match &active {
+            Some(info) if device.device_type == DeviceType::Bridge => {
+                made_by(&nm, &info.profile).await?
+            }
+            _ => None,
+        };
         out.push(DeviceStatus {
-            profile: profile_of(&nm, device).await?,
-            controller: devices
-                .iter()
-                .find(|d| d.port_paths.contains(&device.path))
-                .map(|d| d.interface.clone()),
+            profile: active.map(|info| ProfileRef {
+                id: info.id,
+                uuid: info.uuid,
+            }),
+            controller: device.controller(&devices).map(|d| d.interface.clone()),
             bridge: bridge_of(device, &devices).await,
-            netbridge: made_by(&nm, device).await?,
+            netbridge,
             device: device.clone(),
         });
     }
@@ -161,33 +169,21 @@ async fn configured(
     })
 }
 
-async fn profile_of(nm: &Nm, device: &DeviceInfo) -> Result<Option<ProfileRef>, Fatal> {
+/// The connection active on a device; none once it has gone.
+async fn active_of(nm: &Nm, device: &DeviceInfo) -> Result<Option<ActiveInfo>, Fatal> {
     let Some(active) = &device.active_connection else {
         return Ok(None);
     };
     match nm.active_info(active).await {
-        Ok(info) => Ok(Some(ProfileRef {
-            id: info.id,
-            uuid: info.uuid,
-        })),
+        Ok(info) => Ok(Some(info)),
         Err(e) if e.is_gone() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn made_by(nm: &Nm, device: &DeviceInfo) -> Result<Option<Made>, Fatal> {
-    if device.device_type != DeviceType::Bridge {
-        return Ok(None);
-    }
-    let Some(active) = &device.active_connection else {
-        return Ok(None);
-    };
-    let profile = match nm.active_info(active).await {
-        Ok(info) => info.profile,
-        Err(e) if e.is_gone() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let settings = nm.profile_settings(&profile).await?;
+/// What netbridge made a bridge as, from its active profile's markers.
+async fn made_by(nm: &Nm, profile: &ObjectPath<'_>) -> Result<Option<Made>, Fatal> {
+    let settings = nm.profile_settings(profile).await?;
     let unreadable = |e: netbridge_dbus::SettingsError| Fatal::from(NmError::from(e));
     if let Some(marker) = Marker::read(&settings).map_err(unreadable)? {
         return Ok(Some(Made::Convert {
@@ -214,10 +210,7 @@ async fn bridge_of(device: &DeviceInfo, devices: &[DeviceInfo]) -> Option<Bridge
         .as_deref()
         != Some("0");
     let mut ports = Vec::new();
-    for port in devices
-        .iter()
-        .filter(|d| device.port_paths.contains(&d.path))
-    {
+    for port in device.ports(devices) {
         let state = read_sys(&format!("{base}/brif/{}/state", port.interface)).await;
         ports.push(PortStatus {
             name: port.interface.clone(),

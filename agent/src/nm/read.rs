@@ -65,6 +65,18 @@ pub struct ActiveInfo {
     pub flags: ActivationStateFlags,
 }
 
+impl DeviceInfo {
+    /// The device among `devices` that this one is a port of.
+    pub fn controller<'a>(&self, devices: &'a [DeviceInfo]) -> Option<&'a DeviceInfo> {
+        devices.iter().find(|d| d.port_paths.contains(&self.path))
+    }
+
+    /// The devices among `devices` that are ports of this one.
+    pub fn ports<'a>(&'a self, devices: &'a [DeviceInfo]) -> impl Iterator<Item = &'a DeviceInfo> {
+        devices.iter().filter(|d| self.port_paths.contains(&d.path))
+    }
+}
+
 /// The identity of a profile, enough to find the ones that compete for a device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProfileInfo {

@@ -9,7 +9,7 @@ use super::network::{self, NetOutcome, NetworkError};
 use super::CheckChoice;
 use crate::config::{BridgeConfig, Config, Mode, UplinkSelector};
 use crate::journal::{Lock, Store};
-use crate::nm::{DeviceInfo, Nm, NmError};
+use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
 use crate::plan::Request;
 use crate::report::Progress;
@@ -345,12 +345,6 @@ pub async fn resolve_uplink(
     selector: &UplinkSelector,
 ) -> Result<String, String> {
     let devices = nm.devices().await.map_err(|e: NmError| e.to_string())?;
-    let port_of = |d: &DeviceInfo| {
-        devices
-            .iter()
-            .find(|p| d.port_paths.contains(&p.path))
-            .map(|p| p.interface.clone())
-    };
     match selector {
         UplinkSelector::Name(name) => Ok(name.clone()),
         UplinkSelector::Mac(mac) => devices
@@ -365,7 +359,10 @@ pub async fn resolve_uplink(
                 .find(|d| d.ipv4.gateway.is_some())
                 .ok_or_else(|| "no device holds an IPv4 default route".to_owned())?;
             if holder.interface == bridge {
-                port_of(holder)
+                holder
+                    .ports(&devices)
+                    .next()
+                    .map(|p| p.interface.clone())
                     .ok_or_else(|| format!("{bridge} holds the default route but has no port"))
             } else {
                 Ok(holder.interface.clone())
