@@ -33,8 +33,11 @@ pub(crate) const NM_CONF: &str = "[main]\n\
 /// - the gettys: nobody logs in on a console that is a log file;
 /// - the timers: apt would try the internet, fstrim and e2scrub would act
 ///   on the machine's own disk (the container's root is a directory on it);
-/// - systemd-networkd-wait-online: networkd is not the network manager here.
-pub(crate) const MASKED_UNITS: [&str; 11] = [
+/// - systemd-networkd-wait-online: networkd is not the network manager here;
+/// - the utmp bookkeeping of boots and runlevels: nothing here reads it, and
+///   once in a CI rehearsal it failed at first boot (no reason logged),
+///   leaving the host "degraded" before netbridge was even installed.
+pub(crate) const MASKED_UNITS: [&str; 13] = [
     "console-getty.service",
     "container-getty@.service",
     "getty@.service",
@@ -46,6 +49,8 @@ pub(crate) const MASKED_UNITS: [&str; 11] = [
     "e2scrub_all.timer",
     "e2scrub_reap.service",
     "systemd-networkd-wait-online.service",
+    "systemd-update-utmp.service",
+    "systemd-update-utmp-runlevel.service",
 ];
 
 const NM_UNIT: &str = "NetworkManager.service";
