@@ -1,6 +1,6 @@
 //! Reads what the planner needs from NetworkManager.
 
-use crate::nm::{DeviceInfo, Nm, NmError};
+use crate::nm::{DeviceInfo, Family, Nm, NmError};
 use crate::plan::{ActiveProfile, Found, UplinkFound};
 
 /// Everything about the host that matters for converting `uplink`.
@@ -40,5 +40,8 @@ async fn uplink_found(
         device: device.clone(),
         active,
         controller,
+        lease4: nm.lease_options(&device.path, Family::V4).await?,
+        lease6: nm.lease_options(&device.path, Family::V6).await?,
+        metrics: nm.default_metrics(&device.path).await?,
     })
 }

@@ -64,6 +64,11 @@ pub enum Change {
         uplink: String,
         created: Vec<String>,
         original: Original,
+        /// The uplink's DHCP lease was held statically for the change (in
+        /// memory only): after a rollback it may run activating, address in
+        /// place, until its DHCP server answers.
+        #[serde(default)]
+        held: bool,
     },
     /// `create`: a new network bridge, to delete if the change is cut short.
     Create { bridge: String, uuid: String },
@@ -304,6 +309,7 @@ mod tests {
                 id: "ens32".into(),
                 autoconnect: true,
             },
+            held: false,
         })
     }
 

@@ -113,11 +113,19 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             uplink,
             created,
             original,
+            held,
         } => {
             remove_profiles(nm, created, progress).await?;
             remove_bridge(nm, bridge, progress).await?;
             set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
-            bring_back(nm, uplink, &original.uuid, rolled_back).await
+            // A held lease is back at once; DHCP may still be waiting for
+            // its server, which a rollback must never depend on.
+            let back = if *held && rolled_back {
+                Back::Configuring
+            } else {
+                Back::Activated
+            };
+            bring_back(nm, uplink, &original.uuid, rolled_back, back).await
         }
         Change::Create { bridge, uuid } => {
             remove_profiles(nm, std::slice::from_ref(uuid), progress).await?;
@@ -134,11 +142,11 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
                 && nm.profile_by_uuid(port_uuid).await?.is_some();
             if bridge_kept {
                 set_autoconnect(nm, &original.uuid, &original.id, false).await?;
-                bring_back(nm, uplink, port_uuid, rolled_back).await
+                bring_back(nm, uplink, port_uuid, rolled_back, Back::Activated).await
             } else {
                 // The commit had already deleted the bridge: finish it instead.
                 set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
-                bring_back(nm, uplink, &original.uuid, rolled_back).await
+                bring_back(nm, uplink, &original.uuid, rolled_back, Back::Activated).await
             }
         }
     }
@@ -241,8 +249,22 @@ pub async fn set_autoconnect(nm: &Nm, uuid: &str, id: &str, value: bool) -> Resu
         .await
 }
 
+/// How far a device must be back before the host counts as restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Back {
+    Activated,
+    /// Configuring IP or further: its addresses are in place.
+    Configuring,
+}
+
 /// Makes sure the uplink runs the profile `uuid` (again).
-async fn bring_back(nm: &Nm, uplink: &str, uuid: &str, rolled_back: bool) -> Result<(), NmError> {
+async fn bring_back(
+    nm: &Nm,
+    uplink: &str,
+    uuid: &str,
+    rolled_back: bool,
+    back: Back,
+) -> Result<(), NmError> {
     let Some(device) = nm.device_by_iface(uplink).await? else {
         return Err(NmError::Unexpected {
             what: format!("the uplink {uplink} has disappeared"),
@@ -250,6 +272,11 @@ async fn bring_back(nm: &Nm, uplink: &str, uuid: &str, rolled_back: bool) -> Res
     };
     // After a checkpoint rollback NetworkManager re-activates the profile by
     // itself; activating it again would only bounce the link.
+    if back == Back::Configuring {
+        return nm
+            .wait_device_configures(&device, uplink, uuid, SETTLE)
+            .await;
+    }
     if rolled_back
         && nm
             .wait_device_runs(&device, uplink, uuid, SETTLE)

@@ -18,8 +18,9 @@ use serde::Serialize;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use crate::checks::{self, CheckContext, Probe, ProbeResult};
+use crate::identity::{self, Identity, Proof};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
-use crate::nm::{ActivationGoal, DeviceInfo, Nm, NmError};
+use crate::nm::{ActivationGoal, DeviceInfo, Family, Nm, NmError};
 use crate::plan::revert::RevertPlan;
 use crate::plan::{IpPlan, Plan};
 use crate::recovery;
@@ -32,6 +33,8 @@ use crate::verify;
 pub enum Outcome {
     Committed {
         checks: Vec<ProbeResult>,
+        /// The host before and after, proven the same (conversions only).
+        identity: Option<Proof>,
     },
     RolledBack {
         reason: String,
@@ -51,6 +54,8 @@ pub enum Failure {
     Activation(NmError),
     #[error("the result is not as planned: {}", .0.join("; "))]
     Verify(Vec<String>),
+    #[error("the bridge did not take the uplink's exact place: {}", .0.join("; "))]
+    Identity(Vec<String>),
     #[error("checks failed after the change: {}", failed_checks(.0))]
     Checks(Vec<ProbeResult>),
     #[error("interrupted by {0}")]
@@ -76,6 +81,14 @@ pub enum TxError {
     #[error("could not create a NetworkManager checkpoint, nothing was changed: {0}")]
     Checkpoint(NmError),
     #[error(
+        "could not hold {uplink}'s DHCP lease for the change, nothing else was changed: {source}"
+    )]
+    Hold {
+        uplink: String,
+        #[source]
+        source: NmError,
+    },
+    #[error(
         "{failure}; the rollback did not complete: {source} — check the host: `netbridge status`"
     )]
     Rollback {
@@ -90,6 +103,16 @@ const PORT_START: Duration = Duration::from_secs(5);
 
 /// How long the reported state may lag behind activation before it counts as wrong.
 const SETTLE: Duration = Duration::from_secs(5);
+
+/// How long the bridge's DHCP client gets to renew the uplink's lease: the
+/// server answered the uplink moments before, and its address is held meanwhile.
+const LEASE: Duration = Duration::from_secs(20);
+
+/// What a trial proved.
+pub struct Proven {
+    checks: Vec<ProbeResult>,
+    identity: Option<Proof>,
+}
 
 /// What a guarded change protects and how it proves itself.
 struct Guard<'p> {
@@ -117,13 +140,16 @@ impl Transaction<'_> {
         plan: &Plan,
         probes: &[Probe],
         ctx: &CheckContext,
+        before: &Identity,
     ) -> Result<Outcome, TxError> {
         let record = Record::new(Change::Convert {
             bridge: plan.bridge.clone(),
             uplink: plan.uplink.clone(),
             created: vec![plan.bridge_uuid.clone(), plan.port_uuid.clone()],
             original: plan.original.clone(),
+            held: plan.lease.is_some(),
         });
+        self.hold_lease(plan).await?;
         // Only the uplink: the bridge is new, and deleting its profile on
         // rollback removes it.
         let guard = Guard {
@@ -134,11 +160,45 @@ impl Transaction<'_> {
             ctx,
             check_deadline: plan.timing.check,
         };
-        let trial = self.try_out(plan, probes, ctx);
+        let trial = self.try_out(plan, probes, ctx, before);
         let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
             self.commit(plan, checkpoint, record).await
         };
         self.guarded(record, guard, trial, commit).await
+    }
+
+    /// A DHCP uplink's address must outlive a DHCP server that stops
+    /// answering. Its running configuration (not its profile) gets the lease
+    /// as a static address beside DHCP, before the checkpoint: a rollback —
+    /// netbridge's or NetworkManager's own timer — reactivates the uplink
+    /// with the configuration the checkpoint saw, so the address comes back
+    /// at once whether or not the server answers.
+    async fn hold_lease(&self, plan: &Plan) -> Result<(), TxError> {
+        let Some(lease) = &plan.lease else {
+            return Ok(());
+        };
+        let failed = |source| TxError::Hold {
+            uplink: plan.uplink.clone(),
+            source,
+        };
+        let (applied, version) = self
+            .nm
+            .applied_versioned(&plan.uplink_path)
+            .await
+            .map_err(failed)?;
+        let held = crate::plan::hold(&applied, lease).map_err(|e| failed(e.into()))?;
+        self.nm
+            .reapply_settings(&plan.uplink_path, &held, version)
+            .await
+            .map_err(failed)?;
+        self.progress.step(
+            "lease held",
+            format!(
+                "{} keeps {} beside DHCP until the change ends (in memory only): a silent DHCP server cannot take the address away",
+                plan.uplink, lease.address
+            ),
+        );
+        Ok(())
     }
 
     /// The shape of every change to existing devices: journal, checkpoint
@@ -148,7 +208,7 @@ impl Transaction<'_> {
         &self,
         mut record: Record,
         guard: Guard<'_>,
-        trial: impl std::future::Future<Output = Result<Vec<ProbeResult>, Failure>>,
+        trial: impl std::future::Future<Output = Result<Proven, Failure>>,
         commit: impl AsyncFnOnce(&mut Record, &ObjectPath<'_>) -> Result<(), NmError>,
     ) -> Result<Outcome, TxError> {
         self.store.write(self.lock, &record).await?;
@@ -162,16 +222,16 @@ impl Transaction<'_> {
             signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
-            Ok(results) => commit(&mut record, &checkpoint)
+            Ok(proven) => commit(&mut record, &checkpoint)
                 .await
-                .map(|()| results)
+                .map(|()| proven)
                 .map_err(Failure::Commit),
             Err(failure) => Err(failure),
         };
         drop(keepalive);
 
         match verdict {
-            Ok(checks) => Ok(Outcome::Committed { checks }),
+            Ok(Proven { checks, identity }) => Ok(Outcome::Committed { checks, identity }),
             Err(failure) => {
                 self.roll_back(
                     &record,
@@ -228,7 +288,8 @@ impl Transaction<'_> {
         plan: &Plan,
         probes: &[Probe],
         ctx: &CheckContext,
-    ) -> Result<Vec<ProbeResult>, Failure> {
+        before: &Identity,
+    ) -> Result<Proven, Failure> {
         let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
         let bridge = self
             .nm
@@ -260,8 +321,83 @@ impl Transaction<'_> {
                 plan.uplink
             ),
         );
+        if let Some(lease) = &plan.lease {
+            self.renewed(plan, lease).await.map_err(Failure::Verify)?;
+        }
+        let proof = self.prove_identity(before, &plan.bridge).await?;
+        self.progress.step("identity", identity::summary(&proof));
 
-        self.run_checks(probes, ctx, plan.timing.check).await
+        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
+        Ok(Proven {
+            checks,
+            identity: Some(proof),
+        })
+    }
+
+    /// A DHCP bridge must hold the uplink's lease from the server itself,
+    /// not only the static copy the trial carries beside it.
+    async fn renewed(
+        &self,
+        plan: &Plan,
+        lease: &crate::plan::LeaseHold,
+    ) -> Result<(), Vec<String>> {
+        let want = lease.address.ip().to_string();
+        let outcome = self
+            .nm
+            .settle(LEASE, async || {
+                let Some(path) = self.nm.device_by_iface(&plan.bridge).await? else {
+                    return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
+                };
+                let options = self.nm.lease_options(&path, Family::V4).await?;
+                Ok(as_result(verify::leased(
+                    &plan.bridge,
+                    &plan.uplink,
+                    &want,
+                    &options,
+                )))
+            })
+            .await;
+        let leased = outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.bridge)]));
+        if leased.is_ok() {
+            self.progress.step(
+                "lease",
+                format!(
+                    "the DHCP server renewed {want} for {} (client id and MAC kept)",
+                    plan.bridge
+                ),
+            );
+        }
+        leased
+    }
+
+    /// Compares the host through the bridge with the host through the
+    /// uplink before the change, giving NetworkManager a moment to finish
+    /// routes it is still writing.
+    async fn prove_identity(&self, before: &Identity, bridge: &str) -> Result<Proof, Failure> {
+        let targets: Vec<_> = before.routes.iter().map(|r| r.target).collect();
+        let outcome = self
+            .nm
+            .settle(SETTLE, async || {
+                let after = match identity::gather(self.nm, bridge, &targets).await {
+                    Ok(after) => after,
+                    Err(e) => return Ok(Err(vec![e.to_string()])),
+                };
+                let problems = identity::compare(before, &after);
+                Ok(if problems.is_empty() {
+                    Ok(after)
+                } else {
+                    Err(problems)
+                })
+            })
+            .await;
+        match outcome {
+            Ok(Ok(after)) => Ok(Proof {
+                before: before.clone(),
+                after,
+            }),
+            Ok(Err(problems)) => Err(Failure::Identity(problems)),
+            Err(e) => Err(Failure::Identity(vec![format!("reading {bridge}: {e}")])),
+        }
     }
 
     /// Brings the bridge up without IP; NetworkManager attaches the port by
@@ -284,7 +420,7 @@ impl Transaction<'_> {
         // The activation runs with the settings it started with: the profile
         // can take its IP configuration now, ready for the Reapply.
         self.nm
-            .update_profile(bridge, Some(&plan.bridge_profile), Update2Flags::IN_MEMORY)
+            .update_profile(bridge, Some(&plan.bridge_trial), Update2Flags::IN_MEMORY)
             .await
             .map_err(Failure::Apply)?;
         self.attach_port(plan, port).await?;
@@ -382,12 +518,15 @@ impl Transaction<'_> {
     ) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
-        for uuid in [&plan.bridge_uuid, &plan.port_uuid] {
-            let path = self.profile(uuid).await?;
-            self.nm
-                .update_profile(&path, None, Update2Flags::TO_DISK)
-                .await?;
-        }
+        // The bridge as planned, without the trial's lease hold.
+        let bridge = self.profile(&plan.bridge_uuid).await?;
+        self.nm
+            .update_profile(&bridge, Some(&plan.bridge_profile), Update2Flags::TO_DISK)
+            .await?;
+        let port = self.profile(&plan.port_uuid).await?;
+        self.nm
+            .update_profile(&port, None, Update2Flags::TO_DISK)
+            .await?;
         let original = self.profile(&plan.original.uuid).await?;
         self.nm
             .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
@@ -403,7 +542,35 @@ impl Transaction<'_> {
                 plan.bridge, plan.port_id, plan.original.id, plan.bridge
             ),
         );
+        if plan.lease.is_some() {
+            self.release_hold(&plan.bridge).await;
+        }
         Ok(())
+    }
+
+    /// Lets a device run its saved profile again (DHCP only, no static copy
+    /// of the lease), once its DHCP server has answered it; otherwise the hold
+    /// stays until the device's next activation, and says so.
+    async fn release_hold(&self, iface: &str) {
+        let released = async {
+            let Some(path) = self.nm.device_by_iface(iface).await? else {
+                return Ok(false);
+            };
+            let info = self.nm.device_info(&path).await?;
+            let leased = !self.nm.lease_options(&path, Family::V4).await?.is_empty();
+            if info.state != netbridge_dbus::state::DeviceState::Activated || !leased {
+                return Ok(false);
+            }
+            self.nm.reapply(&path).await.map(|()| true)
+        };
+        let message = match released.await {
+            Ok(true) => format!("{iface} runs its saved profile again: DHCP only, lease renewed"),
+            Ok(false) => format!(
+                "{iface} keeps its leased address statically beside DHCP until the DHCP server answers (in memory only; gone at its next activation)"
+            ),
+            Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
+        };
+        self.progress.step("lease", message);
     }
 
     /// Undoes a conversion: the original profile back on the uplink, proven
@@ -451,7 +618,7 @@ impl Transaction<'_> {
         plan: &RevertPlan,
         probes: &[Probe],
         ctx: &CheckContext,
-    ) -> Result<Vec<ProbeResult>, Failure> {
+    ) -> Result<Proven, Failure> {
         let original = self
             .profile(&plan.original.uuid)
             .await
@@ -476,7 +643,11 @@ impl Transaction<'_> {
         );
         self.take_down(&plan.bridge).await.map_err(Failure::Apply)?;
         self.verify_revert(plan).await.map_err(Failure::Verify)?;
-        self.run_checks(probes, ctx, plan.timing.check).await
+        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
+        Ok(Proven {
+            checks,
+            identity: None,
+        })
     }
 
     async fn take_down(&self, bridge: &str) -> Result<(), NmError> {
@@ -595,7 +766,10 @@ impl Transaction<'_> {
             Err(failure) => Err(failure),
         };
         match verdict {
-            Ok(()) => Ok(Outcome::Committed { checks: Vec::new() }),
+            Ok(()) => Ok(Outcome::Committed {
+                checks: Vec::new(),
+                identity: None,
+            }),
             Err(failure) => {
                 self.roll_back(
                     &record,
@@ -705,6 +879,12 @@ impl Transaction<'_> {
             })?;
         self.store.clear(self.lock).await?;
         let restore_seconds = started.elapsed().as_secs_f64();
+        if let Change::Convert {
+            uplink, held: true, ..
+        } = &record.change
+        {
+            self.release_hold(uplink).await;
+        }
         self.progress.step(
             "rolled back",
             format!(

@@ -48,6 +48,25 @@ pub fn converted(bridge: &DeviceInfo, plan: &Plan) -> Vec<String> {
     problems
 }
 
+/// The bridge holds a DHCP lease from the server for the address the uplink
+/// had (`options`: the bridge's DHCPv4 lease options).
+pub fn leased(
+    bridge: &str,
+    uplink: &str,
+    address: &str,
+    options: &crate::nm::LeaseOptions,
+) -> Vec<String> {
+    match options.get("ip_address") {
+        None => vec![format!(
+            "the DHCP server did not answer {bridge} (it answered {uplink} before the change)"
+        )],
+        Some(got) if got == address => Vec::new(),
+        Some(got) => vec![format!(
+            "the DHCP server leased {got} to {bridge}, not {uplink}'s {address}"
+        )],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +110,22 @@ mod tests {
     fn a_device_as_planned_has_no_problems() {
         let dev = device(&["172.25.250.10/24"], Some("172.25.250.254"));
         assert!(carries(&dev, &plan_ip(), &IpPlan::default()).is_empty());
+    }
+
+    #[test]
+    fn the_bridge_must_renew_the_uplinks_lease() {
+        let mut options = crate::nm::LeaseOptions::new();
+        assert_eq!(
+            leased("br0", "ens32", "172.25.250.108", &options),
+            vec!["the DHCP server did not answer br0 (it answered ens32 before the change)"]
+        );
+        options.insert("ip_address".into(), "172.25.250.120".into());
+        assert_eq!(
+            leased("br0", "ens32", "172.25.250.108", &options),
+            vec!["the DHCP server leased 172.25.250.120 to br0, not ens32's 172.25.250.108"]
+        );
+        options.insert("ip_address".into(), "172.25.250.108".into());
+        assert!(leased("br0", "ens32", "172.25.250.108", &options).is_empty());
     }
 
     #[test]

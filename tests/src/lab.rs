@@ -39,6 +39,7 @@ pub(crate) mod files;
 mod guest;
 pub(crate) mod netns;
 mod reset;
+mod second_nic;
 mod setup;
 mod snapshot;
 mod stale;
@@ -57,6 +58,7 @@ use tempfile::TempDir;
 pub use binaries::{bin_dir, netbridge_agent_bin, netbridge_bin};
 pub use error::LabError;
 pub use guest::Guest;
+pub use second_nic::{SECOND_ADDRESS, SECOND_GATEWAY, SECOND_NIC};
 pub use snapshot::{HostSnapshot, LinkSnapshot, RouteSnapshot};
 pub use stale::{remove_stale_labs, StaleReport};
 

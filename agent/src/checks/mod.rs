@@ -11,6 +11,7 @@
 //! `/etc/resolv.conf` may point at a stub resolver or be mid-rewrite while a
 //! change is on trial, so it proves nothing about the uplink.
 
+pub mod dhcp;
 mod dns;
 mod icmp;
 mod spec;

@@ -80,6 +80,7 @@ impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
     fn from(e: PrepareError<P>) -> Self {
         match e {
             PrepareError::Nm(nm) => nm.into(),
+            PrepareError::Identity(e) => Fatal::new(Exit::Internal, e.to_string()),
             other => Fatal::new(Exit::BadInput, other.to_string()),
         }
     }
@@ -90,7 +91,7 @@ impl From<TxError> for Fatal {
         let exit = match e {
             TxError::Journal(JournalError::Busy { .. }) => Exit::Busy,
             TxError::Rollback { .. } => Exit::RollbackFailed,
-            TxError::Journal(_) | TxError::Checkpoint(_) => Exit::Internal,
+            TxError::Journal(_) | TxError::Checkpoint(_) | TxError::Hold { .. } => Exit::Internal,
         };
         Fatal::new(exit, e.to_string())
     }

@@ -4,6 +4,7 @@
 
 mod error;
 mod read;
+mod runtime;
 mod wait;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 pub use error::{CallContext, NmError};
 pub use read::{ActiveInfo, DeviceInfo, IpRuntime, ProfileInfo};
+pub use runtime::{DefaultMetrics, DnsEntry, Family, LeaseOptions};
 pub use wait::ActivationGoal;
 
 /// A NetworkManager version, e.g. 1.42.4.
@@ -113,7 +115,10 @@ impl Nm {
         &self.conn
     }
 
-    async fn device_proxy(&self, path: &ObjectPath<'_>) -> Result<DeviceProxy<'static>, NmError> {
+    pub(super) async fn device_proxy(
+        &self,
+        path: &ObjectPath<'_>,
+    ) -> Result<DeviceProxy<'static>, NmError> {
         DeviceProxy::builder(&self.conn)
             .path(path.to_owned())
             .call("Device proxy")?

@@ -4,7 +4,6 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use netbridge_dbus::flags::{ActivationStateFlags, SettingsConnectionFlags};
-use netbridge_dbus::proxy::dhcp4_config::Dhcp4ConfigProxy;
 use netbridge_dbus::proxy::ip4_config::Ip4ConfigProxy;
 use netbridge_dbus::proxy::ip6_config::Ip6ConfigProxy;
 use netbridge_dbus::proxy::wired::WiredProxy;
@@ -95,7 +94,7 @@ pub struct ProfileInfo {
     pub filename: String,
 }
 
-fn optional_path(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
+pub(super) fn optional_path(path: OwnedObjectPath) -> Option<OwnedObjectPath> {
     (path.as_str() != netbridge_dbus::NULL_PATH).then_some(path)
 }
 
@@ -210,30 +209,6 @@ impl Nm {
                 .collect(),
             searches: ip.searches().await.call("reading IP6Config.Searches")?,
         })
-    }
-
-    /// The DHCPv4 lease options of a device, if it has a lease.
-    pub async fn dhcp4_options(
-        &self,
-        path: &ObjectPath<'_>,
-    ) -> Result<Vec<(String, String)>, NmError> {
-        let dev = self.device_proxy(path).await?;
-        let Some(config) = optional_path(dev.dhcp4_config().await.call("reading Dhcp4Config")?)
-        else {
-            return Ok(Vec::new());
-        };
-        let proxy = Dhcp4ConfigProxy::builder(self.connection())
-            .path(config)
-            .call("DHCP4Config proxy")?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .call("DHCP4Config proxy")?;
-        let options = proxy.options().await.call("reading DHCP4Config.Options")?;
-        Ok(options
-            .into_iter()
-            .filter_map(|(k, v)| v.downcast_ref::<&str>().ok().map(|s| (k, s.to_owned())))
-            .collect())
     }
 
     pub async fn devices(&self) -> Result<Vec<DeviceInfo>, NmError> {

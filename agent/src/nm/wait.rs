@@ -102,7 +102,41 @@ impl Nm {
         deadline: Duration,
     ) -> Result<(), NmError> {
         let what = format!("{name} to run profile {uuid}");
-        within(what, deadline, self.follow_device(device, name, uuid)).await
+        let activated = |state| state == DeviceState::Activated;
+        within(
+            what,
+            deadline,
+            self.follow_device(device, name, uuid, activated),
+        )
+        .await
+    }
+
+    /// Waits until `device` runs the profile `uuid` at least as far as IP
+    /// configuration: its static addresses are in place, while DHCP may
+    /// still wait for its server.
+    pub async fn wait_device_configures(
+        &self,
+        device: &ObjectPath<'_>,
+        name: &str,
+        uuid: &str,
+        deadline: Duration,
+    ) -> Result<(), NmError> {
+        let what = format!("{name} to configure profile {uuid}");
+        let configuring = |state| {
+            matches!(
+                state,
+                DeviceState::IpConfig
+                    | DeviceState::IpCheck
+                    | DeviceState::Secondaries
+                    | DeviceState::Activated
+            )
+        };
+        within(
+            what,
+            deadline,
+            self.follow_device(device, name, uuid, configuring),
+        )
+        .await
     }
 
     async fn follow_device(
@@ -110,6 +144,7 @@ impl Nm {
         device: &ObjectPath<'_>,
         name: &str,
         uuid: &str,
+        reached: impl Fn(DeviceState) -> bool,
     ) -> Result<(), NmError> {
         let dev = DeviceProxy::builder(self.connection())
             .path(device.to_owned())
@@ -125,7 +160,7 @@ impl Nm {
                 .active_connection()
                 .await
                 .call("reading ActiveConnection")?;
-            if state == DeviceState::Activated && active.as_str() != netbridge_dbus::NULL_PATH {
+            if reached(state) && active.as_str() != netbridge_dbus::NULL_PATH {
                 match self.active_info(&active).await {
                     Ok(info) if info.uuid == uuid => return Ok(()),
                     Ok(_) => {}

@@ -3,8 +3,12 @@
 
 use serde::Serialize;
 
-use super::{context, select_checks, CheckChoice, Selected};
-use crate::checks::CheckContext;
+use std::net::IpAddr;
+
+use super::{context, select_checks, CheckChoice, CheckSelectionError, Selected};
+use crate::checks::dhcp::{self, DhcpAnswer};
+use crate::checks::{CheckContext, Host, Probe};
+use crate::identity::{self, Identity};
 use crate::inventory;
 use crate::journal::{Lock, Store};
 use crate::nm::Nm;
@@ -20,9 +24,16 @@ pub struct Ready {
     pub plan: Plan,
     #[serde(flatten)]
     pub checks: Selected,
+    /// The DHCP server's answer before the change (DHCP uplinks).
+    pub dhcp_before: Option<DhcpAnswer>,
+    /// The host as the bridge must reproduce it.
+    pub identity_before: Identity,
     #[serde(skip)]
     pub after: CheckContext,
 }
+
+/// How long the DHCP server gets to answer the pre-check.
+const DHCP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Debug)]
 pub enum Prepared {
@@ -80,11 +91,62 @@ pub async fn prepare(
         .collect();
     let before = context(&gateways, &dns, &plan.uplink);
     let checks = select_checks(choice, &before, plan.timing.check, progress).await?;
+    let dhcp_before = if choice.defaults {
+        dhcp_precheck(&plan, progress).await?
+    } else {
+        None
+    };
+    let targets = identity::targets(&probe_targets(&checks.probes, &gateways, &dns));
+    let identity_before = identity::gather(nm, &plan.uplink, &targets).await?;
     Ok(Prepared::Ready(Box::new(Ready {
         after: context(&gateways, &dns, &plan.bridge),
         plan,
         checks,
+        dhcp_before,
+        identity_before,
     })))
+}
+
+/// For a DHCP uplink: the server that leased its address answers now, or
+/// nothing is changed.
+async fn dhcp_precheck(
+    plan: &Plan,
+    progress: &Progress,
+) -> Result<Option<DhcpAnswer>, CheckSelectionError> {
+    let Some(lease) = &plan.lease else {
+        return Ok(None);
+    };
+    let (Some(server), Some(mac)) = (lease.server, dhcp::mac_bytes(&plan.mac)) else {
+        return Ok(None);
+    };
+    let answer = dhcp::inform(server, lease.address.ip(), &mac, DHCP_DEADLINE).await;
+    let verdict = if answer.ok { "ok" } else { "fails" };
+    progress.step(
+        "before",
+        format!("dhcp-server {server} {verdict}: {}", answer.detail),
+    );
+    if !answer.ok {
+        return Err(CheckSelectionError::DhcpSilent {
+            uplink: plan.uplink.clone(),
+            server,
+            detail: answer.detail,
+        });
+    }
+    Ok(Some(answer))
+}
+
+/// The addresses the checks reach, gateways and DNS servers included: the
+/// identity proof compares the route to each.
+fn probe_targets(probes: &[Probe], gateways: &[Option<IpAddr>], dns: &[IpAddr]) -> Vec<IpAddr> {
+    let mut targets: Vec<IpAddr> = gateways.iter().flatten().chain(dns).copied().collect();
+    targets.extend(probes.iter().filter_map(|p| match p {
+        Probe::Ping(ip) | Probe::DnsServer(ip) => Some(*ip),
+        Probe::Tcp {
+            host: Host::Ip(ip), ..
+        } => Some(*ip),
+        _ => None,
+    }));
+    targets
 }
 
 /// Runs the conversion as one transaction.
@@ -101,6 +163,11 @@ pub async fn execute(
         lock,
         progress,
     };
-    tx.convert(&ready.plan, &ready.checks.probes, &ready.after)
-        .await
+    tx.convert(
+        &ready.plan,
+        &ready.checks.probes,
+        &ready.after,
+        &ready.identity_before,
+    )
+    .await
 }

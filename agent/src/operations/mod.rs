@@ -22,6 +22,8 @@ pub enum PrepareError<P: std::error::Error + 'static> {
     Nm(#[from] NmError),
     #[error("{0}; nothing was changed")]
     Plan(P),
+    #[error("reading the host's identity before the change, nothing was changed: {0}")]
+    Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Checks(#[from] CheckSelectionError),
 }
@@ -51,6 +53,12 @@ pub enum CheckSelectionError {
     NoTarget { spec: CheckSpec, device: String },
     #[error("the check '{probe}' already fails before any change ({detail}); fix it or leave it out — nothing was changed")]
     FailsBefore { probe: Probe, detail: String },
+    #[error("{uplink} gets its address by DHCP, and its DHCP server {server} does not answer now ({detail}): converting could leave the host waiting for a lease — retry once the server answers, or leave the pre-check out with --no-default-checks (the address is held during the change either way); nothing was changed")]
+    DhcpSilent {
+        uplink: String,
+        server: std::net::Ipv4Addr,
+        detail: String,
+    },
 }
 
 /// A check context from the gateways and DNS servers a device has.

@@ -11,12 +11,14 @@ use netbridge_dbus::state::{DeviceState, DeviceType};
 use netbridge_dbus::{Settings, SettingsError};
 use serde::Serialize;
 
-use crate::nm::{ActivationGoal, DeviceInfo, NmVersion, ProfileInfo};
+use crate::nm::{ActivationGoal, DefaultMetrics, DeviceInfo, LeaseOptions, NmVersion, ProfileInfo};
 
+mod carry;
 mod marker;
 pub mod network;
 pub mod revert;
 
+pub use carry::{hold, LeaseHold};
 pub use marker::Marker;
 
 /// The oldest NetworkManager with every call netbridge makes (AddConnection2).
@@ -53,6 +55,11 @@ pub struct UplinkFound {
     pub active: Option<ActiveProfile>,
     /// The interface this device is a port of, if any.
     pub controller: Option<String>,
+    /// The options of its DHCPv4 and DHCPv6 leases (empty without one).
+    pub lease4: LeaseOptions,
+    pub lease6: LeaseOptions,
+    /// The metrics its default routes run with.
+    pub metrics: DefaultMetrics,
 }
 
 /// The profile active on the uplink.
@@ -96,6 +103,12 @@ pub enum PlanError {
     NameTaken { name: String, by: String },
     #[error("--rollback-timeout {value}: {reason}")]
     RollbackTimeout { value: u32, reason: String },
+    #[error("{name}'s IPv6 address{} {} would change on the bridge: stable-privacy addresses hash the interface name in, so NetworkManager cannot keep them — set ipv6.addr-gen-mode eui64 (or an ipv6.token) on profile '{profile}' first, or give the host a static IPv6 address", if addresses.len() > 1 { "es" } else { "" }, joined(addresses))]
+    Ipv6Identity {
+        name: String,
+        profile: String,
+        addresses: Vec<IpNetwork>,
+    },
     #[error("the active profile of {name} has unreadable settings: {source}")]
     Settings {
         name: String,
@@ -169,13 +182,19 @@ pub struct Plan {
     pub ipv4: IpPlan,
     pub ipv6: IpPlan,
     pub timing: Timing,
+    /// The DHCP lease held statically while the change is on trial.
+    pub lease: Option<LeaseHold>,
     /// Other profiles that could claim the uplink at boot; the port outranks them.
     pub competing: Vec<String>,
     pub warnings: Vec<String>,
     #[serde(skip)]
     pub goal: ActivationGoal,
+    /// The bridge profile as saved at commit.
     #[serde(skip)]
     pub bridge_profile: Settings,
+    /// The bridge profile while on trial: with the lease held, if any.
+    #[serde(skip)]
+    pub bridge_trial: Settings,
     #[serde(skip)]
     pub port_profile: Settings,
     /// The original profile as it will be saved at commit: autoconnect off.
@@ -213,12 +232,21 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
     let port_id = format!("{}-port-{}", req.bridge, req.uplink);
     check_names_free(&req.bridge, &port_id, found)?;
     let timing = timing(req)?;
-    build(req, found, uplink, active, ids, port_id, timing)
-        .map(|plan| Decision::Convert(Box::new(plan)))
-        .map_err(|source| PlanError::Settings {
+    let settings_error = |source| PlanError::Settings {
+        name: req.uplink.clone(),
+        source,
+    };
+    let plan = build(req, found, uplink, active, ids, port_id, timing).map_err(settings_error)?;
+    let unkeepable =
+        carry::unkeepable_ipv6(uplink, &active.applied, &plan.mac).map_err(settings_error)?;
+    if !unkeepable.is_empty() {
+        return Err(PlanError::Ipv6Identity {
             name: req.uplink.clone(),
-            source,
-        })
+            profile: active.info.id.clone(),
+            addresses: unkeepable,
+        });
+    }
+    Ok(Decision::Convert(Box::new(plan)))
 }
 
 /// Interface names are at most 15 bytes; `/`, `:` and white space are not allowed by
@@ -347,6 +375,7 @@ fn build(
         .max()
         .map_or(0, |p| (p + 1).min(999));
     let mut bridge_profile = bridge_profile(req, applied, &ids.bridge_uuid, &mac, mtu)?;
+    carry::pin_runtime_identity(&mut bridge_profile, uplink)?;
     Marker {
         uplink: req.uplink.clone(),
         port_uuid: ids.port_uuid.clone(),
@@ -359,6 +388,11 @@ fn build(
     original_after.set(names::CONNECTION, "autoconnect", false);
     let ipv4 = ip_plan(&bridge_profile, names::IPV4, &uplink.device.ipv4)?;
     let ipv6 = ip_plan(&bridge_profile, names::IPV6, &uplink.device.ipv6)?;
+    let lease = carry::lease_hold(uplink, &ipv4.method);
+    let bridge_trial = match &lease {
+        Some(lease) => hold(&bridge_profile, lease)?,
+        None => bridge_profile.clone(),
+    };
     let goal = ActivationGoal {
         ip4: needs_ready(&ipv4.method),
         ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
@@ -375,7 +409,7 @@ fn build(
             id: profile.id.clone(),
             autoconnect: profile.autoconnect,
         },
-        warnings: warnings(&ipv6, applied)?,
+        warnings: warnings(req, &ipv4, lease.as_ref()),
         competing: competing.iter().map(|p| p.id.clone()).collect(),
         mac,
         stp: req.stp,
@@ -383,8 +417,10 @@ fn build(
         ipv4,
         ipv6,
         timing,
+        lease,
         goal,
         bridge_profile,
+        bridge_trial,
         port_profile,
         original_after,
     })
@@ -468,9 +504,7 @@ fn bridge_profile(
     if let Some(mtu) = mtu {
         s.set(names::ETHERNET, "mtu", mtu);
     }
-    if let Some(zone) = applied.str(names::CONNECTION, "zone")? {
-        s.set(names::CONNECTION, "zone", zone);
-    }
+    carry::carry_connection(applied, &mut s);
     for ip in [names::IPV4, names::IPV6, "proxy"] {
         for key in source.keys(ip).map(str::to_owned).collect::<Vec<_>>() {
             if let Some(value) = source.raw(ip, &key) {
@@ -478,21 +512,7 @@ fn bridge_profile(
             }
         }
     }
-    pin_dhcp_identity(&mut s)?;
     Ok(s)
-}
-
-/// The internal DHCP client identifies itself by MAC when no client id is set;
-/// pin that explicitly so the bridge (with the uplink's MAC) gets the same lease.
-fn pin_dhcp_identity(s: &mut Settings) -> Result<(), SettingsError> {
-    let dhcp = s.str(names::IPV4, "method")? == Some("auto");
-    let unset = s
-        .str(names::IPV4, "dhcp-client-id")?
-        .is_none_or(str::is_empty);
-    if dhcp && unset {
-        s.set(names::IPV4, "dhcp-client-id", "mac");
-    }
-    Ok(())
 }
 
 fn port_profile(
@@ -614,15 +634,23 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
-fn warnings(ipv6: &IpPlan, applied: &Settings) -> Result<Vec<String>, SettingsError> {
-    let mut warnings = Vec::new();
-    let stable_privacy = applied.i32(names::IPV6, "addr-gen-mode")? == Some(1);
-    if matches!(ipv6.method.as_str(), "auto" | "dhcp") && stable_privacy {
-        warnings.push(
-            "IPv6 uses stable-privacy addresses, which depend on the interface name: the bridge will get a different SLAAC address".to_owned(),
-        );
+fn joined<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn warnings(req: &Request, ipv4: &IpPlan, lease: Option<&LeaseHold>) -> Vec<String> {
+    if ipv4.method == "auto" && lease.is_none() {
+        vec![format!(
+            "{} gets its address by DHCP but NetworkManager reports no lease: nothing holds the address if the DHCP server stops answering during the change",
+            req.uplink
+        )]
+    } else {
+        Vec::new()
     }
-    Ok(warnings)
 }
 
 impl Plan {
@@ -631,7 +659,7 @@ impl Plan {
     /// otherwise the host could answer through a bridge without a port, and
     /// a lost ARP request costs a second of outage.
     pub fn bridge_without_ip(&self) -> Settings {
-        let mut trial = self.bridge_profile.clone();
+        let mut trial = self.bridge_trial.clone();
         for ip in [names::IPV4, names::IPV6] {
             trial.remove_setting(ip);
         }

@@ -92,6 +92,9 @@ fn found_with(settings: Settings) -> Found {
                 saved: settings,
             }),
             controller: None,
+            lease4: LeaseOptions::new(),
+            lease6: LeaseOptions::new(),
+            metrics: DefaultMetrics::default(),
         }),
     }
 }

@@ -67,6 +67,9 @@ pub trait Device {
     #[zbus(property)]
     fn dhcp4_config(&self) -> zbus::Result<OwnedObjectPath>;
 
+    #[zbus(property)]
+    fn dhcp6_config(&self) -> zbus::Result<OwnedObjectPath>;
+
     /// Devices attached to this controller (1.34).
     #[zbus(property)]
     fn ports(&self) -> zbus::Result<Vec<OwnedObjectPath>>;

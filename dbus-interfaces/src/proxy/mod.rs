@@ -10,6 +10,8 @@ pub mod checkpoint;
 pub mod connection;
 pub mod device;
 pub mod dhcp4_config;
+pub mod dhcp6_config;
+pub mod dns_manager;
 pub mod ip4_config;
 pub mod ip6_config;
 pub mod manager;

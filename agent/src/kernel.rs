@@ -1,0 +1,267 @@
+//! What the kernel itself says about the host's identity: the global
+//! addresses on an interface and where it would send a packet for a
+//! destination (`ip route get`). Read over rtnetlink on a blocking thread,
+//! never on the async runtime's.
+
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("reading {what} from the kernel (rtnetlink): {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading {what} from the kernel (rtnetlink): undecodable reply: {detail}")]
+    Decode { what: String, detail: String },
+}
+
+/// Where the kernel sends a packet for `target`: out of `dev`, through
+/// `via` (none: on-link), from `src`. No `dev`: the kernel has no route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RouteDecision {
+    pub target: IpAddr,
+    pub dev: Option<String>,
+    pub via: Option<IpAddr>,
+    pub src: Option<IpAddr>,
+}
+
+impl std::fmt::Display for RouteDecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(dev) = &self.dev else {
+            return write!(f, "{} unreachable", self.target);
+        };
+        write!(f, "{}", self.target)?;
+        if let Some(via) = self.via {
+            write!(f, " via {via}")?;
+        }
+        write!(f, " dev {dev}")?;
+        if let Some(src) = self.src {
+            write!(f, " src {src}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The global, stable addresses on `iface`: no link-local or host-scoped
+/// ones, and no IPv6 privacy (temporary) addresses, which change by design.
+pub async fn addresses(iface: &str) -> Result<Vec<IpNetwork>, KernelError> {
+    let iface = iface.to_owned();
+    blocking(move || {
+        let what = format!("the addresses of {iface}");
+        let Ok(index) = nix::net::if_::if_nametoindex(iface.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let replies = request(
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            NLM_F_DUMP,
+            &what,
+        )?;
+        let mut found: Vec<IpNetwork> = replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => stable_global(&a),
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    })
+    .await
+}
+
+/// The kernel's routing decision for each target, in order.
+pub async fn routes(targets: Vec<IpAddr>) -> Result<Vec<RouteDecision>, KernelError> {
+    blocking(move || targets.into_iter().map(route_get).collect()).await
+}
+
+fn stable_global(a: &AddressMessage) -> Option<IpNetwork> {
+    if a.header.scope != AddressScope::Universe {
+        return None;
+    }
+    let flags = a
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            AddressAttribute::Flags(f) => Some(*f),
+            _ => None,
+        })
+        .unwrap_or_else(|| AddressFlags::from_bits_retain(u32::from(a.header.flags.bits())));
+    // IFA_F_SECONDARY is IFA_F_TEMPORARY for IPv6.
+    let temporary = a.header.family == AddressFamily::Inet6
+        && (flags.contains(AddressFlags::Secondary)
+            || a.header.flags.contains(AddressHeaderFlags::Secondary));
+    if temporary {
+        return None;
+    }
+    // IFA_LOCAL is the address itself on point-to-point links; IFA_ADDRESS otherwise.
+    let addr = a
+        .attributes
+        .iter()
+        .find_map(|attr| match attr {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .or_else(|| {
+            a.attributes.iter().find_map(|attr| match attr {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        })?;
+    IpNetwork::new(addr, a.header.prefix_len).ok()
+}
+
+fn route_get(target: IpAddr) -> Result<RouteDecision, KernelError> {
+    let what = format!("the route to {target}");
+    let mut query = RouteMessage::default();
+    query.header.address_family = match target {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    query.header.destination_prefix_length = if target.is_ipv4() { 32 } else { 128 };
+    query
+        .attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(target)));
+    let replies = match request(RouteNetlinkMessage::GetRoute(query), 0, &what) {
+        Ok(replies) => replies,
+        Err(KernelError::Io { source, .. }) if unreachable(&source) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let route = replies.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewRoute(r) => Some(r),
+        _ => None,
+    });
+    Ok(match route {
+        Some(route) => decision(target, &route),
+        None => RouteDecision {
+            target,
+            dev: None,
+            via: None,
+            src: None,
+        },
+    })
+}
+
+fn unreachable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc_errno::ENETUNREACH | libc_errno::EHOSTUNREACH)
+    )
+}
+
+/// The two errno values a lookup without a route answers with.
+mod libc_errno {
+    pub const ENETUNREACH: i32 = nix::errno::Errno::ENETUNREACH as i32;
+    pub const EHOSTUNREACH: i32 = nix::errno::Errno::EHOSTUNREACH as i32;
+}
+
+fn address(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+fn decision(target: IpAddr, route: &RouteMessage) -> RouteDecision {
+    let mut out = RouteDecision {
+        target,
+        dev: None,
+        via: None,
+        src: None,
+    };
+    for attr in &route.attributes {
+        match attr {
+            RouteAttribute::Oif(index) => {
+                out.dev = nix::net::if_::if_indextoname(*index)
+                    .ok()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .or_else(|| Some(format!("ifindex {index}")));
+            }
+            RouteAttribute::Gateway(a) => out.via = address(a),
+            RouteAttribute::PrefSource(a) => out.src = address(a),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Sends one request and collects the replies (all parts of a dump).
+fn request(
+    message: RouteNetlinkMessage,
+    flags: u16,
+    what: &str,
+) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+    let io = |source| KernelError::Io {
+        what: what.to_owned(),
+        source,
+    };
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
+    socket.bind_auto().map_err(io)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | flags;
+    header.sequence_number = 1;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
+    packet.finalize();
+    let mut buf = vec![0; packet.buffer_len()];
+    packet.serialize(&mut buf);
+    socket.send(&buf, 0).map_err(io)?;
+
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut replies = Vec::new();
+    loop {
+        let (data, _) = socket.recv_from_full().map_err(io)?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+                .map_err(|e| KernelError::Decode {
+                    what: what.to_owned(),
+                    detail: e.to_string(),
+                })?;
+            let length = reply.header.length as usize;
+            match reply.payload {
+                NetlinkPayload::Done(_) => return Ok(replies),
+                NetlinkPayload::Error(e) if e.code.is_some() => return Err(io(e.to_io())),
+                NetlinkPayload::Error(_) => return Ok(replies),
+                NetlinkPayload::InnerMessage(m) => {
+                    replies.push(m);
+                    if !dump {
+                        return Ok(replies);
+                    }
+                }
+                _ => {}
+            }
+            if length == 0 {
+                break;
+            }
+            // Netlink messages are 4-byte aligned.
+            offset += (length + 3) & !3;
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KernelError> + Send + 'static,
+) -> Result<T, KernelError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(KernelError::Io {
+            what: "a netlink reply".to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+}
