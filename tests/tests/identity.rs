@@ -265,3 +265,64 @@ fn a_dhcp_conversion_proves_the_lease_and_the_identity() {
         "the running client id is pinned:\n{br0}"
     );
 }
+
+#[test]
+fn dns_search_options_and_priority_survive_and_so_does_the_resolvers_view() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    // NetworkManager writes the resolver's view to its own resolv.conf (in
+    // the lab's run directory; rc-manager=unmanaged leaves /etc alone).
+    let conf = lab.dir().join("conf.d").join("dns.conf");
+    std::fs::write(&conf, "[main]\ndns=default\n").expect("write NM drop-in");
+    lab.restart_nm().expect("restart NM with dns=default");
+    let modify = lab.host([
+        "nmcli",
+        "connection",
+        "modify",
+        "ens32",
+        "ipv4.dns-search",
+        "lab.example",
+        "ipv4.dns-options",
+        "rotate,timeout:2",
+        "ipv4.dns-priority",
+        "50",
+    ]);
+    assert!(modify.status.success(), "{modify:?}");
+    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
+    assert!(up.status.success(), "{up:?}");
+    let resolv = lab.dir().join("run").join("resolv.conf");
+    let read = || std::fs::read_to_string(&resolv).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(10), || read().contains("lab.example")),
+        "NetworkManager writes the search domain: {}",
+        read()
+    );
+    let before = read();
+    assert!(before.contains("options rotate timeout:2"), "{before}");
+
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    let dns = &doc["outcome"]["identity"]["after"]["dns"][0];
+    assert_eq!(dns["domains"], serde_json::json!(["lab.example"]), "{dns}");
+    assert_eq!(dns["priority"], 50);
+    assert!(
+        eventually(Duration::from_secs(5), || read() == before),
+        "the resolver sees the same configuration:\nbefore\n{before}\nafter\n{}",
+        read()
+    );
+    let snap = lab.snapshot();
+    let (_, br0) = snap
+        .profiles
+        .iter()
+        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
+        .expect("br0 saved");
+    for line in [
+        "dns-search=lab.example;",
+        "dns-options=rotate;timeout:2;",
+        "dns-priority=50",
+    ] {
+        assert!(br0.contains(line), "{line} in\n{br0}");
+    }
+}

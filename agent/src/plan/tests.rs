@@ -6,7 +6,7 @@ use netbridge_dbus::Settings;
 use zbus::zvariant::{OwnedObjectPath, Value};
 
 use super::*;
-use crate::nm::{DeviceInfo, IpRuntime, NmVersion, ProfileInfo};
+use crate::nm::{DefaultMetrics, DeviceInfo, IpRuntime, LeaseOptions, NmVersion, ProfileInfo};
 
 fn path(p: &str) -> OwnedObjectPath {
     OwnedObjectPath::try_from(p).expect("valid test path")
@@ -379,4 +379,168 @@ fn nmcli_equivalent_names_the_key_settings() {
     assert!(cmds.contains("ipv4.gateway 172.25.250.254"));
     assert!(cmds.contains("bridge.stp no"));
     assert!(cmds.contains("master br0 slave-type bridge"));
+}
+
+fn dhcp_found() -> Found {
+    let mut s = static_settings();
+    s.set(names::IPV4, "method", "auto")
+        .remove(names::IPV4, "address-data")
+        .remove(names::IPV4, "addresses")
+        .remove(names::IPV4, "gateway");
+    found_with(s)
+}
+
+fn uplink_mut(found: &mut Found) -> &mut UplinkFound {
+    found.uplink.as_mut().expect("the test uplink")
+}
+
+#[test]
+fn the_uplinks_running_route_metrics_are_pinned_unless_the_profile_sets_them() {
+    let mut found = found_with(static_settings());
+    uplink_mut(&mut found).metrics = DefaultMetrics {
+        ipv4: Some(100),
+        ipv6: Some(1024),
+    };
+    let p = plan(&found, &request());
+    assert_eq!(
+        p.bridge_profile.i64(names::IPV4, "route-metric"),
+        Ok(Some(100))
+    );
+    assert_eq!(
+        p.bridge_profile.i64(names::IPV6, "route-metric"),
+        Ok(Some(1024))
+    );
+
+    let mut s = static_settings();
+    s.set(names::IPV4, "route-metric", 50i64);
+    let mut found = found_with(s);
+    uplink_mut(&mut found).metrics.ipv4 = Some(50);
+    uplink_mut(&mut found).metrics.ipv6 = None;
+    let p = plan(&found, &request());
+    assert_eq!(
+        p.bridge_profile.i64(names::IPV4, "route-metric"),
+        Ok(Some(50))
+    );
+    assert_eq!(p.bridge_profile.i64(names::IPV6, "route-metric"), Ok(None));
+}
+
+#[test]
+fn dhcp_identity_comes_from_the_running_leases() {
+    let mut found = dhcp_found();
+    {
+        let u = uplink_mut(&mut found);
+        u.lease4.insert(
+            "dhcp_client_identifier".into(),
+            "01:52:54:00:12:34:56".into(),
+        );
+        u.lease6.insert("iaid".into(), "0a:0b:0c:0d".into());
+        u.lease6
+            .insert("dhcp6_client_id".into(), "00:04:aa:bb".into());
+    }
+    let mut s = found
+        .uplink
+        .as_ref()
+        .unwrap()
+        .active
+        .as_ref()
+        .unwrap()
+        .applied
+        .clone();
+    s.set(names::IPV6, "method", "auto");
+    if let Some(a) = uplink_mut(&mut found).active.as_mut() {
+        a.applied = s;
+    }
+    let p = plan(&found, &request());
+    let b = &p.bridge_profile;
+    assert_eq!(
+        b.str(names::IPV4, "dhcp-client-id"),
+        Ok(Some("01:52:54:00:12:34:56"))
+    );
+    assert_eq!(b.str(names::IPV6, "dhcp-iaid"), Ok(Some("0a:0b:0c:0d")));
+    assert_eq!(b.str(names::IPV6, "dhcp-duid"), Ok(Some("00:04:aa:bb")));
+}
+
+#[test]
+fn host_level_connection_keys_follow_the_host() {
+    let mut s = static_settings();
+    s.set(names::CONNECTION, "stable-id", "host-7")
+        .set(names::CONNECTION, "mdns", 2i32)
+        .set(names::CONNECTION, "zone", "trusted");
+    let p = plan(&found_with(s), &request());
+    let b = &p.bridge_profile;
+    assert_eq!(b.str(names::CONNECTION, "stable-id"), Ok(Some("host-7")));
+    assert_eq!(b.i32(names::CONNECTION, "mdns"), Ok(Some(2)));
+    assert_eq!(b.str(names::CONNECTION, "zone"), Ok(Some("trusted")));
+    // The bridge keeps its own name and identity.
+    assert_eq!(b.str(names::CONNECTION, "id"), Ok(Some("br0")));
+}
+
+#[test]
+fn a_dhcp_lease_is_held_on_trial_and_never_committed() {
+    let mut found = dhcp_found();
+    uplink_mut(&mut found)
+        .lease4
+        .insert("ip_address".into(), "172.25.250.10".into());
+    uplink_mut(&mut found)
+        .lease4
+        .insert("dhcp_server_identifier".into(), "172.25.250.254".into());
+    let p = plan(&found, &request());
+    let lease = p.lease.expect("a lease to hold");
+    assert_eq!(lease.address.to_string(), "172.25.250.10/24");
+    assert_eq!(lease.server, Some("172.25.250.254".parse().unwrap()));
+    assert_eq!(
+        p.bridge_trial.i32(names::IPV4, "dhcp-timeout"),
+        Ok(Some(i32::MAX))
+    );
+    assert_eq!(
+        p.bridge_trial
+            .dict_list(names::IPV4, "address-data")
+            .map(|l| l.len()),
+        Ok(1)
+    );
+    assert_eq!(p.bridge_profile.i32(names::IPV4, "dhcp-timeout"), Ok(None));
+    assert_eq!(
+        p.bridge_profile
+            .dict_list(names::IPV4, "address-data")
+            .map(|l| l.len()),
+        Ok(0)
+    );
+    // The bridge first comes up without IP, even on trial.
+    assert_eq!(
+        p.bridge_without_ip().str(names::IPV4, "method"),
+        Ok(Some("disabled"))
+    );
+    // Without lease options nothing can be held, and the plan says so.
+    let p = plan(&dhcp_found(), &request());
+    assert!(p.lease.is_none());
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+}
+
+#[test]
+fn slaac_addresses_the_bridge_would_not_get_again_are_refused() {
+    let with_ipv6 = |address: &str| {
+        let mut s = static_settings();
+        s.set(names::IPV6, "method", "auto");
+        let mut found = found_with(s);
+        let u = uplink_mut(&mut found);
+        u.device.permanent_mac = "52:54:00:12:34:56".into();
+        u.device.ipv6.addresses = vec![
+            "fe80::5054:ff:fe12:3456/64".parse().unwrap(),
+            address.parse().unwrap(),
+        ];
+        found
+    };
+    // EUI-64 from the MAC the bridge keeps: the same address again.
+    let p = plan(&with_ipv6("fd00:250::5054:ff:fe12:3456/64"), &request());
+    assert_eq!(p.ipv6.method, "auto");
+    // Stable-privacy: hashed with the interface name, so lost.
+    match refused(&with_ipv6("fd00:250::1c2f:9a41:77e0:d3b5/64"), &request()) {
+        PlanError::Ipv6Identity {
+            addresses, profile, ..
+        } => {
+            assert_eq!(profile, "ens32");
+            assert_eq!(addresses.len(), 1);
+        }
+        other => panic!("expected an IPv6 identity refusal, got {other:?}"),
+    }
 }
