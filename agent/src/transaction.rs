@@ -349,15 +349,20 @@ impl Transaction<'_> {
                     return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
                 };
                 let options = self.nm.lease_options(&path, Family::V4).await?;
-                Ok(as_result(verify::leased(
-                    &plan.bridge,
-                    &plan.uplink,
-                    &want,
-                    &options,
-                )))
+                let problems = verify::leased(&plan.bridge, &plan.uplink, &want, &options);
+                // Any lease is the server's answer, for another address too: final.
+                Ok(if options.contains_key("ip_address") {
+                    Ok(as_result(problems))
+                } else {
+                    Err(problems)
+                })
             })
             .await;
-        let leased = outcome.unwrap_or_else(|e| Err(vec![format!("reading {}: {e}", plan.bridge)]));
+        let leased = match outcome {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(problems)) => Err(problems),
+            Err(e) => Err(vec![format!("reading {}: {e}", plan.bridge)]),
+        };
         if leased.is_ok() {
             self.progress.step(
                 "lease",

@@ -36,6 +36,7 @@ pub(crate) mod cmd;
 pub(crate) mod daemon;
 mod error;
 pub(crate) mod files;
+mod fixed_lease;
 mod guest;
 pub(crate) mod netns;
 mod reset;

@@ -326,3 +326,31 @@ fn dns_search_options_and_priority_survive_and_so_does_the_resolvers_view() {
         assert!(br0.contains(line), "{line} in\n{br0}");
     }
 }
+
+#[test]
+fn a_bridge_that_comes_up_with_another_address_rolls_back_and_names_it() {
+    let Some(lab) = Lab::require(Uplink::Dhcp) else {
+        return;
+    };
+    let s = status(&lab);
+    let mac = common::device(&s, UPLINK).expect("ens32")["mac"]
+        .as_str()
+        .expect("a MAC")
+        .to_owned();
+    let address = ipv4(&s, UPLINK).pop().expect("a lease");
+    let other = std::net::Ipv4Addr::new(172, 25, 250, 149);
+    assert_ne!(
+        address,
+        format!("{other}/24"),
+        "the lab leased the test's other address"
+    );
+    let mut run = Running::start(&lab, &["convert", "ens32", "--yes"]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    lab.fix_lease(&mac, other).expect("fixed lease");
+    let (code, output) = run.finish();
+    assert_eq!(code, 3, "{output}");
+    assert!(
+        output.contains(&format!("leased {other} to br0, not ens32's")),
+        "the difference is named:\n{output}"
+    );
+}

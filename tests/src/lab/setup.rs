@@ -14,6 +14,9 @@ use super::{
     LAN_LINK, POLL_INTERVAL, PREFIX_LEN, START_TIMEOUT, UPLINK,
 };
 
+/// dnsmasq's file of fixed leases (`MAC,address` lines), empty at start.
+pub(super) const DHCP_HOSTS: &str = "dhcp-hosts";
+
 /// The lab directory's subdirectories: NM's /run, /run/NetworkManager and
 /// /var/lib/NetworkManager, its keyfiles, its (empty) configuration
 /// directories, and netbridge's state directory.
@@ -110,6 +113,9 @@ impl Lab {
                 format!("--dhcp-option=option:router,{GATEWAY}"),
                 format!("--dhcp-option=option:dns-server,{GATEWAY}"),
                 format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()),
+                // Fixed leases a test may add (then SIGHUP): a server that
+                // answers a client with another address than before.
+                format!("--dhcp-hostsfile={}", dir.join(DHCP_HOSTS).display()),
                 // The lab's LAN has nobody else on it: skip the 3 s
                 // "is this address in use?" ping before each offer.
                 "--no-ping".to_owned(),
@@ -121,6 +127,7 @@ impl Lab {
     }
 
     pub(super) fn start_dnsmasq(&mut self) -> Result<(), LabError> {
+        write_file(&self.dir.join(DHCP_HOSTS), "", 0o644)?;
         let mut argv = vec![cmd::program("dnsmasq").into_os_string()];
         argv.extend(self.dnsmasq_args().into_iter().map(Into::into));
         let mut command = cmd::in_netns(&self.lan_ns, argv);
