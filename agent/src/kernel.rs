@@ -14,7 +14,9 @@ use netlink_packet_route::address::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::{
+    protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, Socket, SocketAddr, TokioSocket,
+};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,45 @@ impl std::fmt::Display for RouteDecision {
             write!(f, " src {src}")?;
         }
         Ok(())
+    }
+}
+
+/// rtnetlink multicast groups: IPv4 and IPv6 addresses and routes.
+const CHANGE_GROUPS: u32 = 0x10 | 0x40 | 0x100 | 0x400;
+
+/// The kernel's announcements of address and route changes.
+pub struct Changes(Option<TokioSocket>);
+
+impl Changes {
+    /// Subscribes; without a socket (the kernel or a sandbox refused one)
+    /// no change is ever announced and callers fall back on their other
+    /// wake-ups.
+    pub fn subscribe() -> Self {
+        let socket = TokioSocket::new(NETLINK_ROUTE).and_then(|mut s| {
+            s.socket_mut()
+                .bind(&SocketAddr::new(0, CHANGE_GROUPS))
+                .map(|()| s)
+        });
+        match socket {
+            Ok(socket) => Changes(Some(socket)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no rtnetlink change notifications");
+                Changes(None)
+            }
+        }
+    }
+
+    /// Resolves at the next change the kernel announces.
+    pub async fn next(&mut self) {
+        let received = match self.0.as_mut() {
+            Some(socket) => socket.recv_from_full().await,
+            None => std::future::pending().await,
+        };
+        if let Err(e) = received {
+            // A broken socket must not wake its caller in a loop.
+            tracing::debug!(error = %e, "rtnetlink change notifications stopped");
+            self.0 = None;
+        }
     }
 }
 

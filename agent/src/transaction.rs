@@ -380,9 +380,10 @@ impl Transaction<'_> {
     /// routes it is still writing.
     async fn prove_identity(&self, before: &Identity, bridge: &str) -> Result<Proof, Failure> {
         let targets: Vec<_> = before.routes.iter().map(|r| r.target).collect();
+        let mut kernel = crate::kernel::Changes::subscribe();
         let outcome = self
             .nm
-            .settle(SETTLE, async || {
+            .settle_with(SETTLE, Some(&mut kernel), async || {
                 let after = match identity::gather(self.nm, bridge, &targets).await {
                     Ok(after) => after,
                     Err(e) => return Ok(Err(vec![e.to_string()])),

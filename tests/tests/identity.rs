@@ -354,3 +354,127 @@ fn a_bridge_that_comes_up_with_another_address_rolls_back_and_names_it() {
         "the difference is named:\n{output}"
     );
 }
+
+/// ens32 with IPv6 by SLAAC (`mode`: the profile's ipv6.addr-gen-mode), up
+/// again with its global address in place.
+fn slaac_uplink(lab: &Lab, mode: &str) -> Vec<String> {
+    let modify = lab.host([
+        "nmcli",
+        "connection",
+        "modify",
+        "ens32",
+        "ipv6.method",
+        "auto",
+        "ipv6.addr-gen-mode",
+        mode,
+    ]);
+    assert!(modify.status.success(), "{modify:?}");
+    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
+    assert!(up.status.success(), "{up:?}");
+    let mut found = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            found = global_ipv6(lab, UPLINK);
+            !found.is_empty()
+        }),
+        "ens32 gets a SLAAC address from the LAN's router advertisements"
+    );
+    found
+}
+
+/// The global, non-temporary IPv6 addresses on `dev`, sorted.
+fn global_ipv6(lab: &Lab, dev: &str) -> Vec<String> {
+    let out = lab.host([
+        "ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "global",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found: Vec<String> = text
+        .lines()
+        .filter(|l| !l.contains("temporary") && !l.contains("tentative"))
+        .filter_map(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_eui64_slaac_address_is_the_same_on_the_bridge() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let _ra = lab.advertise_ipv6().expect("router advertisements");
+    let before = slaac_uplink(&lab, "eui64");
+    assert!(before[0].starts_with("fd00:250::"), "{before:?}");
+
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        global_ipv6(&lab, "br0"),
+        before,
+        "the same IPv6 address on br0"
+    );
+    let proven = &run.json()["outcome"]["identity"]["after"]["addresses"];
+    assert!(
+        proven
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| *x == before[0].as_str())),
+        "the proof covers the IPv6 address: {proven}"
+    );
+}
+
+#[test]
+fn a_stable_privacy_slaac_address_is_refused_with_the_reason() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let _ra = lab.advertise_ipv6().expect("router advertisements");
+    let before_addresses = slaac_uplink(&lab, "stable-privacy");
+    let before = lab.snapshot();
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let error = run.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("stable-privacy") && error.contains(&before_addresses[0]),
+        "the reason and the address: {error}"
+    );
+    assert!(
+        error.contains("ipv6.addr-gen-mode eui64"),
+        "the way out: {error}"
+    );
+    assert_eq!(lab.snapshot(), before, "nothing changed");
+}
+
+#[test]
+fn a_static_ipv6_address_moves_with_the_ipv4_one() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let modify = lab.host([
+        "nmcli",
+        "connection",
+        "modify",
+        "ens32",
+        "ipv6.method",
+        "manual",
+        "ipv6.addresses",
+        "fd00:250::10/64",
+    ]);
+    assert!(modify.status.success(), "{modify:?}");
+    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
+    assert!(up.status.success(), "{up:?}");
+    assert!(eventually(Duration::from_secs(10), || global_ipv6(
+        &lab, UPLINK
+    ) == [
+        "fd00:250::10/64"
+    ]));
+
+    let run = convert_json(&lab, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        eventually(Duration::from_secs(10), || global_ipv6(&lab, "br0")
+            == ["fd00:250::10/64"]),
+        "br0 carries the static IPv6 address: {:?}",
+        global_ipv6(&lab, "br0")
+    );
+    assert!(global_ipv6(&lab, UPLINK).is_empty());
+}

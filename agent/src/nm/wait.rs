@@ -182,6 +182,19 @@ impl Nm {
     pub async fn settle<T, E>(
         &self,
         deadline: Duration,
+        check: impl AsyncFnMut() -> Result<Result<T, E>, NmError>,
+    ) -> Result<Result<T, E>, NmError> {
+        self.settle_with(deadline, None, check).await
+    }
+
+    /// [`Nm::settle`], also re-evaluating on the kernel's address and route
+    /// changes, which NetworkManager does not announce (an IPv6 address
+    /// leaving duplicate address detection changes the source address the
+    /// kernel picks, and nothing on the bus).
+    pub async fn settle_with<T, E>(
+        &self,
+        deadline: Duration,
+        mut kernel: Option<&mut crate::kernel::Changes>,
         mut check: impl AsyncFnMut() -> Result<Result<T, E>, NmError>,
     ) -> Result<Result<T, E>, NmError> {
         // Subscribe before the first look, so no change in between is missed.
@@ -201,9 +214,21 @@ impl Nm {
                 Ok(done) => return Ok(Ok(done)),
                 Err(not_yet) => not_yet,
             };
-            match tokio::time::timeout_at(end, changes.next()).await {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(stream_ended("property changes")),
+            let kernel_change = async {
+                match kernel.as_mut() {
+                    Some(k) => k.next().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let wake = async {
+                tokio::select! {
+                    change = changes.next() => change.is_some(),
+                    () = kernel_change => true,
+                }
+            };
+            match tokio::time::timeout_at(end, wake).await {
+                Ok(true) => {}
+                Ok(false) => return Err(stream_ended("property changes")),
                 Err(_) => return Ok(Err(last)),
             }
         }
