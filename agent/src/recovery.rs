@@ -114,6 +114,12 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             created,
             original,
         } => {
+            for port in crate::checks::remove_guest_leftovers(nm).await? {
+                progress.step(
+                    "cleaned",
+                    format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
+                );
+            }
             remove_profiles(nm, created, progress).await?;
             remove_bridge(nm, bridge, progress).await?;
             set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;

@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::{context, select_checks, CheckChoice, Selected};
-use crate::checks::CheckContext;
+use crate::checks::{self, CheckContext, CheckSpec};
+use crate::firewall::{self, Diagnosis, Verdict};
 use crate::inventory;
 use crate::journal::{Lock, Store};
 use crate::nm::Nm;
@@ -20,6 +21,8 @@ pub struct Ready {
     pub plan: Plan,
     #[serde(flatten)]
     pub checks: Selected,
+    /// What in the host firewall stands between guests and the LAN.
+    pub guest_path: Diagnosis,
     #[serde(skip)]
     pub after: CheckContext,
 }
@@ -79,12 +82,58 @@ pub async fn prepare(
         .copied()
         .collect();
     let before = context(&gateways, &dns, &plan.uplink);
-    let checks = select_checks(choice, &before, plan.timing.check, progress).await?;
+    let guest_path = firewall::diagnose().await;
+    report_guest_path(&guest_path, &plan.bridge, progress);
+    let mut checks = select_checks(
+        &choice.before_and_after(),
+        &before,
+        plan.timing.check,
+        progress,
+    )
+    .await?;
+    let after = CheckContext {
+        nm: Some(nm.clone()),
+        ..context(&gateways, &dns, &plan.bridge)
+    };
+    if choice.runs_guest_path() {
+        checks
+            .probes
+            .extend(checks::expand(&CheckSpec::GuestPath, &after));
+        progress.step(
+            "before",
+            format!(
+                "guest-path {}: runs after the change, once {} exists",
+                plan.bridge, plan.bridge
+            ),
+        );
+    }
     Ok(Prepared::Ready(Box::new(Ready {
-        after: context(&gateways, &dns, &plan.bridge),
+        after,
         plan,
         checks,
+        guest_path,
     })))
+}
+
+/// The firewall diagnosis as a progress step; a warning when it drops guests.
+fn report_guest_path(diagnosis: &Diagnosis, bridge: &str, progress: &Progress) {
+    match diagnosis.blocking_cause() {
+        Some(cause) => progress.step(
+            "warning",
+            format!(
+                "guests on {bridge} would be dropped by the host firewall: {cause} (`{}` accepts them)",
+                diagnosis.way_out(bridge)
+            ),
+        ),
+        None if diagnosis.verdict == Verdict::Unknown => progress.step(
+            "guest path",
+            format!("{}: {}", diagnosis.meaning(), diagnosis.summary()),
+        ),
+        None => progress.step(
+            "guest path",
+            format!("{} ({})", diagnosis.meaning(), diagnosis.summary()),
+        ),
+    }
 }
 
 /// Runs the conversion as one transaction.

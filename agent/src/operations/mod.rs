@@ -33,6 +33,31 @@ pub struct CheckChoice {
     pub explicit: Vec<CheckSpec>,
     /// Add `gateway` and `dns-servers`, kept only if they pass before the change.
     pub defaults: bool,
+    /// Add `guest-path` after a conversion (there is no bridge before it).
+    pub guest_path: bool,
+}
+
+impl CheckChoice {
+    /// Whether a conversion runs `guest-path`: by default, or asked for.
+    #[must_use]
+    pub fn runs_guest_path(&self) -> bool {
+        self.guest_path || self.explicit.contains(&CheckSpec::GuestPath)
+    }
+
+    /// The checks that run before the change as well: all but `guest-path`.
+    #[must_use]
+    pub fn before_and_after(&self) -> CheckChoice {
+        CheckChoice {
+            explicit: self
+                .explicit
+                .iter()
+                .filter(|s| **s != CheckSpec::GuestPath)
+                .cloned()
+                .collect(),
+            defaults: self.defaults,
+            guest_path: false,
+        }
+    }
 }
 
 /// The checks selected before a change, and how they went then.
@@ -51,6 +76,8 @@ pub enum CheckSelectionError {
     NoTarget { spec: CheckSpec, device: String },
     #[error("the check '{probe}' already fails before any change ({detail}); fix it or leave it out — nothing was changed")]
     FailsBefore { probe: Probe, detail: String },
+    #[error("--check guest-path tests a bridge a conversion makes; only convert and apply run it — nothing was changed")]
+    NoNewBridge,
 }
 
 /// A check context from the gateways and DNS servers a device has.
@@ -72,6 +99,9 @@ pub async fn select_checks(
 ) -> Result<Selected, CheckSelectionError> {
     let device = ctx.interface.clone().unwrap_or_default();
     let mut explicit = Vec::new();
+    if choice.runs_guest_path() {
+        return Err(CheckSelectionError::NoNewBridge);
+    }
     for spec in &choice.explicit {
         let probes = checks::expand(spec, ctx);
         if probes.is_empty() {
