@@ -213,6 +213,15 @@ fn after_a_conversion_a_guest_reaches_the_gateway_and_the_check_left_nothing() {
             .success()),
         "the guest pings the gateway through br0"
     );
+
+    // Only a conversion makes a bridge for the check to test.
+    let revert = netbridge(&lab, &["revert", "br0", "--yes", "--check", "guest-path"]);
+    assert_eq!(revert.code, 2, "{}", revert.stderr);
+    assert!(
+        revert.stderr.contains("only convert and apply run it"),
+        "{}",
+        revert.stderr
+    );
 }
 
 fn rolls_back_naming_the_firewall(lab: &Lab, names: &[&str]) {
