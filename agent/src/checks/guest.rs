@@ -125,7 +125,7 @@ async fn dropped(bridge: &str, waited: Duration) -> String {
             diagnosis.way_out(bridge)
         ),
         None => format!(
-            "no frame crossed {bridge} between two throwaway ports within {} ({}); guests on {bridge} would be cut off — or leave this check out (--no-guest-check)",
+            "no frame crossed {bridge} between two throwaway ports within {} ({}): guests on {bridge} would be cut off — find what drops bridged traffic, or leave this check out (--no-guest-check)",
             super::human(waited),
             diagnosis.summary()
         ),
@@ -255,9 +255,7 @@ pub async fn remove_leftovers(nm: &Nm) -> Result<Vec<String>, NmError> {
         }
     }
     for name in &removed {
-        if !name.ends_with('p') {
-            nm.wait_device_gone(name, REMOVAL).await?;
-        }
+        nm.wait_device_gone(name, REMOVAL).await?;
     }
     Ok(removed)
 }
