@@ -424,3 +424,34 @@ fn netbridge_stopped_during_the_check_rolls_back_exactly() {
     assert_no_throwaway(&lab, &after);
     assert_eq!(after, traces_before);
 }
+
+#[test]
+fn apply_runs_the_check_by_default_and_guest_check_false_leaves_it_out() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    docker_like_iptables(&lab);
+    assert!(common::ping_gateway(&lab));
+    let before = lab.snapshot();
+    let dir = lab.dir().join("etc-netbridge");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let config = dir.join("netbridge.toml");
+    let write = |text: &str| std::fs::write(&config, text).expect("write config");
+    let config_arg = config.display().to_string();
+
+    write("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n");
+    let run = netbridge(&lab, &["apply", "--config", &config_arg, "--json"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    let reason = doc["bridges"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("guests on br0 are dropped by the host firewall"),
+        "{doc:#}"
+    );
+    assert_eq!(lab.snapshot(), before, "rolled back exactly");
+
+    write("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nguest-check = false\n");
+    let run = netbridge(&lab, &["apply", "--config", &config_arg, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("guest-path br0"), "{}", run.stdout);
+}
