@@ -87,7 +87,6 @@ pub(super) async fn forwards(nm: &Nm, bridge: &str, budget: Budget) -> Result<St
         Ok(None) => return Err(format!("no bridge {bridge} exists")),
         Err(e) => return Err(format!("reading {bridge}: {e}")),
     }
-    let started = Instant::now();
     let pid = std::process::id();
     let (a, b) = (Pair::new(pid, 'a'), Pair::new(pid, 'b'));
     let mut created = Vec::new();
@@ -97,7 +96,7 @@ pub(super) async fn forwards(nm: &Nm, bridge: &str, budget: Budget) -> Result<St
         (Ok(Some(took)), Ok(())) => Ok(format!(
             "a frame crossed {bridge} between two throwaway ports in {} ({} with adding and removing them)",
             super::human(took),
-            super::human(round_ms(started.elapsed()))
+            super::human(round_ms(budget.start.elapsed()))
         )),
         (Ok(None), Ok(())) => Err(dropped(bridge, budget.total).await),
         (Err(e), Ok(())) => Err(e),

@@ -97,11 +97,12 @@ pub async fn select_checks(
     deadline: std::time::Duration,
     progress: &Progress,
 ) -> Result<Selected, CheckSelectionError> {
-    let device = ctx.interface.clone().unwrap_or_default();
-    let mut explicit = Vec::new();
+    // Callers that make a bridge take guest-path out first (`before_and_after`).
     if choice.runs_guest_path() {
         return Err(CheckSelectionError::NoNewBridge);
     }
+    let device = ctx.interface.clone().unwrap_or_default();
+    let mut explicit = Vec::new();
     for spec in &choice.explicit {
         let probes = checks::expand(spec, ctx);
         if probes.is_empty() {
