@@ -28,7 +28,8 @@ Checks (--check, repeatable):
                   through the host firewall, as it must for VMs and containers
 Default: gateway and dns-servers, each kept only if it passes before the change,
 and guest-path, which runs after the change only (the bridge is new).
-Checks given with --check must pass before and after the change.
+Checks given with --check must pass before and after the change (guest-path:
+after it).
 
 Examples:
   netbridge convert ens32 --dry-run
