@@ -14,6 +14,7 @@ PACKAGES=(
     dbus-daemon       # the private bus's daemon (split out of dbus in newer Debian)
     dbus-bin          # dbus-send: the lab asks NetworkManager whether it is ready
     iptables          # what NetworkManager's shared (NAT) mode calls in the lab
+    nftables          # nft: the guest-path diagnosis reads `nft -j list ruleset`; tests build Docker-like rulesets in lab hosts
     debootstrap       # the cached Debian root that container tests boot
     systemd-container # systemd-nspawn, to boot that root in a lab namespace
     util-linux        # unshare, nsenter, flock

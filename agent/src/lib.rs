@@ -10,6 +10,7 @@ pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod firewall;
 pub mod identity;
 pub mod inventory;
 pub mod journal;

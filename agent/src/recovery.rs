@@ -94,6 +94,17 @@ async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
 /// the checkpoint if it still exists, then make sure the devices run the
 /// profiles they ran before and nothing netbridge created is left.
 pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
+    // The guest-path check's throwaway ports go first: while they exist,
+    // NetworkManager would give the uplink it restores a higher route metric
+    // (it reserves one per Ethernet-like device).
+    if matches!(record.change, Change::Convert { .. }) {
+        for port in crate::checks::remove_guest_leftovers(nm).await? {
+            progress.step(
+                "cleaned",
+                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
+            );
+        }
+    }
     let rolled_back = match alive_checkpoint(nm, record).await? {
         Some(checkpoint) => {
             for (device, result) in nm.checkpoint_rollback(&checkpoint).await? {

@@ -899,7 +899,12 @@ impl Transaction<'_> {
                 record.change.bridge()
             ),
         );
-        let rechecks = checks::run_all(probes, ctx, check_deadline).await;
+        let probes: Vec<Probe> = probes
+            .iter()
+            .filter(|p| p.outlives_rollback())
+            .cloned()
+            .collect();
+        let rechecks = checks::run_all(&probes, ctx, check_deadline).await;
         for r in &rechecks {
             let verdict = if r.ok { "ok" } else { "still failing" };
             self.progress

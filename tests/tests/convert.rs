@@ -60,9 +60,10 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     let doc = run.json();
     assert_eq!(doc["result"], "committed");
     assert_eq!(doc["outcome"]["result"], "committed");
+    // gateway, dns-servers and guest-path.
     assert!(doc["outcome"]["checks"]
         .as_array()
-        .is_some_and(|c| c.len() == 2));
+        .is_some_and(|c| c.len() == 3));
     assert_converted(&lab, "172.25.250.10/24");
 
     let snap = lab.snapshot();

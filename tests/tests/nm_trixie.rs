@@ -161,6 +161,12 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_
     let run = netbridge(&host, &["convert", UPLINK, "--yes", "--json"]);
     expect_code(&host, &run, 0, "netbridge convert ens32 --yes --json");
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
+    // The guest-path check's throwaway veth profiles work on 1.52 as on 1.42.
+    let guest_path_ok = run.json()["outcome"]["checks"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|r| r["probe"] == "guest-path br0" && r["ok"] == true)
+    });
+    assert!(guest_path_ok, "{}", run.stdout);
     assert_converted(&host, "after convert");
     // Written as the legacy `connection.master`, which 1.52 reads as `controller`.
     assert_eq!(

@@ -80,6 +80,11 @@ fn systemctl_enable_now_converts_the_host_and_a_reboot_keeps_it() {
         journal.contains("committed"),
         "the agent logs to the journal:\n{journal}"
     );
+    // The guest-path check works inside the hardened unit (CAP_NET_RAW only).
+    assert!(
+        journal.contains("guest-path br0 ok"),
+        "the guest path was proven:\n{journal}"
+    );
 
     host.expect_address_on("br0");
     host.reboot().expect("reboot the host");

@@ -13,6 +13,7 @@
 
 pub mod dhcp;
 mod dns;
+mod guest;
 mod icmp;
 mod spec;
 mod tcp;
@@ -26,10 +27,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize, Serializer};
 use tokio::time::Instant;
 
+pub use guest::remove_leftovers as remove_guest_leftovers;
 pub use spec::{CheckSpec, DnsName, Host, ParseCheckError};
 
+use crate::nm::Nm;
+
 /// What the checks need to know about the host, captured before the change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckContext {
     /// Default gateways the uplink had; `gateway` pings each of them.
@@ -42,6 +46,10 @@ pub struct CheckContext {
     /// addresses go out of: such an address has no route to pick one, and
     /// IPv6 default gateways usually are link-local.
     pub interface: Option<String>,
+    /// NetworkManager, through which `guest-path` creates its throwaway
+    /// ports; only the context after a conversion has it.
+    #[serde(skip)]
+    pub nm: Option<Nm>,
 }
 
 impl Default for CheckContext {
@@ -51,6 +59,7 @@ impl Default for CheckContext {
             dns_servers: Vec::new(),
             dns_port: 53,
             interface: None,
+            nm: None,
         }
     }
 }
@@ -77,6 +86,18 @@ pub enum Probe {
     Tcp { host: Host, port: u16 },
     /// The name resolves through the context's DNS servers (`resolve gw.lab`).
     Resolve(DnsName),
+    /// The bridge forwards a guest's frame between two of its ports, through
+    /// the host firewall (`guest-path br0`).
+    GuestPath(String),
+}
+
+impl Probe {
+    /// Whether the probe means anything once a conversion is rolled back:
+    /// `guest-path` tests a bridge that is gone by then.
+    #[must_use]
+    pub fn outlives_rollback(&self) -> bool {
+        !matches!(self, Self::GuestPath(_))
+    }
 }
 
 impl fmt::Display for Probe {
@@ -86,6 +107,7 @@ impl fmt::Display for Probe {
             Self::DnsServer(ip) => write!(f, "dns-server {ip}"),
             Self::Tcp { host, port } => write!(f, "tcp {}", spec::HostPort(host, *port)),
             Self::Resolve(name) => write!(f, "resolve {name}"),
+            Self::GuestPath(bridge) => write!(f, "guest-path {bridge}"),
         }
     }
 }
@@ -98,7 +120,9 @@ impl Serialize for Probe {
 
 /// The probes a check stands for. `gateway` and `dns-servers` give one probe
 /// per (distinct) address in the context, so with an empty context they give
-/// none; reporting that is the caller's business.
+/// none; reporting that is the caller's business. `guest-path` stands for
+/// the context's interface, which must be the new bridge: expand it only
+/// against the context after a conversion.
 pub fn expand(spec: &CheckSpec, ctx: &CheckContext) -> Vec<Probe> {
     match spec {
         CheckSpec::Gateway => distinct(&ctx.gateways).map(Probe::Ping).collect(),
@@ -109,6 +133,12 @@ pub fn expand(spec: &CheckSpec, ctx: &CheckContext) -> Vec<Probe> {
             port: *port,
         }],
         CheckSpec::Dns(name) => vec![Probe::Resolve(name.clone())],
+        CheckSpec::GuestPath => ctx
+            .interface
+            .clone()
+            .map(Probe::GuestPath)
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -148,6 +178,10 @@ pub async fn run(probe: &Probe, ctx: &CheckContext, deadline: Duration) -> Probe
         Probe::Resolve(name) => dns::resolve(name, ctx, budget)
             .await
             .map(|resolved| resolved.to_string()),
+        Probe::GuestPath(bridge) => match &ctx.nm {
+            Some(nm) => guest::forwards(nm, bridge, budget).await,
+            None => Err("no connection to NetworkManager to create the throwaway ports".to_owned()),
+        },
     };
     let elapsed = budget.start.elapsed();
     let (ok, detail) = match outcome {

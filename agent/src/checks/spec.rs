@@ -7,7 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Every form a check may take, quoted in error messages.
-const FORMS: &str = "gateway, dns-servers, ping:ADDR, tcp:HOST:PORT, dns:NAME";
+const FORMS: &str = "gateway, dns-servers, guest-path, ping:ADDR, tcp:HOST:PORT, dns:NAME";
 
 /// One `--check` argument, before it is expanded against a [`super::CheckContext`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,6 +22,9 @@ pub enum CheckSpec {
     Tcp { host: Host, port: u16 },
     /// `dns:NAME`: NAME resolves to an address through the context's DNS servers.
     Dns(DnsName),
+    /// `guest-path`: the new bridge forwards between two throwaway ports
+    /// through the host firewall, as it must for guests. After a conversion only.
+    GuestPath,
 }
 
 /// Where a TCP check connects: an address, or a name resolved through the
@@ -67,7 +70,8 @@ impl FromStr for CheckSpec {
         match (kind, arg) {
             ("gateway", None) => Ok(Self::Gateway),
             ("dns-servers", None) => Ok(Self::DnsServers),
-            ("gateway" | "dns-servers", Some(_)) => {
+            ("guest-path", None) => Ok(Self::GuestPath),
+            ("gateway" | "dns-servers" | "guest-path", Some(_)) => {
                 Err(fail(format!("{kind} takes no argument (expected {kind})")))
             }
             ("ping", Some(arg)) => parse_ip(arg)
@@ -235,6 +239,7 @@ impl fmt::Display for CheckSpec {
         match self {
             Self::Gateway => f.write_str("gateway"),
             Self::DnsServers => f.write_str("dns-servers"),
+            Self::GuestPath => f.write_str("guest-path"),
             Self::Ping(ip) => write!(f, "ping:{ip}"),
             Self::Tcp { host, port } => write!(f, "tcp:{}", HostPort(host, *port)),
             Self::Dns(name) => write!(f, "dns:{name}"),
@@ -284,6 +289,7 @@ mod tests {
         let cases = [
             ("gateway", CheckSpec::Gateway),
             ("dns-servers", CheckSpec::DnsServers),
+            ("guest-path", CheckSpec::GuestPath),
             ("ping:172.25.250.254", CheckSpec::Ping(ip("172.25.250.254"))),
             ("ping:fd00::1", CheckSpec::Ping(ip("fd00::1"))),
             ("ping:[fd00::1]", CheckSpec::Ping(ip("fd00::1"))),
@@ -367,7 +373,8 @@ mod tests {
             ("dns:1.2.3.4", "looks like a malformed IP address"),
             ("gateway:1.2.3.4", "gateway takes no argument (expected gateway)"),
             ("dns-servers:x", "dns-servers takes no argument"),
-            ("Gateway", "unknown kind \"Gateway\"; expected one of gateway, dns-servers, ping:ADDR, tcp:HOST:PORT, dns:NAME"),
+            ("guest-path:br0", "guest-path takes no argument"),
+            ("Gateway", "unknown kind \"Gateway\"; expected one of gateway, dns-servers, guest-path, ping:ADDR, tcp:HOST:PORT, dns:NAME"),
             ("http:x", "unknown kind \"http\""),
             (":x", "expected one of gateway"),
         ];
@@ -396,6 +403,7 @@ mod tests {
         let texts = [
             "gateway",
             "dns-servers",
+            "guest-path",
             "ping:172.25.250.254",
             "ping:fd00::1",
             "ping:[fd00::1]",

@@ -500,3 +500,31 @@ fn responder_replies_are_well_formed() {
     assert_eq!(parsed.metadata.id, 7);
     assert_eq!(parsed.answers.len(), 1);
 }
+
+#[test]
+fn guest_path_stands_for_the_bridge_and_does_not_outlive_a_rollback() {
+    let after = CheckContext {
+        interface: Some("br0".to_owned()),
+        ..CheckContext::default()
+    };
+    let probes = expand(&CheckSpec::GuestPath, &after);
+    assert_eq!(shown(&probes), ["guest-path br0"]);
+    assert!(!probes[0].outlives_rollback());
+    assert!(Probe::Ping(ip("172.25.250.254")).outlives_rollback());
+    assert!(expand(&CheckSpec::GuestPath, &CheckContext::default()).is_empty());
+}
+
+#[tokio::test]
+async fn guest_path_without_networkmanager_fails_and_says_why() {
+    let ctx = CheckContext {
+        interface: Some("br0".to_owned()),
+        ..CheckContext::default()
+    };
+    let result = run(&Probe::GuestPath("br0".to_owned()), &ctx, DEADLINE).await;
+    assert!(!result.ok);
+    assert!(
+        result.detail.contains("NetworkManager"),
+        "{}",
+        result.detail
+    );
+}

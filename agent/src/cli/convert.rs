@@ -24,8 +24,12 @@ Checks (--check, repeatable):
   ping:ADDR       ICMP echo to ADDR
   tcp:HOST:PORT   a TCP connection opens (IPv6 in brackets: tcp:[fd00::1]:22)
   dns:NAME        NAME resolves through the host's DNS servers
-Default: gateway and dns-servers, each kept only if it passes before the change.
-Checks given with --check must pass before and after the change.
+  guest-path      the new bridge forwards a frame between two throwaway ports
+                  through the host firewall, as it must for VMs and containers
+Default: gateway and dns-servers, each kept only if it passes before the change,
+and guest-path, which runs after the change only (the bridge is new).
+Checks given with --check must pass before and after the change (guest-path:
+after it).
 
 Examples:
   netbridge convert ens32 --dry-run
@@ -43,9 +47,14 @@ pub struct ConvertArgs {
     #[arg(long = "check", value_name = "SPEC")]
     pub checks: Vec<CheckSpec>,
 
-    /// Do not add the default checks (gateway, dns-servers).
+    /// Do not add the default checks (gateway, dns-servers, guest-path).
     #[arg(long)]
     pub no_default_checks: bool,
+
+    /// Do not run the default guest-path check (two throwaway ports on the
+    /// new bridge exchanging a frame through the host firewall).
+    #[arg(long)]
+    pub no_guest_check: bool,
 
     /// Seconds without netbridge after which NetworkManager restores the host
     /// by itself [default: 30, or 90 with --stp on].
@@ -141,6 +150,7 @@ async fn convert(
     let choice = CheckChoice {
         explicit: args.checks.clone(),
         defaults: !args.no_default_checks,
+        guest_path: !args.no_default_checks && !args.no_guest_check,
     };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
         Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),

@@ -94,6 +94,7 @@ async fn revert(
     let choice = CheckChoice {
         explicit: args.checks.clone(),
         defaults: !args.no_default_checks,
+        guest_path: false,
     };
     let ready =
         revert::prepare(&nm, &args.bridge, args.rollback_timeout, &choice, progress).await?;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::output::{print_error, print_json, Exit, Fatal};
 use std::collections::BTreeMap;
 
+use crate::firewall::{self, Diagnosis};
 use crate::journal::{Record, Store};
 use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
@@ -37,6 +38,9 @@ struct Status {
     unfinished_change: Option<Record>,
     /// The last result per configured bridge (`netbridge apply` and the agent).
     configured: BTreeMap<String, BridgeResult>,
+    /// What in the host firewall stands between guests on a bridge and the
+    /// LAN, host-wide (also before any bridge exists).
+    guest_path: Diagnosis,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +122,8 @@ pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
 async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
+    // The tools run while NetworkManager is read.
+    let guest_path = tokio::spawn(firewall::diagnose());
     let devices = nm.devices().await?;
     let mut out = Vec::new();
     for device in devices
@@ -149,6 +155,10 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
         devices: out,
         unfinished_change: store.read().await?,
         configured: configured(&store, &args.config).await?,
+        guest_path: guest_path.await.unwrap_or_else(|e| Diagnosis {
+            unknown: vec![format!("the diagnosis stopped: {e}")],
+            ..Diagnosis::default()
+        }),
     })
 }
 
@@ -258,10 +268,63 @@ fn print_table(status: &Status) {
             println!("{name:<16} {}{why}", last.result);
         }
     }
+    print_guest_path(&status.guest_path);
     if let Some(change) = &status.unfinished_change {
         println!(
             "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
             change.pid, change.phase
+        );
+    }
+}
+
+fn print_guest_path(d: &Diagnosis) {
+    println!("\nGUEST PATH       {}", d.meaning());
+    let nf = |v: Option<bool>| match v {
+        Some(true) => "on",
+        Some(false) => "off",
+        None => "unknown",
+    };
+    println!(
+        "  bridge netfilter  {} (iptables), {} (ip6tables)",
+        nf(d.bridge_nf_call_iptables),
+        nf(d.bridge_nf_call_ip6tables)
+    );
+    if d.forward.is_empty() {
+        println!("  forward           no forward chains");
+    }
+    for c in &d.forward {
+        println!(
+            "  forward           {} {} {} ({}): policy {}, {} rules",
+            c.family,
+            c.table,
+            c.name,
+            c.source,
+            c.policy.as_deref().unwrap_or("accept"),
+            c.rules
+        );
+    }
+    if !d.docker_chains.is_empty() {
+        println!("  docker            {}", d.docker_chains.join(", "));
+    }
+    for c in &d.bridge_filters {
+        println!(
+            "  bridge filter     {} {} {} ({}): hook {}, policy {}, {} rules",
+            c.family,
+            c.table,
+            c.name,
+            c.source,
+            c.hook.as_deref().unwrap_or("?"),
+            c.policy.as_deref().unwrap_or("accept"),
+            c.rules
+        );
+    }
+    for u in &d.unknown {
+        println!("  unknown           {u}");
+    }
+    if let Some(cause) = d.blocking_cause() {
+        println!(
+            "  warning           {cause}; accept a bridge's own traffic, e.g. `{}`",
+            d.way_out("br0")
         );
     }
 }

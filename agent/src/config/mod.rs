@@ -76,9 +76,18 @@ pub struct BridgeConfig {
     pub mtu: Option<u32>,
     pub checks: Vec<CheckSpec>,
     pub default_checks: bool,
+    /// The default `guest-path` check (with the other defaults). Left out of
+    /// the fingerprint while on, so configurations written before it existed
+    /// keep theirs.
+    #[serde(skip_serializing_if = "is_on")]
+    pub guest_check: bool,
     pub rollback_timeout: Option<u32>,
     #[serde(skip)]
     pub origin: PathBuf,
+}
+
+fn is_on(value: &bool) -> bool {
+    *value
 }
 
 impl BridgeConfig {
@@ -216,6 +225,7 @@ struct Defaults {
     stp: bool,
     checks: Vec<CheckSpec>,
     default_checks: bool,
+    guest_check: bool,
     rollback_timeout: Option<u32>,
 }
 
@@ -227,6 +237,7 @@ fn merge_defaults(
         stp: false,
         checks: Vec::new(),
         default_checks: true,
+        guest_check: true,
         rollback_timeout: None,
     };
     for (index, d) in defaults {
@@ -242,6 +253,9 @@ fn merge_defaults(
         }
         if let Some(dc) = d.default_checks {
             out.default_checks = dc;
+        }
+        if let Some(gc) = d.guest_check {
+            out.guest_check = gc;
         }
         if let Some(checks) = &d.checks {
             out.checks = parse_checks(checks, "defaults.checks", &at)?;
@@ -315,6 +329,7 @@ fn resolve(
         mtu,
         checks,
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
+        guest_check: b.guest_check.unwrap_or(defaults.guest_check),
         rollback_timeout,
         origin: file.to_path_buf(),
     })

@@ -17,6 +17,7 @@ pub struct RawDefaults {
     pub stp: Option<bool>,
     pub checks: Option<Vec<Spanned<String>>>,
     pub default_checks: Option<bool>,
+    pub guest_check: Option<bool>,
     pub rollback_timeout: Option<Spanned<u32>>,
 }
 
@@ -30,6 +31,7 @@ pub struct RawBridge {
     pub mtu: Option<Spanned<u32>>,
     pub checks: Option<Vec<Spanned<String>>>,
     pub default_checks: Option<bool>,
+    pub guest_check: Option<bool>,
     pub rollback_timeout: Option<Spanned<u32>>,
     pub address: Option<Spanned<String>>,
     pub dhcp_range: Option<Spanned<String>>,

@@ -221,3 +221,28 @@ fn the_shipped_examples_are_valid() {
         parse(&[(path.clone(), text)]).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+#[test]
+fn the_guest_check_is_on_unless_turned_off_and_stays_out_of_the_fingerprint() {
+    let config = one(SINGLE).unwrap();
+    let br0 = &config.bridges[0];
+    assert!(br0.guest_check);
+    assert!(
+        !br0.fingerprint().contains("guest"),
+        "{}",
+        br0.fingerprint()
+    );
+
+    let text = "[defaults]\nguest-check = false\n\n[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n\n[[bridge]]\nname = \"br1\"\nuplink = \"ens33\"\nguest-check = true\n";
+    let config = one(text).unwrap();
+    assert!(!config.bridges[0].guest_check);
+    assert!(config.bridges[1].guest_check);
+    assert!(config.bridges[0]
+        .fingerprint()
+        .contains("\"guest_check\":false"));
+    let wrong = err("[defaults]\nguest-check = \"no\"\n");
+    assert!(
+        wrong.to_string().contains("toml:2: invalid type"),
+        "{wrong}"
+    );
+}

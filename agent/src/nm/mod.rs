@@ -56,6 +56,16 @@ pub struct Nm {
     version: NmVersion,
 }
 
+/// For contexts that carry the handle (the checks' context): the version
+/// says which NetworkManager it is; the connection's internals say nothing.
+impl std::fmt::Debug for Nm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nm")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 fn bus_address() -> String {
     std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
         .unwrap_or_else(|_| "unix:path=/run/dbus/system_bus_socket".to_owned())

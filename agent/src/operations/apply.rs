@@ -267,6 +267,7 @@ async fn bridged(
     let choice = CheckChoice {
         explicit: bridge.checks.clone(),
         defaults: bridge.default_checks,
+        guest_path: bridge.default_checks && bridge.guest_check,
     };
     let with_uplink = |mut r: BridgeReport| {
         r.uplink = Some(uplink.clone());

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 
 use super::{context, select_checks, CheckChoice, CheckSelectionError, Selected};
 use crate::checks::dhcp::{self, DhcpAnswer};
-use crate::checks::{CheckContext, Host, Probe};
+use crate::checks::{self, CheckContext, CheckSpec, Host, Probe};
+use crate::firewall::{self, Diagnosis, Verdict};
 use crate::identity::{self, Identity};
 use crate::inventory;
 use crate::journal::{Lock, Store};
@@ -28,6 +29,8 @@ pub struct Ready {
     pub dhcp_before: Option<DhcpAnswer>,
     /// The host as the bridge must reproduce it.
     pub identity_before: Identity,
+    /// What in the host firewall stands between guests and the LAN.
+    pub guest_path: Diagnosis,
     #[serde(skip)]
     pub after: CheckContext,
 }
@@ -90,7 +93,31 @@ pub async fn prepare(
         .copied()
         .collect();
     let before = context(&gateways, &dns, &plan.uplink);
-    let checks = select_checks(choice, &before, plan.timing.check, progress).await?;
+    let guest_path = firewall::diagnose().await;
+    report_guest_path(&guest_path, &plan.bridge, progress);
+    let mut checks = select_checks(
+        &choice.before_and_after(),
+        &before,
+        plan.timing.check,
+        progress,
+    )
+    .await?;
+    let after = CheckContext {
+        nm: Some(nm.clone()),
+        ..context(&gateways, &dns, &plan.bridge)
+    };
+    if choice.runs_guest_path() {
+        checks
+            .probes
+            .extend(checks::expand(&CheckSpec::GuestPath, &after));
+        progress.step(
+            "before",
+            format!(
+                "guest-path {}: runs after the change, once {} exists",
+                plan.bridge, plan.bridge
+            ),
+        );
+    }
     let dhcp_before = if choice.defaults {
         dhcp_precheck(&plan, progress).await?
     } else {
@@ -99,11 +126,12 @@ pub async fn prepare(
     let targets = identity::targets(&probe_targets(&checks.probes, &gateways, &dns));
     let identity_before = identity::gather(nm, &plan.uplink, &targets).await?;
     Ok(Prepared::Ready(Box::new(Ready {
-        after: context(&gateways, &dns, &plan.bridge),
+        after,
         plan,
         checks,
         dhcp_before,
         identity_before,
+        guest_path,
     })))
 }
 
@@ -147,6 +175,27 @@ fn probe_targets(probes: &[Probe], gateways: &[Option<IpAddr>], dns: &[IpAddr]) 
         _ => None,
     }));
     targets
+}
+
+/// The firewall diagnosis as a progress step; a warning when it drops guests.
+fn report_guest_path(diagnosis: &Diagnosis, bridge: &str, progress: &Progress) {
+    match diagnosis.blocking_cause() {
+        Some(cause) => progress.step(
+            "warning",
+            format!(
+                "guests on {bridge} would be dropped by the host firewall: {cause} (`{}` accepts them)",
+                diagnosis.way_out(bridge)
+            ),
+        ),
+        None if diagnosis.verdict == Verdict::Unknown => progress.step(
+            "guest path",
+            format!("{}: {}", diagnosis.meaning(), diagnosis.summary()),
+        ),
+        None => progress.step(
+            "guest path",
+            format!("{} ({})", diagnosis.meaning(), diagnosis.summary()),
+        ),
+    }
 }
 
 /// Runs the conversion as one transaction.

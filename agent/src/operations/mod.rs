@@ -35,6 +35,31 @@ pub struct CheckChoice {
     pub explicit: Vec<CheckSpec>,
     /// Add `gateway` and `dns-servers`, kept only if they pass before the change.
     pub defaults: bool,
+    /// Add `guest-path` after a conversion (there is no bridge before it).
+    pub guest_path: bool,
+}
+
+impl CheckChoice {
+    /// Whether a conversion runs `guest-path`: by default, or asked for.
+    #[must_use]
+    pub fn runs_guest_path(&self) -> bool {
+        self.guest_path || self.explicit.contains(&CheckSpec::GuestPath)
+    }
+
+    /// The checks that run before the change as well: all but `guest-path`.
+    #[must_use]
+    pub fn before_and_after(&self) -> CheckChoice {
+        CheckChoice {
+            explicit: self
+                .explicit
+                .iter()
+                .filter(|s| **s != CheckSpec::GuestPath)
+                .cloned()
+                .collect(),
+            defaults: self.defaults,
+            guest_path: false,
+        }
+    }
 }
 
 /// The checks selected before a change, and how they went then.
@@ -59,6 +84,8 @@ pub enum CheckSelectionError {
         server: std::net::Ipv4Addr,
         detail: String,
     },
+    #[error("--check guest-path tests a bridge a conversion makes; only convert and apply run it — nothing was changed")]
+    NoNewBridge,
 }
 
 /// A check context from the gateways and DNS servers a device has.
@@ -78,6 +105,10 @@ pub async fn select_checks(
     deadline: std::time::Duration,
     progress: &Progress,
 ) -> Result<Selected, CheckSelectionError> {
+    // Callers that make a bridge take guest-path out first (`before_and_after`).
+    if choice.runs_guest_path() {
+        return Err(CheckSelectionError::NoNewBridge);
+    }
     let device = ctx.interface.clone().unwrap_or_default();
     let mut explicit = Vec::new();
     for spec in &choice.explicit {
