@@ -179,10 +179,14 @@ pub fn summary(proof: &Proof) -> String {
         .iter()
         .flat_map(|e| e.nameservers.iter().cloned())
         .collect::<Vec<_>>();
+    let role = if proof.after.device == proof.before.device {
+        "keeps the host's identity".to_owned()
+    } else {
+        format!("is {}'s exact stand-in", proof.before.device)
+    };
     format!(
-        "{} is {}'s exact stand-in: {addresses}; routes {}; DNS {}",
+        "{} {role}: {addresses}; routes {}; DNS {}",
         proof.after.device,
-        proof.before.device,
         if routes.is_empty() { "none" } else { &routes },
         if dns.is_empty() {
             "none".to_owned()

@@ -72,6 +72,15 @@ pub enum Change {
     },
     /// `create`: a new network bridge, to delete if the change is cut short.
     Create { bridge: String, uuid: String },
+    /// `convert --adopt`: a hand-made bridge marked and its options changed
+    /// in memory; a plain profile made for the uplink.
+    Adopt {
+        bridge: String,
+        uplink: String,
+        bridge_uuid: String,
+        created: Vec<String>,
+        restore: crate::plan::AdoptRestore,
+    },
     /// `revert`: the original profile back on the uplink; bridge and port profiles to delete.
     Revert {
         bridge: String,
@@ -86,6 +95,7 @@ impl Change {
     pub fn operation(&self) -> &'static str {
         match self {
             Change::Convert { .. } => "convert",
+            Change::Adopt { .. } => "adopt",
             Change::Revert { .. } => "revert",
             Change::Create { .. } => "create",
         }
@@ -94,7 +104,9 @@ impl Change {
     /// The uplink the change touches, if any.
     pub fn uplink(&self) -> Option<&str> {
         match self {
-            Change::Convert { uplink, .. } | Change::Revert { uplink, .. } => Some(uplink),
+            Change::Convert { uplink, .. }
+            | Change::Adopt { uplink, .. }
+            | Change::Revert { uplink, .. } => Some(uplink),
             Change::Create { .. } => None,
         }
     }
@@ -102,6 +114,7 @@ impl Change {
     pub fn bridge(&self) -> &str {
         match self {
             Change::Convert { bridge, .. }
+            | Change::Adopt { bridge, .. }
             | Change::Revert { bridge, .. }
             | Change::Create { bridge, .. } => bridge,
         }

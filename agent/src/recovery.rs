@@ -138,6 +138,24 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             };
             bring_back(nm, uplink, &original.uuid, rolled_back, back).await
         }
+        Change::Adopt {
+            bridge,
+            bridge_uuid,
+            created,
+            restore,
+            ..
+        } => {
+            remove_profiles(nm, created, progress).await?;
+            if rolled_back {
+                // The checkpoint restores the profile's settings but leaves
+                // them as an unsaved copy shadowing the file: save them back.
+                persist_if_unsaved(nm, bridge_uuid).await
+            } else {
+                // Without the checkpoint the in-memory changes must be
+                // written back by hand: the options as they were, no mark.
+                restore_adopted(nm, bridge, bridge_uuid, restore, progress).await
+            }
+        }
         Change::Create { bridge, uuid } => {
             remove_profiles(nm, std::slice::from_ref(uuid), progress).await?;
             remove_bridge(nm, bridge, progress).await
@@ -161,6 +179,45 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             }
         }
     }
+}
+
+async fn persist_if_unsaved(nm: &Nm, uuid: &str) -> Result<(), NmError> {
+    let Some(path) = nm.profile_by_uuid(uuid).await? else {
+        return Ok(());
+    };
+    if nm.profile_info(&path).await?.in_memory_only {
+        nm.update_profile(&path, None, Update2Flags::TO_DISK)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn restore_adopted(
+    nm: &Nm,
+    bridge: &str,
+    uuid: &str,
+    restore: &crate::plan::AdoptRestore,
+    progress: &Progress,
+) -> Result<(), NmError> {
+    let Some(path) = nm.profile_by_uuid(uuid).await? else {
+        return Ok(());
+    };
+    let settings = restore.apply(&nm.profile_settings(&path).await?)?;
+    nm.update_profile(&path, Some(&settings), Update2Flags::TO_DISK)
+        .await?;
+    if let Some(device) = nm.device_by_iface(bridge).await? {
+        match nm.reapply(&device).await {
+            Ok(()) => {}
+            // Not running the profile: nothing to put back in place.
+            Err(e) if e.is_gone() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    progress.step(
+        "cleanup",
+        format!("{bridge}'s profile has its options back and is no longer netbridge's"),
+    );
+    Ok(())
 }
 
 async fn alive_checkpoint(nm: &Nm, record: &Record) -> Result<Option<OwnedObjectPath>, NmError> {

@@ -22,7 +22,7 @@ use crate::identity::{self, Identity, Proof};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{ActivationGoal, DeviceInfo, Family, Nm, NmError};
 use crate::plan::revert::RevertPlan;
-use crate::plan::{IpPlan, Plan};
+use crate::plan::{AdoptPlan, IpPlan, Plan};
 use crate::recovery;
 use crate::report::Progress;
 use crate::verify;
@@ -577,6 +577,142 @@ impl Transaction<'_> {
             Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
         };
         self.progress.step("lease", message);
+    }
+
+    /// Takes over a hand-made bridge the uplink is a port of: marked, the
+    /// declared options applied in place (Reapply), a plain profile made for
+    /// the uplink — proven like a conversion, or left as it was.
+    pub async fn adopt(
+        &self,
+        plan: &AdoptPlan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Outcome, TxError> {
+        let record = Record::new(Change::Adopt {
+            bridge: plan.bridge.clone(),
+            uplink: plan.uplink.clone(),
+            bridge_uuid: plan.bridge_uuid.clone(),
+            created: vec![plan.original.uuid.clone()],
+            restore: plan.restore.clone(),
+        });
+        let devices = [plan.uplink_path.clone(), plan.bridge_path.clone()];
+        let what = format!("{} and {}", plan.uplink, plan.bridge);
+        let guard = Guard {
+            devices: &devices,
+            timeout: plan.timing.rollback_timeout,
+            what: &what,
+            probes,
+            ctx,
+            check_deadline: plan.timing.check,
+        };
+        let trial = self.try_adopt(plan, probes, ctx, before);
+        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
+            self.commit_adopt(plan, checkpoint, record).await
+        };
+        self.guarded(record, guard, trial, commit).await
+    }
+
+    async fn try_adopt(
+        &self,
+        plan: &AdoptPlan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Proven, Failure> {
+        let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
+        self.nm
+            .add_profile(&plan.original_profile, trial)
+            .await
+            .map_err(Failure::Apply)?;
+        let bridge = self
+            .profile(&plan.bridge_uuid)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm
+            .update_profile(&bridge, Some(&plan.bridge_after), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Apply)?;
+        // STP, its timers and the MTU change in place: no re-activation, no outage.
+        self.nm
+            .reapply(&plan.bridge_path)
+            .await
+            .map_err(Failure::Apply)?;
+        self.progress.step(
+            "adopted",
+            format!(
+                "{}: {} (in memory only); profile '{}' made for {} to go back to",
+                plan.bridge,
+                plan.changes.join(", "),
+                plan.original.id,
+                plan.uplink
+            ),
+        );
+        self.verify_adopted(plan).await.map_err(Failure::Verify)?;
+        let proof = self.prove_identity(before, &plan.bridge).await?;
+        self.progress.step("identity", identity::summary(&proof));
+        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
+        Ok(Proven {
+            checks,
+            identity: Some(proof),
+        })
+    }
+
+    /// The bridge still carries its addresses, with the uplink as its port,
+    /// and the kernel runs the declared spanning tree setting.
+    async fn verify_adopted(&self, plan: &AdoptPlan) -> Result<(), Vec<String>> {
+        self.settled(&plan.bridge, SETTLE, |bridge| {
+            let mut problems = verify::carries(bridge, &plan.ipv4, &plan.ipv6);
+            if !bridge.port_paths.contains(&plan.uplink_path) {
+                problems.push(format!("{} is not a port of {}", plan.uplink, plan.bridge));
+            }
+            problems
+        })
+        .await?;
+        let path = format!("/sys/class/net/{}/bridge/stp_state", plan.bridge);
+        let state = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| vec![format!("reading {path}: {e}")])?;
+        as_result(verify::stp(&plan.bridge, state.trim(), plan.stp))?;
+        self.progress.step(
+            "verified",
+            format!(
+                "{} keeps {} with {} as its port; STP {} in the kernel",
+                plan.bridge,
+                list(&plan.ipv4.addresses),
+                plan.uplink,
+                if plan.stp { "on" } else { "off" }
+            ),
+        );
+        Ok(())
+    }
+
+    async fn commit_adopt(
+        &self,
+        plan: &AdoptPlan,
+        checkpoint: &ObjectPath<'_>,
+        record: &mut Record,
+    ) -> Result<(), NmError> {
+        record.phase = Phase::Committing;
+        self.write(record).await?;
+        for uuid in [&plan.original.uuid, &plan.bridge_uuid] {
+            let path = self.profile(uuid).await?;
+            self.nm
+                .update_profile(&path, None, Update2Flags::TO_DISK)
+                .await?;
+        }
+        record.phase = Phase::Committed;
+        self.write(record).await?;
+        self.nm.checkpoint_destroy(checkpoint).await?;
+        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
+        self.progress.step(
+            "committed",
+            format!(
+                "{} is netbridge's now and saved to disk; profile '{}' kept for {} with autoconnect off (`netbridge revert {}` gives back a plain {})",
+                plan.bridge, plan.original.id, plan.uplink, plan.bridge, plan.uplink
+            ),
+        );
+        Ok(())
     }
 
     /// Undoes a conversion: the original profile back on the uplink, proven

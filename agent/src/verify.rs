@@ -48,6 +48,21 @@ pub fn converted(bridge: &DeviceInfo, plan: &Plan) -> Vec<String> {
     problems
 }
 
+/// The kernel runs the spanning tree setting declared (`stp_state` from
+/// sysfs: 0 off, 1 kernel STP, 2 user-space STP).
+pub fn stp(bridge: &str, stp_state: &str, want: bool) -> Vec<String> {
+    let on = stp_state != "0";
+    if on == want {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{bridge} runs STP {} (stp_state {stp_state}), declared {}",
+            if on { "on" } else { "off" },
+            if want { "on" } else { "off" }
+        )]
+    }
+}
+
 /// The bridge holds a DHCP lease from the server for the address the uplink
 /// had (`options`: the bridge's DHCPv4 lease options).
 pub fn leased(
@@ -110,6 +125,16 @@ mod tests {
     fn a_device_as_planned_has_no_problems() {
         let dev = device(&["172.25.250.10/24"], Some("172.25.250.254"));
         assert!(carries(&dev, &plan_ip(), &IpPlan::default()).is_empty());
+    }
+
+    #[test]
+    fn the_kernels_stp_state_must_match_the_declaration() {
+        assert!(stp("br0", "0", false).is_empty());
+        assert!(stp("br0", "1", true).is_empty());
+        assert_eq!(
+            stp("br0", "1", false),
+            vec!["br0 runs STP on (stp_state 1), declared off"]
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::operations::convert::{self, Prepared, Ready};
+use crate::operations::convert::{self, AdoptReady, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
@@ -31,10 +31,16 @@ and guest-path, which runs after the change only (the bridge is new).
 Checks given with --check must pass before and after the change (guest-path:
 after it).
 
+A bridge made by hand (e.g. the nmcli recipe) whose only port is the uplink
+is reported as foreign; --adopt takes it over under the same guard: marked as
+netbridge's, STP off unless --stp on, its addresses proven unchanged, and a
+plain profile kept for the uplink, so `netbridge revert BRIDGE` works on it.
+
 Examples:
   netbridge convert ens32 --dry-run
   netbridge convert ens32 --bridge br0 --check tcp:172.25.250.254:22 --yes
-  netbridge convert ens32 --json --yes")]
+  netbridge convert ens32 --json --yes
+  netbridge convert ens32 --bridge br0 --adopt --yes")]
 pub struct ConvertArgs {
     /// The NIC whose IP configuration moves to the bridge (e.g. ens32).
     pub uplink: String,
@@ -74,6 +80,11 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Take over the bridge the uplink is already a port of (made by hand,
+    /// e.g. with nmcli): mark it as netbridge's and apply the declared options.
+    #[arg(long)]
+    pub adopt: bool,
+
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
@@ -101,6 +112,8 @@ struct Report {
     recovered: Option<Recovered>,
     #[serde(flatten)]
     ready: Option<Ready>,
+    #[serde(flatten)]
+    adoption: Option<AdoptReady>,
     nmcli: Vec<String>,
     outcome: Option<Outcome>,
 }
@@ -111,6 +124,7 @@ pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
         bridge: args.bridge.clone(),
         recovered: None,
         ready: None,
+        adoption: None,
         nmcli: Vec::new(),
         outcome: None,
     };
@@ -146,6 +160,7 @@ async fn convert(
         stp: args.stp == OnOff::On,
         rollback_timeout: args.rollback_timeout,
         mtu: None,
+        adopt: args.adopt,
     };
     let choice = CheckChoice {
         explicit: args.checks.clone(),
@@ -155,12 +170,15 @@ async fn convert(
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
         Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
         Prepared::Ready(ready) => *ready,
+        Prepared::Adopt(ready) => {
+            return adopt(args, &nm, (&store, &lock), *ready, progress, report).await
+        }
     };
     report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
         if !args.json {
-            print_plan(&ready.plan, &ready.checks.probes);
+            print_plan(&ready.plan, &ready.proof.checks.probes);
         }
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
@@ -169,7 +187,7 @@ async fn convert(
         "Convert {} into {} now?",
         ready.plan.uplink, ready.plan.bridge
     );
-    let show = || print_plan(&ready.plan, &ready.checks.probes);
+    let show = || print_plan(&ready.plan, &ready.proof.checks.probes);
     if !args.yes && !confirm(&question, args.json, show).await? {
         report.ready = Some(ready);
         return Ok(("declined", Exit::BadInput));
@@ -203,6 +221,72 @@ async fn convert(
     report.outcome = Some(outcome);
     report.ready = Some(ready);
     Ok(done)
+}
+
+/// The adoption's own confirmation, run and report.
+async fn adopt(
+    args: &ConvertArgs,
+    nm: &Nm,
+    (store, lock): (&Store, &crate::journal::Lock),
+    ready: AdoptReady,
+    progress: &Progress,
+    report: &mut Report,
+) -> Result<(&'static str, Exit), Fatal> {
+    let plan = &ready.adoption;
+    let show = || print_adoption(plan, &ready.proof.checks.probes);
+    if args.dry_run {
+        if !args.json {
+            show();
+        }
+        report.adoption = Some(ready);
+        return Ok(("dry-run", Exit::Ok));
+    }
+    let question = format!("Adopt {} (port {}) now?", plan.bridge, plan.uplink);
+    if !args.yes && !confirm(&question, args.json, show).await? {
+        report.adoption = Some(ready);
+        return Ok(("declined", Exit::BadInput));
+    }
+    let outcome = convert::execute_adoption(nm, store, lock, &ready, progress).await?;
+    let done = match &outcome {
+        Outcome::Committed { .. } => {
+            if !args.json {
+                println!(
+                    "{} is netbridge's now ({}); committed in {:.2} s.",
+                    plan.bridge,
+                    plan.changes.join(", "),
+                    progress.elapsed()
+                );
+            }
+            ("committed", Exit::Ok)
+        }
+        Outcome::RolledBack { reason, .. } => {
+            if !args.json {
+                println!("Rolled back: {reason}. {} runs as before.", plan.bridge);
+            }
+            ("rolled-back", Exit::RolledBack)
+        }
+    };
+    report.outcome = Some(outcome);
+    report.adoption = Some(ready);
+    Ok(done)
+}
+
+fn print_adoption(plan: &plan::AdoptPlan, probes: &[Probe]) {
+    let mut out = std::io::stdout().lock();
+    let checks: Vec<String> = probes.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "Plan: adopt {} (profile '{}', port {} with profile '{}')\n  changes   {}\n  revert    profile '{}' made for {} (autoconnect off), which `netbridge revert {}` brings back\n  checks    {}",
+        plan.bridge,
+        plan.bridge_id,
+        plan.uplink,
+        plan.port_id,
+        plan.changes.join(", "),
+        plan.original.id,
+        plan.uplink,
+        plan.bridge,
+        if checks.is_empty() { "none".to_owned() } else { checks.join(", ") }
+    );
 }
 
 fn addresses(plan: &Plan) -> String {

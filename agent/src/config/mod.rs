@@ -81,6 +81,10 @@ pub struct BridgeConfig {
     /// keep theirs.
     #[serde(skip_serializing_if = "is_on")]
     pub guest_check: bool,
+    /// Take over a hand-made bridge whose port the uplink is. Left out of
+    /// the fingerprint while off, for the same reason.
+    #[serde(skip_serializing_if = "is_off")]
+    pub adopt: bool,
     pub rollback_timeout: Option<u32>,
     #[serde(skip)]
     pub origin: PathBuf,
@@ -88,6 +92,10 @@ pub struct BridgeConfig {
 
 fn is_on(value: &bool) -> bool {
     *value
+}
+
+fn is_off(value: &bool) -> bool {
+    !*value
 }
 
 impl BridgeConfig {
@@ -330,6 +338,7 @@ fn resolve(
         checks,
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),
+        adopt: b.adopt.unwrap_or(false),
         rollback_timeout,
         origin: file.to_path_buf(),
     })

@@ -32,6 +32,7 @@ pub struct RawBridge {
     pub checks: Option<Vec<Spanned<String>>>,
     pub default_checks: Option<bool>,
     pub guest_check: Option<bool>,
+    pub adopt: Option<bool>,
     pub rollback_timeout: Option<Spanned<u32>>,
     pub address: Option<Spanned<String>>,
     pub dhcp_range: Option<Spanned<String>>,

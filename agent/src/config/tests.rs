@@ -246,3 +246,14 @@ fn the_guest_check_is_on_unless_turned_off_and_stays_out_of_the_fingerprint() {
         "{wrong}"
     );
 }
+
+#[test]
+fn adopt_is_off_unless_asked_for_and_stays_out_of_the_fingerprint_while_off() {
+    let config = one(SINGLE).unwrap();
+    assert!(!config.bridges[0].adopt);
+    assert!(!config.bridges[0].fingerprint().contains("adopt"));
+    let text = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nadopt = true\n";
+    let config = one(text).unwrap();
+    assert!(config.bridges[0].adopt);
+    assert!(config.bridges[0].fingerprint().contains("\"adopt\":true"));
+}

@@ -263,6 +263,7 @@ async fn bridged(
         stp: bridge.stp,
         rollback_timeout: bridge.rollback_timeout,
         mtu: bridge.mtu,
+        adopt: bridge.adopt,
     };
     let choice = CheckChoice {
         explicit: bridge.checks.clone(),
@@ -273,14 +274,14 @@ async fn bridged(
         r.uplink = Some(uplink.clone());
         r
     };
-    let ready = match convert::prepare(nm, &request, &choice, progress).await {
+    let prepared = match convert::prepare(nm, &request, &choice, progress).await {
         Ok(Prepared::NoOp { .. }) => {
             return (
                 with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
                 false,
             )
         }
-        Ok(Prepared::Ready(ready)) => ready,
+        Ok(prepared) => prepared,
         Err(PrepareError::Nm(e)) => {
             return (
                 with_uplink(
@@ -299,13 +300,27 @@ async fn bridged(
         }
     };
     if dry_run {
-        let changes = ready.plan.nmcli_commands().join("; ");
+        let changes = match &prepared {
+            Prepared::Ready(ready) => ready.plan.nmcli_commands().join("; "),
+            Prepared::Adopt(ready) => format!("adopt: {}", ready.adoption.changes.join(", ")),
+            Prepared::NoOp { .. } => String::new(),
+        };
         return (
             with_uplink(BridgeReport::new(&bridge.name, Applied::DryRun).because(changes)),
             false,
         );
     }
-    let (report, fatal) = match convert::execute(nm, store, lock, &ready, progress).await {
+    let executed = match &prepared {
+        Prepared::Ready(ready) => convert::execute(nm, store, lock, ready, progress).await,
+        Prepared::Adopt(ready) => convert::execute_adoption(nm, store, lock, ready, progress).await,
+        Prepared::NoOp { .. } => {
+            return (
+                with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
+                false,
+            )
+        }
+    };
+    let (report, fatal) = match executed {
         Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
         Err(e) => tx_report(&bridge.name, e),
     };

@@ -13,7 +13,7 @@ use crate::identity::{self, Identity};
 use crate::inventory;
 use crate::journal::{Lock, Store};
 use crate::nm::Nm;
-use crate::plan::{self, Decision, Ids, Plan, PlanError, Request};
+use crate::plan::{self, AdoptPlan, Decision, Ids, IpPlan, Plan, PlanError, Request};
 use crate::report::Progress;
 use crate::transaction::{Outcome, Transaction, TxError};
 
@@ -24,9 +24,24 @@ pub type PrepareError = super::PrepareError<PlanError>;
 pub struct Ready {
     pub plan: Plan,
     #[serde(flatten)]
-    pub checks: Selected,
+    pub proof: Proof,
     /// The DHCP server's answer before the change (DHCP uplinks).
     pub dhcp_before: Option<DhcpAnswer>,
+}
+
+/// An adoption ready to run.
+#[derive(Debug, Serialize)]
+pub struct AdoptReady {
+    pub adoption: AdoptPlan,
+    #[serde(flatten)]
+    pub proof: Proof,
+}
+
+/// What proves a change, selected and measured before it.
+#[derive(Debug, Serialize)]
+pub struct Proof {
+    #[serde(flatten)]
+    pub checks: Selected,
     /// The host as the bridge must reproduce it.
     pub identity_before: Identity,
     /// What in the host firewall stands between guests and the LAN.
@@ -46,6 +61,7 @@ pub enum Prepared {
         bridge: String,
     },
     Ready(Box<Ready>),
+    Adopt(Box<AdoptReady>),
 }
 
 /// Reads the host and plans; changes nothing.
@@ -59,9 +75,13 @@ pub async fn prepare(
     let ids = Ids {
         bridge_uuid: uuid::Uuid::new_v4().to_string(),
         port_uuid: uuid::Uuid::new_v4().to_string(),
+        original_uuid: uuid::Uuid::new_v4().to_string(),
     };
     let plan = match plan::plan_convert(request, &found, &ids).map_err(PrepareError::Plan)? {
         Decision::Convert(plan) => *plan,
+        Decision::Adopt(adoption) => {
+            return prepare_adoption(nm, *adoption, choice, progress).await
+        }
         Decision::AlreadyConverted { uplink, bridge } => {
             progress.step(
                 "no-op",
@@ -84,27 +104,77 @@ pub async fn prepare(
             nm.version()
         ),
     );
-    let gateways = [plan.ipv4.gateway, plan.ipv6.gateway];
-    let dns: Vec<_> = plan
-        .ipv4
-        .dns
-        .iter()
-        .chain(&plan.ipv6.dns)
-        .copied()
-        .collect();
-    let before = context(&gateways, &dns, &plan.uplink);
+    let devices = (plan.uplink.as_str(), plan.bridge.as_str());
+    let proof = prove(
+        nm,
+        choice,
+        progress,
+        (&plan.ipv4, &plan.ipv6),
+        devices,
+        plan.timing.check,
+    )
+    .await?;
+    let dhcp_before = if choice.defaults {
+        dhcp_precheck(&plan, progress).await?
+    } else {
+        None
+    };
+    Ok(Prepared::Ready(Box::new(Ready {
+        plan,
+        proof,
+        dhcp_before,
+    })))
+}
+
+async fn prepare_adoption(
+    nm: &Nm,
+    adoption: AdoptPlan,
+    choice: &CheckChoice,
+    progress: &Progress,
+) -> Result<Prepared, PrepareError> {
+    progress.step(
+        "found",
+        format!(
+            "{} is a port of {} (profiles '{}' and '{}'), a bridge netbridge did not make: adopting it ({})",
+            adoption.uplink,
+            adoption.bridge,
+            adoption.port_id,
+            adoption.bridge_id,
+            adoption.changes.join(", ")
+        ),
+    );
+    let devices = (adoption.bridge.as_str(), adoption.bridge.as_str());
+    let ips = (&adoption.ipv4, &adoption.ipv6);
+    let proof = prove(nm, choice, progress, ips, devices, adoption.timing.check).await?;
+    Ok(Prepared::Adopt(Box::new(AdoptReady { adoption, proof })))
+}
+
+/// Selects the checks (run once before the change), diagnoses the guest
+/// path and records the host's identity through `devices.0`, the device
+/// that carries the host now; `devices.1` carries it after the change.
+async fn prove(
+    nm: &Nm,
+    choice: &CheckChoice,
+    progress: &Progress,
+    (ipv4, ipv6): (&IpPlan, &IpPlan),
+    (now, then): (&str, &str),
+    check_deadline: std::time::Duration,
+) -> Result<Proof, PrepareError> {
+    let gateways = [ipv4.gateway, ipv6.gateway];
+    let dns: Vec<_> = ipv4.dns.iter().chain(&ipv6.dns).copied().collect();
+    let before = context(&gateways, &dns, now);
     let guest_path = firewall::diagnose().await;
-    report_guest_path(&guest_path, &plan.bridge, progress);
+    report_guest_path(&guest_path, then, progress);
     let mut checks = select_checks(
         &choice.before_and_after(),
         &before,
-        plan.timing.check,
+        check_deadline,
         progress,
     )
     .await?;
     let after = CheckContext {
         nm: Some(nm.clone()),
-        ..context(&gateways, &dns, &plan.bridge)
+        ..context(&gateways, &dns, then)
     };
     if choice.runs_guest_path() {
         checks
@@ -112,27 +182,17 @@ pub async fn prepare(
             .extend(checks::expand(&CheckSpec::GuestPath, &after));
         progress.step(
             "before",
-            format!(
-                "guest-path {}: runs after the change, once {} exists",
-                plan.bridge, plan.bridge
-            ),
+            format!("guest-path {then}: runs after the change, on {then}"),
         );
     }
-    let dhcp_before = if choice.defaults {
-        dhcp_precheck(&plan, progress).await?
-    } else {
-        None
-    };
     let targets = identity::targets(&probe_targets(&checks.probes, &gateways, &dns));
-    let identity_before = identity::gather(nm, &plan.uplink, &targets).await?;
-    Ok(Prepared::Ready(Box::new(Ready {
-        after,
-        plan,
+    let identity_before = identity::gather(nm, now, &targets).await?;
+    Ok(Proof {
         checks,
-        dhcp_before,
         identity_before,
         guest_path,
-    })))
+        after,
+    })
 }
 
 /// For a DHCP uplink: the server that leased its address answers now, or
@@ -212,11 +272,36 @@ pub async fn execute(
         lock,
         progress,
     };
+    let proof = &ready.proof;
     tx.convert(
         &ready.plan,
-        &ready.checks.probes,
-        &ready.after,
-        &ready.identity_before,
+        &proof.checks.probes,
+        &proof.after,
+        &proof.identity_before,
+    )
+    .await
+}
+
+/// Runs the adoption as one transaction.
+pub async fn execute_adoption(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    ready: &AdoptReady,
+    progress: &Progress,
+) -> Result<Outcome, TxError> {
+    let tx = Transaction {
+        nm,
+        store,
+        lock,
+        progress,
+    };
+    let proof = &ready.proof;
+    tx.adopt(
+        &ready.adoption,
+        &proof.checks.probes,
+        &proof.after,
+        &proof.identity_before,
     )
     .await
 }

@@ -34,6 +34,19 @@ impl Marker {
         settings.set(names::USER, "data", data);
     }
 
+    /// Removes netbridge's keys from the profile's user data, keeping the rest.
+    pub fn erase(settings: &mut Settings) -> Result<(), SettingsError> {
+        let mut data: BTreeMap<String, String> = settings.string_map(names::USER, "data")?;
+        data.retain(|k, _| ![UPLINK, PORT, ORIGINAL, ORIGINAL_AUTOCONNECT].contains(&k.as_str()));
+        if data.is_empty() {
+            settings.remove_setting(names::USER);
+        } else {
+            let data: HashMap<String, String> = data.into_iter().collect();
+            settings.set(names::USER, "data", data);
+        }
+        Ok(())
+    }
+
     /// `None` when the profile was not made by netbridge.
     pub fn read(settings: &Settings) -> Result<Option<Marker>, SettingsError> {
         let data: BTreeMap<String, String> = settings.string_map(names::USER, "data")?;
@@ -66,5 +79,8 @@ mod tests {
         assert_eq!(Marker::read(&s), Ok(None));
         marker.write(&mut s);
         assert_eq!(Marker::read(&s), Ok(Some(marker)));
+        Marker::erase(&mut s).unwrap();
+        assert_eq!(Marker::read(&s), Ok(None));
+        assert!(!s.has_setting(names::USER));
     }
 }

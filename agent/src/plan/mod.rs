@@ -13,11 +13,13 @@ use serde::Serialize;
 
 use crate::nm::{ActivationGoal, DefaultMetrics, DeviceInfo, LeaseOptions, NmVersion, ProfileInfo};
 
+mod adopt;
 mod carry;
 mod marker;
 pub mod network;
 pub mod revert;
 
+pub use adopt::{AdoptPlan, AdoptRestore, ControllerFound};
 pub use carry::{hold, LeaseHold};
 pub use marker::Marker;
 
@@ -38,6 +40,8 @@ pub struct Request {
     pub rollback_timeout: Option<u32>,
     /// Overrides the MTU carried over from the uplink.
     pub mtu: Option<u32>,
+    /// Take over a bridge made by hand whose port the uplink already is.
+    pub adopt: bool,
 }
 
 /// What was found on the host, read from NetworkManager.
@@ -55,6 +59,8 @@ pub struct UplinkFound {
     pub active: Option<ActiveProfile>,
     /// The interface this device is a port of, if any.
     pub controller: Option<String>,
+    /// That bridge, its active profile and its ports.
+    pub controller_found: Option<ControllerFound>,
     /// The options of its DHCPv4 and DHCPv6 leases (empty without one).
     pub lease4: LeaseOptions,
     pub lease6: LeaseOptions,
@@ -77,6 +83,8 @@ pub struct ActiveProfile {
 pub struct Ids {
     pub bridge_uuid: String,
     pub port_uuid: String,
+    /// For an adoption: the plain profile made for the uplink.
+    pub original_uuid: String,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -93,6 +101,18 @@ pub enum PlanError {
     Unmanaged { name: String, state: DeviceState },
     #[error("{name} is a {kind} device; netbridge converts ethernet, veth, bond and vlan uplinks")]
     UnsupportedType { name: String, kind: DeviceType },
+    #[error("{uplink} is already a port of {bridge}, a bridge netbridge did not make; `netbridge convert {uplink} --bridge {bridge} --adopt` takes it over (STP off unless --stp on; `netbridge revert {bridge}` then gives back a plain {uplink})")]
+    Foreign { uplink: String, bridge: String },
+    #[error("--adopt: {bridge} has other ports besides the uplink ({}); netbridge adopts a bridge whose only port is the uplink", .ports.join(", "))]
+    AdoptOtherPorts { bridge: String, ports: Vec<String> },
+    #[error("--adopt: {bridge} or its port {uplink} has no active profile; bring both up first")]
+    AdoptInactive { bridge: String, uplink: String },
+    #[error("--adopt: {uplink} is not a port of {bridge}{}; there is nothing to adopt (without --adopt, convert makes a new bridge)", .actual.as_ref().map(|c| format!(" (it is a port of {c})")).unwrap_or_default())]
+    NothingToAdopt {
+        uplink: String,
+        bridge: String,
+        actual: Option<String>,
+    },
     #[error("{name} is already a port of {controller}; detach it first or convert {controller}'s uplink")]
     AlreadyPort { name: String, controller: String },
     #[error(
@@ -121,6 +141,8 @@ pub enum PlanError {
 #[derive(Debug, Clone)]
 pub enum Decision {
     Convert(Box<Plan>),
+    /// Take over the hand-made bridge the uplink is a port of.
+    Adopt(Box<AdoptPlan>),
     /// The uplink is already a port of the requested bridge: nothing to do.
     AlreadyConverted {
         uplink: String,
@@ -211,10 +233,18 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
     }
     validate_bridge_name(&req.bridge)?;
     let uplink = check_uplink(req, found)?;
-    if uplink.controller.as_deref() == Some(req.bridge.as_str()) {
-        return Ok(Decision::AlreadyConverted {
+    if let Some(controller) = uplink
+        .controller_found
+        .as_ref()
+        .filter(|c| c.device.interface == req.bridge)
+    {
+        return in_place(req, found, uplink, controller, ids);
+    }
+    if req.adopt {
+        return Err(PlanError::NothingToAdopt {
             uplink: req.uplink.clone(),
             bridge: req.bridge.clone(),
+            actual: uplink.controller.clone(),
         });
     }
     if let Some(controller) = &uplink.controller {
@@ -247,6 +277,32 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
         });
     }
     Ok(Decision::Convert(Box::new(plan)))
+}
+
+/// The uplink is already a port of the requested bridge: netbridge's own
+/// (nothing to do), one to adopt, or a foreign one to report.
+fn in_place(
+    req: &Request,
+    found: &Found,
+    uplink: &UplinkFound,
+    controller: &ControllerFound,
+    ids: &Ids,
+) -> Result<Decision, PlanError> {
+    if controller.is_netbridge() {
+        return Ok(Decision::AlreadyConverted {
+            uplink: req.uplink.clone(),
+            bridge: req.bridge.clone(),
+        });
+    }
+    if !req.adopt {
+        return Err(PlanError::Foreign {
+            uplink: req.uplink.clone(),
+            bridge: req.bridge.clone(),
+        });
+    }
+    let timing = timing(req)?;
+    adopt::plan_adopt(req, found, uplink, controller, &ids.original_uuid, timing)
+        .map(|plan| Decision::Adopt(Box::new(plan)))
 }
 
 /// Interface names are at most 15 bytes; `/`, `:` and white space are not allowed by

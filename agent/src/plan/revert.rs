@@ -87,6 +87,7 @@ pub fn plan_revert(
         stp: false,
         rollback_timeout,
         mtu: None,
+        adopt: false,
     })
     .map_err(|e| RevertError::Timeout(e.to_string()))?;
     let runtime = found.bridge_device.as_ref();

@@ -92,6 +92,7 @@ fn found_with(settings: Settings) -> Found {
                 saved: settings,
             }),
             controller: None,
+            controller_found: None,
             lease4: LeaseOptions::new(),
             lease6: LeaseOptions::new(),
             metrics: DefaultMetrics::default(),
@@ -106,6 +107,7 @@ fn request() -> Request {
         stp: false,
         rollback_timeout: None,
         mtu: None,
+        adopt: false,
     }
 }
 
@@ -113,6 +115,7 @@ fn ids() -> Ids {
     Ids {
         bridge_uuid: "11111111-1111-4111-8111-111111111111".to_owned(),
         port_uuid: "22222222-2222-4222-8222-222222222222".to_owned(),
+        original_uuid: "33333333-3333-4333-8333-333333333333".to_owned(),
     }
 }
 
@@ -259,18 +262,6 @@ fn dhcp_uplinks_keep_their_mac_and_client_identity() {
 fn veth_without_permanent_mac_falls_back_to_the_current_one() {
     let p = plan(&found_with(static_settings()), &request());
     assert_eq!(p.mac, "AE:FB:62:DB:26:90");
-}
-
-#[test]
-fn a_host_already_converted_is_a_no_op() {
-    let mut found = found_with(static_settings());
-    if let Some(u) = found.uplink.as_mut() {
-        u.controller = Some("br0".to_owned());
-    }
-    assert!(matches!(
-        plan_convert(&request(), &found, &ids()),
-        Ok(Decision::AlreadyConverted { .. })
-    ));
 }
 
 #[test]
@@ -543,4 +534,110 @@ fn slaac_addresses_the_bridge_would_not_get_again_are_refused() {
         }
         other => panic!("expected an IPv6 identity refusal, got {other:?}"),
     }
+}
+
+/// ens32 as the only port of a hand-made br0 (STP on, no marker).
+fn port_of_hand_made_bridge(ports: &[&str], marked: bool) -> Found {
+    let mut found = found_with(static_settings());
+    let mut bridge = device("br0", DeviceType::Bridge);
+    bridge.path = path("/org/freedesktop/NetworkManager/Devices/9");
+    let mut bridge_settings = static_settings();
+    bridge_settings
+        .set(names::CONNECTION, "id", "br0")
+        .set(names::CONNECTION, "uuid", "uuid-br0")
+        .set(names::CONNECTION, "type", "bridge")
+        .set(names::CONNECTION, "interface-name", "br0");
+    if marked {
+        Marker {
+            uplink: "ens32".into(),
+            port_uuid: "p".into(),
+            original_uuid: "o".into(),
+            original_autoconnect: true,
+        }
+        .write(&mut bridge_settings);
+    }
+    let u = uplink_mut(&mut found);
+    u.controller = Some("br0".into());
+    u.controller_found = Some(ControllerFound {
+        device: bridge,
+        active: Some(ActiveProfile {
+            info: profile("br0", Some("br0")),
+            applied: bridge_settings.clone(),
+            saved: bridge_settings,
+        }),
+        ports: ports.iter().map(|p| (*p).to_owned()).collect(),
+    });
+    found
+}
+
+fn adopting() -> Request {
+    Request {
+        adopt: true,
+        ..request()
+    }
+}
+
+#[test]
+fn a_hand_made_bridge_is_foreign_without_adopt_and_ours_is_nothing_to_do() {
+    let found = port_of_hand_made_bridge(&["ens32"], false);
+    assert!(matches!(
+        refused(&found, &request()),
+        PlanError::Foreign { ref bridge, .. } if bridge == "br0"
+    ));
+    let ours = port_of_hand_made_bridge(&["ens32"], true);
+    assert!(matches!(
+        plan_convert(&request(), &ours, &ids()),
+        Ok(Decision::AlreadyConverted { .. })
+    ));
+}
+
+#[test]
+fn adoption_marks_the_bridge_turns_stp_off_and_makes_a_plain_profile_to_go_back_to() {
+    let found = port_of_hand_made_bridge(&["ens32"], false);
+    let Ok(Decision::Adopt(plan)) = plan_convert(&adopting(), &found, &ids()) else {
+        panic!("expected an adoption");
+    };
+    assert_eq!(
+        plan.changes,
+        vec![
+            "STP on → off",
+            "forward delay 15 s → 2 s",
+            "marked as netbridge's"
+        ]
+    );
+    assert_eq!(
+        plan.bridge_after.bool(names::BRIDGE, "stp"),
+        Ok(Some(false))
+    );
+    let marker = Marker::read(&plan.bridge_after).unwrap().expect("marked");
+    assert_eq!(marker.original_uuid, ids().original_uuid);
+    // A profile named ens32 exists already: the plain one gets its own id.
+    assert_eq!(plan.original.id, "ens32-plain");
+    let plain = &plan.original_profile;
+    assert_eq!(
+        plain.bool(names::CONNECTION, "autoconnect"),
+        Ok(Some(false))
+    );
+    assert_eq!(
+        plain.str(names::CONNECTION, "interface-name"),
+        Ok(Some("ens32"))
+    );
+    assert_eq!(plain.str(names::IPV4, "method"), Ok(Some("manual")));
+    // Undone without a checkpoint, the options go back to absent and the mark goes.
+    let restored = plan.restore.apply(&plan.bridge_after).unwrap();
+    assert_eq!(restored.bool(names::BRIDGE, "stp"), Ok(None));
+    assert_eq!(Marker::read(&restored), Ok(None));
+}
+
+#[test]
+fn adoption_is_refused_with_other_ports_or_without_the_uplink_as_a_port() {
+    let found = port_of_hand_made_bridge(&["ens32", "vnet0"], false);
+    assert!(matches!(
+        refused(&found, &adopting()),
+        PlanError::AdoptOtherPorts { ref ports, .. } if ports == &["vnet0".to_owned()]
+    ));
+    assert!(matches!(
+        refused(&found_with(static_settings()), &adopting()),
+        PlanError::NothingToAdopt { actual: None, .. }
+    ));
 }
