@@ -7,63 +7,12 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{device, ipv4, netbridge, status};
-use netbridge_tests::{Guest, Lab, Uplink};
-
-/// udhcpc's hook: configure the lease in the guest namespace only (the
-/// default script would write the machine's /etc/resolv.conf).
-const DHCP_HOOK: &str = r#"#!/bin/sh
-case "$1" in
-  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
-  bound|renew)
-    ip addr add "$ip/$mask" dev "$interface"
-    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
-    echo "$ip" ;;
-esac
-"#;
-
-fn attach(lab: &Lab, bridge: &str, tap: &str) -> Guest {
-    let guest = lab.add_guest(tap);
-    for args in [
-        vec!["ip", "link", "set", tap, "master", bridge],
-        vec!["ip", "link", "set", tap, "up"],
-    ] {
-        let out = lab.host(&args);
-        assert!(out.status.success(), "{args:?}: {out:?}");
-    }
-    guest
-}
+use common::{attach, device, dhcp_lease, guest_pings, ipv4, netbridge, status};
+use netbridge_tests::{Lab, Uplink};
 
 fn create(lab: &Lab, args: &[&str]) {
     let run = netbridge(lab, args);
     assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stdout, run.stderr);
-}
-
-fn dhcp_lease(lab: &Lab, guest: &Guest) -> String {
-    let hook = lab.dir().join(format!("dhcp-hook-{}", guest.ns()));
-    std::fs::write(&hook, DHCP_HOOK).expect("write the hook");
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(&hook)
-        .status()
-        .expect("chmod");
-    let hook = hook.display().to_string();
-    let out = guest.exec([
-        "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", &hook,
-    ]);
-    assert!(out.status.success(), "no DHCP lease: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
-        .unwrap_or_else(|| panic!("no address in udhcpc output: {out:?}"))
-        .to_owned()
-}
-
-fn guest_pings(guest: &Guest, target: &str) -> bool {
-    guest
-        .exec(["ping", "-c", "1", "-W", "2", target])
-        .status
-        .success()
 }
 
 #[test]

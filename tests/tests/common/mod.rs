@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use netbridge_tests::Lab;
+use netbridge_tests::{Guest, Lab};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -188,4 +188,58 @@ pub fn kill_mid_change(lab: &mut Lab, meanwhile: impl FnOnce(&mut Lab)) -> i32 {
     meanwhile(lab);
     signal(dnsmasq, Signal::SIGCONT);
     code
+}
+
+/// udhcpc's hook: configure the lease in the guest namespace only (the
+/// default script would write the machine's /etc/resolv.conf).
+pub const DHCP_HOOK: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "$ip" ;;
+esac
+"#;
+
+/// A guest namespace whose veth `tap` is a port of `bridge`, as libvirt
+/// attaches a VM's tap.
+pub fn attach(lab: &Lab, bridge: &str, tap: &str) -> Guest {
+    let guest = lab.add_guest(tap);
+    for args in [
+        vec!["ip", "link", "set", tap, "master", bridge],
+        vec!["ip", "link", "set", tap, "up"],
+    ] {
+        let out = lab.host(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    guest
+}
+
+/// A DHCP lease for the guest's eth0 (udhcpc), configured in its namespace.
+pub fn dhcp_lease(lab: &Lab, guest: &Guest) -> String {
+    let hook = lab.dir().join(format!("dhcp-hook-{}", guest.ns()));
+    std::fs::write(&hook, DHCP_HOOK).expect("write the hook");
+    std::process::Command::new("chmod")
+        .arg("755")
+        .arg(&hook)
+        .status()
+        .expect("chmod");
+    let hook = hook.display().to_string();
+    let out = guest.exec([
+        "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "10", "-T", "1", "-s", &hook,
+    ]);
+    assert!(out.status.success(), "no DHCP lease: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.parse::<std::net::Ipv4Addr>().is_ok())
+        .unwrap_or_else(|| panic!("no address in udhcpc output: {out:?}"))
+        .to_owned()
+}
+
+pub fn guest_pings(guest: &Guest, target: &str) -> bool {
+    guest
+        .exec(["ping", "-c", "1", "-W", "2", target])
+        .status
+        .success()
 }
