@@ -161,10 +161,12 @@ impl Transaction<'_> {
             check_deadline: plan.timing.check,
         };
         let trial = self.try_out(plan, probes, ctx, before);
-        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
-            self.commit(plan, checkpoint, record).await
-        };
-        self.guarded(record, guard, trial, commit).await
+        let commit = async |record: &mut Record| self.commit(plan, record).await;
+        let outcome = self.guarded(record, guard, trial, commit).await?;
+        if plan.lease.is_some() && matches!(outcome, Outcome::Committed { .. }) {
+            self.release_hold(&plan.bridge).await;
+        }
+        Ok(outcome)
     }
 
     /// A DHCP uplink's address must outlive a DHCP server that stops
@@ -209,7 +211,7 @@ impl Transaction<'_> {
         mut record: Record,
         guard: Guard<'_>,
         trial: impl std::future::Future<Output = Result<Proven, Failure>>,
-        commit: impl AsyncFnOnce(&mut Record, &ObjectPath<'_>) -> Result<(), NmError>,
+        commit: impl AsyncFnOnce(&mut Record) -> Result<String, NmError>,
     ) -> Result<Outcome, TxError> {
         self.store.write(self.lock, &record).await?;
         let checkpoint = self
@@ -222,16 +224,22 @@ impl Transaction<'_> {
             signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
-            Ok(proven) => commit(&mut record, &checkpoint)
+            Ok(proven) => commit(&mut record)
                 .await
-                .map(|()| proven)
+                .map(|done| (proven, done))
                 .map_err(Failure::Commit),
             Err(failure) => Err(failure),
         };
         drop(keepalive);
 
         match verdict {
-            Ok(Proven { checks, identity }) => Ok(Outcome::Committed { checks, identity }),
+            Ok((Proven { checks, identity }, done)) => {
+                // Committed (the journal says so): from here on nothing
+                // undoes the change; what is left is housekeeping.
+                self.finish(&checkpoint).await;
+                self.progress.step("committed", done);
+                Ok(Outcome::Committed { checks, identity })
+            }
             Err(failure) => {
                 self.roll_back(
                     &record,
@@ -242,6 +250,33 @@ impl Transaction<'_> {
                 )
                 .await
             }
+        }
+    }
+
+    /// Destroys the checkpoint of a committed change and clears the journal.
+    /// A failure here never rolls back: the change passed its checks and is
+    /// on disk. A checkpoint NetworkManager lost (it restarted during the
+    /// trial) has nothing left to destroy; anything else stays recorded for
+    /// the next netbridge run (`recover`) to finish.
+    async fn finish(&self, checkpoint: &ObjectPath<'_>) {
+        if let Err(e) = self.nm.checkpoint_destroy(checkpoint).await {
+            let still_armed = match self.nm.checkpoints().await {
+                Ok(all) => all.iter().any(|c| c.as_str() == checkpoint.as_str()),
+                Err(_) => true,
+            };
+            if still_armed {
+                self.progress.step(
+                    "warning",
+                    format!("the change is committed, but its checkpoint could not be destroyed ({e}); run `netbridge recover` before NetworkManager's timer fires"),
+                );
+                return;
+            }
+        }
+        if let Err(e) = self.store.clear(self.lock).await {
+            self.progress.step(
+                "warning",
+                format!("the change is committed; clearing the journal failed ({e}): the next netbridge run finishes it"),
+            );
         }
     }
 
@@ -515,13 +550,8 @@ impl Transaction<'_> {
     }
 
     /// Persists the trial: profiles to disk, the original profile kept with
-    /// autoconnect off, and only then the checkpoint destroyed.
-    async fn commit(
-        &self,
-        plan: &Plan,
-        checkpoint: &ObjectPath<'_>,
-        record: &mut Record,
-    ) -> Result<(), NmError> {
+    /// autoconnect off, the journal marked committed.
+    async fn commit(&self, plan: &Plan, record: &mut Record) -> Result<String, NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
         // The bridge as planned, without the trial's lease hold.
@@ -539,19 +569,10 @@ impl Transaction<'_> {
             .await?;
         record.phase = Phase::Committed;
         self.write(record).await?;
-        self.nm.checkpoint_destroy(checkpoint).await?;
-        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
-        self.progress.step(
-            "committed",
-            format!(
-                "{} and {} saved to disk; profile '{}' kept with autoconnect off (`netbridge revert {}` undoes)",
-                plan.bridge, plan.port_id, plan.original.id, plan.bridge
-            ),
-        );
-        if plan.lease.is_some() {
-            self.release_hold(&plan.bridge).await;
-        }
-        Ok(())
+        Ok(format!(
+            "{} and {} saved to disk; profile '{}' kept with autoconnect off (`netbridge revert {}` undoes)",
+            plan.bridge, plan.port_id, plan.original.id, plan.bridge
+        ))
     }
 
     /// Lets a device run its saved profile again (DHCP only, no static copy
@@ -607,9 +628,7 @@ impl Transaction<'_> {
             check_deadline: plan.timing.check,
         };
         let trial = self.try_adopt(plan, probes, ctx, before);
-        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
-            self.commit_adopt(plan, checkpoint, record).await
-        };
+        let commit = async |record: &mut Record| self.commit_adopt(plan, record).await;
         self.guarded(record, guard, trial, commit).await
     }
 
@@ -687,12 +706,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    async fn commit_adopt(
-        &self,
-        plan: &AdoptPlan,
-        checkpoint: &ObjectPath<'_>,
-        record: &mut Record,
-    ) -> Result<(), NmError> {
+    async fn commit_adopt(&self, plan: &AdoptPlan, record: &mut Record) -> Result<String, NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
         for uuid in [&plan.original.uuid, &plan.bridge_uuid] {
@@ -703,16 +717,10 @@ impl Transaction<'_> {
         }
         record.phase = Phase::Committed;
         self.write(record).await?;
-        self.nm.checkpoint_destroy(checkpoint).await?;
-        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
-        self.progress.step(
-            "committed",
-            format!(
-                "{} is netbridge's now and saved to disk; profile '{}' kept for {} with autoconnect off (`netbridge revert {}` gives back a plain {})",
-                plan.bridge, plan.original.id, plan.uplink, plan.bridge, plan.uplink
-            ),
-        );
-        Ok(())
+        Ok(format!(
+            "{} is netbridge's now and saved to disk; profile '{}' kept for {} with autoconnect off (`netbridge revert {}` gives back a plain {})",
+            plan.bridge, plan.original.id, plan.uplink, plan.bridge, plan.uplink
+        ))
     }
 
     /// Undoes a conversion: the original profile back on the uplink, proven
@@ -746,9 +754,7 @@ impl Transaction<'_> {
             check_deadline: plan.timing.check,
         };
         let trial = self.try_revert(plan, probes, ctx);
-        let commit = async |record: &mut Record, checkpoint: &ObjectPath<'_>| {
-            self.commit_revert(plan, checkpoint, record).await
-        };
+        let commit = async |record: &mut Record| self.commit_revert(plan, record).await;
         self.guarded(record, guard, trial, commit).await
     }
 
@@ -824,9 +830,8 @@ impl Transaction<'_> {
     async fn commit_revert(
         &self,
         plan: &RevertPlan,
-        checkpoint: &ObjectPath<'_>,
         record: &mut Record,
-    ) -> Result<(), NmError> {
+    ) -> Result<String, NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
         let original = self.profile(&plan.original.uuid).await?;
@@ -840,22 +845,16 @@ impl Transaction<'_> {
         }
         record.phase = Phase::Committed;
         self.write(record).await?;
-        self.nm.checkpoint_destroy(checkpoint).await?;
-        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
-        self.progress.step(
-            "committed",
-            format!(
-                "{} and its port profile deleted; profile '{}' saved with autoconnect {}",
-                plan.bridge,
-                plan.original.id,
-                if plan.original.autoconnect {
-                    "on"
-                } else {
-                    "off"
-                }
-            ),
-        );
-        Ok(())
+        Ok(format!(
+            "{} and its port profile deleted; profile '{}' saved with autoconnect {}",
+            plan.bridge,
+            plan.original.id,
+            if plan.original.autoconnect {
+                "on"
+            } else {
+                "off"
+            }
+        ))
     }
 
     async fn run_checks(

@@ -42,6 +42,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Its own report of a failed write would go to stderr with a
+        // panicking print: a closed pipe must not crash a change.
+        .log_internal_errors(false)
         // The journal adds its own timestamps.
         .without_time()
         .init();

@@ -34,5 +34,8 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Its own report of a failed write would go to stderr with a
+        // panicking print: a closed pipe must not crash a change.
+        .log_internal_errors(false)
         .init();
 }

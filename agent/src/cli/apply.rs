@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::output::{run_verb, Exit, Fatal};
+use super::output::{run_verb, say, Exit, Fatal};
 use crate::config;
 use crate::journal::Store;
 use crate::nm::Nm;
@@ -59,7 +59,7 @@ pub async fn run(args: ApplyArgs, state_dir: &Path) -> Exit {
                     .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
-                println!("{:<16} {}{why}", b.name, b.result);
+                say!("{:<16} {}{why}", b.name, b.result);
             }
         }
         done

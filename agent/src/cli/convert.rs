@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{confirm, run_verb, Exit, Fatal};
+use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::journal::Store;
 use crate::nm::Nm;
@@ -198,7 +198,7 @@ async fn convert(
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
-                println!(
+                say!(
                     "{} is now a port of {}, which carries {}; committed in {:.2} s.",
                     plan.uplink,
                     plan.bridge,
@@ -210,9 +210,10 @@ async fn convert(
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
-                println!(
+                say!(
                     "Rolled back: {reason}. {} runs profile '{}' again, as before.",
-                    plan.uplink, plan.original.id
+                    plan.uplink,
+                    plan.original.id
                 );
             }
             ("rolled-back", Exit::RolledBack)
@@ -250,7 +251,7 @@ async fn adopt(
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
-                println!(
+                say!(
                     "{} is netbridge's now ({}); committed in {:.2} s.",
                     plan.bridge,
                     plan.changes.join(", "),
@@ -261,7 +262,7 @@ async fn adopt(
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
-                println!("Rolled back: {reason}. {} runs as before.", plan.bridge);
+                say!("Rolled back: {reason}. {} runs as before.", plan.bridge);
             }
             ("rolled-back", Exit::RolledBack)
         }

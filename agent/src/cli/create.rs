@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{run_verb, Exit, Fatal};
+use super::output::{run_verb, say, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
@@ -133,7 +133,7 @@ async fn create(
         } => ("rolled-back", Exit::RolledBack),
     };
     if !args.json {
-        println!(
+        say!(
             "{}: {result} ({} network {})",
             spec.name,
             spec.mode.as_str(),
@@ -148,6 +148,24 @@ pub(super) fn network_fatal(e: NetworkError) -> Fatal {
     match e {
         NetworkError::Nm(nm) => nm.into(),
         NetworkError::Tx(tx) => tx.into(),
+        // NetworkManager tried and the network did not come up: not a refusal.
+        NetworkError::Activate(f) => Fatal::new(Exit::RolledBack, f.to_string()),
         other => Fatal::new(Exit::BadInput, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transaction::Failure;
+
+    #[test]
+    fn a_failed_activation_is_not_a_refusal() {
+        let failed = network_fatal(NetworkError::Activate(Failure::Verify(vec![
+            "virbr1 lacks the address 192.168.107.1/24".into(),
+        ])));
+        assert_eq!(failed.exit, Exit::RolledBack);
+        let refused = network_fatal(NetworkError::NoSuch("virbr9".into()));
+        assert_eq!(refused.exit, Exit::BadInput);
     }
 }

@@ -3,10 +3,11 @@
 use std::path::Path;
 
 use super::create::network_fatal;
-use super::output::{run_verb, Exit, Fatal};
+use super::output::{run_verb, say, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network;
+use crate::recovery;
 use crate::report::Progress;
 
 #[derive(Debug, clap::Args)]
@@ -43,7 +44,7 @@ pub async fn run(args: DeleteArgs, state_dir: &Path) -> Exit {
             return Ok(("dry-run", Exit::Ok));
         }
         if !args.json {
-            println!("{} deleted.", args.name);
+            say!("{} deleted.", args.name);
         }
         Ok(("deleted", Exit::Ok))
     })
@@ -53,7 +54,11 @@ pub async fn run(args: DeleteArgs, state_dir: &Path) -> Exit {
 async fn delete(args: &DeleteArgs, state_dir: &Path, progress: &Progress) -> Result<(), Fatal> {
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
-    let _lock = store.lock()?;
+    let lock = store.lock()?;
+    // Like every changing verb: an interrupted change is finished or undone first.
+    if !args.dry_run {
+        recovery::recover(&nm, &store, &lock, progress).await?;
+    }
     network::delete(&nm, &args.name, args.dry_run, progress)
         .await
         .map_err(network_fatal)

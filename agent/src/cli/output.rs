@@ -97,6 +97,16 @@ impl From<TxError> for Fatal {
     }
 }
 
+/// `println!` that never panics: a closed stdout (a pipe into `head`, an SSH
+/// session gone) must not crash a change or hide its exit code.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+pub(crate) use say;
+
 /// The machine-readable result every changing verb prints with `--json`:
 /// the same envelope around each verb's own fields.
 #[derive(Debug, Serialize)]
@@ -170,7 +180,7 @@ pub async fn confirm(question: &str, json: bool, show: impl FnOnce()) -> Result<
     if !json {
         show();
     }
-    eprint!("{question} [y/N] ");
+    let _ = write!(std::io::stderr(), "{question} [y/N] ");
     let mut answer = String::new();
     tokio::io::BufReader::new(tokio::io::stdin())
         .read_line(&mut answer)

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{run_verb, Exit, Fatal};
+use super::output::{run_verb, say, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::recovery::{self, Recovered};
@@ -31,7 +31,7 @@ pub async fn run(args: RecoverArgs, state_dir: &Path) -> Exit {
             Some(done) => Ok((done.action, Exit::Ok)),
             None => {
                 if !args.json {
-                    println!("Nothing to recover: no interrupted change is recorded.");
+                    say!("Nothing to recover: no interrupted change is recorded.");
                 }
                 Ok(("nothing", Exit::Ok))
             }

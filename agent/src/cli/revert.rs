@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{confirm, run_verb, Exit, Fatal};
+use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::CheckSpec;
 use crate::journal::Store;
 use crate::nm::Nm;
@@ -114,16 +114,18 @@ async fn revert(
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
-                println!(
+                say!(
                     "{} runs profile '{}' again and {} is gone.",
-                    ready.plan.uplink, ready.plan.original.id, ready.plan.bridge
+                    ready.plan.uplink,
+                    ready.plan.original.id,
+                    ready.plan.bridge
                 );
             }
             ("reverted", Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
-                println!(
+                say!(
                     "Rolled back: {reason}. {} is in place as before.",
                     ready.plan.bridge
                 );
@@ -138,8 +140,8 @@ async fn revert(
 
 fn describe(ready: &Ready) {
     let plan = &ready.plan;
-    println!("Plan: revert {} to {}", plan.bridge, plan.uplink);
-    println!(
+    say!("Plan: revert {} to {}", plan.bridge, plan.uplink);
+    say!(
         "  uplink    {} runs profile '{}' ({}) again, autoconnect {}",
         plan.uplink,
         plan.original.id,
@@ -156,8 +158,8 @@ fn describe(ready: &Ready) {
         .iter()
         .map(ToString::to_string)
         .collect();
-    println!("  ipv4      {} {}", plan.ipv4.method, addrs.join(", "));
-    println!(
+    say!("  ipv4      {} {}", plan.ipv4.method, addrs.join(", "));
+    say!(
         "  deleted   profiles of {} and its port, after the checks pass",
         plan.bridge
     );
@@ -167,7 +169,7 @@ fn describe(ready: &Ready) {
         .iter()
         .map(ToString::to_string)
         .collect();
-    println!(
+    say!(
         "  checks    {}",
         if checks.is_empty() {
             "none".to_owned()

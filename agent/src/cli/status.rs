@@ -6,7 +6,7 @@ use std::path::Path;
 use netbridge_dbus::state::DeviceType;
 use serde::Serialize;
 
-use super::output::{print_error, print_json, Exit, Fatal};
+use super::output::{print_error, print_json, say, Exit, Fatal};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
@@ -249,28 +249,34 @@ fn port_state(raw: Option<&str>) -> &'static str {
 }
 
 fn print_table(status: &Status) {
-    println!("NetworkManager {}", status.networkmanager.version);
-    println!(
+    say!("NetworkManager {}", status.networkmanager.version);
+    say!(
         "{:<12} {:<9} {:<12} {:<20} {:<18} {:<20} {:<16} DNS",
-        "DEVICE", "TYPE", "STATE", "PROFILE", "MAC", "IPV4", "GATEWAY"
+        "DEVICE",
+        "TYPE",
+        "STATE",
+        "PROFILE",
+        "MAC",
+        "IPV4",
+        "GATEWAY"
     );
     for d in &status.devices {
         print_device(d);
     }
     if !status.configured.is_empty() {
-        println!("\nCONFIGURED       LAST RESULT");
+        say!("\nCONFIGURED       LAST RESULT");
         for (name, last) in &status.configured {
             let why = last
                 .reason
                 .as_deref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            println!("{name:<16} {}{why}", last.result);
+            say!("{name:<16} {}{why}", last.result);
         }
     }
     print_guest_path(&status.guest_path);
     if let Some(change) = &status.unfinished_change {
-        println!(
+        say!(
             "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
             change.pid, change.phase
         );
@@ -278,22 +284,22 @@ fn print_table(status: &Status) {
 }
 
 fn print_guest_path(d: &Diagnosis) {
-    println!("\nGUEST PATH       {}", d.meaning());
+    say!("\nGUEST PATH       {}", d.meaning());
     let nf = |v: Option<bool>| match v {
         Some(true) => "on",
         Some(false) => "off",
         None => "unknown",
     };
-    println!(
+    say!(
         "  bridge netfilter  {} (iptables), {} (ip6tables)",
         nf(d.bridge_nf_call_iptables),
         nf(d.bridge_nf_call_ip6tables)
     );
     if d.forward.is_empty() {
-        println!("  forward           no forward chains");
+        say!("  forward           no forward chains");
     }
     for c in &d.forward {
-        println!(
+        say!(
             "  forward           {} {} {} ({}): policy {}, {} rules",
             c.family,
             c.table,
@@ -304,10 +310,10 @@ fn print_guest_path(d: &Diagnosis) {
         );
     }
     if !d.docker_chains.is_empty() {
-        println!("  docker            {}", d.docker_chains.join(", "));
+        say!("  docker            {}", d.docker_chains.join(", "));
     }
     for c in &d.bridge_filters {
-        println!(
+        say!(
             "  bridge filter     {} {} {} ({}): hook {}, policy {}, {} rules",
             c.family,
             c.table,
@@ -319,10 +325,10 @@ fn print_guest_path(d: &Diagnosis) {
         );
     }
     for u in &d.unknown {
-        println!("  unknown           {u}");
+        say!("  unknown           {u}");
     }
     if let Some(cause) = d.blocking_cause() {
-        println!(
+        say!(
             "  warning           {cause}; accept a bridge's own traffic, e.g. `{}`",
             d.way_out("br0")
         );
@@ -332,7 +338,7 @@ fn print_guest_path(d: &Diagnosis) {
 fn print_device(d: &DeviceStatus) {
     let dev = &d.device;
     let profile = d.profile.as_ref().map_or("--", |p| p.id.as_str());
-    println!(
+    say!(
         "{:<12} {:<9} {:<12} {:<20} {:<18} {:<20} {:<16} {}",
         dev.interface,
         dev.device_type.as_str(),
@@ -344,20 +350,20 @@ fn print_device(d: &DeviceStatus) {
         join(&dev.ipv4.dns),
     );
     if let Some(ipv6) = ipv6_line(&dev.ipv6) {
-        println!("{:<12} ipv6 {ipv6}", "");
+        say!("{:<12} ipv6 {ipv6}", "");
     }
     if let Some(controller) = &d.controller {
-        println!("{:<12} port of {controller}", "");
+        say!("{:<12} port of {controller}", "");
     }
     match &d.netbridge {
         Some(Made::Convert { uplink, .. }) => {
-            println!("{:<12} converted from {uplink} by netbridge", "")
+            say!("{:<12} converted from {uplink} by netbridge", "")
         }
         Some(Made::Create {
             mode,
             address,
             dhcp_range,
-        }) => println!(
+        }) => say!(
             "{:<12} {mode} network {address}, dhcp {}",
             "",
             dhcp_range.as_deref().unwrap_or(if mode == "nat" {
@@ -374,7 +380,7 @@ fn print_device(d: &DeviceStatus) {
             .iter()
             .map(|p| format!("{} ({})", p.name, p.state))
             .collect();
-        println!(
+        say!(
             "{:<12} stp {}, ports: {}",
             "",
             if bridge.stp { "on" } else { "off" },

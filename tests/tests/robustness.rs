@@ -1,0 +1,103 @@
+//! Defects that once turned a sound change into a crash or an undone
+//! commit, each reproduced against a real NetworkManager in a lab.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{device, ipv4, netbridge, signal, status, Running};
+use netbridge_tests::{Lab, Uplink};
+use nix::sys::signal::Signal;
+
+/// No journal entry left and no profile only in memory: the change either
+/// happened or did not.
+fn settled(lab: &Lab) {
+    let journal = lab.state_dir().join("journal.json");
+    assert!(!journal.exists(), "an unfinished change is recorded");
+    let snap = lab.snapshot();
+    let in_memory: Vec<_> = snap
+        .profiles
+        .keys()
+        .filter(|p| p.starts_with("run/") && !p.contains("/lo."))
+        .collect();
+    assert!(
+        in_memory.is_empty(),
+        "profiles only in memory: {in_memory:?}"
+    );
+}
+
+#[test]
+fn a_closed_log_pipe_never_crashes_a_change() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    let script = format!(
+        "set -o pipefail; NETBRIDGE_LOG=debug {} convert ens32 --yes 2>&1 | head -3 >/dev/null",
+        netbridge_bin.display()
+    );
+    let out = lab.host(["bash", "-c", &script]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "netbridge's own exit, through the pipe: {out:?}"
+    );
+    settled(&lab);
+    let s = status(&lab);
+    assert_eq!(ipv4(&s, "br0"), ["172.25.250.10/24"], "committed");
+    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+}
+
+#[test]
+fn a_commit_after_networkmanager_lost_the_checkpoint_is_not_undone() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--no-guest-check",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("identity", Duration::from_secs(20));
+    // NetworkManager restarts while the check waits: the checkpoint is gone,
+    // the in-memory trial survives, the check then passes.
+    lab.restart_nm().expect("restart NetworkManager");
+    signal(dnsmasq, Signal::SIGCONT);
+    let (code, output) = run.finish();
+    assert_eq!(
+        code, 0,
+        "a change that passed its checks stays committed:\n{output}"
+    );
+    assert!(!output.contains("rolling back"), "{output}");
+    settled(&lab);
+    assert_eq!(ipv4(&status(&lab), "br0"), ["172.25.250.10/24"]);
+}
+
+#[test]
+fn delete_finishes_an_interrupted_change_first_like_every_changing_verb() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let code = common::kill_mid_change(&mut lab, |lab| {
+        lab.restart_nm().expect("restart NetworkManager");
+    });
+    assert_eq!(code, -1, "killed");
+    let journal = lab.state_dir().join("journal.json");
+    assert!(journal.exists(), "the interrupted change is recorded");
+    let run = netbridge(&lab, &["delete", "virbr9", "--json"]);
+    assert_eq!(run.code, 2, "no such network: {}", run.stdout);
+    let doc = run.json();
+    let steps = doc["steps"].to_string();
+    assert!(steps.contains("recovering"), "recovery ran first: {steps}");
+    settled(&lab);
+    assert_eq!(ipv4(&status(&lab), "ens32"), ["172.25.250.10/24"], "undone");
+}
