@@ -71,7 +71,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         tracing::warn!("{e}; applying the configuration anyway");
     }
     let store = Store::new(&options.state_dir);
-    let stopping = watch_stop();
+    let stopping = crate::transaction::watch_stop();
     let status = apply_config(&nm, &store, &options, &stopping).await;
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     loop {
@@ -95,27 +95,6 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     notify(&[NotifyState::Stopping]);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Set when a stop was asked for, so no further bridge is started; the
-/// transaction in flight handles the signal itself (it rolls back).
-fn watch_stop() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let setter = Arc::clone(&flag);
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        setter.store(true, Ordering::SeqCst);
-    });
-    flag
 }
 
 fn notify(states: &[NotifyState]) {

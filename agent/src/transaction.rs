@@ -8,6 +8,8 @@
 //! run undo the change; if the power fails, nothing was written to disk yet
 //! and the old configuration boots.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnetwork::IpNetwork;
@@ -304,9 +306,16 @@ impl Transaction<'_> {
                 return Err(TxError::Checkpoint(e));
             }
         };
-        let created_ms = self.nm.checkpoint_created(&checkpoint).await.unwrap_or(0);
-        record.checkpoint = Some((checkpoint.to_string(), created_ms));
-        self.store.write(self.lock, record).await?;
+        // Without its creation time the record could never match the
+        // checkpoint again; left unrecorded, recovery finds it by its device
+        // and by being newer than the journal entry.
+        match self.nm.checkpoint_created(&checkpoint).await {
+            Ok(created_ms) => {
+                record.checkpoint = Some((checkpoint.to_string(), created_ms));
+                self.store.write(self.lock, record).await?;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the checkpoint's creation time"),
+        }
         self.progress.step(
             "checkpoint",
             format!(
@@ -1101,6 +1110,20 @@ impl Drop for Keepalive {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Set when a stop was asked for (SIGINT, SIGTERM), so no further bridge is
+/// started; the transaction in flight handles the signal itself (it rolls
+/// back). Without this, a multi-bridge run would start the next bridge after
+/// the first rolled back on Ctrl-C: tokio's handlers replace the default.
+pub fn watch_stop() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let setter = Arc::clone(&flag);
+    tokio::spawn(async move {
+        interrupted().await;
+        setter.store(true, Ordering::SeqCst);
+    });
+    flag
 }
 
 /// Resolves when the operator or the service manager asks netbridge to stop.

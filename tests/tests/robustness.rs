@@ -101,3 +101,40 @@ fn delete_finishes_an_interrupted_change_first_like_every_changing_verb() {
     settled(&lab);
     assert_eq!(ipv4(&status(&lab), "ens32"), ["172.25.250.10/24"], "undone");
 }
+
+#[test]
+fn ctrl_c_during_a_multi_bridge_apply_stops_before_the_next_bridge() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let config = lab.dir().join("two-bridges.toml");
+    std::fs::write(
+        &config,
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nchecks = [\"dns:gw.lab\"]\n\n\
+         [[bridge]]\nname = \"virbr1\"\nmode = \"nat\"\naddress = \"192.168.107.1/24\"\n",
+    )
+    .expect("write the configuration");
+    let before = lab.snapshot();
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let config = config.display().to_string();
+    let mut run = Running::start(&lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // br0 sits in its DNS check when Ctrl-C arrives.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("identity", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGINT);
+    let (code, output) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains("interrupted by SIGINT"), "{output}");
+    assert!(
+        !output.contains("virbr1 (") || output.contains("virbr1 and the rest not started"),
+        "virbr1 is never started:\n{output}"
+    );
+    settled(&lab);
+    assert!(
+        device(&status(&lab), "virbr1").is_none(),
+        "no NAT network made"
+    );
+    assert_eq!(lab.snapshot(), before, "the host as it was");
+}

@@ -95,7 +95,8 @@ async fn apply(
     let options = ApplyOptions {
         dry_run: args.dry_run,
         retry_failed: true,
-        stop: None,
+        // Ctrl-C or SIGTERM: the bridge in flight rolls back, no next one starts.
+        stop: Some(crate::transaction::watch_stop()),
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     Ok(summarize(&report.bridges, args.dry_run))
