@@ -79,7 +79,17 @@ pub enum Change {
         uplink: String,
         bridge_uuid: String,
         created: Vec<String>,
-        restore: crate::plan::AdoptRestore,
+        restore: crate::plan::OptionsRestore,
+    },
+    /// A modification in place: netbridge's bridge (and its port, for the
+    /// MTU) given the declared options in memory.
+    Modify {
+        bridge: String,
+        uplink: String,
+        bridge_uuid: String,
+        port_uuid: String,
+        restore: crate::plan::OptionsRestore,
+        port_restore: Option<crate::plan::OptionsRestore>,
     },
     /// `revert`: the original profile back on the uplink; bridge and port profiles to delete.
     Revert {
@@ -96,6 +106,7 @@ impl Change {
         match self {
             Change::Convert { .. } => "convert",
             Change::Adopt { .. } => "adopt",
+            Change::Modify { .. } => "modify",
             Change::Revert { .. } => "revert",
             Change::Create { .. } => "create",
         }
@@ -106,6 +117,7 @@ impl Change {
         match self {
             Change::Convert { uplink, .. }
             | Change::Adopt { uplink, .. }
+            | Change::Modify { uplink, .. }
             | Change::Revert { uplink, .. } => Some(uplink),
             Change::Create { .. } => None,
         }
@@ -115,6 +127,7 @@ impl Change {
         match self {
             Change::Convert { bridge, .. }
             | Change::Adopt { bridge, .. }
+            | Change::Modify { bridge, .. }
             | Change::Revert { bridge, .. }
             | Change::Create { bridge, .. } => bridge,
         }

@@ -153,8 +153,43 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
             } else {
                 // Without the checkpoint the in-memory changes must be
                 // written back by hand: the options as they were, no mark.
-                restore_adopted(nm, bridge, bridge_uuid, restore, progress).await
+                restore_options(nm, bridge, bridge_uuid, restore).await?;
+                progress.step(
+                    "cleanup",
+                    format!("{bridge}'s profile has its options back and is no longer netbridge's"),
+                );
+                Ok(())
             }
+        }
+        Change::Modify {
+            bridge,
+            uplink,
+            bridge_uuid,
+            port_uuid,
+            restore,
+            port_restore,
+        } => {
+            if rolled_back {
+                persist_if_unsaved(nm, bridge_uuid).await?;
+                persist_if_unsaved(nm, port_uuid).await?;
+            } else {
+                if let Some(port_restore) = port_restore {
+                    restore_options(nm, uplink, port_uuid, port_restore).await?;
+                }
+                restore_options(nm, bridge, bridge_uuid, restore).await?;
+            }
+            // The port first: a bridge's MTU cannot exceed its port's.
+            let links = [(uplink, port_restore.as_ref()), (bridge, Some(restore))];
+            for (iface, restore) in links {
+                if let Some(mtu) = restore.and_then(|r| r.link_mtu) {
+                    set_link_mtu(nm, iface, mtu).await?;
+                }
+            }
+            progress.step(
+                "cleanup",
+                format!("{bridge}'s options are back as they were"),
+            );
+            Ok(())
         }
         Change::Create { bridge, uuid } => {
             remove_profiles(nm, std::slice::from_ref(uuid), progress).await?;
@@ -192,12 +227,31 @@ async fn persist_if_unsaved(nm: &Nm, uuid: &str) -> Result<(), NmError> {
     Ok(())
 }
 
-async fn restore_adopted(
+/// Sets a link's MTU in place through what its device runs with (not its
+/// profile): the value it had before a change that NetworkManager, with
+/// the profile's MTU back at "auto", would otherwise leave.
+async fn set_link_mtu(nm: &Nm, iface: &str, mtu: u32) -> Result<(), NmError> {
+    let Some(device) = nm.device_by_iface(iface).await? else {
+        return Ok(());
+    };
+    let (applied, version) = match nm.applied_versioned(&device).await {
+        Ok(applied) => applied,
+        // Not running a profile: nothing to put back in place.
+        Err(e) if e.is_gone() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut applied = crate::plan::without_legacy_forms(&applied)?;
+    applied.set(names::ETHERNET, "mtu", mtu);
+    nm.reapply_settings(&device, &applied, version).await
+}
+
+/// Writes the recorded options back to a profile on disk and applies them
+/// to its device in place.
+async fn restore_options(
     nm: &Nm,
-    bridge: &str,
+    iface: &str,
     uuid: &str,
-    restore: &crate::plan::AdoptRestore,
-    progress: &Progress,
+    restore: &crate::plan::OptionsRestore,
 ) -> Result<(), NmError> {
     let Some(path) = nm.profile_by_uuid(uuid).await? else {
         return Ok(());
@@ -205,7 +259,7 @@ async fn restore_adopted(
     let settings = restore.apply(&nm.profile_settings(&path).await?)?;
     nm.update_profile(&path, Some(&settings), Update2Flags::TO_DISK)
         .await?;
-    if let Some(device) = nm.device_by_iface(bridge).await? {
+    if let Some(device) = nm.device_by_iface(iface).await? {
         match nm.reapply(&device).await {
             Ok(()) => {}
             // Not running the profile: nothing to put back in place.
@@ -213,10 +267,6 @@ async fn restore_adopted(
             Err(e) => return Err(e),
         }
     }
-    progress.step(
-        "cleanup",
-        format!("{bridge}'s profile has its options back and is no longer netbridge's"),
-    );
     Ok(())
 }
 

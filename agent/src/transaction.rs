@@ -24,7 +24,7 @@ use crate::identity::{self, Identity, Proof};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{ActivationGoal, DeviceInfo, Family, Nm, NmError};
 use crate::plan::revert::RevertPlan;
-use crate::plan::{AdoptPlan, IpPlan, Plan};
+use crate::plan::{AdoptPlan, IpPlan, ModifyPlan, Plan};
 use crate::recovery;
 use crate::report::Progress;
 use crate::verify;
@@ -109,6 +109,17 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// How long the bridge's DHCP client gets to renew the uplink's lease: the
 /// server answered the uplink moments before, and its address is held meanwhile.
 const LEASE: Duration = Duration::from_secs(20);
+
+/// What a reconfigured bridge must show.
+struct Reconfigured<'p> {
+    bridge: &'p str,
+    uplink: &'p str,
+    uplink_path: &'p OwnedObjectPath,
+    ipv4: &'p IpPlan,
+    ipv6: &'p IpPlan,
+    stp: bool,
+    mtu: Option<u32>,
+}
 
 /// What a trial proved.
 pub struct Proven {
@@ -653,19 +664,9 @@ impl Transaction<'_> {
             .add_profile(&plan.original_profile, trial)
             .await
             .map_err(Failure::Apply)?;
-        let bridge = self
-            .profile(&plan.bridge_uuid)
-            .await
-            .map_err(Failure::Apply)?;
-        self.nm
-            .update_profile(&bridge, Some(&plan.bridge_after), Update2Flags::IN_MEMORY)
-            .await
-            .map_err(Failure::Apply)?;
         // STP, its timers and the MTU change in place: no re-activation, no outage.
-        self.nm
-            .reapply(&plan.bridge_path)
-            .await
-            .map_err(Failure::Apply)?;
+        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
+            .await?;
         self.progress.step(
             "adopted",
             format!(
@@ -676,7 +677,17 @@ impl Transaction<'_> {
                 plan.uplink
             ),
         );
-        self.verify_adopted(plan).await.map_err(Failure::Verify)?;
+        self.verify_reconfigured(Reconfigured {
+            bridge: &plan.bridge,
+            uplink: &plan.uplink,
+            uplink_path: &plan.uplink_path,
+            ipv4: &plan.ipv4,
+            ipv6: &plan.ipv6,
+            stp: plan.stp,
+            mtu: None,
+        })
+        .await
+        .map_err(Failure::Verify)?;
         let proof = self.prove_identity(before, &plan.bridge).await?;
         self.progress.step("identity", identity::summary(&proof));
         let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
@@ -686,46 +697,156 @@ impl Transaction<'_> {
         })
     }
 
-    /// The bridge still carries its addresses, with the uplink as its port,
-    /// and the kernel runs the declared spanning tree setting.
-    async fn verify_adopted(&self, plan: &AdoptPlan) -> Result<(), Vec<String>> {
-        self.settled(&plan.bridge, SETTLE, |bridge| {
-            let mut problems = verify::carries(bridge, &plan.ipv4, &plan.ipv6);
-            if !bridge.port_paths.contains(&plan.uplink_path) {
-                problems.push(format!("{} is not a port of {}", plan.uplink, plan.bridge));
+    /// The bridge still carries its addresses with the uplink as its port,
+    /// and the kernel runs the declared STP setting and MTU (sysfs).
+    async fn verify_reconfigured(&self, want: Reconfigured<'_>) -> Result<(), Vec<String>> {
+        let bridge = want.bridge;
+        self.settled(bridge, SETTLE, |device| {
+            let mut problems = verify::carries(device, want.ipv4, want.ipv6);
+            if !device.port_paths.contains(want.uplink_path) {
+                problems.push(format!("{} is not a port of {bridge}", want.uplink));
+            }
+            if let Some(mtu) = want.mtu.filter(|m| *m != device.mtu) {
+                problems.push(format!("{bridge} has MTU {}, declared {mtu}", device.mtu));
             }
             problems
         })
         .await?;
-        let path = format!("/sys/class/net/{}/bridge/stp_state", plan.bridge);
+        let path = format!("/sys/class/net/{bridge}/bridge/stp_state");
         let state = tokio::fs::read_to_string(&path)
             .await
             .map_err(|e| vec![format!("reading {path}: {e}")])?;
-        as_result(verify::stp(&plan.bridge, state.trim(), plan.stp))?;
+        as_result(verify::stp(bridge, state.trim(), want.stp))?;
         self.progress.step(
             "verified",
             format!(
-                "{} keeps {} with {} as its port; STP {} in the kernel",
-                plan.bridge,
-                list(&plan.ipv4.addresses),
-                plan.uplink,
-                if plan.stp { "on" } else { "off" }
+                "{bridge} keeps {} with {} as its port; STP {} in the kernel",
+                list(&want.ipv4.addresses),
+                want.uplink,
+                if want.stp { "on" } else { "off" }
             ),
         );
         Ok(())
     }
 
-    async fn commit_adopt(&self, plan: &AdoptPlan, record: &mut Record) -> Result<String, NmError> {
+    /// Brings netbridge's bridge to the declared options in place (Update2
+    /// in memory and Reapply: no re-activation), proven like a conversion,
+    /// or leaves it as it was.
+    pub async fn modify(
+        &self,
+        plan: &ModifyPlan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Outcome, TxError> {
+        let record = Record::new(Change::Modify {
+            bridge: plan.bridge.clone(),
+            uplink: plan.uplink.clone(),
+            bridge_uuid: plan.bridge_uuid.clone(),
+            port_uuid: plan.port_uuid.clone(),
+            restore: plan.restore.clone(),
+            port_restore: plan.port_restore.clone(),
+        });
+        let devices = [plan.uplink_path.clone(), plan.bridge_path.clone()];
+        let what = format!("{} and {}", plan.uplink, plan.bridge);
+        let guard = Guard {
+            devices: &devices,
+            timeout: plan.timing.rollback_timeout,
+            what: &what,
+            probes,
+            ctx,
+            check_deadline: plan.timing.check,
+        };
+        let trial = self.try_modify(plan, probes, ctx, before);
+        let commit = async |record: &mut Record| {
+            let mut profiles = vec![plan.bridge_uuid.as_str()];
+            if plan.port_after.is_some() {
+                profiles.push(plan.port_uuid.as_str());
+            }
+            self.persist(record, &profiles).await?;
+            Ok(format!(
+                "{} saved to disk: {}",
+                plan.bridge,
+                plan.changes.join(", ")
+            ))
+        };
+        self.guarded(record, guard, trial, commit).await
+    }
+
+    async fn try_modify(
+        &self,
+        plan: &ModifyPlan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Proven, Failure> {
+        // The port first: its MTU caps the bridge's.
+        if let Some(port_after) = &plan.port_after {
+            self.reconfigure(&plan.port_uuid, port_after, &plan.uplink_path)
+                .await?;
+        }
+        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
+            .await?;
+        self.progress.step(
+            "modified",
+            format!(
+                "{}: {} (in memory only, applied in place)",
+                plan.bridge,
+                plan.changes.join(", ")
+            ),
+        );
+        self.verify_reconfigured(Reconfigured {
+            bridge: &plan.bridge,
+            uplink: &plan.uplink,
+            uplink_path: &plan.uplink_path,
+            ipv4: &plan.ipv4,
+            ipv6: &plan.ipv6,
+            stp: plan.stp,
+            mtu: plan.mtu,
+        })
+        .await
+        .map_err(Failure::Verify)?;
+        let proof = self.prove_identity(before, &plan.bridge).await?;
+        self.progress.step("identity", identity::summary(&proof));
+        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
+        Ok(Proven {
+            checks,
+            identity: Some(proof),
+        })
+    }
+
+    /// A profile's new settings in memory, applied to its device in place.
+    async fn reconfigure(
+        &self,
+        uuid: &str,
+        settings: &Settings,
+        device: &ObjectPath<'_>,
+    ) -> Result<(), Failure> {
+        let profile = self.profile(uuid).await.map_err(Failure::Apply)?;
+        self.nm
+            .update_profile(&profile, Some(settings), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm.reapply(device).await.map_err(Failure::Apply)
+    }
+
+    /// Marks the journal committing, saves the profiles, marks it committed.
+    async fn persist(&self, record: &mut Record, uuids: &[&str]) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
-        for uuid in [&plan.original.uuid, &plan.bridge_uuid] {
+        for uuid in uuids {
             let path = self.profile(uuid).await?;
             self.nm
                 .update_profile(&path, None, Update2Flags::TO_DISK)
                 .await?;
         }
         record.phase = Phase::Committed;
-        self.write(record).await?;
+        self.write(record).await
+    }
+
+    async fn commit_adopt(&self, plan: &AdoptPlan, record: &mut Record) -> Result<String, NmError> {
+        self.persist(record, &[&plan.original.uuid, &plan.bridge_uuid])
+            .await?;
         Ok(format!(
             "{} is netbridge's now and saved to disk; profile '{}' kept for {} with autoconnect off (`netbridge revert {}` gives back a plain {})",
             plan.bridge, plan.original.id, plan.uplink, plan.bridge, plan.uplink

@@ -5,11 +5,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::options::BridgeOptionArgs;
 use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::operations::convert::{self, AdoptReady, Prepared, Ready};
+use crate::operations::convert::{self, InPlace, InPlaceReady, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
@@ -67,10 +68,8 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub rollback_timeout: Option<u32>,
 
-    /// Spanning tree on the bridge. Off by default: with a single uplink it
-    /// only delays forwarding by about 30 s.
-    #[arg(long, value_enum, default_value_t = OnOff::Off)]
-    pub stp: OnOff,
+    #[command(flatten)]
+    pub options: BridgeOptionArgs,
 
     /// Show what would be done, and the equivalent nmcli commands; change nothing.
     #[arg(long)]
@@ -90,12 +89,6 @@ pub struct ConvertArgs {
     pub yes: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OnOff {
-    On,
-    Off,
-}
-
 pub(super) fn parse_timeout(text: &str) -> Result<u32, String> {
     let value: u32 = text
         .parse()
@@ -113,7 +106,7 @@ struct Report {
     #[serde(flatten)]
     ready: Option<Ready>,
     #[serde(flatten)]
-    adoption: Option<AdoptReady>,
+    in_place: Option<InPlaceReady>,
     nmcli: Vec<String>,
     outcome: Option<Outcome>,
 }
@@ -124,7 +117,7 @@ pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
         bridge: args.bridge.clone(),
         recovered: None,
         ready: None,
-        adoption: None,
+        in_place: None,
         nmcli: Vec::new(),
         outcome: None,
     };
@@ -157,9 +150,8 @@ async fn convert(
     let request = Request {
         uplink: args.uplink.clone(),
         bridge: args.bridge.clone(),
-        stp: args.stp == OnOff::On,
+        options: args.options.options()?,
         rollback_timeout: args.rollback_timeout,
-        mtu: None,
         adopt: args.adopt,
     };
     let choice = CheckChoice {
@@ -170,8 +162,8 @@ async fn convert(
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
         Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
         Prepared::Ready(ready) => *ready,
-        Prepared::Adopt(ready) => {
-            return adopt(args, &nm, (&store, &lock), *ready, progress, report).await
+        Prepared::InPlace(ready) => {
+            return in_place(args, &nm, (&store, &lock), *ready, progress, report).await
         }
     };
     report.nmcli = ready.plan.nmcli_commands();
@@ -224,37 +216,45 @@ async fn convert(
     Ok(done)
 }
 
-/// The adoption's own confirmation, run and report.
-async fn adopt(
+/// An adoption's or a modification's own confirmation, run and report.
+async fn in_place(
     args: &ConvertArgs,
     nm: &Nm,
     (store, lock): (&Store, &crate::journal::Lock),
-    ready: AdoptReady,
+    ready: InPlaceReady,
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(&'static str, Exit), Fatal> {
-    let plan = &ready.adoption;
-    let show = || print_adoption(plan, &ready.proof.checks.probes);
+    let change = &ready.change;
+    let show = || print_in_place(change, &ready.proof.checks.probes);
     if args.dry_run {
         if !args.json {
             show();
         }
-        report.adoption = Some(ready);
+        report.in_place = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let question = format!("Adopt {} (port {}) now?", plan.bridge, plan.uplink);
+    let verb = match change {
+        InPlace::Adopt(_) => "Adopt",
+        InPlace::Modify(_) => "Change",
+    };
+    let question = format!(
+        "{verb} {} ({}) now?",
+        change.bridge(),
+        change.changes().join(", ")
+    );
     if !args.yes && !confirm(&question, args.json, show).await? {
-        report.adoption = Some(ready);
+        report.in_place = Some(ready);
         return Ok(("declined", Exit::BadInput));
     }
-    let outcome = convert::execute_adoption(nm, store, lock, &ready, progress).await?;
+    let outcome = convert::execute_in_place(nm, store, lock, &ready, progress).await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
                 say!(
-                    "{} is netbridge's now ({}); committed in {:.2} s.",
-                    plan.bridge,
-                    plan.changes.join(", "),
+                    "{} is as declared now ({}); committed in {:.2} s.",
+                    ready.change.bridge(),
+                    ready.change.changes().join(", "),
                     progress.elapsed()
                 );
             }
@@ -262,32 +262,44 @@ async fn adopt(
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
-                say!("Rolled back: {reason}. {} runs as before.", plan.bridge);
+                say!(
+                    "Rolled back: {reason}. {} runs as before.",
+                    ready.change.bridge()
+                );
             }
             ("rolled-back", Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
-    report.adoption = Some(ready);
+    report.in_place = Some(ready);
     Ok(done)
 }
 
-fn print_adoption(plan: &plan::AdoptPlan, probes: &[Probe]) {
-    let mut out = std::io::stdout().lock();
+fn print_in_place(change: &InPlace, probes: &[Probe]) {
     let checks: Vec<String> = probes.iter().map(ToString::to_string).collect();
-    let _ = writeln!(
-        out,
-        "Plan: adopt {} (profile '{}', port {} with profile '{}')\n  changes   {}\n  revert    profile '{}' made for {} (autoconnect off), which `netbridge revert {}` brings back\n  checks    {}",
-        plan.bridge,
-        plan.bridge_id,
-        plan.uplink,
-        plan.port_id,
-        plan.changes.join(", "),
-        plan.original.id,
-        plan.uplink,
-        plan.bridge,
-        if checks.is_empty() { "none".to_owned() } else { checks.join(", ") }
-    );
+    let checks = if checks.is_empty() {
+        "none".to_owned()
+    } else {
+        checks.join(", ")
+    };
+    match change {
+        InPlace::Adopt(plan) => say!(
+            "Plan: adopt {} (profile '{}', port {} with profile '{}')\n  changes   {}\n  revert    profile '{}' made for {} (autoconnect off), which `netbridge revert {}` brings back\n  checks    {checks}",
+            plan.bridge,
+            plan.bridge_id,
+            plan.uplink,
+            plan.port_id,
+            plan.changes.join(", "),
+            plan.original.id,
+            plan.uplink,
+            plan.bridge
+        ),
+        InPlace::Modify(plan) => say!(
+            "Plan: change {} in place (Reapply, no re-activation)\n  changes   {}\n  checks    {checks}",
+            plan.bridge,
+            plan.changes.join(", ")
+        ),
+    }
 }
 
 fn addresses(plan: &Plan) -> String {

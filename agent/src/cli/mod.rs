@@ -4,6 +4,7 @@ mod apply;
 mod convert;
 mod create;
 mod delete;
+mod options;
 mod output;
 mod recover;
 mod revert;

@@ -74,6 +74,9 @@ pub struct BridgeConfig {
     pub mode: Mode,
     pub stp: bool,
     pub mtu: Option<u32>,
+    /// STP timers and multicast snooping, as declared (absent: left as they are).
+    #[serde(flatten)]
+    pub timers: Timers,
     pub checks: Vec<CheckSpec>,
     pub default_checks: bool,
     /// The default `guest-path` check (with the other defaults). Left out of
@@ -88,6 +91,37 @@ pub struct BridgeConfig {
     pub rollback_timeout: Option<u32>,
     #[serde(skip)]
     pub origin: PathBuf,
+}
+
+/// The bridge options beyond STP and MTU; each left out of the fingerprint
+/// while absent, so configurations written before they existed keep theirs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Timers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forward_delay: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hello_time: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stp_priority: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multicast_snooping: Option<bool>,
+}
+
+impl BridgeConfig {
+    /// The declared bridge options, as the planner takes them.
+    pub fn options(&self) -> crate::plan::BridgeOptions {
+        crate::plan::BridgeOptions {
+            stp: self.stp,
+            forward_delay: self.timers.forward_delay,
+            hello_time: self.timers.hello_time,
+            max_age: self.timers.max_age,
+            priority: self.timers.stp_priority,
+            multicast_snooping: self.timers.multicast_snooping,
+            mtu: self.mtu,
+        }
+    }
 }
 
 fn is_on(value: &bool) -> bool {
@@ -330,11 +364,35 @@ fn resolve(
         Some(m) => Some(*m.get_ref()),
         None => None,
     };
+    let ranged =
+        |key: &str, value: &Option<Spanned<u32>>, range: std::ops::RangeInclusive<u32>| match value
+        {
+            Some(v) if !range.contains(v.get_ref()) => Err(at(
+                key,
+                v.span(),
+                format!(
+                    "{} is out of range ({}–{})",
+                    v.get_ref(),
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(v) => Ok(Some(*v.get_ref())),
+            None => Ok(None),
+        };
+    let timers = Timers {
+        forward_delay: ranged("bridge.forward-delay", &b.forward_delay, 2..=30)?,
+        hello_time: ranged("bridge.hello-time", &b.hello_time, 1..=10)?,
+        max_age: ranged("bridge.max-age", &b.max_age, 6..=40)?,
+        stp_priority: ranged("bridge.stp-priority", &b.stp_priority, 0..=65535)?,
+        multicast_snooping: b.multicast_snooping,
+    };
     Ok(BridgeConfig {
         name,
         mode,
         stp: b.stp.unwrap_or(defaults.stp),
         mtu,
+        timers,
         checks,
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),

@@ -260,9 +260,8 @@ async fn bridged(
     let request = Request {
         uplink: uplink.clone(),
         bridge: bridge.name.clone(),
-        stp: bridge.stp,
+        options: bridge.options(),
         rollback_timeout: bridge.rollback_timeout,
-        mtu: bridge.mtu,
         adopt: bridge.adopt,
     };
     let choice = CheckChoice {
@@ -302,7 +301,7 @@ async fn bridged(
     if dry_run {
         let changes = match &prepared {
             Prepared::Ready(ready) => ready.plan.nmcli_commands().join("; "),
-            Prepared::Adopt(ready) => format!("adopt: {}", ready.adoption.changes.join(", ")),
+            Prepared::InPlace(ready) => ready.change.changes().join(", "),
             Prepared::NoOp { .. } => String::new(),
         };
         return (
@@ -312,7 +311,9 @@ async fn bridged(
     }
     let executed = match &prepared {
         Prepared::Ready(ready) => convert::execute(nm, store, lock, ready, progress).await,
-        Prepared::Adopt(ready) => convert::execute_adoption(nm, store, lock, ready, progress).await,
+        Prepared::InPlace(ready) => {
+            convert::execute_in_place(nm, store, lock, ready, progress).await
+        }
         Prepared::NoOp { .. } => {
             return (
                 with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),

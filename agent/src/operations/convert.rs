@@ -13,7 +13,7 @@ use crate::identity::{self, Identity};
 use crate::inventory;
 use crate::journal::{Lock, Store};
 use crate::nm::Nm;
-use crate::plan::{self, AdoptPlan, Decision, Ids, IpPlan, Plan, PlanError, Request};
+use crate::plan::{self, AdoptPlan, Decision, Ids, IpPlan, ModifyPlan, Plan, PlanError, Request};
 use crate::report::Progress;
 use crate::transaction::{Outcome, Transaction, TxError};
 
@@ -29,12 +29,55 @@ pub struct Ready {
     pub dhcp_before: Option<DhcpAnswer>,
 }
 
-/// An adoption ready to run.
+/// A change to a bridge that exists (the uplink is its port already),
+/// ready to run.
 #[derive(Debug, Serialize)]
-pub struct AdoptReady {
-    pub adoption: AdoptPlan,
+pub struct InPlaceReady {
+    #[serde(flatten)]
+    pub change: InPlace,
     #[serde(flatten)]
     pub proof: Proof,
+}
+
+#[derive(Debug, Serialize)]
+pub enum InPlace {
+    /// A bridge made by hand becomes netbridge's.
+    #[serde(rename = "adoption")]
+    Adopt(AdoptPlan),
+    /// netbridge's bridge gets the declared options.
+    #[serde(rename = "modification")]
+    Modify(ModifyPlan),
+}
+
+impl InPlace {
+    pub fn bridge(&self) -> &str {
+        match self {
+            InPlace::Adopt(p) => &p.bridge,
+            InPlace::Modify(p) => &p.bridge,
+        }
+    }
+
+    /// One line per difference.
+    pub fn changes(&self) -> &[String] {
+        match self {
+            InPlace::Adopt(p) => &p.changes,
+            InPlace::Modify(p) => &p.changes,
+        }
+    }
+
+    fn addresses(&self) -> (&IpPlan, &IpPlan) {
+        match self {
+            InPlace::Adopt(p) => (&p.ipv4, &p.ipv6),
+            InPlace::Modify(p) => (&p.ipv4, &p.ipv6),
+        }
+    }
+
+    fn check_deadline(&self) -> std::time::Duration {
+        match self {
+            InPlace::Adopt(p) => p.timing.check,
+            InPlace::Modify(p) => p.timing.check,
+        }
+    }
 }
 
 /// What proves a change, selected and measured before it.
@@ -61,7 +104,7 @@ pub enum Prepared {
         bridge: String,
     },
     Ready(Box<Ready>),
-    Adopt(Box<AdoptReady>),
+    InPlace(Box<InPlaceReady>),
 }
 
 /// Reads the host and plans; changes nothing.
@@ -80,7 +123,10 @@ pub async fn prepare(
     let plan = match plan::plan_convert(request, &found, &ids).map_err(PrepareError::Plan)? {
         Decision::Convert(plan) => *plan,
         Decision::Adopt(adoption) => {
-            return prepare_adoption(nm, *adoption, choice, progress).await
+            return prepare_in_place(nm, InPlace::Adopt(*adoption), choice, progress).await
+        }
+        Decision::Modify(modification) => {
+            return prepare_in_place(nm, InPlace::Modify(*modification), choice, progress).await
         }
         Decision::AlreadyConverted { uplink, bridge } => {
             progress.step(
@@ -126,27 +172,38 @@ pub async fn prepare(
     })))
 }
 
-async fn prepare_adoption(
+async fn prepare_in_place(
     nm: &Nm,
-    adoption: AdoptPlan,
+    change: InPlace,
     choice: &CheckChoice,
     progress: &Progress,
 ) -> Result<Prepared, PrepareError> {
+    let found = match &change {
+        InPlace::Adopt(p) => format!(
+            "{} is a port of {} (profiles '{}' and '{}'), a bridge netbridge did not make: adopting it",
+            p.uplink, p.bridge, p.port_id, p.bridge_id
+        ),
+        InPlace::Modify(p) => format!(
+            "{} is netbridge's bridge on {} and differs from what is declared",
+            p.bridge, p.uplink
+        ),
+    };
     progress.step(
         "found",
-        format!(
-            "{} is a port of {} (profiles '{}' and '{}'), a bridge netbridge did not make: adopting it ({})",
-            adoption.uplink,
-            adoption.bridge,
-            adoption.port_id,
-            adoption.bridge_id,
-            adoption.changes.join(", ")
-        ),
+        format!("{found} ({})", change.changes().join(", ")),
     );
-    let devices = (adoption.bridge.as_str(), adoption.bridge.as_str());
-    let ips = (&adoption.ipv4, &adoption.ipv6);
-    let proof = prove(nm, choice, progress, ips, devices, adoption.timing.check).await?;
-    Ok(Prepared::Adopt(Box::new(AdoptReady { adoption, proof })))
+    let bridge = change.bridge().to_owned();
+    let devices = (bridge.as_str(), bridge.as_str());
+    let proof = prove(
+        nm,
+        choice,
+        progress,
+        change.addresses(),
+        devices,
+        change.check_deadline(),
+    )
+    .await?;
+    Ok(Prepared::InPlace(Box::new(InPlaceReady { change, proof })))
 }
 
 /// Selects the checks (run once before the change), diagnoses the guest
@@ -282,12 +339,12 @@ pub async fn execute(
     .await
 }
 
-/// Runs the adoption as one transaction.
-pub async fn execute_adoption(
+/// Runs an adoption or a modification as one transaction.
+pub async fn execute_in_place(
     nm: &Nm,
     store: &Store,
     lock: &Lock,
-    ready: &AdoptReady,
+    ready: &InPlaceReady,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
     let tx = Transaction {
@@ -297,11 +354,9 @@ pub async fn execute_adoption(
         progress,
     };
     let proof = &ready.proof;
-    tx.adopt(
-        &ready.adoption,
-        &proof.checks.probes,
-        &proof.after,
-        &proof.identity_before,
-    )
-    .await
+    let (probes, after, before) = (&proof.checks.probes, &proof.after, &proof.identity_before);
+    match &ready.change {
+        InPlace::Adopt(plan) => tx.adopt(plan, probes, after, before).await,
+        InPlace::Modify(plan) => tx.modify(plan, probes, after, before).await,
+    }
 }

@@ -9,6 +9,7 @@ use netbridge_dbus::{Settings, SettingsError};
 use serde::Serialize;
 use zbus::zvariant::OwnedObjectPath;
 
+use super::options::{self, OptionsRestore};
 use super::{
     ip_plan, needs_ready, without_legacy_forms, ActiveProfile, Found, IpPlan, Marker, Original,
     PlanError, Request, Timing, UplinkFound,
@@ -33,45 +34,6 @@ impl ControllerFound {
     }
 }
 
-/// The options an adoption changes, as the bridge had them (`None`: the key
-/// was absent), to write back if the change is undone without a checkpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct AdoptRestore {
-    pub stp: Option<bool>,
-    pub forward_delay: Option<u32>,
-    pub mtu: Option<u32>,
-}
-
-impl AdoptRestore {
-    fn of(saved: &Settings) -> Result<Self, SettingsError> {
-        Ok(AdoptRestore {
-            stp: saved.bool(names::BRIDGE, "stp")?,
-            forward_delay: saved.u32(names::BRIDGE, "forward-delay")?,
-            mtu: saved.u32(names::ETHERNET, "mtu")?,
-        })
-    }
-
-    /// `settings` with the recorded options back and netbridge's mark gone.
-    pub fn apply(&self, settings: &Settings) -> Result<Settings, SettingsError> {
-        let mut s = without_legacy_forms(settings)?;
-        let mut put = |setting: &str, key: &str, value: Option<zbus::zvariant::Value<'static>>| {
-            match value {
-                Some(v) => s.set(setting, key, v),
-                None => s.remove(setting, key),
-            };
-        };
-        put(names::BRIDGE, "stp", self.stp.map(Into::into));
-        put(
-            names::BRIDGE,
-            "forward-delay",
-            self.forward_delay.map(Into::into),
-        );
-        put(names::ETHERNET, "mtu", self.mtu.map(Into::into));
-        Marker::erase(&mut s)?;
-        Ok(s)
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct AdoptPlan {
     pub bridge: String,
@@ -93,7 +55,7 @@ pub struct AdoptPlan {
     /// Spanning tree as declared.
     pub stp: bool,
     /// What to write back if the change is undone without a checkpoint.
-    pub restore: AdoptRestore,
+    pub restore: OptionsRestore,
     /// The bridge's IP configuration, unchanged: what verification expects.
     pub ipv4: IpPlan,
     pub ipv6: IpPlan,
@@ -139,8 +101,9 @@ pub(super) fn plan_adopt(
         name: bridge.clone(),
         source,
     };
-    let (bridge_after, changes) = declared(req, &bridge_active.saved).map_err(settings_error)?;
-    let mut bridge_after = bridge_after;
+    let (mut bridge_after, mut changes) =
+        options::converge(&req.options, &bridge_active.saved).map_err(settings_error)?;
+    changes.push("marked as netbridge's".to_owned());
     Marker {
         uplink: req.uplink.clone(),
         port_uuid: port_active.info.uuid.clone(),
@@ -176,8 +139,8 @@ pub(super) fn plan_adopt(
             autoconnect: true,
         },
         changes,
-        restore: AdoptRestore::of(&bridge_active.saved).map_err(settings_error)?,
-        stp: req.stp,
+        restore: OptionsRestore::of(&bridge_active.saved).map_err(settings_error)?,
+        stp: req.options.stp,
         goal: ActivationGoal {
             ip4: needs_ready(&ipv4.method),
             ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
@@ -188,49 +151,6 @@ pub(super) fn plan_adopt(
         bridge_after,
         original_profile,
     })
-}
-
-/// The bridge profile with the declared options, and what that changes.
-fn declared(req: &Request, saved: &Settings) -> Result<(Settings, Vec<String>), SettingsError> {
-    let mut s = without_legacy_forms(saved)?;
-    let mut changes = Vec::new();
-    // NetworkManager's defaults when a key is absent: STP on, forward delay 15 s.
-    let stp = s.bool(names::BRIDGE, "stp")?.unwrap_or(true);
-    if stp != req.stp {
-        changes.push(format!("STP {} → {}", on_off(stp), on_off(req.stp)));
-        s.set(names::BRIDGE, "stp", req.stp);
-    }
-    if !req.stp {
-        let delay = s.u32(names::BRIDGE, "forward-delay")?.unwrap_or(15);
-        if delay != 2 {
-            changes.push(format!("forward delay {delay} s → 2 s"));
-            s.set(names::BRIDGE, "forward-delay", 2u32);
-        }
-    }
-    if let Some(mtu) = req.mtu {
-        let now = s.u32(names::ETHERNET, "mtu")?.unwrap_or(0);
-        if now != mtu {
-            changes.push(format!(
-                "MTU {} → {mtu}",
-                if now == 0 {
-                    "auto".to_owned()
-                } else {
-                    now.to_string()
-                }
-            ));
-            s.set(names::ETHERNET, "mtu", mtu);
-        }
-    }
-    changes.push("marked as netbridge's".to_owned());
-    Ok((s, changes))
-}
-
-fn on_off(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
-    }
 }
 
 /// A plain profile for the uplink carrying the bridge's IP configuration,

@@ -16,12 +16,16 @@ use crate::nm::{ActivationGoal, DefaultMetrics, DeviceInfo, LeaseOptions, NmVers
 mod adopt;
 mod carry;
 mod marker;
+mod modify;
 pub mod network;
+pub mod options;
 pub mod revert;
 
-pub use adopt::{AdoptPlan, AdoptRestore, ControllerFound};
+pub use adopt::{AdoptPlan, ControllerFound};
 pub use carry::{hold, LeaseHold};
 pub use marker::Marker;
+pub use modify::ModifyPlan;
+pub use options::{BridgeOptions, OptionsRestore};
 
 /// The oldest NetworkManager with every call netbridge makes (AddConnection2).
 pub const MIN_NM_VERSION: NmVersion = NmVersion(1, 20, 0);
@@ -36,10 +40,10 @@ pub const MIN_ROLLBACK_TIMEOUT: u32 = 5;
 pub struct Request {
     pub uplink: String,
     pub bridge: String,
-    pub stp: bool,
+    /// STP and its timers, multicast snooping; `mtu` overrides the MTU
+    /// carried over from the uplink.
+    pub options: BridgeOptions,
     pub rollback_timeout: Option<u32>,
-    /// Overrides the MTU carried over from the uplink.
-    pub mtu: Option<u32>,
     /// Take over a bridge made by hand whose port the uplink already is.
     pub adopt: bool,
 }
@@ -143,6 +147,8 @@ pub enum Decision {
     Convert(Box<Plan>),
     /// Take over the hand-made bridge the uplink is a port of.
     Adopt(Box<AdoptPlan>),
+    /// Bring netbridge's bridge to the declared options, in place.
+    Modify(Box<ModifyPlan>),
     /// The uplink is already a port of the requested bridge: nothing to do.
     AlreadyConverted {
         uplink: String,
@@ -289,10 +295,15 @@ fn in_place(
     ids: &Ids,
 ) -> Result<Decision, PlanError> {
     if controller.is_netbridge() {
-        return Ok(Decision::AlreadyConverted {
-            uplink: req.uplink.clone(),
-            bridge: req.bridge.clone(),
-        });
+        return Ok(
+            match modify::plan_modify(req, uplink, controller, timing(req)?)? {
+                Some(plan) => Decision::Modify(Box::new(plan)),
+                None => Decision::AlreadyConverted {
+                    uplink: req.uplink.clone(),
+                    bridge: req.bridge.clone(),
+                },
+            },
+        );
     }
     if !req.adopt {
         return Err(PlanError::Foreign {
@@ -380,10 +391,18 @@ fn check_names_free(bridge: &str, port_id: &str, found: &Found) -> Result<(), Pl
 }
 
 pub(crate) fn timing(req: &Request) -> Result<Timing, PlanError> {
-    let stp_wait = if req.stp { 2 * STP_FORWARD_DELAY } else { 0 };
+    let forward_delay = req
+        .options
+        .forward_delay
+        .map_or(STP_FORWARD_DELAY, u64::from);
+    let stp_wait = if req.options.stp {
+        2 * forward_delay
+    } else {
+        0
+    };
     let activation = Duration::from_secs(30 + stp_wait);
     let check = Duration::from_secs(5 + stp_wait);
-    let default_timeout = if req.stp { 90 } else { 30 };
+    let default_timeout = if req.options.stp { 90 } else { 30 };
     let rollback_timeout = req.rollback_timeout.unwrap_or(default_timeout);
     validate_rollback_timeout(rollback_timeout)?;
     Ok(Timing {
@@ -423,7 +442,7 @@ fn build(
     let (profile, applied) = (&active.info, &active.applied);
     let mac = bridge_mac(&uplink.device, applied)?;
     let carried = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
-    let mtu = req.mtu.or(carried);
+    let mtu = req.options.mtu.or(carried);
     let competing = competing_profiles(req, found, profile);
     let priority = competing
         .iter()
@@ -468,7 +487,7 @@ fn build(
         warnings: warnings(req, &ipv4, lease.as_ref()),
         competing: competing.iter().map(|p| p.id.clone()).collect(),
         mac,
-        stp: req.stp,
+        stp: req.options.stp,
         mtu,
         ipv4,
         ipv6,
@@ -550,13 +569,8 @@ fn bridge_profile(
         .set(names::CONNECTION, "autoconnect", true)
         // Legacy key on purpose: `autoconnect-ports` only exists from 1.46.
         .set(names::CONNECTION, "autoconnect-slaves", 1i32)
-        .set(names::BRIDGE, "stp", req.stp)
         .set(names::ETHERNET, "assigned-mac-address", mac);
-    if !req.stp {
-        // Unused without STP, but NetworkManager's default (15) would apply if
-        // someone turned STP on later; 2 is the smallest value valid either way.
-        s.set(names::BRIDGE, "forward-delay", 2u32);
-    }
+    options::apply_to_new(&req.options, &mut s);
     if let Some(mtu) = mtu {
         s.set(names::ETHERNET, "mtu", mtu);
     }
@@ -596,7 +610,7 @@ fn port_profile(
         .set(names::CONNECTION, "autoconnect", true)
         .set(names::CONNECTION, "autoconnect-priority", priority)
         .ensure_setting(names::BRIDGE_PORT);
-    if let Some(mtu) = req.mtu {
+    if let Some(mtu) = req.options.mtu {
         // A port's MTU caps the bridge's.
         s.set(names::ETHERNET, "mtu", mtu);
     }

@@ -84,9 +84,8 @@ pub fn plan_revert(
     let timing = timing(&Request {
         uplink: marker.uplink.clone(),
         bridge: name.clone(),
-        stp: false,
+        options: super::BridgeOptions::default(),
         rollback_timeout,
-        mtu: None,
         adopt: false,
     })
     .map_err(|e| RevertError::Timeout(e.to_string()))?;

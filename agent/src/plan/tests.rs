@@ -104,9 +104,8 @@ fn request() -> Request {
     Request {
         uplink: "ens32".to_owned(),
         bridge: "br0".to_owned(),
-        stp: false,
+        options: BridgeOptions::default(),
         rollback_timeout: None,
-        mtu: None,
         adopt: false,
     }
 }
@@ -184,7 +183,7 @@ fn stp_is_off_by_default_and_deadlines_grow_with_it() {
         Ok(Some(2))
     );
     let mut req = request();
-    req.stp = true;
+    req.options.stp = true;
     let with_stp = plan(&found_with(static_settings()), &req);
     assert_eq!(
         with_stp.bridge_profile.bool(names::BRIDGE, "stp"),
@@ -548,6 +547,10 @@ fn port_of_hand_made_bridge(ports: &[&str], marked: bool) -> Found {
         .set(names::CONNECTION, "type", "bridge")
         .set(names::CONNECTION, "interface-name", "br0");
     if marked {
+        // As netbridge makes them: STP off, forward delay 2.
+        bridge_settings
+            .set(names::BRIDGE, "stp", false)
+            .set(names::BRIDGE, "forward-delay", 2u32);
         Marker {
             uplink: "ens32".into(),
             port_uuid: "p".into(),
@@ -589,6 +592,27 @@ fn a_hand_made_bridge_is_foreign_without_adopt_and_ours_is_nothing_to_do() {
         plan_convert(&request(), &ours, &ids()),
         Ok(Decision::AlreadyConverted { .. })
     ));
+}
+
+#[test]
+fn netbridges_bridge_that_differs_from_the_declaration_is_modified_in_place() {
+    let ours = port_of_hand_made_bridge(&["ens32"], true);
+    let mut req = request();
+    req.options.stp = true;
+    req.options.mtu = Some(1400);
+    let Ok(Decision::Modify(plan)) = plan_convert(&req, &ours, &ids()) else {
+        panic!("expected a modification");
+    };
+    assert_eq!(plan.changes, vec!["STP off → on", "MTU auto → 1400"]);
+    assert_eq!(plan.bridge_after.bool(names::BRIDGE, "stp"), Ok(Some(true)));
+    // The port's MTU caps the bridge's: it changes too.
+    let port = plan.port_after.as_ref().expect("the port changes");
+    assert_eq!(port.u32(names::ETHERNET, "mtu"), Ok(Some(1400)));
+    assert!(plan.port_restore.is_some());
+    // The mark stays through a restore: it was there before.
+    let back = plan.restore.apply(&plan.bridge_after).unwrap();
+    assert!(Marker::read(&back).unwrap().is_some());
+    assert_eq!(back.bool(names::BRIDGE, "stp"), Ok(Some(false)));
 }
 
 #[test]

@@ -1,0 +1,71 @@
+//! The bridge options on the command line: the same names, ranges and
+//! meaning as the configuration's keys (see `netbridge.toml`), turned into
+//! the one typed [`BridgeOptions`] the planner takes.
+
+use super::output::{Exit, Fatal};
+use crate::plan::{options, BridgeOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    #[value(alias = "yes")]
+    On,
+    #[value(alias = "no")]
+    Off,
+}
+
+impl OnOff {
+    fn on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BridgeOptionArgs {
+    /// Spanning tree on the bridge (on/off, yes/no). Off by default: with a
+    /// single uplink it only delays forwarding by about 30 s.
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    pub stp: OnOff,
+
+    /// STP forward delay in seconds, 2–30 [default: 2 with STP off,
+    /// NetworkManager's 15 with STP on].
+    #[arg(long, value_name = "SECS")]
+    pub forward_delay: Option<u32>,
+
+    /// STP hello time in seconds, 1–10.
+    #[arg(long, value_name = "SECS")]
+    pub hello_time: Option<u32>,
+
+    /// STP max age in seconds, 6–40.
+    #[arg(long, value_name = "SECS")]
+    pub max_age: Option<u32>,
+
+    /// The bridge's STP priority, 0–65535 (lower wins the root election).
+    #[arg(long, value_name = "N")]
+    pub stp_priority: Option<u32>,
+
+    /// IGMP/MLD snooping on the bridge (on/off).
+    #[arg(long, value_enum, value_name = "ON|OFF")]
+    pub multicast_snooping: Option<OnOff>,
+
+    /// The bridge's (and its port's) MTU, 68–65535 [default: the uplink's].
+    #[arg(long, value_name = "BYTES")]
+    pub mtu: Option<u32>,
+}
+
+impl BridgeOptionArgs {
+    /// The options, or exit 2 for a value out of range.
+    pub fn options(&self) -> Result<BridgeOptions, Fatal> {
+        let declared = BridgeOptions {
+            stp: self.stp.on(),
+            forward_delay: self.forward_delay,
+            hello_time: self.hello_time,
+            max_age: self.max_age,
+            priority: self.stp_priority,
+            multicast_snooping: self.multicast_snooping.map(OnOff::on),
+            mtu: self.mtu,
+        };
+        options::validate(&declared)
+            .map_err(|e| Fatal::new(Exit::BadInput, format!("--{e}; nothing was changed")))?;
+        Ok(declared)
+    }
+}

@@ -1,0 +1,316 @@
+//! The bridge options an operator declares, typed once for the CLI and the
+//! configuration, and what declaring them changes on a bridge profile: the
+//! same rules for a new bridge, an adopted one and one netbridge converges.
+
+use netbridge_dbus::settings::names;
+use netbridge_dbus::{Settings, SettingsError};
+use serde::{Deserialize, Serialize};
+use zbus::zvariant::Value;
+
+use super::{without_legacy_forms, Marker};
+
+/// Declared options; `None` leaves what the bridge has (or NetworkManager's
+/// default for a new one). VLAN filtering would join here, once a kernel
+/// with bridge VLAN filtering is at hand to test it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BridgeOptions {
+    pub stp: bool,
+    /// Seconds, 2–30; with STP off netbridge uses 2 unless told otherwise.
+    pub forward_delay: Option<u32>,
+    /// Seconds, 1–10.
+    pub hello_time: Option<u32>,
+    /// Seconds, 6–40.
+    pub max_age: Option<u32>,
+    /// The bridge's STP priority, 0–65535.
+    pub priority: Option<u32>,
+    pub multicast_snooping: Option<bool>,
+    pub mtu: Option<u32>,
+}
+
+/// NetworkManager's value when a key is absent from a profile.
+struct Key {
+    setting: &'static str,
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+}
+
+const FORWARD_DELAY: Key = Key {
+    setting: names::BRIDGE,
+    key: "forward-delay",
+    label: "forward delay",
+    unit: " s",
+};
+const HELLO_TIME: Key = Key {
+    setting: names::BRIDGE,
+    key: "hello-time",
+    label: "hello time",
+    unit: " s",
+};
+const MAX_AGE: Key = Key {
+    setting: names::BRIDGE,
+    key: "max-age",
+    label: "max age",
+    unit: " s",
+};
+const PRIORITY: Key = Key {
+    setting: names::BRIDGE,
+    key: "priority",
+    label: "STP priority",
+    unit: "",
+};
+const MTU: Key = Key {
+    setting: names::ETHERNET,
+    key: "mtu",
+    label: "MTU",
+    unit: "",
+};
+
+/// The valid range of each timer, as NetworkManager checks it.
+pub fn validate(options: &BridgeOptions) -> Result<(), String> {
+    let ranges: [(&str, Option<u32>, std::ops::RangeInclusive<u32>); 5] = [
+        ("forward-delay", options.forward_delay, 2..=30),
+        ("hello-time", options.hello_time, 1..=10),
+        ("max-age", options.max_age, 6..=40),
+        ("stp-priority", options.priority, 0..=65535),
+        ("mtu", options.mtu, 68..=65535),
+    ];
+    for (name, value, range) in ranges {
+        if let Some(v) = value.filter(|v| !range.contains(v)) {
+            return Err(format!(
+                "{name} {v} is out of range ({}–{})",
+                range.start(),
+                range.end()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the declared options into a new bridge profile.
+pub fn apply_to_new(options: &BridgeOptions, s: &mut Settings) {
+    s.set(names::BRIDGE, "stp", options.stp);
+    // Unused without STP, but NetworkManager's default (15) would apply if
+    // someone turned STP on later; 2 is the smallest value valid either way.
+    let forward_delay = options.forward_delay.or((!options.stp).then_some(2));
+    for (key, value) in [
+        (&FORWARD_DELAY, forward_delay),
+        (&HELLO_TIME, options.hello_time),
+        (&MAX_AGE, options.max_age),
+        (&PRIORITY, options.priority),
+    ] {
+        if let Some(v) = value {
+            s.set(key.setting, key.key, v);
+        }
+    }
+    if let Some(on) = options.multicast_snooping {
+        s.set(names::BRIDGE, "multicast-snooping", on);
+    }
+}
+
+/// The profile with the declared options, and one line per difference
+/// (`STP on → off`); no line means the bridge is as declared.
+pub fn converge(
+    options: &BridgeOptions,
+    saved: &Settings,
+) -> Result<(Settings, Vec<String>), SettingsError> {
+    let mut s = without_legacy_forms(saved)?;
+    let mut changes = Vec::new();
+    let stp = s.bool(names::BRIDGE, "stp")?.unwrap_or(true);
+    if stp != options.stp {
+        changes.push(format!("STP {} → {}", on_off(stp), on_off(options.stp)));
+        s.set(names::BRIDGE, "stp", options.stp);
+    }
+    let forward_delay = options.forward_delay.or((!options.stp).then_some(2));
+    for (key, want, default) in [
+        (&FORWARD_DELAY, forward_delay, 15),
+        (&HELLO_TIME, options.hello_time, 2),
+        (&MAX_AGE, options.max_age, 20),
+        (&PRIORITY, options.priority, 32768),
+        (&MTU, options.mtu, 0),
+    ] {
+        let Some(want) = want else { continue };
+        let now = s.u32(key.setting, key.key)?.unwrap_or(default);
+        if now != want {
+            let shown = |v: u32| {
+                if key.key == "mtu" && v == 0 {
+                    "auto".to_owned()
+                } else {
+                    format!("{v}{}", key.unit)
+                }
+            };
+            changes.push(format!("{} {} → {}", key.label, shown(now), shown(want)));
+            s.set(key.setting, key.key, want);
+        }
+    }
+    if let Some(want) = options.multicast_snooping {
+        let now = s.bool(names::BRIDGE, "multicast-snooping")?.unwrap_or(true);
+        if now != want {
+            changes.push(format!(
+                "multicast snooping {} → {}",
+                on_off(now),
+                on_off(want)
+            ));
+            s.set(names::BRIDGE, "multicast-snooping", want);
+        }
+    }
+    Ok((s, changes))
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// What a change to a bridge's options replaces (`None`: the key was
+/// absent), to write back if the change is undone without a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OptionsRestore {
+    pub stp: Option<bool>,
+    pub forward_delay: Option<u32>,
+    #[serde(default)]
+    pub hello_time: Option<u32>,
+    #[serde(default)]
+    pub max_age: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub multicast_snooping: Option<bool>,
+    pub mtu: Option<u32>,
+    /// Whether netbridge's mark was there (an adoption adds it).
+    #[serde(default)]
+    pub marked: bool,
+    /// The link's MTU before a change of the MTU: with the profile's MTU
+    /// back at "auto", NetworkManager leaves the link's as it is, so an undo
+    /// sets it again in place.
+    #[serde(default)]
+    pub link_mtu: Option<u32>,
+}
+
+impl OptionsRestore {
+    pub fn of(saved: &Settings) -> Result<Self, SettingsError> {
+        Ok(OptionsRestore {
+            stp: saved.bool(names::BRIDGE, "stp")?,
+            forward_delay: saved.u32(names::BRIDGE, "forward-delay")?,
+            hello_time: saved.u32(names::BRIDGE, "hello-time")?,
+            max_age: saved.u32(names::BRIDGE, "max-age")?,
+            priority: saved.u32(names::BRIDGE, "priority")?,
+            multicast_snooping: saved.bool(names::BRIDGE, "multicast-snooping")?,
+            mtu: saved.u32(names::ETHERNET, "mtu")?,
+            marked: Marker::read(saved)?.is_some(),
+            link_mtu: None,
+        })
+    }
+
+    /// Also remembers the link's MTU, for a change that alters it.
+    pub fn with_link_mtu(mut self, mtu: u32) -> Self {
+        self.link_mtu = Some(mtu);
+        self
+    }
+
+    /// `settings` with the recorded options back (and netbridge's mark
+    /// removed unless it was there before).
+    pub fn apply(&self, settings: &Settings) -> Result<Settings, SettingsError> {
+        let mut s = without_legacy_forms(settings)?;
+        let mut put = |setting: &str, key: &str, value: Option<Value<'static>>| {
+            match value {
+                Some(v) => s.set(setting, key, v),
+                None => s.remove(setting, key),
+            };
+        };
+        put(names::BRIDGE, "stp", self.stp.map(Into::into));
+        put(
+            names::BRIDGE,
+            "forward-delay",
+            self.forward_delay.map(Into::into),
+        );
+        put(names::BRIDGE, "hello-time", self.hello_time.map(Into::into));
+        put(names::BRIDGE, "max-age", self.max_age.map(Into::into));
+        put(names::BRIDGE, "priority", self.priority.map(Into::into));
+        put(
+            names::BRIDGE,
+            "multicast-snooping",
+            self.multicast_snooping.map(Into::into),
+        );
+        put(names::ETHERNET, "mtu", self.mtu.map(Into::into));
+        if !self.marked {
+            Marker::erase(&mut s)?;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hand_made() -> Settings {
+        let mut s = Settings::new();
+        s.set(names::CONNECTION, "type", "bridge")
+            .ensure_setting(names::BRIDGE);
+        s
+    }
+
+    #[test]
+    fn converging_names_each_difference_and_nothing_when_as_declared() {
+        let declared = BridgeOptions {
+            stp: true,
+            forward_delay: Some(4),
+            priority: Some(4096),
+            mtu: Some(1400),
+            multicast_snooping: Some(false),
+            ..BridgeOptions::default()
+        };
+        let (after, changes) = converge(&declared, &hand_made()).unwrap();
+        assert_eq!(
+            changes,
+            vec![
+                "forward delay 15 s → 4 s",
+                "STP priority 32768 → 4096",
+                "MTU auto → 1400",
+                "multicast snooping on → off"
+            ]
+        );
+        let (_, again) = converge(&declared, &after).unwrap();
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn stp_off_brings_the_forward_delay_down_to_2() {
+        let (_, changes) = converge(&BridgeOptions::default(), &hand_made()).unwrap();
+        assert_eq!(changes, vec!["STP on → off", "forward delay 15 s → 2 s"]);
+    }
+
+    #[test]
+    fn a_restore_puts_back_exactly_what_was_there() {
+        let before = hand_made();
+        let restore = OptionsRestore::of(&before).unwrap();
+        let declared = BridgeOptions {
+            mtu: Some(1400),
+            hello_time: Some(3),
+            ..BridgeOptions::default()
+        };
+        let (after, _) = converge(&declared, &before).unwrap();
+        let back = restore.apply(&after).unwrap();
+        for key in ["stp", "forward-delay", "hello-time"] {
+            assert!(back.raw(names::BRIDGE, key).is_none(), "{key}");
+        }
+        assert!(back.raw(names::ETHERNET, "mtu").is_none());
+    }
+
+    #[test]
+    fn timers_out_of_range_are_refused() {
+        let bad = BridgeOptions {
+            forward_delay: Some(1),
+            ..BridgeOptions::default()
+        };
+        assert_eq!(
+            validate(&bad),
+            Err("forward-delay 1 is out of range (2–30)".to_owned())
+        );
+        assert_eq!(validate(&BridgeOptions::default()), Ok(()));
+    }
+}
