@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
-use crate::journal::Store;
+use crate::journal::{Lock, Store};
+use crate::libvirt::{self, LibvirtError, LibvirtOptions};
 use crate::nm::Nm;
 use crate::operations::convert::{self, Prepared, Ready};
 use crate::operations::CheckChoice;
@@ -30,6 +31,15 @@ Default: gateway and dns-servers, each kept only if it passes before the change,
 and guest-path, which runs after the change only (the bridge is new).
 Checks given with --check must pass before and after the change (guest-path:
 after it).
+
+libvirt and QEMU (after the commit; refused before any change when libvirt is
+not installed or the network name is taken or invalid):
+  --libvirt-network NAME  defines, autostarts and starts the libvirt network
+                  NAME (<forward mode='bridge'/> on the bridge) for
+                  `virt-install --network network=NAME`
+  --qemu-bridge-helper  adds `allow BRIDGE` to /etc/qemu/bridge.conf
+A failure there leaves the conversion committed and exits 7; the same command
+again retries it. `netbridge revert` undoes both.
 
 Examples:
   netbridge convert ens32 --dry-run
@@ -65,6 +75,9 @@ pub struct ConvertArgs {
     /// only delays forwarding by about 30 s.
     #[arg(long, value_enum, default_value_t = OnOff::Off)]
     pub stp: OnOff,
+
+    #[command(flatten)]
+    pub libvirt: LibvirtOptions,
 
     /// Show what would be done, and the equivalent nmcli commands; change nothing.
     #[arg(long)]
@@ -153,9 +166,24 @@ async fn convert(
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
-        Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
+        Prepared::NoOp { bridge, .. } => {
+            // Converted already: the libvirt steps are idempotent, so a
+            // re-run finishes one that failed after an earlier commit.
+            if !args.libvirt.is_empty() {
+                libvirt::preflight(&store, &bridge, &args.libvirt, progress)
+                    .await
+                    .map_err(bad_input)?;
+                if !args.dry_run {
+                    after_commit(&store, &lock, &bridge, &args.libvirt, progress).await?;
+                }
+            }
+            return Ok(("no-op", Exit::Ok));
+        }
         Prepared::Ready(ready) => *ready,
     };
+    libvirt::preflight(&store, &ready.plan.bridge, &args.libvirt, progress)
+        .await
+        .map_err(bad_input)?;
     report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
@@ -200,9 +228,47 @@ async fn convert(
             ("rolled-back", Exit::RolledBack)
         }
     };
+    let committed = matches!(outcome, Outcome::Committed { .. });
     report.outcome = Some(outcome);
+    let bridge = ready.plan.bridge.clone();
     report.ready = Some(ready);
+    if committed {
+        after_commit(&store, &lock, &bridge, &args.libvirt, progress).await?;
+    }
     Ok(done)
+}
+
+/// Read-only libvirt checks that fail are bad input: nothing changed.
+fn bad_input(e: LibvirtError) -> Fatal {
+    let exit = match e {
+        LibvirtError::Journal(_) => Exit::Internal,
+        _ => Exit::BadInput,
+    };
+    Fatal::new(exit, format!("{e}; nothing was changed"))
+}
+
+/// The libvirt and QEMU steps once the bridge is committed. Their failure
+/// does not undo a conversion that passed its checks (the host is reachable
+/// on the bridge; undoing it would cost a second outage for a step that can
+/// be retried): exit 7 says the bridge is in place and that step is not.
+async fn after_commit(
+    store: &Store,
+    lock: &Lock,
+    bridge: &str,
+    options: &LibvirtOptions,
+    progress: &Progress,
+) -> Result<(), Fatal> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    libvirt::attach(store, lock, bridge, options, progress)
+        .await
+        .map_err(|e| {
+            Fatal::new(
+                Exit::AfterCommit,
+                format!("{bridge} is converted and committed, but {e}; run the same command again to retry"),
+            )
+        })
 }
 
 fn addresses(plan: &Plan) -> String {
