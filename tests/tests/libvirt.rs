@@ -143,6 +143,7 @@ fn a_libvirt_network_on_the_bridge_is_active_after_a_reboot_and_revert_removes_i
         bridge_conf(&host)
     );
 
+    host.expect_address_on("br0");
     host.reboot().expect("reboot");
     assert_eq!(
         host.ipv4_addresses("br0").unwrap_or_default(),
