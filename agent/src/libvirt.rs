@@ -373,7 +373,12 @@ pub async fn attach(
             Some(new) => {
                 done.bridge_conf_line = true;
                 save(store, lock, bridge, &done).await?;
-                write_bridge_conf(path, new).await?;
+                if let Err(e) = write_bridge_conf(path, new).await {
+                    // Not written: not netbridge's line, so a re-run adds it.
+                    done.bridge_conf_line = false;
+                    save(store, lock, bridge, &done).await?;
+                    return Err(e);
+                }
                 progress.step(
                     "qemu",
                     format!("{BRIDGE_CONF}: added `allow {bridge}` for qemu-bridge-helper"),

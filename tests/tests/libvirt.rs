@@ -262,3 +262,102 @@ fn without_libvirt_the_option_is_refused_and_nothing_changes() {
     );
     assert_eq!(lab.snapshot(), before);
 }
+
+/// Makes a directory of the container's disk immutable (from the machine:
+/// the container has no CAP_LINUX_IMMUTABLE to undo it), and mutable again
+/// when dropped, so the lab directory can be removed whatever happens.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn set(path: std::path::PathBuf) -> Immutable {
+        let out = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .output()
+            .expect("chattr");
+        assert!(out.status.success(), "chattr +i: {}", text(&out.stderr));
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_failure_after_the_commit_exits_7_keeps_the_bridge_and_a_re_run_finishes_it() {
+    let Some(host) = libvirt_host() else {
+        return;
+    };
+    host.write_file("/etc/qemu/.keep", "", 0o644)
+        .expect("/etc/qemu");
+    let convert = [
+        "convert",
+        UPLINK,
+        "--libvirt-network",
+        "lan",
+        "--qemu-bridge-helper",
+        "--yes",
+    ];
+    let locked = Immutable::set(host.root().join("etc/qemu"));
+    let (code, out, err) = netbridge(&host, &convert);
+    assert_eq!(code, 7, "{out}\n{err}");
+    assert!(
+        err.contains("br0 is converted and committed, but /etc/qemu/bridge.conf: cannot write it"),
+        "{err}"
+    );
+    assert!(err.contains("run the same command again to retry"), "{err}");
+    assert_eq!(
+        host.ipv4_addresses("br0").unwrap_or_default(),
+        vec![(STATIC_ADDRESS, 24)],
+        "the conversion stays committed"
+    );
+    assert!(active_networks(&host).contains(&"lan".to_owned()));
+
+    drop(locked);
+    let (code, out, err) = netbridge(&host, &convert);
+    assert_eq!(code, 0, "retry: {out}\n{err}");
+    assert!(err.contains("already a port of br0"), "{err}");
+    assert_eq!(bridge_conf(&host), "allow br0");
+
+    let (code, out, err) = netbridge(&host, &["revert", "br0", "--yes"]);
+    assert_eq!(code, 0, "revert: {out}\n{err}");
+    assert!(!all_networks(&host).contains(&"lan".to_owned()));
+    assert_eq!(bridge_conf(&host), "");
+}
+
+#[test]
+fn the_configuration_keys_do_the_same_through_apply() {
+    let Some(host) = libvirt_host() else {
+        return;
+    };
+    host.write_file(
+        "/etc/netbridge/netbridge.toml",
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nlibvirt-network = \"from-config\"\nqemu-bridge-helper = true\n",
+        0o644,
+    )
+    .expect("netbridge.toml");
+    let (code, out, err) = netbridge(&host, &["apply", "--json"]);
+    assert_eq!(code, 0, "apply: {out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("apply JSON");
+    assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
+    assert!(active_networks(&host).contains(&"from-config".to_owned()));
+    assert_eq!(bridge_conf(&host), "allow br0");
+
+    // Unchanged the second time, and the network stays as it is.
+    let (code, out, err) = netbridge(&host, &["apply", "--json"]);
+    assert_eq!(code, 0, "apply again: {out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("apply JSON");
+    assert_eq!(doc["bridges"][0]["result"], "unchanged", "{doc:#}");
+    assert_eq!(bridge_conf(&host), "allow br0");
+
+    let (code, out, err) = netbridge(&host, &["revert", "br0", "--yes"]);
+    assert_eq!(code, 0, "revert: {out}\n{err}");
+    assert!(!all_networks(&host).contains(&"from-config".to_owned()));
+    assert_eq!(bridge_conf(&host), "");
+}
