@@ -361,3 +361,59 @@ fn the_configuration_keys_do_the_same_through_apply() {
     assert!(!all_networks(&host).contains(&"from-config".to_owned()));
     assert_eq!(bridge_conf(&host), "");
 }
+
+#[test]
+fn the_agent_under_its_hardened_unit_defines_the_network_and_allows_the_bridge() {
+    let Some(mut host) = libvirt_host() else {
+        return;
+    };
+    // QEMU's package would have made it; the unit may write only there.
+    host.write_file("/etc/qemu/bridge.conf", BRIDGE_CONF_BEFORE, 0o644)
+        .expect("bridge.conf");
+    host.write_file(
+        "/etc/netbridge/netbridge.toml",
+        "[[bridge]]\nname = \"br0\"\nuplink = \"default-route\"\nlibvirt-network = \"agent-net\"\nqemu-bridge-helper = true\n",
+        0o644,
+    )
+    .expect("netbridge.toml");
+    let enable = host.systemctl(["enable", "--now", "netbridge-agent"]);
+    assert!(
+        enable.status.success(),
+        "enable --now: {}\n{}",
+        text(&enable.stderr),
+        host.journal("netbridge-agent")
+    );
+    let (code, status, err) = netbridge(&host, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(
+        status["configured"]["br0"]["result"],
+        "applied",
+        "{:#}\n{}",
+        status["configured"],
+        host.journal("netbridge-agent")
+    );
+    assert!(active_networks(&host).contains(&"agent-net".to_owned()));
+    assert_eq!(
+        bridge_conf(&host),
+        format!("{}\nallow br0", BRIDGE_CONF_BEFORE.trim_end())
+    );
+
+    host.expect_address_on("br0");
+    host.reboot().expect("reboot");
+    assert!(
+        active_networks(&host).contains(&"agent-net".to_owned()),
+        "{}",
+        host.journal("netbridge-agent")
+    );
+    let (code, status, err) = netbridge(&host, &["status", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(
+        status["configured"]["br0"]["result"],
+        "unchanged",
+        "{:#}\n{}",
+        status["configured"],
+        host.journal("netbridge-agent")
+    );
+}
