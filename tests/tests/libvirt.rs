@@ -417,3 +417,54 @@ fn the_agent_under_its_hardened_unit_defines_the_network_and_allows_the_bridge()
         host.journal("netbridge-agent")
     );
 }
+
+#[test]
+fn revert_leaves_a_network_that_is_no_longer_netbridges() {
+    let Some(host) = libvirt_host() else {
+        return;
+    };
+    let (code, out, err) = netbridge(
+        &host,
+        &[
+            "convert",
+            UPLINK,
+            "--libvirt-network",
+            "mine",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("convert JSON");
+    assert_eq!(doc["libvirt"]["network"]["name"], "mine", "{doc:#}");
+    let uuid = doc["libvirt"]["network"]["uuid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(virsh(&host, &["net-uuid", "mine"]), uuid);
+
+    // A person replaces it with a network of their own under the same name.
+    virsh(&host, &["net-destroy", "mine"]);
+    virsh(&host, &["net-undefine", "mine"]);
+    host.write_file(
+        "/root/mine.xml",
+        "<network><name>mine</name><forward mode='bridge'/><bridge name='br0'/></network>\n",
+        0o644,
+    )
+    .expect("mine.xml");
+    virsh(&host, &["net-define", "/root/mine.xml"]);
+    let theirs = virsh(&host, &["net-uuid", "mine"]);
+    assert_ne!(theirs, uuid);
+
+    let (code, plan, err) = netbridge(&host, &["revert", "br0", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains("libvirt   network mine"), "{plan}");
+    let (code, out, err) = netbridge(&host, &["revert", "br0", "--yes"]);
+    assert_eq!(code, 0, "revert: {out}\n{err}");
+    assert!(err.contains("network mine was redefined since"), "{err}");
+    assert_eq!(
+        virsh(&host, &["net-uuid", "mine"]),
+        theirs,
+        "their network stays"
+    );
+}

@@ -116,6 +116,9 @@ struct Report {
     ready: Option<Ready>,
     nmcli: Vec<String>,
     outcome: Option<Outcome>,
+    /// What netbridge did for libvirt and QEMU on the bridge (recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libvirt: Option<libvirt::Done>,
 }
 
 pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
@@ -126,6 +129,7 @@ pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
         ready: None,
         nmcli: Vec::new(),
         outcome: None,
+        libvirt: None,
     };
     run_verb("convert", args.json, report, async |progress, report| {
         convert(&args, state_dir, progress, report).await
@@ -175,6 +179,7 @@ async fn convert(
                     .map_err(bad_input)?;
                 if !args.dry_run {
                     after_commit(&store, &lock, &bridge, &args.libvirt, progress).await?;
+                    report.libvirt = libvirt::recorded(&store, &bridge).await?;
                 }
             }
             return Ok(("no-op", Exit::Ok));
@@ -233,7 +238,9 @@ async fn convert(
     let bridge = ready.plan.bridge.clone();
     report.ready = Some(ready);
     if committed {
-        after_commit(&store, &lock, &bridge, &args.libvirt, progress).await?;
+        let attached = after_commit(&store, &lock, &bridge, &args.libvirt, progress).await;
+        report.libvirt = libvirt::recorded(&store, &bridge).await?;
+        attached?;
     }
     Ok(done)
 }

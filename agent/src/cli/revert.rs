@@ -118,6 +118,9 @@ async fn revert(
     if args.dry_run {
         if !args.json {
             describe(&ready);
+            if let Some(done) = libvirt::recorded(&store, &args.bridge).await? {
+                describe_libvirt(&done, &args.bridge);
+            }
         }
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
@@ -216,4 +219,19 @@ fn describe(ready: &Ready) {
             checks.join(", ")
         }
     );
+}
+
+fn describe_libvirt(done: &libvirt::Done, bridge: &str) {
+    if let Some(network) = &done.network {
+        println!(
+            "  libvirt   network {} stopped and undefined if it is still netbridge's (UUID {}) on {bridge}",
+            network.name, network.uuid
+        );
+    }
+    if done.bridge_conf_line {
+        println!(
+            "  qemu      netbridge's `allow {bridge}` line removed from {}",
+            libvirt::BRIDGE_CONF
+        );
+    }
 }

@@ -416,6 +416,7 @@ mod tests {
         // Unless the environment moves them; this test does not set it.
         if std::env::var_os("NETBRIDGE_ROOTFS_CACHE").is_some()
             || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_TRIXIE").is_some()
+            || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_LIBVIRT").is_some()
         {
             return;
         }
@@ -426,6 +427,10 @@ mod tests {
         assert_eq!(
             RootfsCache::for_suite(Suite::Trixie).dir(),
             Path::new("/var/cache/netbridge-tests/rootfs-trixie")
+        );
+        assert_eq!(
+            RootfsCache::for_suite(Suite::BookwormLibvirt).dir(),
+            Path::new("/var/cache/netbridge-tests/rootfs-bookworm-libvirt")
         );
     }
 
