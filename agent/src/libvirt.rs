@@ -336,28 +336,43 @@ pub async fn attach(
 ) -> Result<(), LibvirtError> {
     let mut done = recorded(store, bridge).await?.unwrap_or_default();
     if let Some(network) = &options.network {
-        if done.network.is_none() {
-            let uuid = uuid::Uuid::new_v4().to_string();
-            // Recorded first: a netbridge killed in between leaves a record
-            // `revert` can act on, never an untracked network.
-            done.network = Some(DefinedNetwork {
-                name: network.clone(),
-                uuid: uuid.clone(),
-            });
-            save(store, lock, bridge, &done).await?;
-            if let Err(e) = define(store, network, &uuid, bridge).await {
-                // Undefined if it was defined; the error names the first cause.
-                let _ = virsh(network, &["net-undefine", network.as_str()]).await;
-                done.network = None;
-                save(store, lock, bridge, &done).await?;
-                return Err(e);
+        let mine = done.network.as_ref().filter(|m| m.name == *network);
+        match (mine, network_uuid(network).await?) {
+            (Some(mine), Some(uuid)) if mine.uuid == uuid => {
+                ensure_active(network, bridge, progress).await?;
             }
-            progress.step(
-                "libvirt",
-                format!("network {network} defined on {bridge}, autostarted and started (`virt-install --network network={network}`)"),
-            );
-        } else {
-            ensure_active(network, bridge, progress).await?;
+            (_, Some(uuid)) => {
+                return Err(LibvirtError::NameInUse {
+                    network: network.clone(),
+                    detail: format!("defined with UUID {uuid}"),
+                })
+            }
+            // New, or netbridge's network was undefined since: defined again.
+            (_, None) => {
+                let uuid = uuid::Uuid::new_v4().to_string();
+                // Recorded first: a netbridge killed in between leaves a
+                // record `revert` can act on, never an untracked network.
+                done.network = Some(DefinedNetwork {
+                    name: network.clone(),
+                    uuid: uuid.clone(),
+                });
+                save(store, lock, bridge, &done).await?;
+                if let Err(e) = define(store, network, &uuid, bridge).await {
+                    // Undefined if netbridge's definition got in (by its
+                    // UUID: never another's); the error names the first cause.
+                    let defined = network_uuid(network).await.ok().flatten();
+                    if defined.as_deref() == Some(uuid.as_str()) {
+                        let _ = virsh(network, &["net-undefine", network.as_str()]).await;
+                    }
+                    done.network = None;
+                    save(store, lock, bridge, &done).await?;
+                    return Err(e);
+                }
+                progress.step(
+                    "libvirt",
+                    format!("network {network} defined on {bridge}, autostarted and started (`virt-install --network network={network}`)"),
+                );
+            }
         }
     }
     if options.qemu_bridge_helper && !done.bridge_conf_line {

@@ -325,6 +325,14 @@ fn a_failure_after_the_commit_exits_7_keeps_the_bridge_and_a_re_run_finishes_it(
     assert!(err.contains("already a port of br0"), "{err}");
     assert_eq!(bridge_conf(&host), "allow br0");
 
+    // netbridge's network undefined by hand: the same command defines it again.
+    virsh(&host, &["net-destroy", "lan"]);
+    virsh(&host, &["net-undefine", "lan"]);
+    let (code, out, err) = netbridge(&host, &convert);
+    assert_eq!(code, 0, "after net-undefine: {out}\n{err}");
+    assert!(err.contains("network lan defined on br0"), "{err}");
+    assert!(active_networks(&host).contains(&"lan".to_owned()));
+
     let (code, out, err) = netbridge(&host, &["revert", "br0", "--yes"]);
     assert_eq!(code, 0, "revert: {out}\n{err}");
     assert!(!all_networks(&host).contains(&"lan".to_owned()));
