@@ -42,6 +42,8 @@ const SOCKETS: [&str; 3] = [
 pub const BRIDGE_CONF: &str = "/etc/qemu/bridge.conf";
 /// A socket-activated libvirtd starts on the first call: give it time.
 const VIRSH_DEADLINE: Duration = Duration::from_secs(30);
+/// `status` must stay quick even when libvirt hangs.
+const STATUS_DEADLINE: Duration = Duration::from_secs(3);
 /// libvirt allows longer names; this keeps them portable file names and
 /// plain XML text (no escaping needed).
 const NAME_MAX: usize = 50;
@@ -529,6 +531,18 @@ pub async fn network_state(network: &NetworkName) -> String {
     if find_program("virsh").is_none() {
         return "unknown (no virsh)".to_owned();
     }
+    // virsh is killed when the timeout drops it (kill_on_drop).
+    tokio::time::timeout(STATUS_DEADLINE, read_state(network))
+        .await
+        .unwrap_or_else(|_| {
+            format!(
+                "unknown (libvirt did not answer within {} s)",
+                STATUS_DEADLINE.as_secs()
+            )
+        })
+}
+
+async fn read_state(network: &NetworkName) -> String {
     let all = match virsh(network, &["net-list", "--all", "--name"]).await {
         Ok(all) => all,
         Err(LibvirtError::Virsh { detail, .. }) => return format!("unknown ({detail})"),
