@@ -26,6 +26,7 @@ PACKAGES=(
     openssh-client    # ssh and ssh-keygen: the fleet test's Ansible controller and its keys
     netcat-openbsd    # nc: the controller's ProxyCommand into each lab's LAN namespace
     python3-venv      # the fleet test's ansible-core venv (from PyPI, cached outside the repo)
+    e2fsprogs         # chattr: a libvirt test makes a booted host's /etc/qemu immutable (from outside)
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod inventory;
 pub mod journal;
 pub mod kernel;
+pub mod libvirt;
 pub mod nm;
 pub mod operations;
 pub mod plan;

@@ -29,7 +29,9 @@
 //! Environment:
 //! - `NETBRIDGE_ROOTFS_CACHE`: where bookworm's cached root lives (default
 //!   `/var/cache/netbridge-tests/rootfs-bookworm`),
-//!   `NETBRIDGE_ROOTFS_CACHE_TRIXIE` trixie's (default `.../rootfs-trixie`);
+//!   `NETBRIDGE_ROOTFS_CACHE_TRIXIE` trixie's (default `.../rootfs-trixie`),
+//!   `NETBRIDGE_ROOTFS_CACHE_LIBVIRT` bookworm's with libvirt's daemon
+//!   (default `.../rootfs-bookworm-libvirt`, for the libvirt tests only);
 //!   `NETBRIDGE_DEBIAN_MIRROR` the mirror they are made from.
 //! - `NETBRIDGE_SKIP_CONTAINER=1` (or `NETBRIDGE_SKIP_LAB=1`):
 //!   [`Container::require`] and [`Container::require_on`] skip instead of

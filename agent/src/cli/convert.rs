@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::options::BridgeOptionArgs;
 use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
-use crate::journal::Store;
+use crate::journal::{Lock, Store};
+use crate::libvirt::{self, LibvirtError, LibvirtOptions};
 use crate::nm::Nm;
 use crate::operations::convert::{self, InPlace, InPlaceReady, Prepared, Ready};
 use crate::operations::CheckChoice;
@@ -36,6 +37,15 @@ A bridge made by hand (e.g. the nmcli recipe) whose only port is the uplink
 is reported as foreign; --adopt takes it over under the same guard: marked as
 netbridge's, STP off unless --stp on, its addresses proven unchanged, and a
 plain profile kept for the uplink, so `netbridge revert BRIDGE` works on it.
+
+libvirt and QEMU (after the commit; refused before any change when libvirt is
+not installed or the network name is taken or invalid):
+  --libvirt-network NAME  defines, autostarts and starts the libvirt network
+                  NAME (<forward mode='bridge'/> on the bridge) for
+                  `virt-install --network network=NAME`
+  --qemu-bridge-helper  adds `allow BRIDGE` to /etc/qemu/bridge.conf
+A failure there leaves the conversion committed and exits 7; the same command
+again retries it. `netbridge revert` undoes both.
 
 Examples:
   netbridge convert ens32 --dry-run
@@ -70,6 +80,9 @@ pub struct ConvertArgs {
 
     #[command(flatten)]
     pub options: BridgeOptionArgs,
+
+    #[command(flatten)]
+    pub libvirt: LibvirtOptions,
 
     /// Show what would be done, and the equivalent nmcli commands; change nothing.
     #[arg(long)]
@@ -109,6 +122,9 @@ struct Report {
     in_place: Option<InPlaceReady>,
     nmcli: Vec<String>,
     outcome: Option<Outcome>,
+    /// What netbridge did for libvirt and QEMU on the bridge (recorded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libvirt: Option<libvirt::Done>,
 }
 
 pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
@@ -120,6 +136,7 @@ pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
         in_place: None,
         nmcli: Vec::new(),
         outcome: None,
+        libvirt: None,
     };
     run_verb("convert", args.json, report, async |progress, report| {
         convert(&args, state_dir, progress, report).await
@@ -160,12 +177,28 @@ async fn convert(
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
-        Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
+        Prepared::NoOp { bridge, .. } => {
+            // Converted already: the libvirt steps are idempotent, so a
+            // re-run finishes one that failed after an earlier commit.
+            if !args.libvirt.is_empty() {
+                libvirt::preflight(&store, &bridge, &args.libvirt, progress)
+                    .await
+                    .map_err(bad_input)?;
+                if !args.dry_run {
+                    after_commit(&store, &lock, &bridge, &args.libvirt, progress).await?;
+                    report.libvirt = libvirt::recorded(&store, &bridge).await?;
+                }
+            }
+            return Ok(("no-op", Exit::Ok));
+        }
         Prepared::Ready(ready) => *ready,
         Prepared::InPlace(ready) => {
             return in_place(args, &nm, (&store, &lock), *ready, progress, report).await
         }
     };
+    libvirt::preflight(&store, &ready.plan.bridge, &args.libvirt, progress)
+        .await
+        .map_err(bad_input)?;
     report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
@@ -211,8 +244,15 @@ async fn convert(
             ("rolled-back", Exit::RolledBack)
         }
     };
+    let committed = matches!(outcome, Outcome::Committed { .. });
     report.outcome = Some(outcome);
+    let bridge = ready.plan.bridge.clone();
     report.ready = Some(ready);
+    if committed {
+        let attached = after_commit(&store, &lock, &bridge, &args.libvirt, progress).await;
+        report.libvirt = libvirt::recorded(&store, &bridge).await?;
+        attached?;
+    }
     Ok(done)
 }
 
@@ -300,6 +340,39 @@ fn print_in_place(change: &InPlace, probes: &[Probe]) {
             plan.changes.join(", ")
         ),
     }
+}
+
+/// Read-only libvirt checks that fail are bad input: nothing changed.
+fn bad_input(e: LibvirtError) -> Fatal {
+    let exit = match e {
+        LibvirtError::Journal(_) => Exit::Internal,
+        _ => Exit::BadInput,
+    };
+    Fatal::new(exit, format!("{e}; nothing was changed"))
+}
+
+/// The libvirt and QEMU steps once the bridge is committed. Their failure
+/// does not undo a conversion that passed its checks (the host is reachable
+/// on the bridge; undoing it would cost a second outage for a step that can
+/// be retried): exit 7 says the bridge is in place and that step is not.
+async fn after_commit(
+    store: &Store,
+    lock: &Lock,
+    bridge: &str,
+    options: &LibvirtOptions,
+    progress: &Progress,
+) -> Result<(), Fatal> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    libvirt::attach(store, lock, bridge, options, progress)
+        .await
+        .map_err(|e| {
+            Fatal::new(
+                Exit::AfterCommit,
+                format!("{bridge} is converted and committed, but {e}; run the same command again to retry"),
+            )
+        })
 }
 
 fn addresses(plan: &Plan) -> String {

@@ -25,6 +25,9 @@ Exit status:
   4  NetworkManager is not running, not reachable or refused permission
   5  a rollback did not complete: check the host (`netbridge status`)
   6  another netbridge process is changing this host
+  7  the change is committed, but a step after it failed (the libvirt network or
+     /etc/qemu/bridge.conf of --libvirt-network, --qemu-bridge-helper): the
+     bridge is in place; run the same command again to retry that step
 
 Environment:
   DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on

@@ -20,6 +20,9 @@ pub enum Exit {
     NmUnavailable = 4,
     RollbackFailed = 5,
     Busy = 6,
+    /// The change is committed, but a step after it (libvirt, QEMU's
+    /// bridge.conf) failed: the bridge is in place, that step is not.
+    AfterCommit = 7,
 }
 
 impl Exit {

@@ -6,11 +6,13 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::CheckSpec;
-use crate::journal::Store;
+use crate::journal::{Lock, Store};
+use crate::libvirt;
 use crate::nm::Nm;
-use crate::operations::revert::{self, Ready};
+use crate::operations::revert::{self, PrepareError, Ready};
 use crate::operations::CheckChoice;
 use crate::plan;
+use crate::plan::revert::RevertError;
 use crate::recovery::{self, Recovered};
 use crate::report::Progress;
 use crate::transaction::Outcome;
@@ -21,6 +23,10 @@ The original profile that `netbridge convert` kept (autoconnect off) takes the
 uplink back, its address and gateway are verified and the checks run; only
 then are the bridge and port profiles deleted. A failure rolls back to the
 bridge, as it was. Checks: as for `netbridge convert` (see its --help).
+After the commit, what --libvirt-network and --qemu-bridge-helper did is undone:
+the libvirt network netbridge defined (if it is still netbridge's, on this
+bridge) and its own `allow` line in /etc/qemu/bridge.conf; a failure there
+exits 7 (the revert stays committed; run it again to retry).
 
 Examples:
   netbridge revert br0 --dry-run
@@ -97,10 +103,24 @@ async fn revert(
         guest_path: false,
     };
     let ready =
-        revert::prepare(&nm, &args.bridge, args.rollback_timeout, &choice, progress).await?;
+        match revert::prepare(&nm, &args.bridge, args.rollback_timeout, &choice, progress).await {
+            Ok(ready) => ready,
+            // The bridge is gone but netbridge's libvirt steps are still
+            // recorded: a revert that exited 7 is being retried.
+            Err(PrepareError::Plan(RevertError::NoBridge { .. }))
+                if !args.dry_run && libvirt::recorded(&store, &args.bridge).await?.is_some() =>
+            {
+                detach(&store, &lock, &args.bridge, progress).await?;
+                return Ok(("reverted", Exit::Ok));
+            }
+            Err(e) => return Err(e.into()),
+        };
     if args.dry_run {
         if !args.json {
             describe(&ready);
+            if let Some(done) = libvirt::recorded(&store, &args.bridge).await? {
+                describe_libvirt(&done, &args.bridge);
+            }
         }
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
@@ -111,6 +131,7 @@ async fn revert(
         return Ok(("declined", Exit::BadInput));
     }
     let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
+    let committed = matches!(outcome, Outcome::Committed { .. });
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
@@ -135,7 +156,30 @@ async fn revert(
     };
     report.outcome = Some(outcome);
     report.ready = Some(ready);
+    if committed {
+        detach(&store, &lock, &args.bridge, progress).await?;
+    }
     Ok(done)
+}
+
+/// Undoes netbridge's libvirt and QEMU steps once the bridge is gone; a
+/// failure leaves the revert committed (exit 7) and the record for a retry.
+async fn detach(
+    store: &Store,
+    lock: &Lock,
+    bridge: &str,
+    progress: &Progress,
+) -> Result<(), Fatal> {
+    libvirt::detach(store, lock, bridge, progress)
+        .await
+        .map_err(|e| {
+            Fatal::new(
+                Exit::AfterCommit,
+                format!(
+                    "{bridge} is reverted, but {e}; run `netbridge revert {bridge}` again to retry"
+                ),
+            )
+        })
 }
 
 fn describe(ready: &Ready) {
@@ -177,4 +221,19 @@ fn describe(ready: &Ready) {
             checks.join(", ")
         }
     );
+}
+
+fn describe_libvirt(done: &libvirt::Done, bridge: &str) {
+    if let Some(network) = &done.network {
+        println!(
+            "  libvirt   network {} stopped and undefined if it is still netbridge's (UUID {}) on {bridge}",
+            network.name, network.uuid
+        );
+    }
+    if done.bridge_conf_line {
+        println!(
+            "  qemu      netbridge's `allow {bridge}` line removed from {}",
+            libvirt::BRIDGE_CONF
+        );
+    }
 }

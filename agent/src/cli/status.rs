@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
 use crate::journal::{Record, Store};
+use crate::libvirt;
 use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
 use crate::plan::Marker;
@@ -64,6 +65,25 @@ struct DeviceStatus {
     bridge: Option<BridgeStatus>,
     /// What netbridge made this bridge as, if it did.
     netbridge: Option<Made>,
+    /// What `--libvirt-network` / `--qemu-bridge-helper` did for this bridge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libvirt: Option<LibvirtStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct LibvirtStatus {
+    /// The libvirt network netbridge defined on the bridge.
+    network: Option<LibvirtNetwork>,
+    /// netbridge's `allow BRIDGE` line in /etc/qemu/bridge.conf.
+    qemu_bridge_helper: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct LibvirtNetwork {
+    name: String,
+    uuid: String,
+    /// libvirt's view now: active, inactive, absent or unknown (why).
+    state: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -137,7 +157,12 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             }
             _ => None,
         };
+        let libvirt = match device.device_type {
+            DeviceType::Bridge => libvirt_of(&store, &device.interface).await?,
+            _ => None,
+        };
         out.push(DeviceStatus {
+            libvirt,
             profile: active.map(|info| ProfileRef {
                 id: info.id,
                 uuid: info.uuid,
@@ -160,6 +185,26 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             ..Diagnosis::default()
         }),
     })
+}
+
+/// What netbridge did for libvirt and QEMU on a bridge, with libvirt's
+/// current view of its network.
+async fn libvirt_of(store: &Store, bridge: &str) -> Result<Option<LibvirtStatus>, Fatal> {
+    let Some(done) = libvirt::recorded(store, bridge).await? else {
+        return Ok(None);
+    };
+    let network = match done.network {
+        Some(n) => Some(LibvirtNetwork {
+            state: libvirt::network_state(&n.name).await,
+            name: n.name.to_string(),
+            uuid: n.uuid,
+        }),
+        None => None,
+    };
+    Ok(Some(LibvirtStatus {
+        network,
+        qemu_bridge_helper: done.bridge_conf_line,
+    }))
 }
 
 /// Last results, with bridges the configuration adds (or changed) as pending.
@@ -373,6 +418,18 @@ fn print_device(d: &DeviceStatus) {
             })
         ),
         None => {}
+    }
+    if let Some(libvirt) = &d.libvirt {
+        if let Some(n) = &libvirt.network {
+            println!("{:<12} libvirt network {} ({})", "", n.name, n.state);
+        }
+        if libvirt.qemu_bridge_helper {
+            println!(
+                "{:<12} allowed in {} for qemu-bridge-helper",
+                "",
+                libvirt::BRIDGE_CONF
+            );
+        }
     }
     if let Some(bridge) = &d.bridge {
         let ports: Vec<String> = bridge

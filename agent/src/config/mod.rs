@@ -15,6 +15,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use crate::checks::CheckSpec;
+use crate::libvirt::{LibvirtOptions, NetworkName};
 use crate::plan::network::{self, DhcpRange, NetMode};
 use crate::plan::{validate_bridge_name, validate_rollback_timeout};
 use raw::{RawBridge, RawDefaults, RawFile};
@@ -89,6 +90,9 @@ pub struct BridgeConfig {
     #[serde(skip_serializing_if = "is_off")]
     pub adopt: bool,
     pub rollback_timeout: Option<u32>,
+    /// `libvirt-network`, `qemu-bridge-helper` (bridged mode only).
+    #[serde(flatten)]
+    pub libvirt: LibvirtOptions,
     #[serde(skip)]
     pub origin: PathBuf,
 }
@@ -398,7 +402,44 @@ fn resolve(
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),
         adopt: b.adopt.unwrap_or(false),
         rollback_timeout,
+        libvirt: resolve_libvirt(b, &at)?,
         origin: file.to_path_buf(),
+    })
+}
+
+/// The libvirt keys: for a bridge that takes the host's uplink, where guests
+/// reach the LAN (`netbridge create`'s networks are NetworkManager's own).
+fn resolve_libvirt(
+    b: &RawBridge,
+    at: &impl Fn(&str, std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<LibvirtOptions, ConfigError> {
+    let bridged = b.mode.as_ref().is_none_or(|m| m.get_ref() == "bridged");
+    let network = match &b.libvirt_network {
+        Some(n) if !bridged => {
+            return Err(at(
+                "bridge.libvirt-network",
+                n.span(),
+                "only for mode = \"bridged\"".into(),
+            ))
+        }
+        Some(n) => Some(
+            n.get_ref()
+                .parse::<NetworkName>()
+                .map_err(|e| at("bridge.libvirt-network", n.span(), e.to_string()))?,
+        ),
+        None => None,
+    };
+    let qemu_bridge_helper = b.qemu_bridge_helper.unwrap_or(false);
+    if qemu_bridge_helper && !bridged {
+        return Err(at(
+            "bridge.qemu-bridge-helper",
+            b.name.span(),
+            "only for mode = \"bridged\"".into(),
+        ));
+    }
+    Ok(LibvirtOptions {
+        network,
+        qemu_bridge_helper,
     })
 }
 

@@ -42,4 +42,6 @@ pub struct RawBridge {
     pub address: Option<Spanned<String>>,
     pub dhcp_range: Option<Spanned<String>>,
     pub dhcp: Option<bool>,
+    pub libvirt_network: Option<Spanned<String>>,
+    pub qemu_bridge_helper: Option<bool>,
 }

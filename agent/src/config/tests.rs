@@ -257,3 +257,40 @@ fn adopt_is_off_unless_asked_for_and_stays_out_of_the_fingerprint_while_off() {
     assert!(config.bridges[0].adopt);
     assert!(config.bridges[0].fingerprint().contains("\"adopt\":true"));
 }
+
+#[test]
+fn libvirt_keys_read_and_stay_out_of_the_fingerprint_until_used() {
+    let plain = one(SINGLE).unwrap();
+    assert!(plain.bridges[0].libvirt.is_empty());
+    assert!(!plain.bridges[0].fingerprint().contains("libvirt"));
+    let text = r#"
+[[bridge]]
+name = "br0"
+uplink = "ens32"
+libvirt-network = "host-bridge"
+qemu-bridge-helper = true
+"#;
+    let br0 = &one(text).unwrap().bridges[0];
+    assert_eq!(
+        br0.libvirt.network.as_ref().map(|n| n.as_str()),
+        Some("host-bridge")
+    );
+    assert!(br0.libvirt.qemu_bridge_helper);
+    assert!(br0
+        .fingerprint()
+        .contains(r#""libvirt-network":"host-bridge","qemu-bridge-helper":true"#));
+}
+
+#[test]
+fn libvirt_keys_are_checked_with_their_key() {
+    let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nlibvirt-network = \"a/b\"\n");
+    assert_eq!(e.key, "bridge.libvirt-network");
+    assert_eq!(e.line, Some(4));
+    assert!(e.message.contains("is not a libvirt network name"), "{e}");
+    let e = err("[[bridge]]\nname = \"nat0\"\nmode = \"nat\"\naddress = \"192.168.107.1/24\"\nlibvirt-network = \"lan\"\n");
+    assert_eq!(e.key, "bridge.libvirt-network");
+    assert!(e.message.contains("bridged"), "{e}");
+    let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nqemu-bridge-helper = \"yes\"\n");
+    assert_eq!(e.line, Some(4), "{e}");
+    assert!(e.message.contains("expected a boolean"), "{e}");
+}

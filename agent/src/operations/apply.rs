@@ -9,6 +9,7 @@ use super::network::{self, NetOutcome, NetworkError};
 use super::CheckChoice;
 use crate::config::{BridgeConfig, Config, Mode, UplinkSelector};
 use crate::journal::{Lock, Store};
+use crate::libvirt;
 use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
 use crate::plan::Request;
@@ -275,10 +276,12 @@ async fn bridged(
     };
     let prepared = match convert::prepare(nm, &request, &choice, progress).await {
         Ok(Prepared::NoOp { .. }) => {
-            return (
-                with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
-                false,
-            )
+            let report = BridgeReport::new(&bridge.name, Applied::Unchanged);
+            let report = match libvirt_steps(store, lock, bridge, dry_run, progress).await {
+                Ok(()) => report,
+                Err(failed) => failed,
+            };
+            return (with_uplink(report), false);
         }
         Ok(prepared) => prepared,
         Err(PrepareError::Nm(e)) => {
@@ -298,6 +301,12 @@ async fn bridged(
             )
         }
     };
+    if let Err(e) = libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress).await {
+        return (
+            with_uplink(BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string())),
+            false,
+        );
+    }
     if dry_run {
         let changes = match &prepared {
             Prepared::Ready(ready) => ready.plan.nmcli_commands().join("; "),
@@ -321,11 +330,60 @@ async fn bridged(
             )
         }
     };
-    let (report, fatal) = match executed {
+    let (mut report, fatal) = match executed {
         Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
         Err(e) => tx_report(&bridge.name, e),
     };
+    if report.result == Applied::Committed {
+        if let Err(failed) = attach(store, lock, bridge, progress).await {
+            report.result = failed.result;
+            report.reason = failed.reason;
+        }
+    }
     (with_uplink(report), fatal)
+}
+
+/// The libvirt and QEMU steps of a bridge that is as configured already:
+/// idempotent, so an unchanged bridge gets them too (and a failed one is
+/// retried).
+async fn libvirt_steps(
+    store: &Store,
+    lock: &Lock,
+    bridge: &BridgeConfig,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<(), BridgeReport> {
+    if bridge.libvirt.is_empty() {
+        return Ok(());
+    }
+    libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress)
+        .await
+        .map_err(|e| BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()))?;
+    if dry_run {
+        return Ok(());
+    }
+    attach(store, lock, bridge, progress).await
+}
+
+/// After the bridge is committed: a failure is the bridge's result (failed,
+/// saying that the bridge itself is committed).
+async fn attach(
+    store: &Store,
+    lock: &Lock,
+    bridge: &BridgeConfig,
+    progress: &Progress,
+) -> Result<(), BridgeReport> {
+    if bridge.libvirt.is_empty() {
+        return Ok(());
+    }
+    libvirt::attach(store, lock, &bridge.name, &bridge.libvirt, progress)
+        .await
+        .map_err(|e| {
+            BridgeReport::new(&bridge.name, Applied::Failed).because(format!(
+                "{} is as configured and committed, but {e}",
+                bridge.name
+            ))
+        })
 }
 
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {

@@ -32,13 +32,17 @@ pub enum Suite {
     Bookworm,
     /// Debian 13, NetworkManager 1.52: the newer D-Bus API and key names.
     Trixie,
+    /// Debian 12 with libvirt's daemon and virsh, for the libvirt tests
+    /// only: a root of its own (about 110 MB more), so the other tests keep
+    /// copying the small one.
+    BookwormLibvirt,
 }
 
 impl Suite {
     /// The codename debootstrap and the mirror know it by.
     pub const fn codename(self) -> &'static str {
         match self {
-            Suite::Bookworm => "bookworm",
+            Suite::Bookworm | Suite::BookwormLibvirt => "bookworm",
             Suite::Trixie => "trixie",
         }
     }
@@ -46,7 +50,7 @@ impl Suite {
     /// The NetworkManager series the suite ships, as `major.minor`.
     pub fn networkmanager(self) -> &'static str {
         match self {
-            Suite::Bookworm => "1.42",
+            Suite::Bookworm | Suite::BookwormLibvirt => "1.42",
             Suite::Trixie => "1.52",
         }
     }
@@ -58,11 +62,14 @@ impl Suite {
     /// it for shared mode) and `nftables` (priority important, so in every
     /// standard installation; NetworkManager's default firewall backend for
     /// shared mode). Bookworm's list stays as it was, so its existing cache
-    /// stays current.
+    /// stays current. The libvirt root adds `libvirt-daemon-system` and
+    /// `libvirt-clients` (debootstrap installs Depends only, so this is
+    /// `--no-install-recommends`: no QEMU, no dnsmasq).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
             Suite::Bookworm => &PACKAGES,
             Suite::Trixie => &TRIXIE_PACKAGES,
+            Suite::BookwormLibvirt => &LIBVIRT_PACKAGES,
         }
     }
 
@@ -72,11 +79,16 @@ impl Suite {
         match self {
             Suite::Bookworm => "NETBRIDGE_ROOTFS_CACHE",
             Suite::Trixie => "NETBRIDGE_ROOTFS_CACHE_TRIXIE",
+            Suite::BookwormLibvirt => "NETBRIDGE_ROOTFS_CACHE_LIBVIRT",
         }
     }
 
     fn default_cache(self) -> PathBuf {
-        Path::new(CACHE_PARENT).join(format!("rootfs-{}", self.codename()))
+        let name = match self {
+            Suite::BookwormLibvirt => "bookworm-libvirt",
+            other => other.codename(),
+        };
+        Path::new(CACHE_PARENT).join(format!("rootfs-{name}"))
     }
 }
 
@@ -109,6 +121,17 @@ const TRIXIE_PACKAGES: [&str; 9] = [
     PACKAGES[6],
     "dnsmasq-base",
     "nftables",
+];
+const LIBVIRT_PACKAGES: [&str; 9] = [
+    PACKAGES[0],
+    PACKAGES[1],
+    PACKAGES[2],
+    PACKAGES[3],
+    PACKAGES[4],
+    PACKAGES[5],
+    PACKAGES[6],
+    "libvirt-daemon-system",
+    "libvirt-clients",
 ];
 const CACHE_PARENT: &str = "/var/cache/netbridge-tests";
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -362,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_stamp_names_the_suite_and_every_package() {
-        for suite in [Suite::Bookworm, Suite::Trixie] {
+        for suite in [Suite::Bookworm, Suite::Trixie, Suite::BookwormLibvirt] {
             let stamp = RootfsCache::for_suite(suite).stamp();
             for package in suite.packages() {
                 assert!(stamp.contains(package), "{stamp}");
@@ -393,6 +416,7 @@ mod tests {
         // Unless the environment moves them; this test does not set it.
         if std::env::var_os("NETBRIDGE_ROOTFS_CACHE").is_some()
             || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_TRIXIE").is_some()
+            || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_LIBVIRT").is_some()
         {
             return;
         }
@@ -403,6 +427,10 @@ mod tests {
         assert_eq!(
             RootfsCache::for_suite(Suite::Trixie).dir(),
             Path::new("/var/cache/netbridge-tests/rootfs-trixie")
+        );
+        assert_eq!(
+            RootfsCache::for_suite(Suite::BookwormLibvirt).dir(),
+            Path::new("/var/cache/netbridge-tests/rootfs-bookworm-libvirt")
         );
     }
 
