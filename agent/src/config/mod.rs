@@ -15,6 +15,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use crate::checks::CheckSpec;
+use crate::guest_forwarding::GuestForwarding;
 use crate::plan::network::{self, DhcpRange, NetMode};
 use crate::plan::{validate_bridge_name, validate_rollback_timeout};
 use raw::{RawBridge, RawDefaults, RawFile};
@@ -81,6 +82,11 @@ pub struct BridgeConfig {
     /// keep theirs.
     #[serde(skip_serializing_if = "is_on")]
     pub guest_check: bool,
+    /// `allow`: the host firewall accepts forwarding between the bridge's
+    /// ports (`netbridge guest-forwarding` applies it). Left out of the
+    /// fingerprint while `deny`, for the same reason as `guest_check`.
+    #[serde(skip_serializing_if = "GuestForwarding::is_deny")]
+    pub guest_forwarding: GuestForwarding,
     pub rollback_timeout: Option<u32>,
     #[serde(skip)]
     pub origin: PathBuf,
@@ -226,6 +232,7 @@ struct Defaults {
     checks: Vec<CheckSpec>,
     default_checks: bool,
     guest_check: bool,
+    guest_forwarding: GuestForwarding,
     rollback_timeout: Option<u32>,
 }
 
@@ -238,6 +245,7 @@ fn merge_defaults(
         checks: Vec::new(),
         default_checks: true,
         guest_check: true,
+        guest_forwarding: GuestForwarding::Deny,
         rollback_timeout: None,
     };
     for (index, d) in defaults {
@@ -259,6 +267,12 @@ fn merge_defaults(
         }
         if let Some(checks) = &d.checks {
             out.checks = parse_checks(checks, "defaults.checks", &at)?;
+        }
+        if let Some(value) = &d.guest_forwarding {
+            out.guest_forwarding = value
+                .get_ref()
+                .parse()
+                .map_err(|e| at("defaults.guest-forwarding", value.span(), e))?;
         }
         if let Some(timeout) = &d.rollback_timeout {
             validate_rollback_timeout(*timeout.get_ref())
@@ -311,6 +325,13 @@ fn resolve(
         }
         None => defaults.rollback_timeout,
     };
+    let guest_forwarding = match &b.guest_forwarding {
+        Some(value) => value
+            .get_ref()
+            .parse()
+            .map_err(|e| at("bridge.guest-forwarding", value.span(), e))?,
+        None => defaults.guest_forwarding,
+    };
     let mtu = match &b.mtu {
         Some(m) if !(68..=65535).contains(m.get_ref()) => {
             return Err(at(
@@ -330,6 +351,7 @@ fn resolve(
         checks,
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),
+        guest_forwarding,
         rollback_timeout,
         origin: file.to_path_buf(),
     })
