@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
+use crate::guest_forwarding::{self, GuestForwarding};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::convert::{self, Prepared, Ready};
@@ -55,6 +56,13 @@ pub struct ConvertArgs {
     /// new bridge exchanging a frame through the host firewall).
     #[arg(long)]
     pub no_guest_check: bool,
+
+    /// allow: the host firewall accepts forwarding between the bridge's own
+    /// ports (e.g. `-i br0 -o br0 -j ACCEPT` in DOCKER-USER), from before the
+    /// checks, kept across reboots and Docker restarts, removed by a rollback
+    /// or `revert`. deny: netbridge never changes the firewall.
+    #[arg(long, value_enum, default_value_t = GuestForwarding::Deny, value_name = "allow|deny")]
+    pub guest_forwarding: GuestForwarding,
 
     /// Seconds without netbridge after which NetworkManager restores the host
     /// by itself [default: 30, or 90 with --stp on].
@@ -175,7 +183,22 @@ async fn convert(
         return Ok(("declined", Exit::BadInput));
     }
 
-    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await?;
+    let bridge = &ready.plan.bridge;
+    // Before the transaction, so the guest-path check sees the rule; taken
+    // back below if the change does not commit.
+    let newly_allowed = match args.guest_forwarding {
+        GuestForwarding::Allow => guest_forwarding::allow(&store, &lock, bridge, progress)
+            .await
+            .map_err(|e| forwarding_failed(&e, bridge))?,
+        GuestForwarding::Deny => false,
+    };
+    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await;
+    if newly_allowed && !matches!(outcome, Ok(Outcome::Committed { .. })) {
+        guest_forwarding::forget(&store, &lock, bridge, progress)
+            .await
+            .map_err(|e| forwarding_failed(&e, bridge))?;
+    }
+    let outcome = outcome?;
     let plan = &ready.plan;
     let done = match &outcome {
         Outcome::Committed { .. } => {
@@ -203,6 +226,14 @@ async fn convert(
     report.outcome = Some(outcome);
     report.ready = Some(ready);
     Ok(done)
+}
+
+/// The firewall could not be changed (or changed back) for `bridge`.
+pub(super) fn forwarding_failed(e: &guest_forwarding::ForwardingError, bridge: &str) -> Fatal {
+    Fatal::new(
+        Exit::Internal,
+        format!("guest forwarding on {bridge}: {e} (`netbridge guest-forwarding` makes the firewall match what is recorded)"),
+    )
 }
 
 fn addresses(plan: &Plan) -> String {

@@ -4,6 +4,7 @@ mod apply;
 mod convert;
 mod create;
 mod delete;
+mod guest_forwarding;
 mod output;
 mod recover;
 mod revert;
@@ -65,6 +66,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Undo a conversion: the original profile back on the uplink, the bridge removed.
     Revert(revert::RevertArgs),
+    /// Make the host firewall accept forwarding on the bridges allowed it
+    /// (what netbridge-guest-forwarding.service runs at boot and Docker's start).
+    GuestForwarding(guest_forwarding::GuestForwardingArgs),
     /// Finish or undo a change that an interrupted run left behind (every
     /// changing command does this first; this does it now).
     Recover(recover::RecoverArgs),
@@ -80,5 +84,6 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Delete(args) => delete::run(args, &cli.state_dir).await,
         Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
+        Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::CheckSpec;
+use crate::guest_forwarding;
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::revert::{self, Ready};
@@ -113,6 +114,18 @@ async fn revert(
     let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
+            // The bridge is gone: so is the guest forwarding `convert` allowed
+            // for it (nothing at all changes if it allowed none).
+            let bridge = &ready.plan.bridge;
+            if guest_forwarding::listed(&store)
+                .await
+                .map_err(|e| super::convert::forwarding_failed(&e, bridge))?
+                .contains(bridge)
+            {
+                guest_forwarding::forget(&store, &lock, bridge, progress)
+                    .await
+                    .map_err(|e| super::convert::forwarding_failed(&e, bridge))?;
+            }
             if !args.json {
                 println!(
                     "{} runs profile '{}' again and {} is gone.",
