@@ -261,6 +261,21 @@ pub async fn chains() -> (Vec<Chain>, Vec<String>) {
     let mut unknown = Vec::new();
     match nft.and_then(|text| parse_nft_json(&text)) {
         Ok(found) => chains.extend(found),
+        // iptables does not need nft's command line: without it, the tables
+        // iptables-nft keeps are read through iptables-nft's own save tool.
+        Err(why) if why.ends_with("is not installed") => {
+            unknown.push(format!("nftables: {why}"));
+            let (v4, v6) = tokio::join!(
+                tool("iptables-nft-save", &[]),
+                tool("ip6tables-nft-save", &[]),
+            );
+            for (family, result) in [("ip", v4), ("ip6", v6)] {
+                match result {
+                    Ok(text) => chains.extend(parse_iptables_save(&text, family, "iptables-nft")),
+                    Err(why) => unknown.push(format!("{family} iptables-nft: {why}")),
+                }
+            }
+        }
         Err(why) => unknown.push(format!("nftables: {why}")),
     }
     for (family, result) in [("ip", legacy4), ("ip6", legacy6)] {

@@ -68,6 +68,8 @@ impl std::str::FromStr for GuestForwarding {
 pub enum ForwardingError {
     #[error(transparent)]
     State(#[from] JournalError),
+    #[error("cannot read the firewall ({0}); nothing was changed in it")]
+    Unreadable(String),
     #[error("`{command}` failed: {detail}")]
     Tool { command: String, detail: String },
 }
@@ -426,7 +428,12 @@ async fn converge(
     bridges: &BTreeSet<String>,
     scope: Option<&str>,
 ) -> Result<Vec<Applied>, ForwardingError> {
-    let (chains, _unknown) = firewall::chains().await;
+    let (chains, unknown) = firewall::chains().await;
+    // A missing legacy tool only means no legacy tables; anything else
+    // unread could hide the chain that drops, or a rule of ours.
+    if let Some(why) = unknown.iter().find(|u| !u.ends_with("is not installed")) {
+        return Err(ForwardingError::Unreadable(why.clone()));
+    }
     let wanted = places(&chains);
     let found: Vec<Found> = find(&chains)
         .await?
