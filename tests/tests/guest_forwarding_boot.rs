@@ -147,3 +147,37 @@ fn the_rule_comes_back_after_a_reboot_through_the_unit() {
     assert!(restart.status.success(), "{}", host.journal(unit));
     assert_eq!(ruleset(&host), before);
 }
+
+#[test]
+fn the_agent_converts_at_boot_through_the_rule_its_configuration_allows() {
+    let Some(mut host) = Container::require_on(Suite::Trixie, Uplink::Static) else {
+        return;
+    };
+    host.install_netbridge()
+        .expect("make install into the trixie host");
+    host.write_file("/etc/nftables.conf", NFTABLES_CONF, 0o755)
+        .expect("write nftables.conf");
+    host.write_file(
+        "/etc/netbridge/netbridge.toml",
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nguest-forwarding = \"allow\"\n",
+        0o644,
+    )
+    .expect("write the configuration");
+    let enable = host.systemctl([
+        "enable",
+        "nftables",
+        "netbridge-guest-forwarding",
+        "netbridge-agent",
+    ]);
+    assert!(enable.status.success(), "{}", text(&enable.stderr));
+
+    // At boot: the ruleset, then the rule (before the agent), then the
+    // agent's conversion, whose guest-path check crosses the firewall.
+    host.expect_address_on("br0");
+    host.reboot().expect("reboot the host");
+    let agent = host.journal("netbridge-agent");
+    assert!(agent.contains("guest-path br0 ok"), "{agent}");
+    assert!(agent.contains("committed"), "{agent}");
+    assert_eq!(ruleset(&host).matches(RULE).count(), 1);
+    assert!(guest_pings(&host, "vm0", Duration::from_secs(10)));
+}
