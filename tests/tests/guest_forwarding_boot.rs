@@ -181,3 +181,96 @@ fn the_agent_converts_at_boot_through_the_rule_its_configuration_allows() {
     assert_eq!(ruleset(&host).matches(RULE).count(), 1);
     assert!(guest_pings(&host, "vm0", Duration::from_secs(10)));
 }
+
+/// A stand-in for docker.service: at each start it deletes and re-creates
+/// its chains, as dockerd does, without netbridge's rule.
+const DOCKER_UNIT: &str = "[Unit]
+Description=Docker stand-in: re-creates its chains at start, as dockerd does
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f /etc/docker-like.nft
+
+[Install]
+WantedBy=multi-user.target
+";
+
+const DOCKER_CHAINS: &str = "table ip filter
+delete table ip filter
+table ip filter {
+\tchain DOCKER-USER {
+\t\treturn
+\t}
+
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy drop;
+\t\tjump DOCKER-USER
+\t}
+}
+";
+
+#[test]
+fn docker_starting_again_brings_the_unit_and_the_rule_back() {
+    let Some(host) = Container::require_on(Suite::Trixie, Uplink::Static) else {
+        return;
+    };
+    host.install_netbridge()
+        .expect("make install into the trixie host");
+    host.write_file("/etc/systemd/system/docker.service", DOCKER_UNIT, 0o644)
+        .expect("write docker.service");
+    host.write_file("/etc/docker-like.nft", DOCKER_CHAINS, 0o644)
+        .expect("write docker's chains");
+    let unit = "netbridge-guest-forwarding";
+    for args in [
+        vec!["daemon-reload"],
+        vec!["enable", "--now", "docker"],
+        vec!["enable", "--now", unit],
+    ] {
+        let out = host.systemctl(&args);
+        assert!(
+            out.status.success(),
+            "systemctl {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let run = host.exec([
+        "netbridge",
+        "convert",
+        "ens32",
+        "--yes",
+        "--guest-forwarding",
+        "allow",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(ruleset(&host).matches(RULE).count(), 1);
+    assert!(guest_pings(&host, "vm0", Duration::from_secs(10)));
+
+    // `systemctl restart docker`: PartOf= restarts the unit after it.
+    // `stop` then `start`: WantedBy=docker.service starts it again.
+    for actions in [vec!["restart"], vec!["stop", "start"]] {
+        for action in &actions {
+            let out = host.systemctl([*action, "docker"]);
+            assert!(out.status.success(), "{action}: {}", text(&out.stderr));
+        }
+        // systemctl returns with Docker's job done; the unit's follows.
+        let back = || ruleset(&host).matches(RULE).count() == 1;
+        assert!(
+            eventually(Duration::from_secs(10), back),
+            "after {actions:?}:\n{}\n{}",
+            ruleset(&host),
+            host.journal(unit)
+        );
+        let active = text(&host.systemctl(["is-active", unit]).stdout);
+        assert_eq!(active, "active", "{}", host.journal(unit));
+    }
+    let journal = host.journal(unit);
+    assert_eq!(
+        journal
+            .matches("forwarding between br0's ports accepted in ip filter forward (nftables)")
+            .count(),
+        2,
+        "the unit put the rule back after each start of Docker:\n{journal}"
+    );
+    assert!(guest_pings(&host, "vm1", Duration::from_secs(10)));
+}
