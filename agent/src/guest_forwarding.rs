@@ -384,8 +384,32 @@ pub async fn allow(
     progress: &Progress,
 ) -> Result<bool, ForwardingError> {
     let recorded = record(store, lock, bridge, true).await?;
-    report(&one(bridge, true).await?, bridge, progress);
-    Ok(recorded)
+    match one(bridge, true).await {
+        Ok(applied) => {
+            report(&applied, bridge, progress);
+            Ok(recorded)
+        }
+        Err(e) => {
+            // Half a change helps nobody: take back what was added, and
+            // the record if it is new. The first error is the one to tell.
+            if recorded {
+                let _ = record(store, lock, bridge, false).await;
+                let _ = one(bridge, false).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// What `allow` would add for `bridge` now, for a dry run: the chains that
+/// lack its rule.
+pub async fn preview(bridge: &str) -> Result<Vec<Place>, ForwardingError> {
+    let chains = readable_chains().await?;
+    let found = find(&chains).await?;
+    Ok(places(&chains)
+        .into_iter()
+        .filter(|p| !found.iter().any(|f| f.bridge == bridge && &f.place == p))
+        .collect())
 }
 
 /// After a rollback or a revert: forgets `bridge` and removes its rules —
@@ -428,12 +452,7 @@ async fn converge(
     bridges: &BTreeSet<String>,
     scope: Option<&str>,
 ) -> Result<Vec<Applied>, ForwardingError> {
-    let (chains, unknown) = firewall::chains().await;
-    // A missing legacy tool only means no legacy tables; anything else
-    // unread could hide the chain that drops, or a rule of ours.
-    if let Some(why) = unknown.iter().find(|u| !u.ends_with("is not installed")) {
-        return Err(ForwardingError::Unreadable(why.clone()));
-    }
+    let chains = readable_chains().await?;
     let wanted = places(&chains);
     let found: Vec<Found> = find(&chains)
         .await?
@@ -489,6 +508,17 @@ async fn converge(
         }
     }
     Ok(applied)
+}
+
+/// The firewall's chains, or why they cannot be trusted: a missing legacy
+/// tool only means no legacy tables, but anything else unread could hide
+/// the chain that drops, or a rule of netbridge's.
+async fn readable_chains() -> Result<Vec<Chain>, ForwardingError> {
+    let (chains, unknown) = firewall::chains().await;
+    match unknown.iter().find(|u| !u.ends_with("is not installed")) {
+        Some(why) => Err(ForwardingError::Unreadable(why.clone())),
+        None => Ok(chains),
+    }
 }
 
 /// netbridge's rules in the firewall now. iptables tables are listed only

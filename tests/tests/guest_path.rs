@@ -508,6 +508,27 @@ fn allow_survives_and_revert_restores(
 ) {
     firewall(lab);
     let before = traces(lab);
+    let dry = netbridge(
+        lab,
+        &[
+            "convert",
+            "ens32",
+            "--dry-run",
+            "--guest-forwarding",
+            "allow",
+        ],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let would = format!(
+        "--guest-forwarding allow would accept forwarding between br0's ports in {accepted_in}"
+    );
+    assert!(dry.stderr.contains(&would), "{}", dry.stderr);
+    let dried = traces(lab);
+    assert_eq!(
+        (dried.nft, dried.iptables),
+        (before.nft.clone(), before.iptables.clone()),
+        "a dry run changes nothing"
+    );
     let run = netbridge(
         lab,
         &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
@@ -536,6 +557,19 @@ fn allow_survives_and_revert_restores(
         "the guest pings the gateway through br0 and the firewall"
     );
 
+    // Converting again is a no-op, for the firewall too.
+    let again = netbridge(
+        lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("nothing to change for br0's guest forwarding"),
+        "{}",
+        again.stderr
+    );
     // Idempotent: the hook again adds nothing.
     let again = sync_hook(lab);
     assert_eq!(again["result"], "unchanged", "{again:#}");

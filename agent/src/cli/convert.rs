@@ -161,12 +161,23 @@ async fn convert(
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
-        Prepared::NoOp { .. } => return Ok(("no-op", Exit::Ok)),
+        Prepared::NoOp { bridge, .. } => {
+            // The network is as asked; the firewall may not be yet.
+            if args.guest_forwarding == GuestForwarding::Allow && !args.dry_run {
+                guest_forwarding::allow(&store, &lock, &bridge, progress)
+                    .await
+                    .map_err(|e| forwarding_failed(&e, &bridge))?;
+            }
+            return Ok(("no-op", Exit::Ok));
+        }
         Prepared::Ready(ready) => *ready,
     };
     report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
+        if args.guest_forwarding == GuestForwarding::Allow {
+            preview_forwarding(&ready.plan.bridge, progress).await;
+        }
         if !args.json {
             print_plan(&ready.plan, &ready.checks.probes);
         }
@@ -226,6 +237,25 @@ async fn convert(
     report.outcome = Some(outcome);
     report.ready = Some(ready);
     Ok(done)
+}
+
+/// What `--guest-forwarding allow` would add, as a progress step.
+async fn preview_forwarding(bridge: &str, progress: &Progress) {
+    let detail = match guest_forwarding::preview(bridge).await {
+        Ok(places) if places.is_empty() => {
+            format!("--guest-forwarding allow: no forward chain lacks a rule for {bridge}")
+        }
+        Ok(places) => format!(
+            "--guest-forwarding allow would accept forwarding between {bridge}'s ports in {}",
+            places
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => format!("--guest-forwarding allow: {e}"),
+    };
+    progress.step("firewall", detail);
 }
 
 /// The firewall could not be changed (or changed back) for `bridge`.
