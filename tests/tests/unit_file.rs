@@ -1,5 +1,5 @@
 //! The systemd units are as hardened as their jobs allow: `systemd-analyze
-//! security` rates it, offline, without installing it.
+//! security` rates each, offline, without installing it.
 
 use std::path::PathBuf;
 use std::process::Command;
