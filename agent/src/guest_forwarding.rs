@@ -375,45 +375,67 @@ pub async fn sync(bridges: &BTreeSet<String>) -> Result<Vec<Applied>, Forwarding
     converge(bridges, None).await
 }
 
-/// `convert --guest-forwarding allow`: records `bridge` and adds its rules;
-/// whether it was newly recorded (so a rollback knows to take it back).
-pub async fn allow(
-    store: &Store,
-    lock: &Lock,
-    bridge: &str,
-    progress: &Progress,
-) -> Result<bool, ForwardingError> {
-    let recorded = record(store, lock, bridge, true).await?;
-    match one(bridge, true).await {
-        Ok(applied) => {
-            report(&applied, bridge, progress);
-            Ok(recorded)
-        }
-        Err(e) => {
-            // Half a change helps nobody: take back what was added, and
-            // the record if it is new. The first error is the one to tell.
-            if recorded {
-                let _ = record(store, lock, bridge, false).await;
-                let _ = one(bridge, false).await;
+/// `convert --guest-forwarding allow`, around a change that may not commit:
+/// the rules first (so the guest-path check crosses them), the record only
+/// once the change has committed. A run killed in between thus leaves a rule
+/// without a record, which the next [`sync`] removes — never a record of a
+/// bridge that does not exist.
+#[derive(Debug)]
+#[must_use = "end the trial: it records or takes back the rules"]
+pub struct Trial {
+    bridge: String,
+    /// Already allowed before (a run again): nothing to take back.
+    listed_before: bool,
+}
+
+impl Trial {
+    /// Adds `bridge`'s missing rules.
+    pub async fn begin(
+        store: &Store,
+        bridge: &str,
+        progress: &Progress,
+    ) -> Result<Trial, ForwardingError> {
+        let trial = Trial {
+            bridge: bridge.to_owned(),
+            listed_before: listed(store).await?.contains(bridge),
+        };
+        match one(bridge, true).await {
+            Ok(applied) => {
+                report(&applied, bridge, progress);
+                Ok(trial)
             }
-            Err(e)
+            Err(e) => {
+                // Half a change helps nobody; the first error is the one to tell.
+                if !trial.listed_before {
+                    let _ = one(bridge, false).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records the bridge once the change committed; otherwise takes back
+    /// the rules this trial added (none if it was allowed before).
+    pub async fn end(
+        self,
+        store: &Store,
+        lock: &Lock,
+        committed: bool,
+        progress: &Progress,
+    ) -> Result<(), ForwardingError> {
+        match (committed, self.listed_before) {
+            (_, true) => Ok(()),
+            (true, false) => record(store, lock, &self.bridge, true).await.map(drop),
+            (false, false) => {
+                report(&one(&self.bridge, false).await?, &self.bridge, progress);
+                Ok(())
+            }
         }
     }
 }
 
-/// What `allow` would add for `bridge` now, for a dry run: the chains that
-/// lack its rule.
-pub async fn preview(bridge: &str) -> Result<Vec<Place>, ForwardingError> {
-    let chains = readable_chains().await?;
-    let found = find(&chains).await?;
-    Ok(places(&chains)
-        .into_iter()
-        .filter(|p| !found.iter().any(|f| f.bridge == bridge && &f.place == p))
-        .collect())
-}
-
-/// After a rollback or a revert: forgets `bridge` and removes its rules —
-/// only netbridge's, and only this bridge's.
+/// After a revert: forgets `bridge` and removes its rules — only
+/// netbridge's, and only this bridge's.
 pub async fn forget(
     store: &Store,
     lock: &Lock,
@@ -444,6 +466,17 @@ fn report(applied: &[Applied], bridge: &str, progress: &Progress) {
     for a in applied {
         progress.step("firewall", a.to_string());
     }
+}
+
+/// What `allow` would add for `bridge` now, for a dry run: the chains that
+/// lack its rule.
+pub async fn preview(bridge: &str) -> Result<Vec<Place>, ForwardingError> {
+    let chains = readable_chains().await?;
+    let found = find(&chains).await?;
+    Ok(places(&chains)
+        .into_iter()
+        .filter(|p| !found.iter().any(|f| f.bridge == bridge && &f.place == p))
+        .collect())
 }
 
 /// [`sync`], limited to the rules of `scope` when given: the others'

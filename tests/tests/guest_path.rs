@@ -745,3 +745,49 @@ fn a_bad_guest_forwarding_value_is_refused_and_changes_nothing() {
     assert_eq!(lab.snapshot(), before, "nothing changed");
     assert_eq!(traces(&lab), traces_before, "the ruleset untouched");
 }
+
+#[test]
+fn a_rule_left_by_a_killed_conversion_is_removed_by_the_hook() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    docker_like_iptables(&lab);
+    let before = traces(&lab);
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "5",
+            "--guest-forwarding",
+            "allow",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // The DNS check hangs, and netbridge dies before any verdict.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, -1, "killed");
+    assert!(
+        traces(&lab)
+            .iptables
+            .contains("netbridge-guest-forwarding:br0"),
+        "the rule outlived the kill"
+    );
+    // Never recorded (the change did not commit): the hook removes it.
+    let synced = sync_hook(&lab);
+    assert_eq!(synced["bridges"], serde_json::json!([]), "{synced:#}");
+    assert_eq!(synced["result"], "changed", "{synced:#}");
+    let after = traces(&lab);
+    assert_eq!((after.nft, after.iptables), (before.nft, before.iptables));
+    let recover = netbridge(&lab, &["recover"]);
+    assert_eq!(recover.code, 0, "{}", recover.stderr);
+}

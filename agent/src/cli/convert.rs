@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
-use crate::guest_forwarding::{self, GuestForwarding};
+use crate::guest_forwarding::{self, GuestForwarding, Trial};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::convert::{self, Prepared, Ready};
@@ -164,9 +164,13 @@ async fn convert(
         Prepared::NoOp { bridge, .. } => {
             // The network is as asked; the firewall may not be yet.
             if args.guest_forwarding == GuestForwarding::Allow && !args.dry_run {
-                guest_forwarding::allow(&store, &lock, &bridge, progress)
+                let failed = |e| forwarding_failed(&e, &bridge);
+                Trial::begin(&store, &bridge, progress)
                     .await
-                    .map_err(|e| forwarding_failed(&e, &bridge))?;
+                    .map_err(failed)?
+                    .end(&store, &lock, true, progress)
+                    .await
+                    .map_err(failed)?;
             }
             return Ok(("no-op", Exit::Ok));
         }
@@ -195,19 +199,23 @@ async fn convert(
     }
 
     let bridge = &ready.plan.bridge;
-    // Before the transaction, so the guest-path check sees the rule; taken
-    // back below if the change does not commit.
-    let newly_allowed = match args.guest_forwarding {
-        GuestForwarding::Allow => guest_forwarding::allow(&store, &lock, bridge, progress)
-            .await
-            .map_err(|e| forwarding_failed(&e, bridge))?,
-        GuestForwarding::Deny => false,
+    let failed = |e| forwarding_failed(&e, bridge);
+    // Before the transaction, so the guest-path check sees the rule.
+    let trial = match args.guest_forwarding {
+        GuestForwarding::Allow => Some(
+            Trial::begin(&store, bridge, progress)
+                .await
+                .map_err(failed)?,
+        ),
+        GuestForwarding::Deny => None,
     };
     let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await;
-    if newly_allowed && !matches!(outcome, Ok(Outcome::Committed { .. })) {
-        guest_forwarding::forget(&store, &lock, bridge, progress)
+    if let Some(trial) = trial {
+        let committed = matches!(outcome, Ok(Outcome::Committed { .. }));
+        trial
+            .end(&store, &lock, committed, progress)
             .await
-            .map_err(|e| forwarding_failed(&e, bridge))?;
+            .map_err(failed)?;
     }
     let outcome = outcome?;
     let plan = &ready.plan;
