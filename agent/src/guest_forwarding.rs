@@ -341,11 +341,20 @@ pub fn parse_nft_rules(text: &str, chains: &[Chain]) -> Vec<Found> {
     out
 }
 
-/// What [`sync`] changed, for people.
+/// What [`sync`] did to one chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// The rule was added.
+    Accepted,
+    /// netbridge's rule was removed.
+    Removed,
+}
+
+/// What [`sync`] changed, for people and `--json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Applied {
-    /// `accepted` or `removed`.
-    pub action: &'static str,
+    pub action: Action,
     pub bridge: String,
     /// The chain, e.g. `ip filter DOCKER-USER (iptables-nft)`.
     pub chain: String,
@@ -354,12 +363,12 @@ pub struct Applied {
 impl std::fmt::Display for Applied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.action {
-            "accepted" => write!(
+            Action::Accepted => write!(
                 f,
                 "forwarding between {}'s ports accepted in {}",
                 self.bridge, self.chain
             ),
-            _ => write!(
+            Action::Removed => write!(
                 f,
                 "netbridge's rule for {} removed from {}",
                 self.bridge, self.chain
@@ -468,8 +477,8 @@ fn report(applied: &[Applied], bridge: &str, progress: &Progress) {
     }
 }
 
-/// What `allow` would add for `bridge` now, for a dry run: the chains that
-/// lack its rule.
+/// What `--guest-forwarding allow` would add for `bridge` now, for a dry
+/// run: the chains that lack its rule.
 pub async fn preview(bridge: &str) -> Result<Vec<Place>, ForwardingError> {
     let chains = readable_chains().await?;
     let found = find(&chains).await?;
@@ -519,7 +528,7 @@ async fn converge(
         };
         run(f.place.program(), &args).await?;
         applied.push(Applied {
-            action: "removed",
+            action: Action::Removed,
             bridge: f.bridge.clone(),
             chain: f.place.to_string(),
         });
@@ -534,7 +543,7 @@ async fn converge(
             }
             run(place.program(), &place.add_args(bridge)).await?;
             applied.push(Applied {
-                action: "accepted",
+                action: Action::Accepted,
                 bridge: bridge.clone(),
                 chain: place.to_string(),
             });
