@@ -59,8 +59,9 @@ pub struct ConvertArgs {
 
     /// allow: the host firewall accepts forwarding between the bridge's own
     /// ports (e.g. `-i br0 -o br0 -j ACCEPT` in DOCKER-USER), from before the
-    /// checks, kept across reboots and Docker restarts, removed by a rollback
-    /// or `revert`. deny: netbridge never changes the firewall.
+    /// checks, removed by a rollback or `revert`; kept across reboots and
+    /// Docker restarts by netbridge-guest-forwarding.service (enable it).
+    /// deny: netbridge never changes the firewall.
     #[arg(long, value_enum, default_value_t = GuestForwarding::Deny, value_name = "allow|deny")]
     pub guest_forwarding: GuestForwarding,
 

@@ -28,7 +28,7 @@ Exit status:
 
 Environment:
   DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on
-  NETBRIDGE_STATE_DIR      journal and lock directory (default /var/lib/netbridge)
+  NETBRIDGE_STATE_DIR      journal, lock and guest-forwarding record (default /var/lib/netbridge)
   NETBRIDGE_LOG            log filter for diagnostics on stderr (e.g. debug)";
 
 /// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely:
@@ -41,7 +41,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Directory for the journal of unfinished changes and the lock.
+    /// Directory for the journal of unfinished changes, the lock and the
+    /// record of bridges allowed guest forwarding.
     #[arg(
         long,
         global = true,
