@@ -153,6 +153,21 @@ fn docker_like_iptables(lab: &Lab) {
     }
 }
 
+/// Docker's chains for IPv4 and IPv6 (Docker with IPv6 enabled), both
+/// iptables-nft.
+fn docker_like_dual_stack(lab: &Lab) {
+    docker_like_iptables(lab);
+    for args in [
+        vec!["ip6tables", "-N", "DOCKER-USER"],
+        vec!["ip6tables", "-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["ip6tables", "-P", "FORWARD", "DROP"],
+        vec!["ip6tables", "-A", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        let out = lab.host(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+}
+
 /// The same with native nftables.
 fn docker_like_nftables(lab: &Lab) {
     let ruleset = "add table ip filter\n\
@@ -551,6 +566,18 @@ fn allow_survives_and_revert_restores(
         1,
         "{rule:?} once in:\n{ruleset}"
     );
+    // IPv6 bridged traffic crosses ip6tables' chains (the iptables case
+    // has them): the rule is there too.
+    if rule.starts_with("-A ") {
+        let v6 = String::from_utf8_lossy(&lab.host(["ip6tables-save"]).stdout).into_owned();
+        assert!(
+            run.stderr
+                .contains("accepted in ip6 filter DOCKER-USER (iptables-nft)"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(v6.matches(rule).count(), 1, "{v6}");
+    }
     let guest = lab.add_guest("vm0");
     assert!(
         guest_reaches_gateway(lab, &guest, 50, Duration::from_secs(10)),
@@ -640,12 +667,15 @@ fn guest_forwarding_allow_with_a_docker_like_iptables_firewall() {
     };
     allow_survives_and_revert_restores(
         &lab,
-        docker_like_iptables,
+        docker_like_dual_stack,
         &[
             &["iptables", "-F", "FORWARD"],
             &["iptables", "-F", "DOCKER-USER"],
             &["iptables", "-X", "DOCKER-USER"],
             &["iptables", "-X", "DOCKER-FORWARD"],
+            &["ip6tables", "-F", "FORWARD"],
+            &["ip6tables", "-F", "DOCKER-USER"],
+            &["ip6tables", "-X", "DOCKER-USER"],
         ],
         "ip filter DOCKER-USER (iptables-nft)",
         "-A DOCKER-USER -i br0 -o br0 -m comment --comment \"netbridge-guest-forwarding:br0\" -j ACCEPT",
