@@ -821,3 +821,51 @@ fn a_rule_left_by_a_killed_conversion_is_removed_by_the_hook() {
     let recover = netbridge(&lab, &["recover"]);
     assert_eq!(recover.code, 0, "{}", recover.stderr);
 }
+
+#[test]
+fn guest_forwarding_allow_with_a_docker_like_iptables_legacy_firewall() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    for args in [
+        vec!["iptables-legacy", "-N", "DOCKER-USER"],
+        vec!["iptables-legacy", "-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["iptables-legacy", "-P", "FORWARD", "DROP"],
+        vec!["iptables-legacy", "-A", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        let out = lab.host(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let legacy = || {
+        text(&lab.host(["iptables-legacy-save"]))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = legacy();
+    let run = netbridge(
+        &lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "forwarding between br0's ports accepted in ip filter DOCKER-USER (iptables-legacy)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("guest-path br0 ok"), "{}", run.stderr);
+    let rule = "-A DOCKER-USER -i br0 -o br0 -m comment --comment \"netbridge-guest-forwarding:br0\" -j ACCEPT";
+    assert_eq!(
+        legacy().iter().filter(|l| *l == rule).count(),
+        1,
+        "{:#?}",
+        legacy()
+    );
+    assert_eq!(sync_hook(&lab)["result"], "unchanged");
+    let revert = netbridge(&lab, &["revert", "br0", "--yes"]);
+    assert_eq!(revert.code, 0, "{}", revert.stderr);
+    assert_eq!(legacy(), before, "iptables-legacy-save exactly as before");
+}
