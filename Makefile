@@ -1,5 +1,5 @@
 # Build and install netbridge: `make install` (as root) puts the binaries in
-# /usr/local, the unit in /etc/systemd/system and an example configuration in
+# /usr/local, the units in /etc/systemd/system and an example configuration in
 # /etc/netbridge (as netbridge.toml.example: copy and edit it). DESTDIR installs into
 # another root (the tests install into a Debian root booted with systemd-nspawn).
 
@@ -22,6 +22,8 @@ install: build
 	install -D -m 0755 $(BUILT)/netbridge-agent $(DESTDIR)$(PREFIX)/sbin/netbridge-agent
 	install -D -m 0644 systemd/netbridge-agent.service $(DESTDIR)/etc/systemd/system/netbridge-agent.service
 	sed -i 's|/usr/local/|$(PREFIX)/|' $(DESTDIR)/etc/systemd/system/netbridge-agent.service
+	install -D -m 0644 systemd/netbridge-guest-forwarding.service $(DESTDIR)/etc/systemd/system/netbridge-guest-forwarding.service
+	sed -i 's|/usr/local/|$(PREFIX)/|' $(DESTDIR)/etc/systemd/system/netbridge-guest-forwarding.service
 	install -d -m 0755 $(DESTDIR)/etc/netbridge/conf.d
 	# An example only: an active default would convert a NIC on first start.
 	install -m 0644 configs/single-host.toml $(DESTDIR)/etc/netbridge/netbridge.toml.example
@@ -33,6 +35,7 @@ install: build
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/netbridge $(DESTDIR)$(PREFIX)/sbin/netbridge-agent
 	rm -f $(DESTDIR)/etc/systemd/system/netbridge-agent.service
+	rm -f $(DESTDIR)/etc/systemd/system/netbridge-guest-forwarding.service
 	rm -rf $(DESTDIR)$(PREFIX)/share/doc/netbridge
 
 test:

@@ -241,9 +241,18 @@ impl Diagnosis {
 
 /// Reads everything, concurrently; never fails.
 pub async fn diagnose() -> Diagnosis {
-    let (v4, v6, nft, legacy4, legacy6) = tokio::join!(
+    let (v4, v6, (chains, unknown)) = tokio::join!(
         sysctl("bridge-nf-call-iptables"),
         sysctl("bridge-nf-call-ip6tables"),
+        chains(),
+    );
+    assemble(v4, v6, chains, unknown)
+}
+
+/// Every chain of nftables and of the legacy iptables tables (regular chains
+/// such as DOCKER-USER included), and what could not be read.
+pub async fn chains() -> (Vec<Chain>, Vec<String>) {
+    let (nft, legacy4, legacy6) = tokio::join!(
         tool("nft", &["-j", "list", "ruleset"]),
         tool("iptables-legacy-save", &[]),
         tool("ip6tables-legacy-save", &[]),
@@ -252,6 +261,21 @@ pub async fn diagnose() -> Diagnosis {
     let mut unknown = Vec::new();
     match nft.and_then(|text| parse_nft_json(&text)) {
         Ok(found) => chains.extend(found),
+        // iptables does not need nft's command line: without it, the tables
+        // iptables-nft keeps are read through iptables-nft's own save tool.
+        Err(why) if why.ends_with("is not installed") => {
+            unknown.push(format!("nftables: {why}"));
+            let (v4, v6) = tokio::join!(
+                tool("iptables-nft-save", &[]),
+                tool("ip6tables-nft-save", &[]),
+            );
+            for (family, result) in [("ip", v4), ("ip6", v6)] {
+                match result {
+                    Ok(text) => chains.extend(parse_iptables_save(&text, family, "iptables-nft")),
+                    Err(why) => unknown.push(format!("{family} iptables-nft: {why}")),
+                }
+            }
+        }
         Err(why) => unknown.push(format!("nftables: {why}")),
     }
     for (family, result) in [("ip", legacy4), ("ip6", legacy6)] {
@@ -260,7 +284,7 @@ pub async fn diagnose() -> Diagnosis {
             Err(why) => unknown.push(format!("{family} iptables-legacy: {why}")),
         }
     }
-    assemble(v4, v6, chains, unknown)
+    (chains, unknown)
 }
 
 /// The diagnosis from what was read (pure).
@@ -310,8 +334,8 @@ async fn sysctl(name: &str) -> Option<bool> {
     }
 }
 
-/// Runs a read-only tool; its stdout, or why it could not tell.
-async fn tool(program: &str, args: &[&str]) -> Result<String, String> {
+/// Runs a firewall tool; its stdout, or why it could not tell.
+pub(crate) async fn tool(program: &str, args: &[&str]) -> Result<String, String> {
     let run = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())

@@ -11,6 +11,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod firewall;
+pub mod guest_forwarding;
 pub mod identity;
 pub mod inventory;
 pub mod journal;

@@ -153,6 +153,21 @@ fn docker_like_iptables(lab: &Lab) {
     }
 }
 
+/// Docker's chains for IPv4 and IPv6 (Docker with IPv6 enabled), both
+/// iptables-nft.
+fn docker_like_dual_stack(lab: &Lab) {
+    docker_like_iptables(lab);
+    for args in [
+        vec!["ip6tables", "-N", "DOCKER-USER"],
+        vec!["ip6tables", "-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["ip6tables", "-P", "FORWARD", "DROP"],
+        vec!["ip6tables", "-A", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        let out = lab.host(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+}
+
 /// The same with native nftables.
 fn docker_like_nftables(lab: &Lab) {
     let ruleset = "add table ip filter\n\
@@ -271,7 +286,9 @@ fn a_docker_like_iptables_firewall_rolls_back_naming_it() {
             "`iptables -I DOCKER-USER -i br0 -o br0 -j ACCEPT`",
         ],
     );
-    // Leaving the check out converts anyway (the guests stay cut off).
+    // Leaving the check out converts anyway (the guests stay cut off), and
+    // without --guest-forwarding allow the firewall is left as it is.
+    let rules = traces(&lab);
     let run = netbridge(&lab, &["convert", "ens32", "--yes", "--no-guest-check"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(
@@ -279,6 +296,9 @@ fn a_docker_like_iptables_firewall_rolls_back_naming_it() {
         "{}",
         run.stderr
     );
+    assert!(!run.stderr.contains("  firewall     "), "{}", run.stderr);
+    let after = traces(&lab);
+    assert_eq!((after.nft, after.iptables), (rules.nft, rules.iptables));
 }
 
 #[test]
@@ -454,4 +474,398 @@ fn apply_runs_the_check_by_default_and_guest_check_false_leaves_it_out() {
     let run = netbridge(&lab, &["apply", "--config", &config_arg, "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(!run.stdout.contains("guest-path br0"), "{}", run.stdout);
+}
+
+/// A VM stand-in on br0 (its tap `tap`, 172.25.250.`host`/24): whether it
+/// pings the gateway within `within`.
+fn guest_reaches_gateway(
+    lab: &Lab,
+    guest: &netbridge_tests::Guest,
+    host: u8,
+    within: Duration,
+) -> bool {
+    let tap = guest.host_link();
+    for args in [
+        vec!["ip", "link", "set", tap, "master", "br0"],
+        vec!["ip", "link", "set", tap, "up"],
+    ] {
+        assert!(lab.host(&args).status.success(), "{args:?}");
+    }
+    let address = format!("172.25.250.{host}/24");
+    // Already there on a second call.
+    let _ = guest.exec(["ip", "addr", "add", &address, "dev", "eth0"]);
+    eventually(within, || {
+        guest
+            .exec(["ping", "-c", "1", "-W", "1", "172.25.250.254"])
+            .status
+            .success()
+    })
+}
+
+/// The persistence hook, run as the system runs it (no configuration here:
+/// the lab's own, empty).
+fn sync_hook(lab: &Lab) -> Value {
+    let config = lab.dir().join("no-config.toml").display().to_string();
+    let run = netbridge(lab, &["guest-forwarding", "--config", &config, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    run.json()
+}
+
+/// `convert --guest-forwarding allow` commits past the Docker-like firewall
+/// and the guest works; the hook is idempotent and puts the rule back after
+/// the chains are re-created; `revert` leaves the ruleset exactly as before.
+fn allow_survives_and_revert_restores(
+    lab: &Lab,
+    firewall: fn(&Lab),
+    recreate: &[&[&str]],
+    accepted_in: &str,
+    rule: &str,
+) {
+    firewall(lab);
+    let before = traces(lab);
+    let dry = netbridge(
+        lab,
+        &[
+            "convert",
+            "ens32",
+            "--dry-run",
+            "--guest-forwarding",
+            "allow",
+        ],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let would = format!(
+        "--guest-forwarding allow would accept forwarding between br0's ports in {accepted_in}"
+    );
+    assert!(dry.stderr.contains(&would), "{}", dry.stderr);
+    let dried = traces(lab);
+    assert_eq!(
+        (dried.nft, dried.iptables),
+        (before.nft.clone(), before.iptables.clone()),
+        "a dry run changes nothing"
+    );
+    let run = netbridge(
+        lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for needle in [
+        format!("firewall     forwarding between br0's ports accepted in {accepted_in}"),
+        "check        guest-path br0 ok".to_owned(),
+    ] {
+        assert!(
+            run.stderr.contains(&needle),
+            "says {needle:?}:\n{}",
+            run.stderr
+        );
+    }
+    let with_rule = traces(lab);
+    let ruleset = format!("{}\n{}", with_rule.nft, with_rule.iptables);
+    assert_eq!(
+        ruleset.matches(rule).count(),
+        1,
+        "{rule:?} once in:\n{ruleset}"
+    );
+    // IPv6 bridged traffic crosses ip6tables' chains (the iptables case
+    // has them): the rule is there too.
+    if rule.starts_with("-A ") {
+        let v6 = String::from_utf8_lossy(&lab.host(["ip6tables-save"]).stdout).into_owned();
+        assert!(
+            run.stderr
+                .contains("accepted in ip6 filter DOCKER-USER (iptables-nft)"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(v6.matches(rule).count(), 1, "{v6}");
+    }
+    let guest = lab.add_guest("vm0");
+    assert!(
+        guest_reaches_gateway(lab, &guest, 50, Duration::from_secs(10)),
+        "the guest pings the gateway through br0 and the firewall"
+    );
+
+    // Converting again is a no-op, for the firewall too.
+    let again = netbridge(
+        lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("nothing to change for br0's guest forwarding"),
+        "{}",
+        again.stderr
+    );
+    // Idempotent: the hook again adds nothing.
+    let again = sync_hook(lab);
+    assert_eq!(again["result"], "unchanged", "{again:#}");
+    assert_eq!(again["bridges"], serde_json::json!(["br0"]));
+    assert_eq!(traces(lab).iptables, with_rule.iptables);
+    assert_eq!(traces(lab).nft, with_rule.nft);
+
+    // Docker's start: its chains deleted and made again, without the rule.
+    for args in recreate {
+        let out = lab.host(*args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    firewall(lab);
+    let recreated = traces(lab);
+    assert!(
+        !guest_reaches_gateway(lab, &guest, 50, Duration::from_secs(2)),
+        "re-created chains drop the guest until the hook runs"
+    );
+    let synced = sync_hook(lab);
+    assert_eq!(synced["result"], "changed", "{synced:#}");
+    let after_sync = traces(lab);
+    // Re-created chains may be listed in another order: the same lines.
+    let lines = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        after_sync.iptables, with_rule.iptables,
+        "the same rule, in the same place"
+    );
+    assert_eq!(lines(&after_sync.nft), lines(&with_rule.nft));
+    assert!(
+        guest_reaches_gateway(lab, &guest, 50, Duration::from_secs(10)),
+        "the guest works again after the hook"
+    );
+
+    // The VM leaves before the bridge goes.
+    let detach = lab.host(["ip", "link", "set", guest.host_link(), "nomaster"]);
+    assert!(detach.status.success(), "{detach:?}");
+    let revert = netbridge(lab, &["revert", "br0", "--yes"]);
+    assert_eq!(revert.code, 0, "{}", revert.stderr);
+    assert!(
+        revert
+            .stderr
+            .contains("netbridge's rule for br0 removed from"),
+        "{}",
+        revert.stderr
+    );
+    // Exactly as Docker's start left it, and the same rules as at first.
+    let after = traces(lab);
+    assert_eq!(after.nft, recreated.nft, "nft ruleset exactly as before");
+    assert_eq!(
+        after.iptables, recreated.iptables,
+        "iptables-save exactly as before"
+    );
+    assert_eq!(after.iptables, before.iptables);
+    assert_eq!(lines(&after.nft), lines(&before.nft));
+    let forgotten = sync_hook(lab);
+    assert_eq!(forgotten["bridges"], serde_json::json!([]), "{forgotten:#}");
+    assert_eq!(forgotten["result"], "unchanged", "{forgotten:#}");
+}
+
+#[test]
+fn guest_forwarding_allow_with_a_docker_like_iptables_firewall() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    allow_survives_and_revert_restores(
+        &lab,
+        docker_like_dual_stack,
+        &[
+            &["iptables", "-F", "FORWARD"],
+            &["iptables", "-F", "DOCKER-USER"],
+            &["iptables", "-X", "DOCKER-USER"],
+            &["iptables", "-X", "DOCKER-FORWARD"],
+            &["ip6tables", "-F", "FORWARD"],
+            &["ip6tables", "-F", "DOCKER-USER"],
+            &["ip6tables", "-X", "DOCKER-USER"],
+        ],
+        "ip filter DOCKER-USER (iptables-nft)",
+        "-A DOCKER-USER -i br0 -o br0 -m comment --comment \"netbridge-guest-forwarding:br0\" -j ACCEPT",
+    );
+}
+
+#[test]
+fn guest_forwarding_allow_with_a_docker_like_nftables_firewall() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    allow_survives_and_revert_restores(
+        &lab,
+        docker_like_nftables,
+        &[&["nft", "delete", "table", "ip", "filter"]],
+        "ip filter forward (nftables)",
+        "iifname \"br0\" oifname \"br0\" accept comment \"netbridge-guest-forwarding:br0\"",
+    );
+}
+
+#[test]
+fn guest_forwarding_is_taken_back_by_a_rollback() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    docker_like_iptables(&lab);
+    assert!(common::ping_gateway(&lab));
+    let (before, traces_before) = (lab.snapshot(), traces(&lab));
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--guest-forwarding",
+            "allow",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("accepted in ip filter DOCKER-USER", Duration::from_secs(20));
+    // The LAN's DNS goes silent: the check fails after the change.
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    let (code, log) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, 3, "rolled back:\n{log}");
+    assert!(
+        log.contains("netbridge's rule for br0 removed from ip filter DOCKER-USER"),
+        "{log}"
+    );
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
+    assert_eq!(traces(&lab), traces_before, "the ruleset exactly as before");
+    assert_eq!(sync_hook(&lab)["bridges"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_guest_forwarding_value_is_refused_and_changes_nothing() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    docker_like_iptables(&lab);
+    let (before, traces_before) = (lab.snapshot(), traces(&lab));
+    let run = netbridge(
+        &lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "yes"],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("invalid value 'yes' for '--guest-forwarding <allow|deny>'"),
+        "{}",
+        run.stderr
+    );
+    let config = lab.dir().join("netbridge.toml");
+    std::fs::write(
+        &config,
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nguest-forwarding = \"on\"\n",
+    )
+    .expect("write config");
+    let config = config.display().to_string();
+    for args in [
+        vec!["apply", "--config", &config],
+        vec!["guest-forwarding", "--config", &config],
+    ] {
+        let run = netbridge(&lab, &args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "netbridge.toml:4: bridge.guest-forwarding: \"on\" is not a value: use \"allow\" or \"deny\""
+            ),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(lab.snapshot(), before, "nothing changed");
+    assert_eq!(traces(&lab), traces_before, "the ruleset untouched");
+}
+
+#[test]
+fn a_rule_left_by_a_killed_conversion_is_removed_by_the_hook() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    docker_like_iptables(&lab);
+    let before = traces(&lab);
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        &lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "5",
+            "--guest-forwarding",
+            "allow",
+            "--check",
+            "dns:gw.lab",
+        ],
+    );
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // The DNS check hangs, and netbridge dies before any verdict.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("bridge up", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, -1, "killed");
+    assert!(
+        traces(&lab)
+            .iptables
+            .contains("netbridge-guest-forwarding:br0"),
+        "the rule outlived the kill"
+    );
+    // Never recorded (the change did not commit): the hook removes it.
+    let synced = sync_hook(&lab);
+    assert_eq!(synced["bridges"], serde_json::json!([]), "{synced:#}");
+    assert_eq!(synced["result"], "changed", "{synced:#}");
+    let after = traces(&lab);
+    assert_eq!((after.nft, after.iptables), (before.nft, before.iptables));
+    let recover = netbridge(&lab, &["recover"]);
+    assert_eq!(recover.code, 0, "{}", recover.stderr);
+}
+
+#[test]
+fn guest_forwarding_allow_with_a_docker_like_iptables_legacy_firewall() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    for args in [
+        vec!["iptables-legacy", "-N", "DOCKER-USER"],
+        vec!["iptables-legacy", "-A", "DOCKER-USER", "-j", "RETURN"],
+        vec!["iptables-legacy", "-P", "FORWARD", "DROP"],
+        vec!["iptables-legacy", "-A", "FORWARD", "-j", "DOCKER-USER"],
+    ] {
+        let out = lab.host(&args);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    }
+    let legacy = || {
+        text(&lab.host(["iptables-legacy-save"]))
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(" [").next().unwrap_or(l).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let before = legacy();
+    let run = netbridge(
+        &lab,
+        &["convert", "ens32", "--yes", "--guest-forwarding", "allow"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "forwarding between br0's ports accepted in ip filter DOCKER-USER (iptables-legacy)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("guest-path br0 ok"), "{}", run.stderr);
+    let rule = "-A DOCKER-USER -i br0 -o br0 -m comment --comment \"netbridge-guest-forwarding:br0\" -j ACCEPT";
+    assert_eq!(
+        legacy().iter().filter(|l| *l == rule).count(),
+        1,
+        "{:#?}",
+        legacy()
+    );
+    assert_eq!(sync_hook(&lab)["result"], "unchanged");
+    let revert = netbridge(&lab, &["revert", "br0", "--yes"]);
+    assert_eq!(revert.code, 0, "{}", revert.stderr);
+    assert_eq!(legacy(), before, "iptables-legacy-save exactly as before");
 }

@@ -120,7 +120,7 @@ async fn dropped(bridge: &str, waited: Duration) -> String {
     let diagnosis = firewall::diagnose().await;
     match diagnosis.blocking_cause() {
         Some(cause) => format!(
-            "guests on {bridge} are dropped by the host firewall: {cause} — accept forwarding between {bridge}'s ports (`{}`) and run again, or leave this check out (--no-guest-check)",
+            "guests on {bridge} are dropped by the host firewall: {cause} — `--guest-forwarding allow` (configuration: `guest-forwarding = \"allow\"`) accepts forwarding between {bridge}'s ports and keeps it so (by hand: `{}`), or leave this check out (--no-guest-check)",
             diagnosis.way_out(bridge)
         ),
         None => format!(

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::options::BridgeOptionArgs;
 use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
+use crate::guest_forwarding::{self, GuestForwarding, Trial};
 use crate::journal::{Lock, Store};
 use crate::libvirt::{self, LibvirtError, LibvirtOptions};
 use crate::nm::Nm;
@@ -72,6 +73,14 @@ pub struct ConvertArgs {
     /// new bridge exchanging a frame through the host firewall).
     #[arg(long)]
     pub no_guest_check: bool,
+
+    /// allow: the host firewall accepts forwarding between the bridge's own
+    /// ports (e.g. `-i br0 -o br0 -j ACCEPT` in DOCKER-USER), from before the
+    /// checks, removed by a rollback or `revert`; kept across reboots and
+    /// Docker restarts by netbridge-guest-forwarding.service (enable it).
+    /// deny: netbridge never changes the firewall.
+    #[arg(long, value_enum, default_value_t = GuestForwarding::Deny, value_name = "allow|deny")]
+    pub guest_forwarding: GuestForwarding,
 
     /// Seconds without netbridge after which NetworkManager restores the host
     /// by itself [default: 30, or 90 with --stp on].
@@ -189,6 +198,16 @@ async fn convert(
                     report.libvirt = libvirt::recorded(&store, &bridge).await?;
                 }
             }
+            // The network is as asked; the firewall may not be yet.
+            if args.guest_forwarding == GuestForwarding::Allow && !args.dry_run {
+                let failed = |e| forwarding_failed(&e, &bridge);
+                Trial::begin(&store, &bridge, progress)
+                    .await
+                    .map_err(failed)?
+                    .end(&store, &lock, true, progress)
+                    .await
+                    .map_err(failed)?;
+            }
             return Ok(("no-op", Exit::Ok));
         }
         Prepared::Ready(ready) => *ready,
@@ -202,6 +221,9 @@ async fn convert(
     report.nmcli = ready.plan.nmcli_commands();
 
     if args.dry_run {
+        if args.guest_forwarding == GuestForwarding::Allow {
+            preview_forwarding(&ready.plan.bridge, progress).await;
+        }
         if !args.json {
             print_plan(&ready.plan, &ready.proof.checks.probes);
         }
@@ -218,7 +240,26 @@ async fn convert(
         return Ok(("declined", Exit::BadInput));
     }
 
-    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await?;
+    let bridge = &ready.plan.bridge;
+    let failed = |e| forwarding_failed(&e, bridge);
+    // Before the transaction, so the guest-path check sees the rule.
+    let trial = match args.guest_forwarding {
+        GuestForwarding::Allow => Some(
+            Trial::begin(&store, bridge, progress)
+                .await
+                .map_err(failed)?,
+        ),
+        GuestForwarding::Deny => None,
+    };
+    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await;
+    if let Some(trial) = trial {
+        let committed = matches!(outcome, Ok(Outcome::Committed { .. }));
+        trial
+            .end(&store, &lock, committed, progress)
+            .await
+            .map_err(failed)?;
+    }
+    let outcome = outcome?;
     let plan = &ready.plan;
     let done = match &outcome {
         Outcome::Committed { .. } => {
@@ -373,6 +414,33 @@ async fn after_commit(
                 format!("{bridge} is converted and committed, but {e}; run the same command again to retry"),
             )
         })
+}
+
+/// What `--guest-forwarding allow` would add, as a progress step.
+async fn preview_forwarding(bridge: &str, progress: &Progress) {
+    let detail = match guest_forwarding::preview(bridge).await {
+        Ok(places) if places.is_empty() => {
+            format!("--guest-forwarding allow: no forward chain lacks a rule for {bridge}")
+        }
+        Ok(places) => format!(
+            "--guest-forwarding allow would accept forwarding between {bridge}'s ports in {}",
+            places
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(e) => format!("--guest-forwarding allow: {e}"),
+    };
+    progress.step("firewall", detail);
+}
+
+/// The firewall could not be changed (or changed back) for `bridge`.
+pub(super) fn forwarding_failed(e: &guest_forwarding::ForwardingError, bridge: &str) -> Fatal {
+    Fatal::new(
+        Exit::Internal,
+        format!("guest forwarding on {bridge}: {e} (`netbridge guest-forwarding` makes the firewall match what is recorded)"),
+    )
 }
 
 fn addresses(plan: &Plan) -> String {

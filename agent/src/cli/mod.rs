@@ -4,6 +4,7 @@ mod apply;
 mod convert;
 mod create;
 mod delete;
+mod guest_forwarding;
 mod options;
 mod output;
 mod recover;
@@ -31,7 +32,7 @@ Exit status:
 
 Environment:
   DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on
-  NETBRIDGE_STATE_DIR      journal and lock directory (default /var/lib/netbridge)
+  NETBRIDGE_STATE_DIR      journal, lock and guest-forwarding record (default /var/lib/netbridge)
   NETBRIDGE_LOG            log filter for diagnostics on stderr (e.g. debug)";
 
 /// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely:
@@ -44,7 +45,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 
-    /// Directory for the journal of unfinished changes and the lock.
+    /// Directory for the journal of unfinished changes, the lock and the
+    /// record of bridges allowed guest forwarding.
     #[arg(
         long,
         global = true,
@@ -69,6 +71,9 @@ pub enum Command {
     Delete(delete::DeleteArgs),
     /// Undo a conversion: the original profile back on the uplink, the bridge removed.
     Revert(revert::RevertArgs),
+    /// Make the host firewall accept forwarding on the bridges allowed it
+    /// (what netbridge-guest-forwarding.service runs at boot and Docker's start).
+    GuestForwarding(guest_forwarding::GuestForwardingArgs),
     /// Finish or undo a change that an interrupted run left behind (every
     /// changing command does this first; this does it now).
     Recover(recover::RecoverArgs),
@@ -84,5 +89,6 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Delete(args) => delete::run(args, &cli.state_dir).await,
         Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
+        Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,
     }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::output::{confirm, run_verb, say, Exit, Fatal};
 use crate::checks::CheckSpec;
+use crate::guest_forwarding;
 use crate::journal::{Lock, Store};
 use crate::libvirt;
 use crate::nm::Nm;
@@ -134,6 +135,18 @@ async fn revert(
     let committed = matches!(outcome, Outcome::Committed { .. });
     let done = match &outcome {
         Outcome::Committed { .. } => {
+            // The bridge is gone: so is the guest forwarding `convert` allowed
+            // for it (nothing at all changes if it allowed none).
+            let bridge = &ready.plan.bridge;
+            if guest_forwarding::listed(&store)
+                .await
+                .map_err(|e| super::convert::forwarding_failed(&e, bridge))?
+                .contains(bridge)
+            {
+                guest_forwarding::forget(&store, &lock, bridge, progress)
+                    .await
+                    .map_err(|e| super::convert::forwarding_failed(&e, bridge))?;
+            }
             if !args.json {
                 say!(
                     "{} runs profile '{}' again and {} is gone.",

@@ -15,6 +15,7 @@ use serde::Serialize;
 use toml::Spanned;
 
 use crate::checks::CheckSpec;
+use crate::guest_forwarding::GuestForwarding;
 use crate::libvirt::{LibvirtOptions, NetworkName};
 use crate::plan::network::{self, DhcpRange, NetMode};
 use crate::plan::{validate_bridge_name, validate_rollback_timeout};
@@ -89,6 +90,11 @@ pub struct BridgeConfig {
     /// the fingerprint while off, for the same reason.
     #[serde(skip_serializing_if = "is_off")]
     pub adopt: bool,
+    /// `allow`: the host firewall accepts forwarding between the bridge's
+    /// ports (`netbridge guest-forwarding` applies it). Left out of the
+    /// fingerprint while `deny`, for the same reason as `guest_check`.
+    #[serde(skip_serializing_if = "GuestForwarding::is_deny")]
+    pub guest_forwarding: GuestForwarding,
     pub rollback_timeout: Option<u32>,
     /// `libvirt-network`, `qemu-bridge-helper` (bridged mode only).
     #[serde(flatten)]
@@ -272,6 +278,7 @@ struct Defaults {
     checks: Vec<CheckSpec>,
     default_checks: bool,
     guest_check: bool,
+    guest_forwarding: GuestForwarding,
     rollback_timeout: Option<u32>,
 }
 
@@ -284,6 +291,7 @@ fn merge_defaults(
         checks: Vec::new(),
         default_checks: true,
         guest_check: true,
+        guest_forwarding: GuestForwarding::Deny,
         rollback_timeout: None,
     };
     for (index, d) in defaults {
@@ -305,6 +313,12 @@ fn merge_defaults(
         }
         if let Some(checks) = &d.checks {
             out.checks = parse_checks(checks, "defaults.checks", &at)?;
+        }
+        if let Some(value) = &d.guest_forwarding {
+            out.guest_forwarding = value
+                .get_ref()
+                .parse()
+                .map_err(|e| at("defaults.guest-forwarding", value.span(), e))?;
         }
         if let Some(timeout) = &d.rollback_timeout {
             validate_rollback_timeout(*timeout.get_ref())
@@ -357,6 +371,13 @@ fn resolve(
         }
         None => defaults.rollback_timeout,
     };
+    let guest_forwarding = match &b.guest_forwarding {
+        Some(value) => value
+            .get_ref()
+            .parse()
+            .map_err(|e| at("bridge.guest-forwarding", value.span(), e))?,
+        None => defaults.guest_forwarding,
+    };
     let mtu = match &b.mtu {
         Some(m) if !(68..=65535).contains(m.get_ref()) => {
             return Err(at(
@@ -401,6 +422,7 @@ fn resolve(
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),
         adopt: b.adopt.unwrap_or(false),
+        guest_forwarding,
         rollback_timeout,
         libvirt: resolve_libvirt(b, &at)?,
         origin: file.to_path_buf(),

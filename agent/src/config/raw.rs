@@ -18,6 +18,7 @@ pub struct RawDefaults {
     pub checks: Option<Vec<Spanned<String>>>,
     pub default_checks: Option<bool>,
     pub guest_check: Option<bool>,
+    pub guest_forwarding: Option<Spanned<String>>,
     pub rollback_timeout: Option<Spanned<u32>>,
 }
 
@@ -38,6 +39,7 @@ pub struct RawBridge {
     pub default_checks: Option<bool>,
     pub guest_check: Option<bool>,
     pub adopt: Option<bool>,
+    pub guest_forwarding: Option<Spanned<String>>,
     pub rollback_timeout: Option<Spanned<u32>>,
     pub address: Option<Spanned<String>>,
     pub dhcp_range: Option<Spanned<String>>,

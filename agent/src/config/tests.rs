@@ -294,3 +294,24 @@ fn libvirt_keys_are_checked_with_their_key() {
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("expected a boolean"), "{e}");
 }
+
+#[test]
+fn guest_forwarding_is_deny_unless_allowed_and_a_bad_value_names_its_line() {
+    let config = one(SINGLE).unwrap();
+    assert_eq!(config.bridges[0].guest_forwarding, GuestForwarding::Deny);
+    assert!(!config.bridges[0].fingerprint().contains("forwarding"));
+
+    let text = "[defaults]\nguest-forwarding = \"allow\"\n\n[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n\n[[bridge]]\nname = \"br1\"\nuplink = \"ens33\"\nguest-forwarding = \"deny\"\n";
+    let config = one(text).unwrap();
+    assert_eq!(config.bridges[0].guest_forwarding, GuestForwarding::Allow);
+    assert_eq!(config.bridges[1].guest_forwarding, GuestForwarding::Deny);
+    assert!(config.bridges[0]
+        .fingerprint()
+        .contains("\"guest_forwarding\":\"allow\""));
+
+    let wrong = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nguest-forwarding = \"yes\"\n");
+    assert_eq!(
+        wrong.to_string(),
+        "/etc/netbridge/netbridge.toml:4: bridge.guest-forwarding: \"yes\" is not a value: use \"allow\" or \"deny\""
+    );
+}

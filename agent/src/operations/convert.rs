@@ -300,7 +300,7 @@ fn report_guest_path(diagnosis: &Diagnosis, bridge: &str, progress: &Progress) {
         Some(cause) => progress.step(
             "warning",
             format!(
-                "guests on {bridge} would be dropped by the host firewall: {cause} (`{}` accepts them)",
+                "guests on {bridge} would be dropped by the host firewall: {cause} (`--guest-forwarding allow` accepts them; by hand: `{}`)",
                 diagnosis.way_out(bridge)
             ),
         ),
