@@ -290,7 +290,7 @@ impl Drop for Immutable {
 }
 
 #[test]
-fn a_failure_after_the_commit_exits_7_keeps_the_bridge_and_a_re_run_finishes_it() {
+fn a_failure_after_the_commit_exits_8_keeps_the_bridge_and_a_re_run_finishes_it() {
     let Some(host) = libvirt_host() else {
         return;
     };
@@ -306,7 +306,7 @@ fn a_failure_after_the_commit_exits_7_keeps_the_bridge_and_a_re_run_finishes_it(
     ];
     let locked = Immutable::set(host.root().join("etc/qemu"));
     let (code, out, err) = netbridge(&host, &convert);
-    assert_eq!(code, 7, "{out}\n{err}");
+    assert_eq!(code, 8, "{out}\n{err}");
     assert!(
         err.contains("br0 is converted and committed, but /etc/qemu/bridge.conf: cannot write it"),
         "{err}"

@@ -45,7 +45,7 @@ not installed or the network name is taken or invalid):
                   NAME (<forward mode='bridge'/> on the bridge) for
                   `virt-install --network network=NAME`
   --qemu-bridge-helper  adds `allow BRIDGE` to /etc/qemu/bridge.conf
-A failure there leaves the conversion committed and exits 7; the same command
+A failure there leaves the conversion committed and exits 8; the same command
 again retries it. `netbridge revert` undoes both.
 
 Examples:
@@ -395,7 +395,7 @@ fn bad_input(e: LibvirtError) -> Fatal {
 /// The libvirt and QEMU steps once the bridge is committed. Their failure
 /// does not undo a conversion that passed its checks (the host is reachable
 /// on the bridge; undoing it would cost a second outage for a step that can
-/// be retried): exit 7 says the bridge is in place and that step is not.
+/// be retried): exit 8 says the bridge is in place and that step is not.
 async fn after_commit(
     store: &Store,
     lock: &Lock,

@@ -22,7 +22,7 @@ pub enum Exit {
     Busy = 6,
     /// The change is committed, but a step after it (libvirt, QEMU's
     /// bridge.conf) failed: the bridge is in place, that step is not.
-    AfterCommit = 7,
+    AfterCommit = 8,
 }
 
 impl Exit {

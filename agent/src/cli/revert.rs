@@ -27,7 +27,7 @@ bridge, as it was. Checks: as for `netbridge convert` (see its --help).
 After the commit, what --libvirt-network and --qemu-bridge-helper did is undone:
 the libvirt network netbridge defined (if it is still netbridge's, on this
 bridge) and its own `allow` line in /etc/qemu/bridge.conf; a failure there
-exits 7 (the revert stays committed; run it again to retry).
+exits 8 (the revert stays committed; run it again to retry).
 
 Examples:
   netbridge revert br0 --dry-run
@@ -176,7 +176,7 @@ async fn revert(
 }
 
 /// Undoes netbridge's libvirt and QEMU steps once the bridge is gone; a
-/// failure leaves the revert committed (exit 7) and the record for a retry.
+/// failure leaves the revert committed (exit 8) and the record for a retry.
 async fn detach(
     store: &Store,
     lock: &Lock,
