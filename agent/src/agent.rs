@@ -1,7 +1,10 @@
 //! The agent loop behind `netbridge-agent.service`: finish what an earlier
 //! run left, apply the configuration, tell systemd it is ready, then sleep
-//! until SIGHUP (reload: apply again) or SIGTERM (stop). It wakes for
-//! nothing else.
+//! until SIGHUP (reload: apply again), SIGTERM (stop), or the next try of a
+//! bridge whose last attempt failed transiently (see [`crate::retry`]). It
+//! wakes for nothing else. While it starts it keeps systemd informed
+//! (`STATUS=`, `EXTEND_TIMEOUT_USEC=`), so a late NetworkManager or a long
+//! transaction never runs into the start timeout.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,15 +70,26 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     tracing::info!(version = %nm.version(), "connected to NetworkManager");
     // At boot NetworkManager is still bringing up what it autoconnects (a
     // converted host's bridge among them): plan only once that is done.
+    starting(
+        "waiting for NetworkManager to finish starting",
+        options.nm_wait,
+    );
     if let Err(e) = nm.wait_startup_complete(options.nm_wait).await {
         tracing::warn!("{e}; applying the configuration anyway");
     }
     let store = Store::new(&options.state_dir);
     let stopping = crate::transaction::watch_stop();
+    starting("applying the configuration", APPLY_BUDGET);
     let status = apply_config(&nm, &store, &options, &stopping).await;
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
     loop {
+        let retry = next_retry(&store);
         tokio::select! {
+            () = retry => {
+                tracing::info!("trying again what failed transiently");
+                let status = apply_config(&nm, &store, &options, &stopping).await;
+                notify(&[NotifyState::Status(&status)]);
+            }
             _ = signals.hangup.recv() => {
                 tracing::info!(config = %options.config.display(), "reloading");
                 let mut reloading = vec![NotifyState::Reloading];
@@ -97,6 +111,44 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     Ok(())
 }
 
+/// What one start may take to apply the configuration, asked of systemd
+/// on top of its start timeout: a transaction is bounded by its activation,
+/// verification and check deadlines, and a rollback by NetworkManager's.
+const APPLY_BUDGET: Duration = Duration::from_secs(300);
+
+/// Tells systemd what the agent waits for and that it may take `budget`
+/// more: the unit's start timeout then never kills a change in flight.
+fn starting(status: &str, budget: Duration) {
+    let usec = u32::try_from(budget.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        NotifyState::Status(status),
+        NotifyState::ExtendTimeoutUsec(usec),
+    ]);
+}
+
+/// Resolves when the earliest transient failure is due to be tried again;
+/// never, if there is none.
+async fn next_retry(store: &Store) {
+    let due = match crate::state::State::load(store).await {
+        Ok(state) => state.next_try_unix(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the results: no retry scheduled");
+            None
+        }
+    };
+    let Some(due) = due else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tracing::info!(
+        in_seconds = due.saturating_sub(now),
+        "next try of a transient failure"
+    );
+    tokio::time::sleep(Duration::from_secs(due.saturating_sub(now))).await;
+}
+
 fn notify(states: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(false, states) {
         tracing::warn!(error = %e, "cannot notify systemd");
@@ -113,6 +165,10 @@ async fn connect(wait: Duration) -> Result<Nm, AgentError> {
                 e @ (NmError::NotRunning { .. } | NmError::NoBus { .. } | NmError::Starting { .. }),
             ) if tokio::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "waiting for NetworkManager");
+                starting(
+                    &format!("waiting for NetworkManager: {e}"),
+                    Duration::from_secs(10),
+                );
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => return Err(e.into()),

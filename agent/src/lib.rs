@@ -22,6 +22,7 @@ pub mod operations;
 pub mod plan;
 pub mod recovery;
 pub mod report;
+pub mod retry;
 pub mod state;
 pub mod transaction;
 pub mod verify;

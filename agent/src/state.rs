@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::journal::{JournalError, Lock, Store};
+use crate::retry::{self, Retry};
 
 const STATE: &str = "state.json";
 
@@ -50,6 +51,23 @@ pub struct BridgeResult {
     pub at_unix: u64,
     /// The configuration entry this result is for (see `BridgeConfig::fingerprint`).
     pub config: String,
+    /// For a failure: tried again by itself (transient) or parked.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// Transient failures in a row with this configuration.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the agent tries a transient failure again.
+    #[serde(default)]
+    pub next_try_unix: Option<u64>,
+}
+
+impl BridgeResult {
+    /// Parked: not tried again until its configuration changes or
+    /// `netbridge apply` is run.
+    pub fn parked(&self) -> bool {
+        self.result.is_failure() && self.retry != Some(Retry::Transient)
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -90,9 +108,31 @@ impl State {
         reason: Option<String>,
         config: String,
     ) {
+        self.record_retry(name, result, reason, config, None);
+    }
+
+    /// Records a result; a transient failure counts one more attempt with
+    /// this configuration and gets its next try after [`retry::backoff`].
+    pub fn record_retry(
+        &mut self,
+        name: &str,
+        result: ResultKind,
+        reason: Option<String>,
+        config: String,
+        retry: Option<Retry>,
+    ) {
         let at_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let transient = result.is_failure() && retry == Some(Retry::Transient);
+        let attempts = match self.bridges.get(name) {
+            Some(last) if transient && last.config == config && last.retry == retry => {
+                last.attempts + 1
+            }
+            _ if transient => 1,
+            _ => 0,
+        };
+        let next_try_unix = transient.then(|| at_unix + retry::backoff(attempts).as_secs());
         self.bridges.insert(
             name.to_owned(),
             BridgeResult {
@@ -100,7 +140,15 @@ impl State {
                 reason,
                 at_unix,
                 config,
+                retry: result.is_failure().then_some(retry).flatten(),
+                attempts,
+                next_try_unix,
             },
         );
+    }
+
+    /// The earliest next try of a transient failure, if any.
+    pub fn next_try_unix(&self) -> Option<u64> {
+        self.bridges.values().filter_map(|r| r.next_try_unix).min()
     }
 }

@@ -40,6 +40,8 @@ pub enum Outcome {
     },
     RolledBack {
         reason: String,
+        /// Whether trying again by itself could succeed.
+        retry: crate::retry::Retry,
         /// Seconds from the failed verdict until the original profile ran again.
         restore_seconds: f64,
         /// The checks run again after the rollback, to confirm the host is back.
@@ -1140,6 +1142,7 @@ impl Transaction<'_> {
         check_deadline: Duration,
     ) -> Result<Outcome, TxError> {
         let reason = failure.to_string();
+        let retry = crate::retry::Retry::of_failure(&failure);
         self.progress.step("rolling back", reason.clone());
         let started = Instant::now();
         recovery::undo(self.nm, record, self.progress)
@@ -1177,6 +1180,7 @@ impl Transaction<'_> {
         }
         Ok(Outcome::RolledBack {
             reason,
+            retry,
             restore_seconds,
             rechecks,
         })

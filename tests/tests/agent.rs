@@ -265,3 +265,54 @@ fn an_invalid_configuration_changes_nothing_and_says_where() {
     assert_eq!(lab.snapshot(), before);
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_bridge_interrupted_by_sigterm_is_applied_at_the_next_start() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let config = write_config(
+        &lab,
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nchecks = [\"dns:gw.lab\"]\n",
+    );
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut agent = Agent::start(&lab, &config);
+    agent.wait_log("checkpoint");
+    // The DNS check hangs: the agent is mid-change when the shutdown comes.
+    signal(dnsmasq, Signal::SIGSTOP);
+    agent.wait_log("identity");
+    assert_eq!(agent.stop(), 0);
+    signal(dnsmasq, Signal::SIGCONT);
+    let s = status(&lab);
+    assert!(device(&s, "br0").is_none(), "rolled back at the shutdown");
+    assert_eq!(s["configured"]["br0"]["result"], "rolled-back");
+    assert_eq!(s["configured"]["br0"]["retry"], "transient", "{s:#}");
+
+    // The next start (after the reboot, say) applies it with no manual step.
+    let mut agent = Agent::start(&lab, &config);
+    let ready = agent.expect_notify("READY=1");
+    assert!(ready.contains("br0: committed"), "{ready}");
+    assert_eq!(ipv4(&status(&lab), "br0"), ["172.25.250.10/24"]);
+    assert_eq!(agent.stop(), 0);
+}
+
+#[test]
+fn the_agent_waits_for_a_late_networkmanager_and_keeps_systemd_informed() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    lab.stop_nm().expect("stop NetworkManager");
+    let config = write_config(&lab, BR0);
+    let mut agent = Agent::start(&lab, &config);
+    let waiting = agent.expect_notify("EXTEND_TIMEOUT_USEC=");
+    assert!(
+        waiting.contains("STATUS=waiting for NetworkManager"),
+        "{waiting}"
+    );
+    lab.start_nm().expect("start NetworkManager again");
+    let extended = agent.expect_notify("STATUS=applying the configuration");
+    assert!(extended.contains("EXTEND_TIMEOUT_USEC="), "{extended}");
+    let ready = agent.expect_notify("READY=1");
+    assert!(ready.contains("br0: committed"), "{ready}");
+    assert_eq!(agent.stop(), 0);
+}

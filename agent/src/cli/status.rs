@@ -316,7 +316,7 @@ fn print_table(status: &Status) {
                 .as_deref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            say!("{name:<16} {}{why}", last.result);
+            say!("{name:<16} {}{}{why}", last.result, retry_note(last));
         }
     }
     print_guest_path(&status.guest_path);
@@ -377,6 +377,27 @@ fn print_guest_path(d: &Diagnosis) {
             "  warning           {cause}; accept a bridge's own traffic, e.g. `{}`",
             d.way_out("br0")
         );
+    }
+}
+
+/// For a failure: tried again by itself (and when), or parked.
+fn retry_note(last: &crate::state::BridgeResult) -> String {
+    if !last.result.is_failure() {
+        return String::new();
+    }
+    match (last.retry, last.next_try_unix) {
+        (Some(crate::retry::Retry::Transient), Some(due)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            format!(
+                " (transient, attempt {}; the agent tries again in {} s)",
+                last.attempts,
+                due.saturating_sub(now)
+            )
+        }
+        _ => " (deterministic: parked until its configuration changes or `netbridge apply`)"
+            .to_owned(),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
 use crate::plan::Request;
 use crate::report::Progress;
+use crate::retry::Retry;
 use crate::state::{ResultKind, State};
 use crate::transaction::{Outcome, TxError};
 use netbridge_dbus::state::DeviceType;
@@ -81,6 +82,8 @@ pub struct BridgeReport {
     pub result: Applied,
     pub reason: Option<String>,
     pub uplink: Option<String>,
+    /// For a failure: whether it is tried again by itself.
+    pub retry: Option<Retry>,
     pub outcome: Option<Outcome>,
 }
 
@@ -91,12 +94,18 @@ impl BridgeReport {
             result,
             reason: None,
             uplink: None,
+            retry: None,
             outcome: None,
         }
     }
 
     fn because(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
+        self
+    }
+
+    fn retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(retry);
         self
     }
 }
@@ -127,7 +136,9 @@ pub async fn apply(
         }
         let fingerprint = bridge.fingerprint();
         if let Some(last) = state.bridges.get(&bridge.name) {
-            if !options.retry_failed && last.result.is_failure() && last.config == fingerprint {
+            // Transient failures are tried again; deterministic ones wait
+            // for a changed configuration or an explicit `netbridge apply`.
+            if !options.retry_failed && last.parked() && last.config == fingerprint {
                 let why = last.reason.clone().unwrap_or_default();
                 progress.step(
                     "skipped",
@@ -147,7 +158,13 @@ pub async fn apply(
         let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
         if !options.dry_run {
             if let Some(kind) = report.result.recorded() {
-                state.record(&bridge.name, kind, report.reason.clone(), fingerprint);
+                state.record_retry(
+                    &bridge.name,
+                    kind,
+                    report.reason.clone(),
+                    fingerprint,
+                    report.retry,
+                );
                 state.save(store, lock).await?;
             }
         }
@@ -287,7 +304,9 @@ async fn bridged(
         Err(PrepareError::Nm(e)) => {
             return (
                 with_uplink(
-                    BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()),
+                    BridgeReport::new(&bridge.name, Applied::Failed)
+                        .because(e.to_string())
+                        .retry(Retry::of_nm(&e)),
                 ),
                 e.is_nm_gone(),
             )
@@ -389,9 +408,9 @@ async fn attach(
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
         Outcome::Committed { .. } => BridgeReport::new(name, Applied::Committed),
-        Outcome::RolledBack { reason, .. } => {
-            BridgeReport::new(name, Applied::RolledBack).because(reason.clone())
-        }
+        Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Applied::RolledBack)
+            .because(reason.clone())
+            .retry(*retry),
     };
     report.uplink = uplink.map(str::to_owned);
     report.outcome = Some(outcome);
@@ -405,8 +424,11 @@ fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     } else {
         Applied::Failed
     };
+    let retry = Retry::of_tx(&e);
     (
-        BridgeReport::new(name, result).because(e.to_string()),
+        BridgeReport::new(name, result)
+            .because(e.to_string())
+            .retry(retry),
         fatal,
     )
 }
