@@ -124,3 +124,36 @@ fn a_modification_that_fails_its_check_leaves_the_bridge_as_it_was() {
         lab.snapshot()
     );
 }
+
+#[test]
+fn state_absent_reverts_a_bridge_netbridge_made_and_then_has_nothing_to_do() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let config = write_config(&lab, "");
+    let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["bridges"][0]["result"], "committed");
+
+    let config = write_config(&lab, "state = \"absent\"\n");
+    let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
+    assert!(doc["bridges"][0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("reverted")));
+    let s = common::status(&lab);
+    assert!(common::device(&s, "br0").is_none(), "br0 is gone");
+    assert_eq!(common::ipv4(&s, "ens32"), ["172.25.250.10/24"]);
+
+    let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(again.code, 0);
+    assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
+    let bad = write_config(&lab, "state = \"gone\"\n");
+    let run = netbridge(&lab, &["apply", "--config", &bad, "--json"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.json()["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("bridge.state")));
+}

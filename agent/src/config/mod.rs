@@ -90,6 +90,10 @@ pub struct BridgeConfig {
     /// the fingerprint while off, for the same reason.
     #[serde(skip_serializing_if = "is_off")]
     pub adopt: bool,
+    /// `state = "absent"`: netbridge undoes this bridge (revert, or delete
+    /// for a network). Left out of the fingerprint while present.
+    #[serde(skip_serializing_if = "is_off")]
+    pub absent: bool,
     /// `allow`: the host firewall accepts forwarding between the bridge's
     /// ports (`netbridge guest-forwarding` applies it). Left out of the
     /// fingerprint while `deny`, for the same reason as `guest_check`.
@@ -422,6 +426,20 @@ fn resolve(
         default_checks: b.default_checks.unwrap_or(defaults.default_checks),
         guest_check: b.guest_check.unwrap_or(defaults.guest_check),
         adopt: b.adopt.unwrap_or(false),
+        absent: match &b.state {
+            None => false,
+            Some(s) => match s.get_ref().as_str() {
+                "present" => false,
+                "absent" => true,
+                other => {
+                    return Err(at(
+                        "bridge.state",
+                        s.span(),
+                        format!("{other:?} is not a state: use \"present\" or \"absent\""),
+                    ))
+                }
+            },
+        },
         guest_forwarding,
         rollback_timeout,
         libvirt: resolve_libvirt(b, &at)?,

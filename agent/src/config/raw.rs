@@ -39,6 +39,7 @@ pub struct RawBridge {
     pub default_checks: Option<bool>,
     pub guest_check: Option<bool>,
     pub adopt: Option<bool>,
+    pub state: Option<Spanned<String>>,
     pub guest_forwarding: Option<Spanned<String>>,
     pub rollback_timeout: Option<Spanned<u32>>,
     pub address: Option<Spanned<String>>,

@@ -6,12 +6,14 @@ use serde::Serialize;
 
 use super::convert::{self, PrepareError, Prepared};
 use super::network::{self, NetOutcome, NetworkError};
+use super::revert;
 use super::CheckChoice;
 use crate::config::{BridgeConfig, Config, Mode, UplinkSelector};
 use crate::journal::{Lock, Store};
 use crate::libvirt;
 use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
+use crate::plan::revert::RevertError;
 use crate::plan::Request;
 use crate::report::Progress;
 use crate::retry::Retry;
@@ -214,6 +216,9 @@ async fn apply_one(
     dry_run: bool,
     progress: &Progress,
 ) -> (BridgeReport, bool) {
+    if bridge.absent {
+        return absent(nm, store, lock, bridge, dry_run, progress).await;
+    }
     match &bridge.mode {
         Mode::Bridged { uplink } => {
             bridged(nm, store, lock, bridge, uplink, dry_run, progress).await
@@ -237,6 +242,83 @@ async fn apply_one(
                 network::ensure(nm, store, lock, &spec, dry_run, progress).await,
             )
         }
+    }
+}
+
+/// `state = "absent"`: the bridge netbridge made is undone under the same
+/// guard as `netbridge revert` (a network is deleted); one that is gone
+/// already is unchanged, one netbridge did not make is left alone.
+async fn absent(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    bridge: &BridgeConfig,
+    dry_run: bool,
+    progress: &Progress,
+) -> (BridgeReport, bool) {
+    let name = &bridge.name;
+    if let Mode::Network { .. } = bridge.mode {
+        return match network::delete(nm, name, dry_run, progress).await {
+            Ok(()) if dry_run => (BridgeReport::new(name, Applied::DryRun), false),
+            Ok(()) => (
+                BridgeReport::new(name, Applied::Committed).because("deleted (state = \"absent\")"),
+                false,
+            ),
+            Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Applied::Unchanged), false),
+            Err(e) => network_report(name, Err(e)),
+        };
+    }
+    let choice = CheckChoice {
+        explicit: bridge.checks.clone(),
+        defaults: bridge.default_checks,
+        guest_path: false,
+    };
+    let ready = match revert::prepare(nm, name, bridge.rollback_timeout, &choice, progress).await {
+        Ok(ready) => ready,
+        Err(revert::PrepareError::Plan(RevertError::NoBridge { .. })) => {
+            return (
+                BridgeReport::new(name, Applied::Unchanged).because("absent already"),
+                false,
+            )
+        }
+        Err(revert::PrepareError::Nm(e)) => {
+            return (
+                BridgeReport::new(name, Applied::Failed)
+                    .because(e.to_string())
+                    .retry(Retry::of_nm(&e)),
+                e.is_nm_gone(),
+            )
+        }
+        Err(e) => {
+            return (
+                BridgeReport::new(name, Applied::Failed)
+                    .because(e.to_string())
+                    .retry(Retry::Deterministic),
+                false,
+            )
+        }
+    };
+    if dry_run {
+        let undo = format!(
+            "revert: {} gets profile '{}' back",
+            ready.plan.uplink, ready.plan.original.id
+        );
+        return (
+            BridgeReport::new(name, Applied::DryRun).because(undo),
+            false,
+        );
+    }
+    match revert::execute(nm, store, lock, &ready, progress).await {
+        Ok(outcome) => {
+            let uplink = ready.plan.uplink.clone();
+            let (report, fatal) = outcome_report(name, Some(&uplink), outcome);
+            let report = match report.result {
+                Applied::Committed => report.because("reverted (state = \"absent\")"),
+                _ => report,
+            };
+            (report, fatal)
+        }
+        Err(e) => tx_report(name, e),
     }
 }
 
