@@ -138,3 +138,49 @@ fn ctrl_c_during_a_multi_bridge_apply_stops_before_the_next_bridge() {
     );
     assert_eq!(lab.snapshot(), before, "the host as it was");
 }
+
+#[test]
+fn a_prompt_left_open_does_not_hold_the_lock() {
+    use std::io::{Read, Write};
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    // `script` gives netbridge a terminal; its stdin stays open, unanswered.
+    let mut prompt = lab
+        .host_command([
+            "script",
+            "-qfec",
+            &format!("{} convert ens32", netbridge_bin.display()),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("script");
+    let mut out = prompt.stdout.take().expect("stdout");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("[y/N]") {
+        let n = out.read(&mut buf).expect("read the prompt");
+        assert!(n > 0, "no prompt: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    // Meanwhile another changing verb (the agent, a reload) gets the lock.
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(
+        recover.code, 0,
+        "not busy: {}\n{}",
+        recover.stdout, recover.stderr
+    );
+
+    let mut stdin = prompt.stdin.take().expect("stdin");
+    stdin.write_all(b"n\n").expect("answer");
+    drop(stdin);
+    let status = prompt.wait().expect("script ends");
+    assert!(status.code().is_some());
+    settled(&lab);
+    assert_eq!(lab.snapshot(), before, "declined: nothing changed");
+}

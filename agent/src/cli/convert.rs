@@ -159,7 +159,24 @@ async fn convert(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(&'static str, Exit), Fatal> {
+    let request = Request {
+        uplink: args.uplink.clone(),
+        bridge: args.bridge.clone(),
+        options: args.options.options()?,
+        rollback_timeout: args.rollback_timeout,
+        adopt: args.adopt,
+    };
+    let choice = CheckChoice {
+        explicit: args.checks.clone(),
+        defaults: !args.no_default_checks,
+        guest_path: !args.no_default_checks && !args.no_guest_check,
+    };
     let nm = Nm::connect().await?;
+    // Asked before the lock is taken: a prompt left open must block neither
+    // the agent nor another netbridge. The plan is made again under the lock.
+    if !args.yes && !args.dry_run && !ask(args, &nm, &request, &choice).await? {
+        return Ok(("declined", Exit::BadInput));
+    }
     let store = Store::new(state_dir);
     let lock = store.lock()?;
     if args.dry_run {
@@ -173,18 +190,6 @@ async fn convert(
         report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
     }
 
-    let request = Request {
-        uplink: args.uplink.clone(),
-        bridge: args.bridge.clone(),
-        options: args.options.options()?,
-        rollback_timeout: args.rollback_timeout,
-        adopt: args.adopt,
-    };
-    let choice = CheckChoice {
-        explicit: args.checks.clone(),
-        defaults: !args.no_default_checks,
-        guest_path: !args.no_default_checks && !args.no_guest_check,
-    };
     let ready = match convert::prepare(&nm, &request, &choice, progress).await? {
         Prepared::NoOp { bridge, .. } => {
             // Converted already: the libvirt steps are idempotent, so a
@@ -229,15 +234,6 @@ async fn convert(
         }
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
-    }
-    let question = format!(
-        "Convert {} into {} now?",
-        ready.plan.uplink, ready.plan.bridge
-    );
-    let show = || print_plan(&ready.plan, &ready.proof.checks.probes);
-    if !args.yes && !confirm(&question, args.json, show).await? {
-        report.ready = Some(ready);
-        return Ok(("declined", Exit::BadInput));
     }
 
     let bridge = &ready.plan.bridge;
@@ -315,19 +311,6 @@ async fn in_place(
         report.in_place = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let verb = match change {
-        InPlace::Adopt(_) => "Adopt",
-        InPlace::Modify(_) => "Change",
-    };
-    let question = format!(
-        "{verb} {} ({}) now?",
-        change.bridge(),
-        change.changes().join(", ")
-    );
-    if !args.yes && !confirm(&question, args.json, show).await? {
-        report.in_place = Some(ready);
-        return Ok(("declined", Exit::BadInput));
-    }
     let outcome = convert::execute_in_place(nm, store, lock, &ready, progress).await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
@@ -354,6 +337,47 @@ async fn in_place(
     report.outcome = Some(outcome);
     report.in_place = Some(ready);
     Ok(done)
+}
+
+/// Shows the plan and asks, without the lock: refuses at once without a
+/// terminal (before any check runs). Nothing to do: nothing to ask.
+async fn ask(
+    args: &ConvertArgs,
+    nm: &Nm,
+    request: &Request,
+    choice: &CheckChoice,
+) -> Result<bool, Fatal> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return confirm("", args.json, || {}).await;
+    }
+    // Quietly: the run under the lock prints its own progress, and reports
+    // a plan that cannot be made (after finishing an interrupted change).
+    let quiet = Progress::new(false);
+    match convert::prepare(nm, request, choice, &quiet).await {
+        Err(_) | Ok(Prepared::NoOp { .. }) => Ok(true),
+        Ok(Prepared::Ready(ready)) => {
+            let question = format!(
+                "Convert {} into {} now?",
+                ready.plan.uplink, ready.plan.bridge
+            );
+            let show = || print_plan(&ready.plan, &ready.proof.checks.probes);
+            confirm(&question, args.json, show).await
+        }
+        Ok(Prepared::InPlace(ready)) => {
+            let change = &ready.change;
+            let verb = match change {
+                InPlace::Adopt(_) => "Adopt",
+                InPlace::Modify(_) => "Change",
+            };
+            let question = format!(
+                "{verb} {} ({}) now?",
+                change.bridge(),
+                change.changes().join(", ")
+            );
+            let show = || print_in_place(change, &ready.proof.checks.probes);
+            confirm(&question, args.json, show).await
+        }
+    }
 }
 
 fn print_in_place(change: &InPlace, probes: &[Probe]) {

@@ -93,16 +93,21 @@ async fn revert(
     plan::validate_bridge_name(&args.bridge)
         .map_err(|e| Fatal::new(Exit::BadInput, e.to_string()))?;
     let nm = Nm::connect().await?;
-    let store = Store::new(state_dir);
-    let lock = store.lock()?;
-    if !args.dry_run {
-        report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
-    }
     let choice = CheckChoice {
         explicit: args.checks.clone(),
         defaults: !args.no_default_checks,
         guest_path: false,
     };
+    // Asked before the lock is taken: a prompt left open must block neither
+    // the agent nor another netbridge. The plan is made again under the lock.
+    if !args.yes && !args.dry_run && !ask(args, &nm, &choice).await? {
+        return Ok(("declined", Exit::BadInput));
+    }
+    let store = Store::new(state_dir);
+    let lock = store.lock()?;
+    if !args.dry_run {
+        report.recovered = recovery::recover(&nm, &store, &lock, progress).await?;
+    }
     let ready =
         match revert::prepare(&nm, &args.bridge, args.rollback_timeout, &choice, progress).await {
             Ok(ready) => ready,
@@ -125,11 +130,6 @@ async fn revert(
         }
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
-    }
-    let question = format!("Revert {} now?", ready.plan.bridge);
-    if !args.yes && !confirm(&question, args.json, || describe(&ready)).await? {
-        report.ready = Some(ready);
-        return Ok(("declined", Exit::BadInput));
     }
     let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
     let committed = matches!(outcome, Outcome::Committed { .. });
@@ -248,5 +248,22 @@ fn describe_libvirt(done: &libvirt::Done, bridge: &str) {
             "  qemu      netbridge's `allow {bridge}` line removed from {}",
             libvirt::BRIDGE_CONF
         );
+    }
+}
+
+/// Shows the plan and asks, without the lock: refuses at once without a
+/// terminal (before any check runs). A plan that cannot be made is left for
+/// the run under the lock to report.
+async fn ask(args: &RevertArgs, nm: &Nm, choice: &CheckChoice) -> Result<bool, Fatal> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return confirm("", args.json, || {}).await;
+    }
+    let quiet = Progress::new(false);
+    match revert::prepare(nm, &args.bridge, args.rollback_timeout, choice, &quiet).await {
+        Ok(ready) => {
+            let question = format!("Revert {} now?", ready.plan.bridge);
+            confirm(&question, args.json, || describe(&ready)).await
+        }
+        Err(_) => Ok(true),
     }
 }
