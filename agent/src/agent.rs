@@ -15,7 +15,7 @@ use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config;
-use crate::journal::{JournalError, Store};
+use crate::journal::{JournalError, Lock, Store};
 use crate::nm::{Nm, NmError};
 use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
 use crate::recovery;
@@ -202,11 +202,11 @@ async fn try_apply(
     let config = config::load(&options.config)
         .await
         .map_err(|e| format!("configuration invalid, nothing applied: {e}"))?;
-    let locker = store.clone();
-    let lock = tokio::task::spawn_blocking(move || locker.lock_blocking())
-        .await
-        .map_err(|e| format!("waiting for the lock: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let lock = match store.lock() {
+        Ok(lock) => lock,
+        Err(JournalError::Busy { .. }) => wait_for_lock(store, stopping).await?,
+        Err(e) => return Err(e.to_string()),
+    };
     let progress = Progress::new(false);
     if let Some(done) = recovery::recover(nm, store, &lock, &progress)
         .await
@@ -233,6 +233,25 @@ async fn try_apply(
         }
     }
     Ok(reports)
+}
+
+/// Waits for another netbridge to release the lock, raced with a stop:
+/// it may hold the lock for long (a transaction, or an old version's open
+/// prompt), and SIGTERM must not wait for it. The blocked thread takes and
+/// drops the lock when it can.
+async fn wait_for_lock(store: &Store, stopping: &Arc<AtomicBool>) -> Result<Lock, String> {
+    tracing::info!("waiting for another netbridge to finish");
+    let locker = store.clone();
+    let waiting = tokio::task::spawn_blocking(move || locker.lock_blocking());
+    tokio::select! {
+        lock = waiting => lock
+            .map_err(|e| format!("waiting for the lock: {e}"))?
+            .map_err(|e| e.to_string()),
+        signal = crate::transaction::interrupted() => {
+            stopping.store(true, Ordering::SeqCst);
+            Err(format!("stopped by {signal} while waiting for another netbridge to finish"))
+        }
+    }
 }
 
 fn summary(reports: &[BridgeReport]) -> String {

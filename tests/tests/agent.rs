@@ -316,3 +316,42 @@ fn the_agent_waits_for_a_late_networkmanager_and_keeps_systemd_informed() {
     assert!(ready.contains("br0: committed"), "{ready}");
     assert_eq!(agent.stop(), 0);
 }
+
+#[test]
+fn a_stop_does_not_wait_for_another_netbridge_holding_the_lock() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    // A conversion holds the lock, stuck in its DNS check.
+    let mut convert = common::Running::start(
+        &lab,
+        &["convert", "ens32", "--yes", "--check", "dns:gw.lab"],
+    );
+    convert.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    convert.wait_for("identity", Duration::from_secs(20));
+
+    let config = write_config(&lab, BR0);
+    let mut agent = Agent::start(&lab, &config);
+    agent.wait_log("waiting for another netbridge");
+    // The conversion holds the lock until its check gives up: a stop that
+    // waited for the lock would end after it.
+    assert_eq!(agent.stop(), 0);
+    // Still running (not a zombie): state R, S or D in /proc/PID/stat.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", convert.pid())).unwrap_or_default();
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    assert!(
+        matches!(state, Some("R" | "S" | "D")),
+        "the agent stopped while the lock was still held: {stat}"
+    );
+    signal(dnsmasq, Signal::SIGCONT);
+    let (code, output) = convert.finish();
+    assert!(
+        matches!(code, 0 | 3),
+        "the conversion ends on its own: {output}"
+    );
+}

@@ -63,7 +63,11 @@ fn main() -> ExitCode {
         state_dir: args.state_dir,
         nm_wait: Duration::from_secs(args.nm_wait),
     };
-    match runtime.block_on(agent::run(options)) {
+    let result = runtime.block_on(agent::run(options));
+    // A thread still blocked on the lock another netbridge holds must not
+    // keep a stopping agent alive: its work is abandoned, not awaited.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
