@@ -381,10 +381,23 @@ impl Transaction<'_> {
         if let Some(lease) = &plan.lease {
             self.renewed(plan, lease).await.map_err(Failure::Verify)?;
         }
-        let proof = self.prove_identity(before, &plan.bridge).await?;
-        self.progress.step("identity", identity::summary(&proof));
+        self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+            .await
+    }
 
-        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
+    /// The last steps of every trial on a bridge: the identity proof, then
+    /// the checks.
+    async fn prove(
+        &self,
+        before: &Identity,
+        bridge: &str,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        check_deadline: Duration,
+    ) -> Result<Proven, Failure> {
+        let proof = self.prove_identity(before, bridge).await?;
+        self.progress.step("identity", identity::summary(&proof));
+        let checks = self.run_checks(probes, ctx, check_deadline).await?;
         Ok(Proven {
             checks,
             identity: Some(proof),
@@ -690,13 +703,8 @@ impl Transaction<'_> {
         })
         .await
         .map_err(Failure::Verify)?;
-        let proof = self.prove_identity(before, &plan.bridge).await?;
-        self.progress.step("identity", identity::summary(&proof));
-        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
-        Ok(Proven {
-            checks,
-            identity: Some(proof),
-        })
+        self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+            .await
     }
 
     /// The bridge still carries its addresses with the uplink as its port,
@@ -808,13 +816,8 @@ impl Transaction<'_> {
         })
         .await
         .map_err(Failure::Verify)?;
-        let proof = self.prove_identity(before, &plan.bridge).await?;
-        self.progress.step("identity", identity::summary(&proof));
-        let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
-        Ok(Proven {
-            checks,
-            identity: Some(proof),
-        })
+        self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+            .await
     }
 
     /// A profile's new settings in memory, applied to its device in place.

@@ -11,10 +11,10 @@ use zbus::zvariant::OwnedObjectPath;
 
 use super::options::{self, OptionsRestore};
 use super::{
-    ip_plan, needs_ready, without_legacy_forms, ActiveProfile, Found, IpPlan, Marker, Original,
-    PlanError, Request, Timing, UplinkFound,
+    ip_plan, without_legacy_forms, ActiveProfile, Found, IpPlan, Marker, Original, PlanError,
+    Request, Timing, UplinkFound,
 };
-use crate::nm::{ActivationGoal, DeviceInfo};
+use crate::nm::DeviceInfo;
 
 /// The bridge the uplink is a port of, as found.
 #[derive(Debug, Clone)]
@@ -60,8 +60,6 @@ pub struct AdoptPlan {
     pub ipv4: IpPlan,
     pub ipv6: IpPlan,
     pub timing: Timing,
-    #[serde(skip)]
-    pub goal: ActivationGoal,
     /// The bridge profile after the adoption: marked, options applied.
     #[serde(skip)]
     pub bridge_after: Settings,
@@ -141,10 +139,6 @@ pub(super) fn plan_adopt(
         changes,
         restore: OptionsRestore::of(&bridge_active.saved).map_err(settings_error)?,
         stp: req.options.stp,
-        goal: ActivationGoal {
-            ip4: needs_ready(&ipv4.method),
-            ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
-        },
         ipv4,
         ipv6,
         timing,

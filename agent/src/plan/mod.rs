@@ -468,10 +468,7 @@ fn build(
         Some(lease) => hold(&bridge_profile, lease)?,
         None => bridge_profile.clone(),
     };
-    let goal = ActivationGoal {
-        ip4: needs_ready(&ipv4.method),
-        ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
-    };
+    let goal = goal(&ipv4, &ipv6);
     Ok(Plan {
         uplink: req.uplink.clone(),
         uplink_path: uplink.device.path.clone(),
@@ -503,6 +500,15 @@ fn build(
 
 pub(crate) fn needs_ready(method: &str) -> bool {
     matches!(method, "manual" | "auto" | "shared")
+}
+
+/// What activation must include before a device carrying `ipv4` and `ipv6`
+/// counts as up: IPv6 only for static addresses (SLAAC may come later).
+pub(crate) fn goal(ipv4: &IpPlan, ipv6: &IpPlan) -> ActivationGoal {
+    ActivationGoal {
+        ip4: needs_ready(&ipv4.method),
+        ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
+    }
 }
 
 /// The MAC the network knows the host by: a MAC the profile pinned, else the

@@ -9,10 +9,8 @@ use zbus::zvariant::OwnedObjectPath;
 
 use super::options::{self, OptionsRestore};
 use super::{
-    ip_plan, needs_ready, without_legacy_forms, ControllerFound, IpPlan, PlanError, Request,
-    Timing, UplinkFound,
+    ip_plan, without_legacy_forms, ControllerFound, IpPlan, PlanError, Request, Timing, UplinkFound,
 };
-use crate::nm::ActivationGoal;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModifyPlan {
@@ -34,8 +32,6 @@ pub struct ModifyPlan {
     pub ipv4: IpPlan,
     pub ipv6: IpPlan,
     pub timing: Timing,
-    #[serde(skip)]
-    pub goal: ActivationGoal,
     #[serde(skip)]
     pub bridge_after: Settings,
     /// The port's profile, when the MTU changes (a port's MTU caps the bridge's).
@@ -102,10 +98,6 @@ pub(super) fn plan_modify(
         mtu: req.options.mtu,
         restore,
         port_restore,
-        goal: ActivationGoal {
-            ip4: needs_ready(&ipv4.method),
-            ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
-        },
         ipv4,
         ipv6,
         timing,

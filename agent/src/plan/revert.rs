@@ -7,7 +7,7 @@ use serde::Serialize;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::{
-    ip_plan, needs_ready, timing, without_legacy_forms, IpPlan, Marker, Original, Request, Timing,
+    goal, ip_plan, timing, without_legacy_forms, IpPlan, Marker, Original, Request, Timing,
 };
 use crate::nm::{ActivationGoal, DeviceInfo, ProfileInfo};
 
@@ -110,10 +110,7 @@ pub fn plan_revert(
             id: original_info.id.clone(),
             autoconnect: marker.original_autoconnect,
         },
-        goal: ActivationGoal {
-            ip4: needs_ready(&ipv4.method),
-            ip6: ipv6.method == "manual" && !ipv6.addresses.is_empty(),
-        },
+        goal: goal(&ipv4, &ipv6),
         ipv4,
         ipv6,
         timing,
