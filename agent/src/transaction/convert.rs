@@ -1,0 +1,318 @@
+//! Converting an uplink into a bridge: the lease hold for DHCP uplinks, the
+//! bridge up without IP, the port attached once, the IP configuration
+//! reapplied, verified, the lease renewed, proven, committed.
+
+use std::time::Duration;
+
+use netbridge_dbus::flags::{AddConnection2Flags, Update2Flags};
+use zbus::zvariant::ObjectPath;
+
+use super::{as_result, list, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
+use crate::checks::{CheckContext, Probe};
+use crate::identity::Identity;
+use crate::journal::{Change, Phase, Record};
+use crate::nm::{ActivationGoal, Family, NmError};
+use crate::plan::Plan;
+use crate::verify;
+
+/// How long NetworkManager gets to start attaching the port by itself.
+const PORT_START: Duration = Duration::from_secs(5);
+
+/// How long the bridge's DHCP client gets to renew the uplink's lease: the
+/// server answered the uplink moments before, and its address is held meanwhile.
+const LEASE: Duration = Duration::from_secs(20);
+
+impl Transaction<'_> {
+    /// Converts the plan's uplink into its bridge, or leaves the host as it was.
+    pub async fn convert(
+        &self,
+        plan: &Plan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Outcome, TxError> {
+        let record = Record::new(Change::Convert {
+            bridge: plan.bridge.clone(),
+            uplink: plan.uplink.clone(),
+            created: vec![plan.bridge_uuid.clone(), plan.port_uuid.clone()],
+            original: plan.original.clone(),
+            held: plan.lease.is_some(),
+        });
+        self.hold_lease(plan).await?;
+        // Only the uplink: the bridge is new, and deleting its profile on
+        // rollback removes it.
+        let guard = Guard {
+            devices: std::slice::from_ref(&plan.uplink_path),
+            timeout: plan.timing.rollback_timeout,
+            what: &plan.uplink,
+            probes,
+            ctx,
+            check_deadline: plan.timing.check,
+        };
+        let trial = self.try_out(plan, probes, ctx, before);
+        let commit = async |record: &mut Record| self.commit(plan, record).await;
+        let outcome = self.guarded(record, guard, trial, commit).await?;
+        if plan.lease.is_some() && matches!(outcome, Outcome::Committed { .. }) {
+            self.release_hold(&plan.bridge).await;
+        }
+        Ok(outcome)
+    }
+
+    /// A DHCP uplink's address must outlive a DHCP server that stops
+    /// answering. Its running configuration (not its profile) gets the lease
+    /// as a static address beside DHCP, before the checkpoint: a rollback —
+    /// netbridge's or NetworkManager's own timer — reactivates the uplink
+    /// with the configuration the checkpoint saw, so the address comes back
+    /// at once whether or not the server answers.
+    async fn hold_lease(&self, plan: &Plan) -> Result<(), TxError> {
+        let Some(lease) = &plan.lease else {
+            return Ok(());
+        };
+        let failed = |source| TxError::Hold {
+            uplink: plan.uplink.clone(),
+            source,
+        };
+        let (applied, version) = self
+            .nm
+            .applied_versioned(&plan.uplink_path)
+            .await
+            .map_err(failed)?;
+        let held = crate::plan::hold(&applied, lease).map_err(|e| failed(e.into()))?;
+        self.nm
+            .reapply_settings(&plan.uplink_path, &held, version)
+            .await
+            .map_err(failed)?;
+        self.progress.step(
+            "lease held",
+            format!(
+                "{} keeps {} beside DHCP until the change ends (in memory only): a silent DHCP server cannot take the address away",
+                plan.uplink, lease.address
+            ),
+        );
+        Ok(())
+    }
+
+    /// Applies the plan in memory only and proves it: activation, state, checks.
+    async fn try_out(
+        &self,
+        plan: &Plan,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        before: &Identity,
+    ) -> Result<Proven, Failure> {
+        let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
+        let bridge = self
+            .nm
+            .add_profile(&plan.bridge_without_ip(), trial)
+            .await
+            .map_err(Failure::Apply)?;
+        let port = self
+            .nm
+            .add_profile(&plan.port_profile, trial)
+            .await
+            .map_err(Failure::Apply)?;
+        self.progress.step(
+            "profiles",
+            format!(
+                "added {} and {} (in memory only)",
+                plan.bridge, plan.port_id
+            ),
+        );
+
+        self.activate(plan, &bridge, &port).await?;
+        self.verify(plan).await.map_err(Failure::Verify)?;
+        self.progress.step(
+            "verified",
+            format!(
+                "{} has {} and MAC {}, {} attached",
+                plan.bridge,
+                list(&plan.ipv4.addresses),
+                plan.mac,
+                plan.uplink
+            ),
+        );
+        if let Some(lease) = &plan.lease {
+            self.renewed(plan, lease).await.map_err(Failure::Verify)?;
+        }
+        self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+            .await
+    }
+
+    /// A DHCP bridge must hold the uplink's lease from the server itself,
+    /// not only the static copy the trial carries beside it.
+    async fn renewed(
+        &self,
+        plan: &Plan,
+        lease: &crate::plan::LeaseHold,
+    ) -> Result<(), Vec<String>> {
+        let want = lease.address.ip().to_string();
+        let outcome = self
+            .nm
+            .settle(LEASE, async || {
+                let Some(path) = self.nm.device_by_iface(&plan.bridge).await? else {
+                    return Ok(Err(vec![format!("no device {} exists", plan.bridge)]));
+                };
+                let options = self.nm.lease_options(&path, Family::V4).await?;
+                let problems = verify::leased(&plan.bridge, &plan.uplink, &want, &options);
+                // Any lease is the server's answer, for another address too: final.
+                Ok(if options.contains_key("ip_address") {
+                    Ok(as_result(problems))
+                } else {
+                    Err(problems)
+                })
+            })
+            .await;
+        let leased = match outcome {
+            Ok(Ok(verdict)) => verdict,
+            Ok(Err(problems)) => Err(problems),
+            Err(e) => Err(vec![format!("reading {}: {e}", plan.bridge)]),
+        };
+        if leased.is_ok() {
+            self.progress.step(
+                "lease",
+                format!(
+                    "the DHCP server renewed {want} for {} (client id and MAC kept)",
+                    plan.bridge
+                ),
+            );
+        }
+        leased
+    }
+
+    /// Brings the bridge up without IP; NetworkManager attaches the port by
+    /// itself (`autoconnect-slaves`, one step with the bridge: activating the
+    /// port as well would detach and re-attach the uplink). Then the bridge
+    /// gets its IP configuration in place (Reapply), with the uplink already
+    /// forwarding.
+    async fn activate(
+        &self,
+        plan: &Plan,
+        bridge: &ObjectPath<'_>,
+        port: &ObjectPath<'_>,
+    ) -> Result<(), Failure> {
+        let any_device = ObjectPath::from_static_str_unchecked(netbridge_dbus::NULL_PATH);
+        let bridge_ac = self
+            .nm
+            .activate(bridge, &any_device)
+            .await
+            .map_err(Failure::Apply)?;
+        // The activation runs with the settings it started with: the profile
+        // can take its IP configuration now, ready for the Reapply.
+        self.nm
+            .update_profile(bridge, Some(&plan.bridge_trial), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Apply)?;
+        self.attach_port(plan, port).await?;
+        let up = ActivationGoal::default();
+        self.nm
+            .wait_activated(&bridge_ac, &plan.bridge, up, plan.timing.activation)
+            .await
+            .map_err(Failure::Activation)?;
+        let device = self
+            .nm
+            .device_by_iface(&plan.bridge)
+            .await
+            .map_err(Failure::Apply)?
+            .ok_or_else(|| Failure::Verify(vec![format!("no device {} exists", plan.bridge)]))?;
+        self.nm.reapply(&device).await.map_err(Failure::Apply)?;
+        self.progress.step(
+            "bridge up",
+            format!(
+                "{} up with {} as its port; its IP configuration applied",
+                plan.bridge, plan.uplink
+            ),
+        );
+        Ok(())
+    }
+
+    async fn attach_port(&self, plan: &Plan, port: &ObjectPath<'_>) -> Result<(), Failure> {
+        let attached = self
+            .nm
+            .wait_device_runs(&plan.uplink_path, &plan.uplink, &plan.port_uuid, PORT_START)
+            .await;
+        if attached.is_ok() {
+            return Ok(());
+        }
+        // A NetworkManager that does not pull ports in: attach it ourselves.
+        let port_ac = self
+            .nm
+            .activate(port, &plan.uplink_path)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm
+            .wait_activated(
+                &port_ac,
+                &plan.port_id,
+                ActivationGoal::default(),
+                plan.timing.activation,
+            )
+            .await
+            .map_err(Failure::Activation)
+    }
+
+    /// Checks the state NetworkManager reports against what the plan
+    /// promised, giving it a moment to publish what the kernel already has.
+    async fn verify(&self, plan: &Plan) -> Result<(), Vec<String>> {
+        // A DHCP lease starts only now that the bridge has its port.
+        let deadline = if plan.ipv4.method == "auto" {
+            plan.timing.activation
+        } else {
+            SETTLE
+        };
+        self.settled(&plan.bridge, deadline, |bridge| {
+            verify::converted(bridge, plan)
+        })
+        .await
+    }
+
+    /// Persists the trial: profiles to disk, the original profile kept with
+    /// autoconnect off, the journal marked committed.
+    async fn commit(&self, plan: &Plan, record: &mut Record) -> Result<String, NmError> {
+        record.phase = Phase::Committing;
+        self.write(record).await?;
+        // The bridge as planned, without the trial's lease hold.
+        let bridge = self.profile(&plan.bridge_uuid).await?;
+        self.nm
+            .update_profile(&bridge, Some(&plan.bridge_profile), Update2Flags::TO_DISK)
+            .await?;
+        let port = self.profile(&plan.port_uuid).await?;
+        self.nm
+            .update_profile(&port, None, Update2Flags::TO_DISK)
+            .await?;
+        let original = self.profile(&plan.original.uuid).await?;
+        self.nm
+            .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
+            .await?;
+        record.phase = Phase::Committed;
+        self.write(record).await?;
+        Ok(format!(
+            "{} and {} saved to disk; profile '{}' kept with autoconnect off (`netbridge revert {}` undoes)",
+            plan.bridge, plan.port_id, plan.original.id, plan.bridge
+        ))
+    }
+
+    /// Lets a device run its saved profile again (DHCP only, no static copy
+    /// of the lease), once its DHCP server has answered it; otherwise the hold
+    /// stays until the device's next activation, and says so.
+    pub(super) async fn release_hold(&self, iface: &str) {
+        let released = async {
+            let Some(path) = self.nm.device_by_iface(iface).await? else {
+                return Ok(false);
+            };
+            let info = self.nm.device_info(&path).await?;
+            let leased = !self.nm.lease_options(&path, Family::V4).await?.is_empty();
+            if info.state != netbridge_dbus::state::DeviceState::Activated || !leased {
+                return Ok(false);
+            }
+            self.nm.reapply(&path).await.map(|()| true)
+        };
+        let message = match released.await {
+            Ok(true) => format!("{iface} runs its saved profile again: DHCP only, lease renewed"),
+            Ok(false) => format!(
+                "{iface} keeps its leased address statically beside DHCP until the DHCP server answers (in memory only; gone at its next activation)"
+            ),
+            Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
+        };
+        self.progress.step("lease", message);
+    }
+}
