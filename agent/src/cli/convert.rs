@@ -175,6 +175,9 @@ async fn convert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &request, &choice).await? {
+        if !args.json {
+            say!("Declined: nothing was changed.");
+        }
         return Ok(("declined", Exit::BadInput));
     }
     let store = Store::new(state_dir);

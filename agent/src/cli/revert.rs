@@ -101,6 +101,9 @@ async fn revert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &choice).await? {
+        if !args.json {
+            say!("Declined: nothing was changed.");
+        }
         return Ok(("declined", Exit::BadInput));
     }
     let store = Store::new(state_dir);
