@@ -51,11 +51,20 @@ impl Transaction<'_> {
         };
         let trial = self.try_out(plan, probes, ctx, before);
         let commit = async |record: &mut Record| self.commit(plan, record).await;
-        let outcome = self.guarded(record, guard, trial, commit).await?;
-        if plan.lease.is_some() && matches!(outcome, Outcome::Committed { .. }) {
-            self.release_hold(&plan.bridge).await;
+        let outcome = self.guarded(record, guard, trial, commit).await;
+        if plan.lease.is_some() {
+            match &outcome {
+                Ok(Outcome::Committed { .. }) => self.release_hold(&plan.bridge).await,
+                // Refused before the trial (journal, checkpoint): the uplink
+                // must not keep the hold either.
+                Err(TxError::Journal(_) | TxError::Checkpoint(_)) => {
+                    self.release_hold(&plan.uplink).await
+                }
+                // A rollback released it already, as far as DHCP allowed.
+                Ok(Outcome::RolledBack { .. }) | Err(_) => {}
+            }
         }
-        Ok(outcome)
+        outcome
     }
 
     /// A DHCP uplink's address must outlive a DHCP server that stops
