@@ -178,3 +178,49 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     assert!(recover.status.success(), "{}", text(&recover.stderr));
     assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
 }
+
+#[test]
+fn a_reboot_in_the_middle_of_an_apply_ends_with_the_bridge_applied() {
+    let Some(mut host) = installed(Uplink::Static) else {
+        return;
+    };
+    let config = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nchecks = [\"dns:gw.lab\"]\n";
+    host.write_file("/etc/netbridge/netbridge.toml", config, 0o644)
+        .expect("write the configuration");
+    let enable = host.systemctl(["enable", "netbridge-agent"]);
+    assert!(enable.status.success(), "{}", text(&enable.stderr));
+    let dnsmasq = host.lab().dnsmasq_pid().expect("the LAN's dnsmasq");
+    let start = host.systemctl(["start", "--no-block", "netbridge-agent"]);
+    assert!(start.status.success(), "{}", text(&start.stderr));
+    let logged = |what: &str| host.journal("netbridge-agent").contains(what);
+    assert!(
+        eventually(|| logged("checkpoint")),
+        "the change is under way"
+    );
+    // DNS goes silent: the agent sits in its check when the reboot comes.
+    signal(dnsmasq, Signal::SIGSTOP);
+    assert!(eventually(|| logged("identity")), "in the trial");
+    // DNS answers again once the old boot is gone.
+    let leader = host.leader_pid().expect("the host runs");
+    let resume = std::thread::spawn(move || {
+        let proc = std::path::PathBuf::from(format!("/proc/{leader}"));
+        while proc.exists() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        signal(dnsmasq, Signal::SIGCONT);
+    });
+    // At the next boot the agent converts: the address ends up on br0.
+    host.expect_address_on("br0");
+    host.reboot().expect("reboot the host");
+    resume.join().expect("DNS resumed");
+
+    let me = (STATIC_ADDRESS, 24);
+    assert!(
+        eventually(|| addresses(&host, "br0") == vec![me]),
+        "the agent applies br0 after the reboot, with no manual step:\n{}",
+        host.journal("netbridge-agent")
+    );
+    assert!(eventually(
+        || status(&host)["configured"]["br0"]["result"] == "applied"
+    ));
+}
