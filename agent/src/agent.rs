@@ -37,6 +37,8 @@ Environment:
   NETBRIDGE_LOG        log filter on stderr (default info; e.g. debug)
   DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on";
 
+/// The netbridge service: keeps the host's bridges as configured.
+///
 /// Applies /etc/netbridge/netbridge.toml (and conf.d/*.toml) at start and on
 /// SIGHUP (`systemctl reload netbridge-agent`): each configured bridge as one
 /// checkpoint-protected transaction, like `netbridge apply`. A bridge that

@@ -46,8 +46,9 @@ fn after_help() -> String {
     text
 }
 
-/// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely:
-/// every change is tried in memory under a NetworkManager checkpoint, proven
+/// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely.
+///
+/// Every change is tried in memory under a NetworkManager checkpoint, proven
 /// with connectivity checks, and committed to disk only if they pass —
 /// otherwise the host is rolled back, also if netbridge or NetworkManager dies.
 #[derive(Debug, Parser)]
