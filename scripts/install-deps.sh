@@ -26,6 +26,11 @@ PACKAGES=(
     openssh-client    # ssh and ssh-keygen: the fleet test's Ansible controller and its keys
     netcat-openbsd    # nc: the controller's ProxyCommand into each lab's LAN namespace
     python3-venv      # the fleet test's ansible-core venv (from PyPI, cached outside the repo)
+    groff-base        # groff: the manual pages must render without warnings
+    man-db            # man: reading the generated pages by hand
+    dpkg-dev          # dpkg-shlibdeps: `make deb` computes the shared-library dependencies
+    lintian           # the .deb is checked for policy errors
+    bash-completion   # the completion test sources the generated script into bash
 )
 
 if [[ $(id -u) -ne 0 ]]; then
