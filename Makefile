@@ -15,7 +15,19 @@ DESTDIR ?=
 CARGO ?= cargo
 # `make install PROFILE=dev` installs debug builds (the tests do, to reuse them).
 PROFILE ?= release
-BUILT := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+# GLIBC=2.28 links against that glibc (through cargo-zigbuild and zig, which
+# must be installed: see the README), so one build runs on every distribution
+# from that glibc up; unset, the build needs the build machine's glibc.
+GLIBC ?=
+ifeq ($(GLIBC),)
+CARGO_BUILD := $(CARGO) build
+BUILT := target/$(PROFILE_DIR)
+else
+TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+CARGO_BUILD := $(CARGO) zigbuild --target $(TARGET).$(GLIBC)
+BUILT := target/$(TARGET)/$(PROFILE_DIR)
+endif
 # Where systemd finds the unit: the admin's directory for a local install,
 # the vendor directory (/usr/lib/systemd/system) for a package.
 UNITDIR ?= /etc/systemd/system
@@ -36,7 +48,7 @@ DEB_OUT ?= target/deb
 all: build
 
 build:
-	$(CARGO) build --profile $(PROFILE) --locked -p netbridge
+	$(CARGO_BUILD) --profile $(PROFILE) --locked -p netbridge
 
 # The manual pages, generated from the clap definitions and the configuration's key table.
 man:
