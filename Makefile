@@ -42,8 +42,10 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 # The package's revision; the tests build a second one to upgrade to.
 DEB_VERSION ?= $(VERSION)-1
 DEB_OUT ?= target/deb
+RPM_RELEASE ?= 1
+RPM_OUT ?= target/rpm
 
-.PHONY: all build man install uninstall deb test demo
+.PHONY: all build man install uninstall deb rpm test demo
 
 all: build
 
@@ -91,6 +93,18 @@ deb:
 	$(MAKE) install DESTDIR=$(abspath $(DEB_OUT)/root) PREFIX=/usr \
 		UNITDIR=/usr/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions
 	packaging/debian/build-deb.sh $(DEB_OUT)/root $(DEB_VERSION) $(DEB_OUT)
+
+# An RPM of the same files in Fedora/RHEL paths: the staged tree packed by
+# rpmbuild with packaging/rpm/netbridge.spec (Debian's rpm package suffices).
+rpm:
+	rm -rf $(RPM_OUT)/root $(RPM_OUT)/build
+	$(MAKE) install DESTDIR=$(abspath $(RPM_OUT)/root) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
+	strip --strip-unneeded $(RPM_OUT)/root/usr/bin/netbridge $(RPM_OUT)/root/usr/sbin/netbridge-agent
+	gzip -9n $(RPM_OUT)/root/usr/share/man/man*/*
+	rpmbuild -bb --quiet --define '_topdir $(abspath $(RPM_OUT)/build)' \
+		--define '_rpmdir $(abspath $(RPM_OUT))' --define '_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm' \
+		--define 'staged $(abspath $(RPM_OUT)/root)' --define 'version $(VERSION)' \
+		--define 'release $(RPM_RELEASE)' packaging/rpm/netbridge.spec
 
 test:
 	scripts/test.sh

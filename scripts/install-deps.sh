@@ -31,6 +31,7 @@ PACKAGES=(
     dpkg-dev          # dpkg-shlibdeps: `make deb` computes the shared-library dependencies
     lintian           # the .deb is checked for policy errors
     bash-completion   # the completion test sources the generated script into bash
+    rpm               # rpmbuild for `make rpm`; rpm -qp checks the package's contents and requirements
 )
 
 if [[ $(id -u) -ne 0 ]]; then

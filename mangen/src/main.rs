@@ -48,18 +48,19 @@ fn source() -> String {
 }
 
 fn write_all(dir: &Path) -> Result<(), MangenError> {
-    let create = |path: PathBuf| {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::File::create(&path))
-            .map(|f| (f, path.clone()))
-            .map_err(|source| MangenError::Write { path, source })
-    };
+    std::fs::create_dir_all(dir).map_err(|source| MangenError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    // Written beside and renamed into place: `make install`s running at once
+    // (the tests run several) never copy a half-written page.
     let write = |name: &str, render: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
-        let (mut file, path) = create(dir.join(name))?;
+        let path = dir.join(name);
+        let partial = dir.join(format!(".{name}.{}", std::process::id()));
         let mut page = Vec::new();
         render(&mut page)
-            .and_then(|()| file.write_all(ascii_only(&page).as_bytes()))
-            .and_then(|()| file.flush())
+            .and_then(|()| std::fs::write(&partial, ascii_only(&page)))
+            .and_then(|()| std::fs::rename(&partial, &path))
             .map_err(|source| MangenError::Write { path, source })
     };
 

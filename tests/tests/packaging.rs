@@ -1,6 +1,6 @@
 //! Installing like a system tool: the manual pages render, the bash
 //! completion offers the verbs, `make deb` builds a package lintian accepts,
-//! and in a booted Debian 12 host that package installs without starting
+//! `make rpm` one with the same files in Fedora/RHEL paths, and in a booted Debian 12 host that package installs without starting
 //! anything, runs the agent, upgrades keeping the admin's configuration and
 //! purges what is its own.
 
@@ -248,6 +248,68 @@ fn the_deb_has_the_layout_and_lintian_finds_no_error() {
         !report.lines().any(|l| l.starts_with("E:")),
         "lintian errors:\n{report}\n{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_rpm_has_the_same_files_in_fedora_paths_and_requires_networkmanager() {
+    if tool("rpmbuild", "rpm", &["--version"]).is_none() {
+        return;
+    }
+    let out = repository().join("target/tests-rpm");
+    let _ = std::fs::remove_dir_all(&out);
+    make(&["rpm", &format!("RPM_OUT={}", out.display())]);
+    let rpm = out.join(format!(
+        "netbridge-{}-1.x86_64.rpm",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let rpm = rpm.to_string_lossy();
+    let query = |args: &[&str]| {
+        let mut argv = vec!["-qp"];
+        argv.extend_from_slice(args);
+        argv.push(&rpm);
+        let out = Command::new("rpm").args(&argv).output().expect("rpm -qp");
+        assert!(out.status.success(), "rpm {argv:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let files = query(&["-l"]);
+    for path in [
+        "/usr/bin/netbridge",
+        "/usr/sbin/netbridge-agent",
+        "/usr/lib/systemd/system/netbridge-agent.service",
+        "/etc/netbridge/netbridge.toml.example",
+        "/etc/netbridge/conf.d",
+        "/usr/share/man/man8/netbridge.8.gz",
+        "/usr/share/man/man8/netbridge-agent.8.gz",
+        "/usr/share/man/man5/netbridge.toml.5.gz",
+        "/usr/share/bash-completion/completions/netbridge",
+        "/usr/share/zsh/site-functions/_netbridge",
+        "/usr/share/fish/vendor_completions.d/netbridge.fish",
+        "/usr/share/doc/netbridge/README.md",
+    ] {
+        assert!(
+            files.lines().any(|l| l == path),
+            "{path} in the RPM:\n{files}"
+        );
+    }
+    assert!(
+        !files.contains("/etc/netbridge/netbridge.toml\n"),
+        "no active configuration"
+    );
+    assert!(!files.contains(".build-id"), "{files}");
+    let requires = query(&["--requires"]);
+    assert!(
+        requires.lines().any(|l| l == "NetworkManager >= 1.42"),
+        "{requires}"
+    );
+    assert_eq!(
+        query(&["--configfiles"]),
+        "/etc/netbridge/netbridge.toml.example"
+    );
+    let scripts = query(&["--scripts"]);
+    assert!(
+        !scripts.contains("enable") && !scripts.contains("systemctl start"),
+        "{scripts}"
     );
 }
 
