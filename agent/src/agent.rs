@@ -28,9 +28,10 @@ Signals:
 
 Exit status:
   0  stopped by SIGTERM or SIGINT
+  1  could not start or run: signal handlers, NetworkManager never appeared
+     (or the agent was stopped before it did), the journal or an interrupted
+     change could not be handled (see the log)
   2  bad command line
-  1  could not start or run: signal handlers, NetworkManager never appeared,
-     the journal or an interrupted change could not be handled (see the log)
 
 Environment:
   NETBRIDGE_STATE_DIR  journal, lock and results directory (default /var/lib/netbridge)
