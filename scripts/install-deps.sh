@@ -27,6 +27,12 @@ PACKAGES=(
     netcat-openbsd    # nc: the controller's ProxyCommand into each lab's LAN namespace
     python3-venv      # the fleet test's ansible-core venv (from PyPI, cached outside the repo)
     e2fsprogs         # chattr: a libvirt test makes a booted host's /etc/qemu immutable (from outside)
+    groff-base        # groff: the manual pages must render without warnings
+    man-db            # man: reading the generated pages by hand
+    dpkg-dev          # dpkg-shlibdeps: `make deb` computes the shared-library dependencies
+    lintian           # the .deb is checked for policy errors
+    bash-completion   # the completion test sources the generated script into bash
+    rpm               # rpmbuild for `make rpm`; rpm -qp checks the package's contents and requirements
 )
 
 if [[ $(id -u) -ne 0 ]]; then

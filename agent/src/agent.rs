@@ -21,6 +21,55 @@ use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
 use crate::recovery;
 use crate::report::Progress;
 
+/// Signals, exit status and environment, after `netbridge-agent --help` and
+/// in its manual.
+const AGENT_AFTER_HELP: &str = "\
+Signals:
+  SIGHUP   apply the configuration again (systemctl reload netbridge-agent)
+  SIGTERM  stop; a transaction in flight is rolled back first
+  SIGINT   as SIGTERM
+
+Exit status:
+  0  stopped by SIGTERM or SIGINT
+  1  could not start or run: signal handlers, NetworkManager never appeared
+     (or the agent was stopped before it did), the journal or an interrupted
+     change could not be handled (see the log)
+  2  bad command line
+
+Environment:
+  NETBRIDGE_STATE_DIR  journal, lock and results directory (default /var/lib/netbridge)
+  NETBRIDGE_LOG        log filter on stderr (default info; e.g. debug)
+  DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on";
+
+/// The netbridge service: keeps the host's bridges as configured.
+///
+/// Applies /etc/netbridge/netbridge.toml (and conf.d/*.toml) at start and on
+/// SIGHUP (`systemctl reload netbridge-agent`): each configured bridge as one
+/// checkpoint-protected transaction, like `netbridge apply`. A bridge that
+/// rolled back is not retried until its configuration changes. Results:
+/// `netbridge status`. Runs in the foreground and tells systemd when it is
+/// ready (Type=notify); logs go to stderr (the journal under systemd).
+#[derive(Debug, clap::Parser)]
+#[command(name = "netbridge-agent", version, after_help = AGENT_AFTER_HELP)]
+pub struct AgentArgs {
+    /// The configuration file (or a directory with netbridge.toml and conf.d/).
+    #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+
+    /// Directory for the journal, the lock and the results.
+    #[arg(
+        long,
+        env = "NETBRIDGE_STATE_DIR",
+        default_value = "/var/lib/netbridge",
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    /// Seconds to wait for NetworkManager to appear on the bus at start.
+    #[arg(long, default_value_t = 90, value_name = "SECS")]
+    pub nm_wait: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub config: PathBuf,

@@ -1,41 +1,13 @@
 //! `netbridge-agent`: the service behind `netbridge-agent.service`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use netbridge::agent::{self, AgentOptions};
-
-/// Applies /etc/netbridge/netbridge.toml (and conf.d/*.toml) at start and on
-/// SIGHUP (`systemctl reload netbridge-agent`): each configured bridge as one
-/// checkpoint-protected transaction, like `netbridge apply`. A bridge that
-/// rolled back is not retried until its configuration changes. Results:
-/// `netbridge status`. Runs in the foreground and tells systemd when it is
-/// ready (Type=notify); logs go to stderr (the journal under systemd).
-#[derive(Debug, Parser)]
-#[command(name = "netbridge-agent", version)]
-struct Args {
-    /// The configuration file (or a directory with netbridge.toml and conf.d/).
-    #[arg(long, value_name = "PATH", default_value = netbridge::config::DEFAULT_PATH)]
-    config: PathBuf,
-
-    /// Directory for the journal, the lock and the results.
-    #[arg(
-        long,
-        env = "NETBRIDGE_STATE_DIR",
-        default_value = "/var/lib/netbridge",
-        value_name = "DIR"
-    )]
-    state_dir: PathBuf,
-
-    /// Seconds to wait for NetworkManager to appear on the bus at start.
-    #[arg(long, default_value_t = 90, value_name = "SECS")]
-    nm_wait: u64,
-}
+use netbridge::agent::{self, AgentArgs, AgentOptions};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = AgentArgs::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETBRIDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -1,6 +1,7 @@
 //! The `netbridge` command line: one file per verb.
 
 mod apply;
+mod completions;
 mod convert;
 mod create;
 mod delete;
@@ -17,30 +18,43 @@ use clap::{Parser, Subcommand};
 
 pub use output::Exit;
 
-const AFTER_HELP: &str = "\
-Exit status:
-  0  success (also: nothing to do, dry run)
-  1  internal error
-  2  bad input or refused before anything changed
-  3  the change failed its checks and was rolled back: the host is as it was
-  4  NetworkManager is not running, not reachable or refused permission
-  5  a rollback did not complete: check the host (`netbridge status`)
-  6  another netbridge process is changing this host
-  7  the change is committed, but a step after it failed (the libvirt network or
-     /etc/qemu/bridge.conf of --libvirt-network, --qemu-bridge-helper): the
-     bridge is in place; run the same command again to retry that step
+/// The environment variables netbridge reads, with what each does: `--help`
+/// and the manual list them from here.
+pub const ENVIRONMENT: [(&str, &str); 3] = [
+    (
+        "DBUS_SYSTEM_BUS_ADDRESS",
+        "the system bus to find NetworkManager on",
+    ),
+    (
+        "NETBRIDGE_STATE_DIR",
+        "journal, lock, results and records (default /var/lib/netbridge)",
+    ),
+    (
+        "NETBRIDGE_LOG",
+        "log filter for diagnostics on stderr (e.g. debug)",
+    ),
+];
 
-Environment:
-  DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on
-  NETBRIDGE_STATE_DIR      journal, lock and guest-forwarding record (default /var/lib/netbridge)
-  NETBRIDGE_LOG            log filter for diagnostics on stderr (e.g. debug)";
+/// The exit statuses and the environment, after `netbridge --help`.
+fn after_help() -> String {
+    let mut text = String::from("Exit status:");
+    for exit in Exit::ALL {
+        text.push_str(&format!("\n  {}  {}", exit.code(), exit.meaning()));
+    }
+    text.push_str("\n\nEnvironment:");
+    for (name, meaning) in ENVIRONMENT {
+        text.push_str(&format!("\n  {name:<24} {meaning}"));
+    }
+    text
+}
 
-/// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely:
-/// every change is tried in memory under a NetworkManager checkpoint, proven
+/// Turn a host's uplink NIC into a Linux bridge through NetworkManager, safely.
+///
+/// Every change is tried in memory under a NetworkManager checkpoint, proven
 /// with connectivity checks, and committed to disk only if they pass —
 /// otherwise the host is rolled back, also if netbridge or NetworkManager dies.
 #[derive(Debug, Parser)]
-#[command(name = "netbridge", version, after_help = AFTER_HELP)]
+#[command(name = "netbridge", version, after_help = after_help())]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -77,6 +91,8 @@ pub enum Command {
     /// Finish or undo a change that an interrupted run left behind (every
     /// changing command does this first; this does it now).
     Recover(recover::RecoverArgs),
+    /// Print the shell completion script for SHELL (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 /// Runs the command line and returns the process exit status.
@@ -90,5 +106,6 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
         Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,
+        Command::Completions(args) => completions::run(&args),
     }
 }

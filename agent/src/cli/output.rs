@@ -26,8 +26,42 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every status, in order: `--help` and the manual list them from here.
+    pub const ALL: [Exit; 8] = [
+        Exit::Ok,
+        Exit::Internal,
+        Exit::BadInput,
+        Exit::RolledBack,
+        Exit::NmUnavailable,
+        Exit::RollbackFailed,
+        Exit::Busy,
+        Exit::AfterCommit,
+    ];
+
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// What the status tells the caller, for `--help` and the manual.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "success (also: nothing to do, dry run)",
+            Exit::Internal => "internal error",
+            Exit::BadInput => "bad input or refused before anything changed",
+            Exit::RolledBack => {
+                "the change failed its checks and was rolled back: the host is as it was"
+            }
+            Exit::NmUnavailable => {
+                "NetworkManager is not running, not reachable or refused permission"
+            }
+            Exit::RollbackFailed => {
+                "a rollback did not complete: check the host (`netbridge status`)"
+            }
+            Exit::Busy => "another netbridge process is changing this host",
+            Exit::AfterCommit => {
+                "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
+            }
+        }
     }
 }
 

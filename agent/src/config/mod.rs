@@ -3,6 +3,7 @@
 //! error names the file, the line and the key; an invalid configuration is
 //! rejected as a whole, so nothing is applied from it.
 
+pub mod keys;
 mod raw;
 #[cfg(test)]
 mod tests;

@@ -315,3 +315,122 @@ fn guest_forwarding_is_deny_unless_allowed_and_a_bad_value_names_its_line() {
         "/etc/netbridge/netbridge.toml:4: bridge.guest-forwarding: \"yes\" is not a value: use \"allow\" or \"deny\""
     );
 }
+
+/// Records the field names serde's derive hands to `deserialize_struct`:
+/// exactly the keys the parser accepts (after `rename_all`), with no
+/// document needed.
+struct FieldNames(Vec<&'static str>);
+
+#[derive(Debug)]
+struct Captured;
+
+impl std::fmt::Display for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("field names captured")
+    }
+}
+
+impl std::error::Error for Captured {}
+
+impl serde::de::Error for Captured {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Captured
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for &mut FieldNames {
+    type Error = Captured;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Captured> {
+        Err(Captured)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _visitor: V,
+    ) -> Result<V::Value, Captured> {
+        self.0 = fields.to_vec();
+        Err(Captured)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf option unit unit_struct newtype_struct seq tuple
+        tuple_struct map enum identifier ignored_any
+    }
+}
+
+fn accepted_keys<T: serde::de::DeserializeOwned>() -> Vec<&'static str> {
+    let mut names = FieldNames(Vec::new());
+    let _ = T::deserialize(&mut names);
+    names.0
+}
+
+fn documented_keys(table: keys::Table) -> Vec<&'static str> {
+    keys::KEYS
+        .iter()
+        .filter(|k| k.table == table)
+        .map(|k| k.name)
+        .collect()
+}
+
+#[test]
+fn the_manual_documents_exactly_the_keys_the_parser_accepts() {
+    let mut accepted = accepted_keys::<RawDefaults>();
+    let mut documented = documented_keys(keys::Table::Defaults);
+    assert!(!accepted.is_empty(), "no fields captured from RawDefaults");
+    accepted.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(documented, accepted, "[defaults] keys in keys.rs vs raw.rs");
+
+    let mut accepted = accepted_keys::<RawBridge>();
+    let mut documented = documented_keys(keys::Table::Bridge);
+    accepted.sort_unstable();
+    documented.sort_unstable();
+    assert_eq!(documented, accepted, "[[bridge]] keys in keys.rs vs raw.rs");
+
+    let mut tables = accepted_keys::<RawFile>();
+    tables.sort_unstable();
+    assert_eq!(tables, ["bridge", "defaults"], "top-level tables");
+}
+
+#[test]
+fn every_documented_example_is_accepted_in_its_table() {
+    for key in keys::KEYS {
+        let text = match (key.table, key.name) {
+            (keys::Table::Defaults, _) => format!("[defaults]\n{}\n", key.example),
+            // Network keys need a network entry; the rest a bridged one.
+            (keys::Table::Bridge, "address" | "dhcp-range" | "dhcp") => format!(
+                "[[bridge]]\nname = \"virbr1\"\nmode = \"nat\"\n{}\n{}\n",
+                if key.name == "address" {
+                    ""
+                } else {
+                    "address = \"192.168.107.1/24\""
+                },
+                key.example
+            ),
+            (keys::Table::Bridge, "name" | "uplink") => format!(
+                "[[bridge]]\n{}\n{}\n",
+                key.example,
+                if key.name == "name" {
+                    "uplink = \"ens32\""
+                } else {
+                    "name = \"br0\""
+                }
+            ),
+            (keys::Table::Bridge, _) => format!(
+                "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n{}\n",
+                key.example
+            ),
+        };
+        if let Err(e) = one(&text) {
+            panic!(
+                "the example of {} {}: {e}\n{text}",
+                key.table.header(),
+                key.name
+            );
+        }
+    }
+}
