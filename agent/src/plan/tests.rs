@@ -339,7 +339,7 @@ fn unsuitable_uplinks_are_refused() {
     ));
 
     let mut found = found_with(static_settings());
-    found.nm_version = NmVersion(1, 18, 0);
+    found.nm_version = NmVersion(1, 30, 0);
     assert!(matches!(
         refused(&found, &request()),
         PlanError::NmTooOld { .. }
