@@ -43,11 +43,10 @@ impl Transaction<'_> {
         // rollback removes it.
         let guard = Guard {
             devices: std::slice::from_ref(&plan.uplink_path),
-            timeout: plan.timing.rollback_timeout,
+            timing: plan.timing,
             what: &plan.uplink,
             probes,
             ctx,
-            check_deadline: plan.timing.check,
         };
         let trial = self.try_out(plan, probes, ctx, before);
         let commit = async |record: &mut Record| self.commit(plan, record).await;

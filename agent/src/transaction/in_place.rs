@@ -47,11 +47,10 @@ impl Transaction<'_> {
         let what = format!("{} and {}", plan.uplink, plan.bridge);
         let guard = Guard {
             devices: &devices,
-            timeout: plan.timing.rollback_timeout,
+            timing: plan.timing,
             what: &what,
             probes,
             ctx,
-            check_deadline: plan.timing.check,
         };
         let trial = self.try_adopt(plan, probes, ctx, before);
         let commit = async |record: &mut Record| self.commit_adopt(plan, record).await;
@@ -152,11 +151,10 @@ impl Transaction<'_> {
         let what = format!("{} and {}", plan.uplink, plan.bridge);
         let guard = Guard {
             devices: &devices,
-            timeout: plan.timing.rollback_timeout,
+            timing: plan.timing,
             what: &what,
             probes,
             ctx,
-            check_deadline: plan.timing.check,
         };
         let trial = self.try_modify(plan, probes, ctx, before);
         let commit = async |record: &mut Record| {

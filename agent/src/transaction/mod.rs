@@ -24,6 +24,7 @@ use crate::checks::{self, CheckContext, Probe, ProbeResult};
 use crate::identity::{self, Identity, Proof};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{DeviceInfo, Nm, NmError};
+use crate::plan::Timing;
 use crate::recovery;
 use crate::report::Progress;
 
@@ -118,12 +119,12 @@ pub struct Proven {
 struct Guard<'p> {
     /// The devices the checkpoint covers.
     devices: &'p [OwnedObjectPath],
-    timeout: u32,
     /// The devices, for people.
     what: &'p str,
+    /// The rollback timeout and the check deadline.
+    timing: Timing,
     probes: &'p [Probe],
     ctx: &'p CheckContext,
-    check_deadline: Duration,
 }
 
 pub struct Transaction<'a> {
@@ -146,9 +147,14 @@ impl Transaction<'_> {
     ) -> Result<Outcome, TxError> {
         self.store.write(self.lock, &record).await?;
         let checkpoint = self
-            .checkpoint(guard.devices, guard.timeout, &mut record, guard.what)
+            .checkpoint(
+                guard.devices,
+                guard.timing.rollback_timeout,
+                &mut record,
+                guard.what,
+            )
             .await?;
-        let keepalive = Keepalive::start(self.nm, &checkpoint, guard.timeout);
+        let keepalive = Keepalive::start(self.nm, &checkpoint, guard.timing.rollback_timeout);
 
         let trial = tokio::select! {
             result = trial => result,
@@ -177,7 +183,7 @@ impl Transaction<'_> {
                     failure,
                     guard.probes,
                     guard.ctx,
-                    guard.check_deadline,
+                    guard.timing.check,
                 )
                 .await
             }

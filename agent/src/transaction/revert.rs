@@ -38,11 +38,10 @@ impl Transaction<'_> {
         let what = format!("{} and {}", plan.uplink, plan.bridge);
         let guard = Guard {
             devices: &devices,
-            timeout: plan.timing.rollback_timeout,
+            timing: plan.timing,
             what: &what,
             probes,
             ctx,
-            check_deadline: plan.timing.check,
         };
         let trial = self.try_revert(plan, probes, ctx);
         let commit = async |record: &mut Record| self.commit_revert(plan, record).await;
