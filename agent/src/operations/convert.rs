@@ -269,7 +269,7 @@ async fn dhcp_precheck(
     let Some(lease) = &plan.lease else {
         return Ok(None);
     };
-    let (Some(server), Some(mac)) = (lease.server, dhcp::mac_bytes(&plan.mac)) else {
+    let (Some(server), Some(mac)) = (lease.server, plan::parse_mac(&plan.mac)) else {
         return Ok(None);
     };
     let answer = dhcp::inform(server, lease.address.ip(), &mac, DHCP_DEADLINE).await;

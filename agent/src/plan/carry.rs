@@ -149,11 +149,7 @@ pub fn hold(settings: &Settings, lease: &LeaseHold) -> Result<Settings, Settings
 
 /// The interface identifier SLAAC derives from a MAC (modified EUI-64).
 fn eui64(mac: &str) -> Option<[u8; 8]> {
-    let bytes: Vec<u8> = mac
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).ok())
-        .collect::<Option<_>>()?;
-    let [a, b, c, d, e, f] = <[u8; 6]>::try_from(bytes).ok()?;
+    let [a, b, c, d, e, f] = super::parse_mac(mac)?;
     Some([a ^ 0x02, b, c, 0xff, 0xfe, d, e, f])
 }
 

@@ -513,6 +513,15 @@ pub(crate) fn goal(ipv4: &IpPlan, ipv6: &IpPlan) -> ActivationGoal {
     }
 }
 
+/// `AA:BB:CC:DD:EE:FF` (either case) as bytes.
+pub fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect::<Option<_>>()?;
+    <[u8; 6]>::try_from(bytes).ok()
+}
+
 /// The MAC the network knows the host by: a MAC the profile pinned, else the
 /// permanent one, else (veth) the current one.
 fn bridge_mac(device: &DeviceInfo, applied: &Settings) -> Result<String, SettingsError> {

@@ -665,3 +665,13 @@ fn adoption_is_refused_with_other_ports_or_without_the_uplink_as_a_port() {
         PlanError::NothingToAdopt { actual: None, .. }
     ));
 }
+
+#[test]
+fn macs_parse_or_are_refused() {
+    assert_eq!(
+        parse_mac("aa:BB:00:01:02:03"),
+        Some([0xaa, 0xbb, 0, 1, 2, 3])
+    );
+    assert_eq!(parse_mac("zz:00"), None);
+    assert_eq!(parse_mac("aa:bb:cc:dd:ee"), None);
+}
