@@ -12,7 +12,6 @@ pub async fn find(nm: &Nm, uplink: &str) -> Result<Found, NmError> {
         None => None,
     };
     Ok(Found {
-        nm_version: nm.version(),
         devices,
         profiles,
         uplink,

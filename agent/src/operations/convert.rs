@@ -114,14 +114,7 @@ pub async fn prepare(
     choice: &CheckChoice,
     progress: &Progress,
 ) -> Result<Prepared, PrepareError> {
-    // Before reading devices: an older NetworkManager lacks properties
-    // that read needs, and must be refused with the reason, not an error.
-    if nm.version() < plan::MIN_NM_VERSION {
-        return Err(PrepareError::Plan(PlanError::NmTooOld {
-            found: nm.version(),
-            need: plan::MIN_NM_VERSION,
-        }));
-    }
+    plan::supported(nm.version()).map_err(PrepareError::Plan)?;
     let found = inventory::find(nm, &request.uplink).await?;
     let ids = Ids {
         bridge_uuid: uuid::Uuid::new_v4().to_string(),

@@ -53,7 +53,6 @@ pub struct Request {
 /// What was found on the host, read from NetworkManager.
 #[derive(Debug, Clone)]
 pub struct Found {
-    pub nm_version: NmVersion,
     pub devices: Vec<DeviceInfo>,
     pub profiles: Vec<ProfileInfo>,
     pub uplink: Option<UplinkFound>,
@@ -232,13 +231,19 @@ pub struct Plan {
     pub original_after: Settings,
 }
 
-pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision, PlanError> {
-    if found.nm_version < MIN_NM_VERSION {
+/// A NetworkManager netbridge can work with. Checked before the host is
+/// read: an older one lacks properties that read needs.
+pub fn supported(version: NmVersion) -> Result<(), PlanError> {
+    if version < MIN_NM_VERSION {
         return Err(PlanError::NmTooOld {
-            found: found.nm_version,
+            found: version,
             need: MIN_NM_VERSION,
         });
     }
+    Ok(())
+}
+
+pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision, PlanError> {
     validate_bridge_name(&req.bridge)?;
     let uplink = check_uplink(req, found)?;
     if let Some(controller) = uplink
