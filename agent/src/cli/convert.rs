@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::options::BridgeOptionArgs;
-use super::output::{confirm, run_verb, say, Exit, Fatal};
+use super::output::{confirm, require_terminal, run_verb, say, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::guest_forwarding::{self, GuestForwarding, Trial};
 use crate::journal::{Lock, Store};
@@ -350,9 +350,7 @@ async fn ask(
     request: &Request,
     choice: &CheckChoice,
 ) -> Result<bool, Fatal> {
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return confirm("", args.json, || {}).await;
-    }
+    require_terminal()?;
     // Quietly: the run under the lock prints its own progress, and reports
     // a plan that cannot be made (after finishing an interrupted change).
     let quiet = Progress::new(false);

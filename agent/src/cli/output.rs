@@ -203,17 +203,24 @@ pub fn print_error(fatal: &Fatal) {
     let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
 }
 
+/// Refuses at once without a terminal: a script must not hang on a
+/// question, nor wait for checks that run only to be asked about.
+pub fn require_terminal() -> Result<(), Fatal> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    Err(Fatal::new(
+        Exit::BadInput,
+        "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
+    ))
+}
+
 /// Asks on a terminal before a change; refuses without one rather than hang
 /// a script. `show` prints what is about to happen.
 pub async fn confirm(question: &str, json: bool, show: impl FnOnce()) -> Result<bool, Fatal> {
-    use std::io::IsTerminal;
     use tokio::io::AsyncBufReadExt;
-    if !std::io::stdin().is_terminal() {
-        return Err(Fatal::new(
-            Exit::BadInput,
-            "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
-        ));
-    }
+    require_terminal()?;
     if !json {
         show();
     }

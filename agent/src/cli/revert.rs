@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{confirm, run_verb, say, Exit, Fatal};
+use super::output::{confirm, require_terminal, run_verb, say, Exit, Fatal};
 use crate::checks::CheckSpec;
 use crate::guest_forwarding;
 use crate::journal::{Lock, Store};
@@ -258,9 +258,7 @@ fn describe_libvirt(done: &libvirt::Done, bridge: &str) {
 /// terminal (before any check runs). A plan that cannot be made is left for
 /// the run under the lock to report.
 async fn ask(args: &RevertArgs, nm: &Nm, choice: &CheckChoice) -> Result<bool, Fatal> {
-    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        return confirm("", args.json, || {}).await;
-    }
+    require_terminal()?;
     let quiet = Progress::new(false);
     match revert::prepare(nm, &args.bridge, args.rollback_timeout, choice, &quiet).await {
         Ok(ready) => {
