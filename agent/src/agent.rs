@@ -45,8 +45,10 @@ Environment:
 ///
 /// Applies /etc/netbridge/netbridge.toml (and conf.d/*.toml) at start and on
 /// SIGHUP (`systemctl reload netbridge-agent`): each configured bridge as one
-/// checkpoint-protected transaction, like `netbridge apply`. A bridge that
-/// rolled back is not retried until its configuration changes. Results:
+/// checkpoint-protected transaction, like `netbridge apply`. A transient
+/// failure (NetworkManager restarting, a stop) is tried again with backoff
+/// and at the next start; a bridge that failed its checks is not retried
+/// until its configuration changes. Results:
 /// `netbridge status`. Runs in the foreground and tells systemd when it is
 /// ready (Type=notify); logs go to stderr (the journal under systemd).
 #[derive(Debug, clap::Parser)]
@@ -188,9 +190,7 @@ async fn next_retry(store: &Store) {
     let Some(due) = due else {
         return std::future::pending().await;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::journal::now_unix();
     tracing::info!(
         in_seconds = due.saturating_sub(now),
         "next try of a transient failure"

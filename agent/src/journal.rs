@@ -154,15 +154,21 @@ impl Record {
     pub fn new(change: Change) -> Self {
         Record {
             pid: std::process::id(),
-            started_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            started_unix: now_unix(),
             phase: Phase::Applying,
             checkpoint: None,
             boottime_ms: boottime_ms(),
             change,
         }
     }
+}
+
+/// Seconds since the epoch, for the records people read and for the
+/// agent's retry schedule.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn boottime_ms() -> Option<i64> {

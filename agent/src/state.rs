@@ -121,9 +121,7 @@ impl State {
         config: String,
         retry: Option<Retry>,
     ) {
-        let at_unix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at_unix = crate::journal::now_unix();
         let transient = result.is_failure() && retry == Some(Retry::Transient);
         let attempts = match self.bridges.get(name) {
             Some(last) if transient && last.config == config && last.retry == retry => {

@@ -387,9 +387,7 @@ fn retry_note(last: &crate::state::BridgeResult) -> String {
     }
     match (last.retry, last.next_try_unix) {
         (Some(crate::retry::Retry::Transient), Some(due)) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::journal::now_unix();
             format!(
                 " (transient, attempt {}; the agent tries again in {} s)",
                 last.attempts,
