@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::convert::{self, PrepareError, Prepared};
+use super::convert::{self, Prepared};
 use super::network::{self, NetOutcome, NetworkError};
 use super::revert;
 use super::CheckChoice;
@@ -281,22 +281,7 @@ async fn absent(
                 false,
             )
         }
-        Err(revert::PrepareError::Nm(e)) => {
-            return (
-                BridgeReport::new(name, Applied::Failed)
-                    .because(e.to_string())
-                    .retry(Retry::of_nm(&e)),
-                e.is_nm_gone(),
-            )
-        }
-        Err(e) => {
-            return (
-                BridgeReport::new(name, Applied::Failed)
-                    .because(e.to_string())
-                    .retry(Retry::Deterministic),
-                false,
-            )
-        }
+        Err(e) => return unprepared(name, e),
     };
     if dry_run {
         let undo = format!(
@@ -319,6 +304,23 @@ async fn absent(
             (report, fatal)
         }
         Err(e) => tx_report(name, e),
+    }
+}
+
+/// A change that could not be prepared: nothing changed. NetworkManager
+/// gone is transient, and stops the run; anything else is reported.
+fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (BridgeReport, bool) {
+    match e {
+        super::PrepareError::Nm(e) => (
+            BridgeReport::new(name, Applied::Failed)
+                .because(e.to_string())
+                .retry(Retry::of_nm(&e)),
+            e.is_nm_gone(),
+        ),
+        e => (
+            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
+            false,
+        ),
     }
 }
 
@@ -383,23 +385,9 @@ async fn bridged(
             return (with_uplink(report), false);
         }
         Ok(prepared) => prepared,
-        Err(PrepareError::Nm(e)) => {
-            return (
-                with_uplink(
-                    BridgeReport::new(&bridge.name, Applied::Failed)
-                        .because(e.to_string())
-                        .retry(Retry::of_nm(&e)),
-                ),
-                e.is_nm_gone(),
-            )
-        }
         Err(e) => {
-            return (
-                with_uplink(
-                    BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()),
-                ),
-                false,
-            )
+            let (report, fatal) = unprepared(&bridge.name, e);
+            return (with_uplink(report), fatal);
         }
     };
     if let Err(e) = libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress).await {
