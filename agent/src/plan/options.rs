@@ -27,6 +27,15 @@ pub struct BridgeOptions {
     pub mtu: Option<u32>,
 }
 
+impl BridgeOptions {
+    /// The forward delay to set: as declared, else 2 s with STP off —
+    /// unused then, but NetworkManager's 15 would apply if someone turned STP
+    /// on later, and 2 is the smallest value valid either way.
+    fn forward_delay(&self) -> Option<u32> {
+        self.forward_delay.or((!self.stp).then_some(2))
+    }
+}
+
 /// NetworkManager's value when a key is absent from a profile.
 struct Key {
     setting: &'static str,
@@ -90,9 +99,7 @@ pub fn validate(options: &BridgeOptions) -> Result<(), String> {
 /// Writes the declared options into a new bridge profile.
 pub fn apply_to_new(options: &BridgeOptions, s: &mut Settings) {
     s.set(names::BRIDGE, "stp", options.stp);
-    // Unused without STP, but NetworkManager's default (15) would apply if
-    // someone turned STP on later; 2 is the smallest value valid either way.
-    let forward_delay = options.forward_delay.or((!options.stp).then_some(2));
+    let forward_delay = options.forward_delay();
     for (key, value) in [
         (&FORWARD_DELAY, forward_delay),
         (&HELLO_TIME, options.hello_time),
@@ -121,7 +128,7 @@ pub fn converge(
         changes.push(format!("STP {} → {}", on_off(stp), on_off(options.stp)));
         s.set(names::BRIDGE, "stp", options.stp);
     }
-    let forward_delay = options.forward_delay.or((!options.stp).then_some(2));
+    let forward_delay = options.forward_delay();
     for (key, want, default) in [
         (&FORWARD_DELAY, forward_delay, 15),
         (&HELLO_TIME, options.hello_time, 2),
