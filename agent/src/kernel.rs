@@ -107,6 +107,7 @@ pub async fn addresses(iface: &str) -> Result<Vec<IpNetwork>, KernelError> {
             return Ok(Vec::new());
         };
         let replies = request(
+            &open(&what)?,
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
             NLM_F_DUMP,
             &what,
@@ -127,7 +128,12 @@ pub async fn addresses(iface: &str) -> Result<Vec<IpNetwork>, KernelError> {
 
 /// The kernel's routing decision for each target, in order.
 pub async fn routes(targets: Vec<IpAddr>) -> Result<Vec<RouteDecision>, KernelError> {
-    blocking(move || targets.into_iter().map(route_get).collect()).await
+    blocking(move || {
+        // One socket for all the lookups: each reply is read before the next request.
+        let socket = open("the routes")?;
+        targets.into_iter().map(|t| route_get(&socket, t)).collect()
+    })
+    .await
 }
 
 fn stable_global(a: &AddressMessage) -> Option<IpNetwork> {
@@ -166,7 +172,7 @@ fn stable_global(a: &AddressMessage) -> Option<IpNetwork> {
     IpNetwork::new(addr, a.header.prefix_len).ok()
 }
 
-fn route_get(target: IpAddr) -> Result<RouteDecision, KernelError> {
+fn route_get(socket: &Socket, target: IpAddr) -> Result<RouteDecision, KernelError> {
     let what = format!("the route to {target}");
     let mut query = RouteMessage::default();
     query.header.address_family = match target {
@@ -177,7 +183,7 @@ fn route_get(target: IpAddr) -> Result<RouteDecision, KernelError> {
     query
         .attributes
         .push(RouteAttribute::Destination(RouteAddress::from(target)));
-    let replies = match request(RouteNetlinkMessage::GetRoute(query), 0, &what) {
+    let replies = match request(socket, RouteNetlinkMessage::GetRoute(query), 0, &what) {
         Ok(replies) => replies,
         Err(KernelError::Io { source, .. }) if unreachable(&source) => Vec::new(),
         Err(e) => return Err(e),
@@ -241,8 +247,21 @@ fn decision(target: IpAddr, route: &RouteMessage) -> RouteDecision {
     out
 }
 
+/// An rtnetlink socket talking to the kernel.
+fn open(what: &str) -> Result<Socket, KernelError> {
+    let io = |source| KernelError::Io {
+        what: what.to_owned(),
+        source,
+    };
+    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
+    socket.bind_auto().map_err(io)?;
+    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
+    Ok(socket)
+}
+
 /// Sends one request and collects the replies (all parts of a dump).
 fn request(
+    socket: &Socket,
     message: RouteNetlinkMessage,
     flags: u16,
     what: &str,
@@ -251,9 +270,6 @@ fn request(
         what: what.to_owned(),
         source,
     };
-    let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
-    socket.bind_auto().map_err(io)?;
-    socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = 1;
