@@ -108,12 +108,7 @@ fn the_nmcli_recipe_bridge_is_foreign_then_adopted_with_stp_off_and_reverts_to_a
     );
     assert_eq!(br0["netbridge"]["uplink"], "ens32");
     assert_eq!(ipv4(&s, "br0"), ["172.25.250.10/24"]);
-    let snap = lab.snapshot();
-    let (_, br0) = snap
-        .profiles
-        .iter()
-        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
-        .expect("br0 on disk");
+    let br0 = common::saved_keyfile(&lab, "br0");
     assert!(br0.contains("stp=false"), "saved with STP off:\n{br0}");
     assert!(br0.contains("netbridge.uplink=ens32"), "marked:\n{br0}");
 

@@ -68,12 +68,7 @@ fn a_second_nic_with_a_worse_default_route_does_not_take_the_egress() {
     let before = &doc["identity_before"]["routes"][0];
     assert_eq!(before["dev"], UPLINK);
     // The metric is on disk, for the next boot.
-    let snap = lab.snapshot();
-    let (_, br0) = snap
-        .profiles
-        .iter()
-        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
-        .expect("br0 saved");
+    let br0 = common::saved_keyfile(&lab, "br0");
     assert!(br0.contains("route-metric=100"), "{br0}");
 }
 
@@ -251,12 +246,7 @@ fn a_dhcp_conversion_proves_the_lease_and_the_identity() {
     }
     assert_eq!(identity["after"]["dns"][0]["interface"], "br0");
     // The saved bridge is plain DHCP: the trial's static copy is never committed.
-    let snap = lab.snapshot();
-    let (_, br0) = snap
-        .profiles
-        .iter()
-        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
-        .expect("br0 saved");
+    let br0 = common::saved_keyfile(&lab, "br0");
     assert!(br0.contains("method=auto"), "{br0}");
     assert!(!br0.contains("address1="), "no static copy on disk:\n{br0}");
     assert!(!br0.contains("dhcp-timeout"), "{br0}");
@@ -312,12 +302,7 @@ fn dns_search_options_and_priority_survive_and_so_does_the_resolvers_view() {
         "the resolver sees the same configuration:\nbefore\n{before}\nafter\n{}",
         read()
     );
-    let snap = lab.snapshot();
-    let (_, br0) = snap
-        .profiles
-        .iter()
-        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
-        .expect("br0 saved");
+    let br0 = common::saved_keyfile(&lab, "br0");
     for line in [
         "dns-search=lab.example;",
         "dns-options=rotate;timeout:2;",

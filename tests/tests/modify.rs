@@ -89,12 +89,7 @@ fn a_changed_configuration_is_applied_in_place_with_its_diff_and_loses_no_reply(
     let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
     assert_eq!(again.code, 0);
     assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
-    let snap = lab.snapshot();
-    let (_, br0) = snap
-        .profiles
-        .iter()
-        .find(|(path, text)| path.starts_with("conn/") && text.contains("id=br0\n"))
-        .expect("br0 on disk");
+    let br0 = common::saved_keyfile(&lab, "br0");
     // STP on is NetworkManager's default: a keyfile leaves it out.
     assert!(
         !br0.contains("stp=false") && br0.contains("forward-delay=4"),

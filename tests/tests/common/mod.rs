@@ -49,6 +49,20 @@ pub fn netbridge(lab: &Lab, args: &[&str]) -> Run {
     Run::from(out)
 }
 
+/// The keyfile of the profile `id` as saved on disk (not only in memory).
+///
+/// # Panics
+/// If no such profile is on disk.
+pub fn saved_keyfile(lab: &Lab, id: &str) -> String {
+    let snap = lab.snapshot();
+    let line = format!("id={id}");
+    snap.profiles
+        .iter()
+        .find(|(path, text)| path.starts_with("conn/") && text.lines().any(|l| l == line))
+        .map(|(_, text)| text.clone())
+        .unwrap_or_else(|| panic!("no profile {id} on disk: {:?}", snap.profiles.keys()))
+}
+
 pub fn status(lab: &Lab) -> Value {
     let run = netbridge(lab, &["status", "--json"]);
     assert_eq!(run.code, 0, "status failed: {}", run.stderr);
