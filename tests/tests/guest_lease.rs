@@ -38,12 +38,9 @@ fn a_guest_on_the_bridge_of_a_static_uplink_gets_a_lease_and_reaches_the_gateway
         return;
     };
     // The host itself is static, outside the LAN's DHCP range.
-    for argv in [
+    common::reconfigure_uplink(
+        &lab,
         &[
-            "nmcli",
-            "connection",
-            "modify",
-            "ens32",
             "ipv4.method",
             "manual",
             "ipv4.addresses",
@@ -52,12 +49,8 @@ fn a_guest_on_the_bridge_of_a_static_uplink_gets_a_lease_and_reaches_the_gateway
             "172.25.250.254",
             "ipv4.dns",
             "172.25.250.254",
-        ][..],
-        &["nmcli", "--wait", "30", "connection", "up", "ens32"],
-    ] {
-        let out = lab.host(argv);
-        assert!(out.status.success(), "{argv:?}: {out:?}");
-    }
+        ],
+    );
     assert_eq!(ipv4(&status(&lab), "ens32"), ["172.25.250.10/24"]);
     convert_then_a_guest_leases_and_reaches_the_gateway(&lab);
 }

@@ -266,21 +266,17 @@ fn dns_search_options_and_priority_survive_and_so_does_the_resolvers_view() {
     let conf = lab.dir().join("conf.d").join("dns.conf");
     std::fs::write(&conf, "[main]\ndns=default\n").expect("write NM drop-in");
     lab.restart_nm().expect("restart NM with dns=default");
-    let modify = lab.host([
-        "nmcli",
-        "connection",
-        "modify",
-        "ens32",
-        "ipv4.dns-search",
-        "lab.example",
-        "ipv4.dns-options",
-        "rotate,timeout:2",
-        "ipv4.dns-priority",
-        "50",
-    ]);
-    assert!(modify.status.success(), "{modify:?}");
-    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
-    assert!(up.status.success(), "{up:?}");
+    common::reconfigure_uplink(
+        &lab,
+        &[
+            "ipv4.dns-search",
+            "lab.example",
+            "ipv4.dns-options",
+            "rotate,timeout:2",
+            "ipv4.dns-priority",
+            "50",
+        ],
+    );
     let resolv = lab.dir().join("run").join("resolv.conf");
     let read = || std::fs::read_to_string(&resolv).unwrap_or_default();
     assert!(
@@ -343,19 +339,7 @@ fn a_bridge_that_comes_up_with_another_address_rolls_back_and_names_it() {
 /// ens32 with IPv6 by SLAAC (`mode`: the profile's ipv6.addr-gen-mode), up
 /// again with its global address in place.
 fn slaac_uplink(lab: &Lab, mode: &str) -> Vec<String> {
-    let modify = lab.host([
-        "nmcli",
-        "connection",
-        "modify",
-        "ens32",
-        "ipv6.method",
-        "auto",
-        "ipv6.addr-gen-mode",
-        mode,
-    ]);
-    assert!(modify.status.success(), "{modify:?}");
-    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
-    assert!(up.status.success(), "{up:?}");
+    common::reconfigure_uplink(lab, &["ipv6.method", "auto", "ipv6.addr-gen-mode", mode]);
     let mut found = Vec::new();
     assert!(
         eventually(Duration::from_secs(20), || {
@@ -434,19 +418,10 @@ fn a_static_ipv6_address_moves_with_the_ipv4_one() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    let modify = lab.host([
-        "nmcli",
-        "connection",
-        "modify",
-        "ens32",
-        "ipv6.method",
-        "manual",
-        "ipv6.addresses",
-        "fd00:250::10/64",
-    ]);
-    assert!(modify.status.success(), "{modify:?}");
-    let up = lab.host(["nmcli", "--wait", "30", "connection", "up", "ens32"]);
-    assert!(up.status.success(), "{up:?}");
+    common::reconfigure_uplink(
+        &lab,
+        &["ipv6.method", "manual", "ipv6.addresses", "fd00:250::10/64"],
+    );
     assert!(eventually(Duration::from_secs(10), || global_ipv6(
         &lab, UPLINK
     ) == [

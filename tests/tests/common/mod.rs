@@ -63,6 +63,23 @@ pub fn saved_keyfile(lab: &Lab, id: &str) -> String {
         .unwrap_or_else(|| panic!("no profile {id} on disk: {:?}", snap.profiles.keys()))
 }
 
+/// Changes the uplink's profile (`settings`: nmcli property/value pairs)
+/// and brings it up again with them, as an admin would before netbridge runs.
+///
+/// # Panics
+/// If nmcli fails.
+pub fn reconfigure_uplink(lab: &Lab, settings: &[&str]) {
+    let mut modify = vec!["nmcli", "connection", "modify", "ens32"];
+    modify.extend_from_slice(settings);
+    for argv in [
+        modify,
+        vec!["nmcli", "--wait", "30", "connection", "up", "ens32"],
+    ] {
+        let out = lab.host(&argv);
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+    }
+}
+
 pub fn status(lab: &Lab) -> Value {
     let run = netbridge(lab, &["status", "--json"]);
     assert_eq!(run.code, 0, "status failed: {}", run.stderr);
