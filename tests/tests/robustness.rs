@@ -49,6 +49,25 @@ fn a_closed_log_pipe_never_crashes_a_change() {
 }
 
 #[test]
+fn a_full_disk_under_the_log_never_fails_a_change() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    // Every write to stdout and stderr fails with ENOSPC.
+    let script = format!(
+        "NETBRIDGE_LOG=debug {} convert ens32 --yes >/dev/full 2>/dev/full",
+        netbridge_bin.display()
+    );
+    let out = lab.host(["bash", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "committed regardless: {out:?}");
+    settled(&lab);
+    let s = status(&lab);
+    assert_eq!(ipv4(&s, "br0"), ["172.25.250.10/24"], "committed");
+    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+}
+
+#[test]
 fn a_commit_after_networkmanager_lost_the_checkpoint_is_not_undone() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
         return;
