@@ -49,6 +49,32 @@ fn a_closed_log_pipe_never_crashes_a_change() {
 }
 
 #[test]
+fn with_logging_on_each_step_is_printed_once_and_a_pipe_gets_no_colour() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let run = lab
+        .netbridge(["convert", "ens32", "--yes", "--no-guest-check"])
+        .env("NETBRIDGE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netbridge");
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !stderr.contains('\x1b'),
+        "no escape codes into a pipe:\n{stderr}"
+    );
+    // The checkpoint step's detail, in whatever form it is printed.
+    let checkpoint: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("restores the host by itself"))
+        .collect();
+    assert_eq!(checkpoint.len(), 1, "once:\n{stderr}");
+}
+
+#[test]
 fn a_full_disk_under_the_log_never_fails_a_change() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;

@@ -176,7 +176,10 @@ fn status_shows_the_kept_original_profile_and_only_results_that_still_hold() {
         "the result is gone"
     );
     let table = netbridge(&lab, &["status", "--config", &config]).stdout;
-    let row = table.lines().find(|l| l.starts_with("br0 ")).unwrap_or_default();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("br0 "))
+        .unwrap_or_default();
     assert!(row.contains("pending"), "not unchanged: {table}");
 }
 
