@@ -15,10 +15,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the subscriber; `default` is the filter without `NETBRIDGE_LOG`.
+/// Installs the subscriber; `default` is the level without `NETBRIDGE_LOG`.
 pub fn init(default: &str) {
-    let filter =
-        EnvFilter::try_from_env("NETBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let wanted = std::env::var("NETBRIDGE_LOG").unwrap_or_default();
+    let filter = EnvFilter::try_new(directives(&wanted, default))
+        .unwrap_or_else(|_| EnvFilter::new(directives("", default)));
     if stderr_is_journal() {
         // Without a reachable journald socket, lines on stderr still reach it.
         if let Ok(journald) = tracing_journald::layer() {
@@ -42,6 +43,19 @@ pub fn init(default: &str) {
         ))
         .log_internal_errors(false)
         .init();
+}
+
+/// The filter for `NETBRIDGE_LOG`: a bare level (`debug`) is netbridge's
+/// own, the libraries stay at `warn` (their debug output, such as the ping
+/// library's failed socket attempts, means nothing to an operator); anything
+/// with a target (`zbus=trace`) is taken as written.
+fn directives(wanted: &str, default: &str) -> String {
+    let level = match wanted.trim() {
+        "" => default,
+        w if w.contains('=') => return w.to_owned(),
+        w => w,
+    };
+    format!("warn,netbridge={level},netbridge_agent={level},netbridge_dbus={level}")
 }
 
 /// Colour on a terminal, unless NO_COLOR is set to anything but the empty
@@ -94,6 +108,15 @@ mod tests {
         assert!(!colour(true, Some("0".into())), "any value but empty");
         assert!(colour(true, Some("".into())), "empty NO_COLOR is unset");
         assert!(!colour(false, Some("1".into())));
+    }
+
+    #[test]
+    fn a_bare_level_is_netbridges_own_and_targets_are_taken_as_written() {
+        let own = |l: &str| format!("warn,netbridge={l},netbridge_agent={l},netbridge_dbus={l}");
+        assert_eq!(directives("", "info"), own("info"));
+        assert_eq!(directives("debug", "info"), own("debug"));
+        assert_eq!(directives("zbus=trace", "info"), "zbus=trace");
+        assert!(EnvFilter::try_new(directives("debug", "warn")).is_ok());
     }
 
     #[test]

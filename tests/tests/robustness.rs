@@ -75,6 +75,44 @@ fn with_logging_on_each_step_is_printed_once_and_a_pipe_gets_no_colour() {
 }
 
 #[test]
+fn a_non_roots_debug_run_says_what_needs_root_without_alarm() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    // State where nobody may write, so the dry run gets to its checks.
+    let state = lab.dir().join("nobody-state");
+    std::fs::create_dir(&state).expect("a state directory");
+    std::os::unix::fs::chown(&state, Some(65534), None).expect("give it to nobody");
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    let out = lab
+        .host_command([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(netbridge_bin)
+        .args(["convert", "ens32", "--dry-run"])
+        .env("NETBRIDGE_LOG", "debug")
+        .env("NETBRIDGE_STATE_DIR", &state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netbridge as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The ping library's own socket errors and how-to stay out.
+    assert!(stderr.contains("needs root or CAP_NET_RAW"), "{stderr}");
+    assert!(
+        !stderr.contains("SOCK_DGRAM") && !stderr.contains("sudo"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the firewall's chains: needs root"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_full_disk_under_the_log_never_fails_a_change() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;

@@ -42,8 +42,9 @@ struct Status {
     /// The last result per bridge of the configuration (`netbridge apply`
     /// and the agent); bridges no longer configured are left out.
     configured: BTreeMap<String, BridgeResult>,
-    /// The parts of the state only root may read, left out: `journal`
-    /// (unfinished_change), `results` (configured), `records` (libvirt).
+    /// What only root may read, left out: `journal` (unfinished_change),
+    /// `results` (configured), `records` (libvirt), `firewall` (guest_path's
+    /// chains).
     needs_root: Vec<&'static str>,
     /// What in the host firewall stands between guests on a bridge and the
     /// LAN, host-wide (also before any bridge exists).
@@ -220,6 +221,17 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             record,
         });
     let configured = configured(&store, &args.config, &devices, &mut needs_root).await?;
+    let guest_path = guest_path.await.unwrap_or_else(|e| Diagnosis {
+        unknown: vec![format!("the diagnosis stopped: {e}")],
+        ..Diagnosis::default()
+    });
+    if guest_path
+        .unknown
+        .iter()
+        .any(|u| u == firewall::CHAINS_NEED_ROOT)
+    {
+        needs_root.push("firewall");
+    }
     needs_root.dedup();
     Ok(Status {
         networkmanager: NmInfo {
@@ -230,10 +242,7 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
         lock_holder,
         configured,
         needs_root,
-        guest_path: guest_path.await.unwrap_or_else(|e| Diagnosis {
-            unknown: vec![format!("the diagnosis stopped: {e}")],
-            ..Diagnosis::default()
-        }),
+        guest_path,
     })
 }
 
