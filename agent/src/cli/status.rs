@@ -297,12 +297,17 @@ async fn configured(
     let Some(state) = readable(State::load(store).await, "results", needs_root)? else {
         return Ok(BTreeMap::new());
     };
+    let path = config.to_path_buf();
+    let no_files = tokio::task::spawn_blocking(move || crate::config::files(&path))
+        .await
+        .is_ok_and(|files| files.is_ok_and(|f| f.is_empty()));
+    if no_files {
+        return Ok(state.bridges);
+    }
     let config = match crate::config::load(config).await {
         Ok(config) => config,
         Err(e) => {
-            if tokio::fs::try_exists(config).await.unwrap_or(true) {
-                tracing::warn!("{e}; showing the recorded results");
-            }
+            tracing::warn!("{e}; showing the recorded results");
             return Ok(state.bridges);
         }
     };
