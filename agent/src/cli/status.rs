@@ -60,7 +60,7 @@ struct Unfinished {
     record: Record,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum ChangeState {
     InProgress,
@@ -469,11 +469,9 @@ fn print_change(status: &Status) {
         record.phase.as_str(),
         crate::journal::now_unix().saturating_sub(record.started_unix)
     );
-    match (change.state, status.lock_holder) {
-        (ChangeState::InProgress, Some(pid)) => {
-            say!("\nCHANGE           in progress: {what}, pid {pid}")
-        }
-        _ => say!(
+    match status.lock_holder {
+        Some(pid) => say!("\nCHANGE           in progress: {what}, pid {pid}"),
+        None => say!(
             "\nCHANGE           interrupted: {what}, pid {} is gone; run `netbridge recover` to finish or undo it",
             record.pid
         ),
