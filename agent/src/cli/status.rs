@@ -311,18 +311,28 @@ async fn configured(
             return Ok(state.bridges);
         }
     };
-    let mut bridges = state.against(&config).bridges;
+    let on_host = |name: &str| devices.iter().any(|d| d.interface == name);
+    Ok(still_holding(state, &config, on_host))
+}
+
+/// The results as they stand for `config` and the host (pure; see
+/// [`configured`]).
+fn still_holding(
+    state: State,
+    config: &crate::config::Config,
+    on_host: impl Fn(&str) -> bool,
+) -> BTreeMap<String, BridgeResult> {
+    let mut bridges = state.against(config).bridges;
     bridges.retain(|name, _| config.bridges.iter().any(|b| &b.name == name));
     for bridge in config.bridges.iter().filter(|b| !b.absent) {
-        let on_host = devices.iter().any(|d| d.interface == bridge.name);
         if let Some(last) = bridges.get_mut(&bridge.name) {
             let done = matches!(last.result, ResultKind::Applied | ResultKind::Unchanged);
-            if done && !on_host {
+            if done && !on_host(&bridge.name) {
                 *last = gone_since(&bridge.name, last);
             }
         }
     }
-    Ok(bridges)
+    bridges
 }
 
 /// A bridge recorded as applied that is not on the host now: reverted or
@@ -651,4 +661,62 @@ fn join<T: ToString>(items: &[T]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> crate::config::Config {
+        crate::config::parse(&[("netbridge.toml".into(), text.to_owned())]).unwrap()
+    }
+
+    const BR0: &str = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n";
+
+    fn applied(config: &crate::config::Config) -> State {
+        let mut state = State::default();
+        for b in &config.bridges {
+            state.record(&b.name, ResultKind::Applied, None, b.fingerprint());
+        }
+        state.record("old0", ResultKind::Applied, None, "elsewhere".into());
+        state
+    }
+
+    #[test]
+    fn only_the_configurations_bridges_and_results_that_still_hold() {
+        let br0 = config(BR0);
+        let shown = still_holding(applied(&br0), &br0, |_| true);
+        assert_eq!(
+            shown.keys().collect::<Vec<_>>(),
+            ["br0"],
+            "old0 is not configured"
+        );
+        assert_eq!(shown["br0"].result, ResultKind::Applied);
+
+        let gone = still_holding(applied(&br0), &br0, |_| false);
+        assert_eq!(gone["br0"].result, ResultKind::Pending, "reverted by hand");
+        assert!(gone["br0"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not on the host"));
+
+        let other = config(
+            "[[bridge]]\nname = \"virbr9\"\nmode = \"isolated\"\naddress = \"192.168.107.1/24\"\n",
+        );
+        let shown = still_holding(applied(&br0), &other, |_| true);
+        assert_eq!(
+            shown.keys().collect::<Vec<_>>(),
+            ["virbr9"],
+            "another file's"
+        );
+        assert_eq!(shown["virbr9"].result, ResultKind::Pending);
+    }
+
+    #[test]
+    fn a_bridge_configured_absent_is_done_when_it_is_gone() {
+        let absent = config(&format!("{BR0}state = \"absent\"\n"));
+        let shown = still_holding(applied(&absent), &absent, |_| false);
+        assert_eq!(shown["br0"].result, ResultKind::Applied);
+    }
 }
