@@ -50,6 +50,35 @@ fn keyfile<'a>(
         .find(|(_, text)| text.lines().any(|l| l == format!("id={id}")))
 }
 
+/// The bridge and port profiles are on disk, not only in memory, and the
+/// original profile is kept with autoconnect off.
+fn assert_saved_with_the_original_kept(lab: &Lab) {
+    let snap = lab.snapshot();
+    for id in ["br0", "br0-port-ens32"] {
+        let (path, _) = keyfile(&snap, id).unwrap_or_else(|| panic!("profile {id} exists"));
+        assert!(
+            path.starts_with("conn/"),
+            "{id} is on disk, not only in memory: {path}"
+        );
+    }
+    let (_, original) = keyfile(&snap, "ens32").expect("the original profile is kept");
+    assert!(
+        original.contains("autoconnect=false"),
+        "original autoconnect off:\n{original}"
+    );
+}
+
+fn assert_converted_after_a_reboot(lab: &mut Lab) {
+    lab.reboot().expect("reboot the lab host");
+    assert!(
+        eventually(Duration::from_secs(30), || ipv4(&status(lab), "br0")
+            == ["172.25.250.10/24"]),
+        "after a reboot br0 comes back: {:#}",
+        status(lab)
+    );
+    assert_converted(lab, "172.25.250.10/24");
+}
+
 #[test]
 fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
@@ -65,20 +94,7 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
         .as_array()
         .is_some_and(|c| c.len() == 3));
     assert_converted(&lab, "172.25.250.10/24");
-
-    let snap = lab.snapshot();
-    for id in ["br0", "br0-port-ens32"] {
-        let (path, _) = keyfile(&snap, id).unwrap_or_else(|| panic!("profile {id} exists"));
-        assert!(
-            path.starts_with("conn/"),
-            "{id} is on disk, not only in memory: {path}"
-        );
-    }
-    let (_, original) = keyfile(&snap, "ens32").expect("the original profile is kept");
-    assert!(
-        original.contains("autoconnect=false"),
-        "original autoconnect off:\n{original}"
-    );
+    assert_saved_with_the_original_kept(&lab);
 
     lab.restart_nm().expect("restart NetworkManager");
     assert!(eventually(Duration::from_secs(20), || ipv4(
@@ -89,14 +105,42 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     ]));
     assert_converted(&lab, "172.25.250.10/24");
 
-    lab.reboot().expect("reboot the lab host");
+    assert_converted_after_a_reboot(&mut lab);
+}
+
+/// The nmcli equivalent a dry run prints is no sketch: run by hand, line by
+/// line, it brings the host to the state netbridge's own conversion does —
+/// bridge with the address, uplink its port, profiles on disk, the original
+/// kept with autoconnect off — and the host comes back so after a reboot.
+#[test]
+fn the_rendered_nmcli_commands_convert_the_host_as_netbridge_does() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dry = convert_json(&lab, &["--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let commands: Vec<String> = dry.json()["nmcli"]
+        .as_array()
+        .expect("nmcli commands")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(commands.len(), 5, "{commands:#?}");
+    for command in &commands {
+        // The operator's way: a shell in the host (tests may run nmcli).
+        let out = lab.host(["sh", "-c", command]);
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
     assert!(
         eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
             == ["172.25.250.10/24"]),
-        "after a reboot br0 comes back: {:#}",
+        "br0 takes the address: {:#}",
         status(&lab)
     );
     assert_converted(&lab, "172.25.250.10/24");
+    assert_saved_with_the_original_kept(&lab);
+
+    assert_converted_after_a_reboot(&mut lab);
 }
 
 #[test]
@@ -243,6 +287,42 @@ fn a_second_run_is_a_no_op_and_a_dry_run_changes_nothing() {
         "{}",
         human.stdout
     );
+    assert!(
+        human.stdout.contains("\n  nmcli connection up br0\n")
+            && !human.stdout.contains("up br0-port-ens32"),
+        "{}",
+        human.stdout
+    );
+    // The selectors of the configuration name the same uplink.
+    let mac = device(&status(&lab), "ens32").expect("ens32")["mac"]
+        .as_str()
+        .expect("ens32's MAC")
+        .to_owned();
+    for selector in ["default-route".to_owned(), format!("mac:{mac}")] {
+        let by = netbridge(&lab, &["convert", &selector, "--dry-run", "--json"]);
+        assert_eq!(by.code, 0, "{selector}: {}", by.stderr);
+        assert_eq!(by.json()["uplink"], "ens32", "{selector}");
+    }
+    let unproven = netbridge(
+        &lab,
+        &["convert", "ens32", "--dry-run", "--no-default-checks"],
+    );
+    assert!(
+        unproven.stderr.contains("no check will prove"),
+        "{}",
+        unproven.stderr
+    );
+    let quiet = netbridge(&lab, &["-q", "convert", "ens32", "--dry-run"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "-q prints no progress: {}",
+        quiet.stderr
+    );
+    assert!(
+        quiet.stdout.contains("Plan: convert ens32"),
+        "{}",
+        quiet.stdout
+    );
 
     assert_eq!(netbridge(&lab, YES).code, 0);
     let converted = lab.snapshot();
@@ -335,7 +415,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         (
             &["convert", "ens32", "--yes", "--rollback-timeout", "0"],
             2,
-            "disable NetworkManager's automatic rollback",
+            "'--rollback-timeout <SECS>': that would disable NetworkManager's automatic rollback",
         ),
         (
             &["convert", "ens32", "--yes", "--rollback-timeout", "999999"],
@@ -377,9 +457,20 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let port = netbridge(&lab, &["convert", "ens32", "--yes", "--bridge", "br1"]);
     assert_eq!(port.code, 2);
     assert!(
-        port.stderr.contains("already a port of br0"),
+        port.stderr.contains("already a port of br0")
+            && port.stderr.contains("`netbridge revert br0`"),
         "{}",
         port.stderr
+    );
+    let uplink = netbridge(&lab, &["revert", "ens32", "--yes"]);
+    assert_eq!(uplink.code, 2, "{}", uplink.stderr);
+    assert!(
+        uplink
+            .stderr
+            .contains("ens32 is not a bridge but a port of br0")
+            && uplink.stderr.contains("`netbridge revert br0`"),
+        "{}",
+        uplink.stderr
     );
 
     lab.stop_nm().expect("stop NetworkManager");

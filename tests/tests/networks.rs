@@ -278,7 +278,8 @@ fn bad_network_requests_are_refused_and_change_nothing() {
                 "--address",
                 "192.168.107.1/24",
             ],
-            "already used",
+            // create takes the name as its argument: no --bridge to point to.
+            "choose another name for the bridge",
         ),
         (
             &[
