@@ -312,6 +312,13 @@ fn a_second_run_is_a_no_op_and_a_dry_run_changes_nothing() {
         "{}",
         unproven.stderr
     );
+    let verbose = netbridge(&lab, &["-v", "convert", "ens32", "--dry-run"]);
+    assert!(
+        verbose.stderr.contains("probe finished")
+            && verbose.stderr.matches("found        ens32").count() == 1,
+        "-v adds diagnostics, each progress step still once:\n{}",
+        verbose.stderr
+    );
     let quiet = netbridge(&lab, &["-q", "convert", "ens32", "--dry-run"]);
     assert!(
         quiet.stderr.is_empty(),

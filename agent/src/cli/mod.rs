@@ -82,11 +82,12 @@ pub struct Cli {
 
 impl Cli {
     /// The diagnostics filter `-v` asks for, when NETBRIDGE_LOG does not say.
+    /// Progress steps stay out: they are on stderr already, once.
     pub fn log_filter(&self) -> &'static str {
         match self.verbose {
             0 => "warn",
-            1 => "warn,netbridge=debug",
-            _ => "debug",
+            1 => "warn,netbridge=debug,netbridge::report=warn",
+            _ => "debug,netbridge::report=warn",
         }
     }
 }
@@ -203,9 +204,12 @@ mod tests {
         let cli = Cli::try_parse_from(["netbridge", "status", "-q"]).unwrap();
         assert!(cli.quiet);
         let cli = Cli::try_parse_from(["netbridge", "-vv", "status"]).unwrap();
-        assert_eq!(cli.log_filter(), "debug");
+        assert_eq!(cli.log_filter(), "debug,netbridge::report=warn");
         let cli = Cli::try_parse_from(["netbridge", "-v", "status"]).unwrap();
-        assert_eq!(cli.log_filter(), "warn,netbridge=debug");
+        assert_eq!(
+            cli.log_filter(),
+            "warn,netbridge=debug,netbridge::report=warn"
+        );
         assert!(Cli::try_parse_from(["netbridge", "-q", "-v", "status"]).is_err());
     }
 
