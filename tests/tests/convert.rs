@@ -108,6 +108,26 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     assert_converted_after_a_reboot(&mut lab);
 }
 
+/// The nmcli commands a dry run renders (its JSON's `nmcli`).
+fn rendered(lab: &Lab, args: &[&str]) -> Vec<String> {
+    let dry = netbridge(lab, args);
+    assert_eq!(dry.code, 0, "{args:?}: {}", dry.stderr);
+    dry.json()["nmcli"]
+        .as_array()
+        .expect("nmcli commands")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The operator's way: each line in a shell on the host (tests may run nmcli).
+fn run_by_hand(lab: &Lab, commands: &[String]) {
+    for command in commands {
+        let out = lab.host(["sh", "-c", command]);
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
+}
+
 /// The nmcli equivalent a dry run prints is no sketch: run by hand, line by
 /// line, it brings the host to the state netbridge's own conversion does —
 /// bridge with the address, uplink its port, profiles on disk, the original
@@ -117,20 +137,9 @@ fn the_rendered_nmcli_commands_convert_the_host_as_netbridge_does() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    let dry = convert_json(&lab, &["--dry-run"]);
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
-    let commands: Vec<String> = dry.json()["nmcli"]
-        .as_array()
-        .expect("nmcli commands")
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_owned))
-        .collect();
+    let commands = rendered(&lab, &["convert", "ens32", "--dry-run", "--json"]);
     assert_eq!(commands.len(), 5, "{commands:#?}");
-    for command in &commands {
-        // The operator's way: a shell in the host (tests may run nmcli).
-        let out = lab.host(["sh", "-c", command]);
-        assert!(out.status.success(), "{command}: {out:?}");
-    }
+    run_by_hand(&lab, &commands);
     assert!(
         eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
             == ["172.25.250.10/24"]),
