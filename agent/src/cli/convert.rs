@@ -52,8 +52,13 @@ not installed or the network name is taken or invalid):
 A failure there leaves the conversion committed and exits 8; the same command
 again retries it. `netbridge revert` undoes both.
 
+--dry-run shows the plan and the nmcli commands that do the same by hand,
+one a line, in netbridge's order (the port is never brought up on its own:
+NetworkManager attaches it with the bridge), without netbridge's guard.
+
 Examples:
   netbridge convert ens32 --dry-run
+  netbridge convert default-route --stp yes --mtu 9000 --dry-run
   netbridge convert ens32 --bridge br0 --check tcp:172.25.250.254:22 --yes
   netbridge convert ens32 --json --yes
   netbridge convert ens32 --bridge br0 --adopt --yes")]
