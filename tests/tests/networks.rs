@@ -319,3 +319,66 @@ fn bad_network_requests_are_refused_and_change_nothing() {
         assert_eq!(lab.snapshot(), before, "{args:?} changed nothing");
     }
 }
+
+/// `create --dry-run` and `delete --dry-run` show the nmcli commands and
+/// change nothing; run by hand, create's commands bring up the same network.
+#[test]
+fn dry_runs_of_create_and_delete_show_their_nmcli_commands() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let nat = [
+        "create",
+        "virbr1",
+        "--mode",
+        "nat",
+        "--address",
+        "192.168.107.1/24",
+    ];
+    let dry = netbridge(&lab, &[&nat[..], &["--dry-run"]].concat());
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
+    let commands: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| l.starts_with("nmcli "))
+        .collect();
+    assert!(
+        commands.len() == 2
+            && commands[0]
+                .starts_with("nmcli connection add type bridge con-name virbr1 ifname virbr1")
+            && commands[0].contains("ipv4.method shared")
+            && commands[1] == "nmcli connection up virbr1",
+        "{}",
+        dry.stdout
+    );
+    // Test fixture: the operator's way, a shell on the host.
+    for command in &commands {
+        let out = lab.host(["sh", "-c", command]);
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
+    assert_eq!(ipv4(&status(&lab), "virbr1"), ["192.168.107.1/24"]);
+
+    create(
+        &lab,
+        &[
+            "create",
+            "vmnet1",
+            "--mode",
+            "isolated",
+            "--address",
+            "192.168.108.1/24",
+        ],
+    );
+    let made = lab.snapshot();
+    let delete = netbridge(&lab, &["delete", "vmnet1", "--dry-run"]);
+    assert_eq!(delete.code, 0, "{}", delete.stderr);
+    assert!(
+        delete.stderr.contains("nmcli connection delete "),
+        "{}",
+        delete.stderr
+    );
+    assert_eq!(lab.snapshot(), made, "a dry run deletes nothing");
+}
