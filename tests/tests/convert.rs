@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    device, eventually, ipv4, kill_mid_change, netbridge, ping_gateway, signal, status, Running,
+    device, eventually, ipv4, kill_mid_change, netbridge, ping_gateway, rendered, run_by_hand,
+    signal, status, Running,
 };
 use netbridge_tests::{Lab, Uplink};
 use nix::sys::signal::Signal;
@@ -106,26 +107,6 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     assert_converted(&lab, "172.25.250.10/24");
 
     assert_converted_after_a_reboot(&mut lab);
-}
-
-/// The nmcli commands a dry run renders (its JSON's `nmcli`).
-fn rendered(lab: &Lab, args: &[&str]) -> Vec<String> {
-    let dry = netbridge(lab, args);
-    assert_eq!(dry.code, 0, "{args:?}: {}", dry.stderr);
-    dry.json()["nmcli"]
-        .as_array()
-        .expect("nmcli commands")
-        .iter()
-        .filter_map(|c| c.as_str().map(str::to_owned))
-        .collect()
-}
-
-/// The operator's way: each line in a shell on the host (tests may run nmcli).
-fn run_by_hand(lab: &Lab, commands: &[String]) {
-    for command in commands {
-        let out = lab.host(["sh", "-c", command]);
-        assert!(out.status.success(), "{command}: {out:?}");
-    }
 }
 
 /// The nmcli equivalent a dry run prints is no sketch: run by hand, line by

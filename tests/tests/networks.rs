@@ -10,6 +10,16 @@ use std::time::Duration;
 use common::{attach, device, dhcp_lease, guest_pings, ipv4, netbridge, status};
 use netbridge_tests::{Lab, Uplink};
 
+/// A host-only network, as several tests make it.
+const VMNET1: &[&str] = &[
+    "create",
+    "vmnet1",
+    "--mode",
+    "isolated",
+    "--address",
+    "192.168.108.1/24",
+];
+
 fn create(lab: &Lab, args: &[&str]) {
     let run = netbridge(lab, args);
     assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stdout, run.stderr);
@@ -110,17 +120,7 @@ fn an_isolated_network_reaches_the_host_and_nothing_beyond() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    create(
-        &lab,
-        &[
-            "create",
-            "vmnet1",
-            "--mode",
-            "isolated",
-            "--address",
-            "192.168.108.1/24",
-        ],
-    );
+    create(&lab, VMNET1);
     let guest = attach(&lab, "vmnet1", "vnet1");
     for args in [
         vec!["ip", "addr", "add", "192.168.108.2/24", "dev", "eth0"],
@@ -156,17 +156,7 @@ fn networks_survive_restart_and_reboot_and_delete_leaves_the_rest_as_it_was() {
             "192.168.107.1/24",
         ],
     );
-    create(
-        &lab,
-        &[
-            "create",
-            "vmnet1",
-            "--mode",
-            "isolated",
-            "--address",
-            "192.168.108.1/24",
-        ],
-    );
+    create(&lab, VMNET1);
     let up = |lab: &Lab| {
         let s = status(lab);
         ipv4(&s, "virbr1") == ["192.168.107.1/24"] && ipv4(&s, "vmnet1") == ["192.168.108.1/24"]
@@ -354,24 +344,10 @@ fn dry_runs_of_create_and_delete_show_their_nmcli_commands() {
         "{}",
         dry.stdout
     );
-    // Test fixture: the operator's way, a shell on the host.
-    for command in &commands {
-        let out = lab.host(["sh", "-c", command]);
-        assert!(out.status.success(), "{command}: {out:?}");
-    }
+    common::run_by_hand(&lab, &commands);
     assert_eq!(ipv4(&status(&lab), "virbr1"), ["192.168.107.1/24"]);
 
-    create(
-        &lab,
-        &[
-            "create",
-            "vmnet1",
-            "--mode",
-            "isolated",
-            "--address",
-            "192.168.108.1/24",
-        ],
-    );
+    create(&lab, VMNET1);
     let made = lab.snapshot();
     let delete = netbridge(&lab, &["delete", "vmnet1", "--dry-run"]);
     assert_eq!(delete.code, 0, "{}", delete.stderr);

@@ -60,21 +60,9 @@ fn the_rendered_nmcli_commands_revert_the_host_as_netbridge_does() {
     };
     let before = lab.snapshot();
     convert(&lab);
-    let dry = netbridge(&lab, &["revert", "br0", "--dry-run", "--json"]);
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
-    let doc = dry.json();
-    let commands: Vec<&str> = doc["nmcli"]
-        .as_array()
-        .expect("nmcli commands")
-        .iter()
-        .filter_map(|c| c.as_str())
-        .collect();
+    let commands = common::rendered(&lab, &["revert", "br0", "--dry-run", "--json"]);
     assert_eq!(commands.len(), 4, "{commands:#?}");
-    // Test fixture: the operator's way, a shell on the host.
-    for command in &commands {
-        let out = lab.host(["sh", "-c", command]);
-        assert!(out.status.success(), "{command}: {out:?}");
-    }
+    common::run_by_hand(&lab, &commands);
     assert_reverted(&lab, &before);
 }
 
