@@ -195,6 +195,14 @@ fn apply_dry_runs_list_the_nmcli_equivalent_one_command_a_line() {
         modify.last().map(String::as_str),
         Some("device reapply br0")
     );
+    // Run by hand, they leave the bridge as declared: netbridge then has nothing to do.
+    let by_hand: Vec<String> = modify.iter().map(|l| format!("nmcli {l}")).collect();
+    common::run_by_hand(&lab, &by_hand);
+    assert_eq!(sysfs(&lab, "/sys/class/net/br0/bridge/stp_state"), "1");
+    let config = write_config(&lab, "stp = true\n");
+    let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
 
     let revert = nmcli_lines("state = \"absent\"\n");
     assert!(
