@@ -135,14 +135,37 @@ fn the_rendered_nmcli_commands_convert_the_host_as_netbridge_does() {
 
 #[test]
 fn a_dhcp_uplink_keeps_its_address_and_mac() {
+    dhcp_uplink_kept(|lab| {
+        let run = convert_json(lab, &[]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    });
+}
+
+/// The same by hand with the rendered nmcli commands: the bridge keeps the
+/// uplink's MAC and DHCP client id, so the server leases it the same address.
+#[test]
+fn the_rendered_nmcli_commands_keep_a_dhcp_uplinks_address_and_mac() {
+    dhcp_uplink_kept(|lab| {
+        let commands = rendered(lab, &["convert", "ens32", "--dry-run", "--json"]);
+        run_by_hand(lab, &commands);
+    });
+}
+
+/// After `convert`, br0 leases the address ens32 had, with its MAC.
+fn dhcp_uplink_kept(convert: impl FnOnce(&Lab)) {
     let Some(lab) = Lab::require(Uplink::Dhcp) else {
         return;
     };
     let before = status(&lab);
     let address = ipv4(&before, "ens32").pop().expect("a DHCP address");
     let mac = device(&before, "ens32").expect("ens32")["mac"].clone();
-    let run = convert_json(&lab, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    convert(&lab);
+    assert!(
+        eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
+            == [address.clone()]),
+        "br0 leases {address}: {:#}",
+        status(&lab)
+    );
     assert_converted(&lab, &address);
     assert_eq!(device(&status(&lab), "br0").expect("br0")["mac"], mac);
     assert_eq!(device(&status(&lab), "br0").expect("br0")["dhcp4"], true);

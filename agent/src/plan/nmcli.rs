@@ -25,6 +25,16 @@ const BRIDGE_KEYS: [(&str, &str); 7] = [
     (names::ETHERNET, "mtu"),
 ];
 
+/// The route metrics and DHCP identity a conversion pins on the bridge
+/// (see `carry::pin_runtime_identity`).
+const PINNED: [(&str, &str); 5] = [
+    (names::IPV4, "route-metric"),
+    (names::IPV6, "route-metric"),
+    (names::IPV4, "dhcp-client-id"),
+    (names::IPV6, "dhcp-iaid"),
+    (names::IPV6, "dhcp-duid"),
+];
+
 /// One command line from its words, each quoted for a POSIX shell if needed.
 fn line<S: AsRef<str>>(words: impl IntoIterator<Item = S>) -> String {
     words
@@ -126,14 +136,22 @@ fn setting_words(s: &Settings, keys: &[(&str, &str)]) -> Vec<String> {
         .collect()
 }
 
-/// Every key of the setting that defines the link of a bond or VLAN (or a
-/// veth's peer): a new port profile for such an uplink must recreate it.
+/// The keys that define the link of a bond or VLAN (or a veth's peer): a
+/// new port profile for such an uplink must recreate them. Named one by
+/// one: NetworkManager can hand over deprecated keys nmcli does not take.
 fn link_words(s: &Settings, kind: &str) -> Vec<String> {
-    let keys: Vec<(&str, &str)> = match kind {
-        "bond" | "vlan" | "veth" => s.keys(kind).map(|k| (kind, k)).collect(),
-        _ => Vec::new(),
+    let keys: &[(&str, &str)] = match kind {
+        "bond" => &[("bond", "options")],
+        "vlan" => &[
+            ("vlan", "parent"),
+            ("vlan", "id"),
+            ("vlan", "flags"),
+            ("vlan", "protocol"),
+        ],
+        "veth" => &[("veth", "peer")],
+        _ => &[],
     };
-    setting_words(s, &keys)
+    setting_words(s, keys)
 }
 
 fn ip_words(family: &str, ip: &IpPlan) -> Vec<String> {
@@ -181,6 +199,8 @@ impl Plan {
         }
         bridge.extend(ip_words("ipv4", &self.ipv4));
         bridge.extend(ip_words("ipv6", &self.ipv6));
+        // What the uplink ran with and a new bridge would choose anew.
+        bridge.extend(setting_words(&self.bridge_profile, &PINNED));
         vec![
             line(bridge),
             self.port_command(),

@@ -380,6 +380,22 @@ fn nmcli_equivalent_of_an_ethernet_uplink_is_one_command_a_line_without_the_port
 }
 
 #[test]
+fn nmcli_equivalent_pins_the_uplinks_route_metric_and_dhcp_identity() {
+    let mut found = dhcp_found();
+    uplink_mut(&mut found).metrics = DefaultMetrics {
+        ipv4: Some(100),
+        ipv6: None,
+    };
+    let bridge = plan(&found, &request()).nmcli_commands()[0].clone();
+    assert!(
+        bridge.contains("ipv4.method auto")
+            && bridge.contains("ipv4.route-metric 100")
+            && bridge.contains("ipv4.dhcp-client-id mac"),
+        "{bridge}"
+    );
+}
+
+#[test]
 fn nmcli_equivalent_of_a_bond_or_vlan_uplink_keeps_its_type_and_link() {
     let mut bond = static_settings();
     bond.set(names::CONNECTION, "type", "bond").set(
@@ -402,7 +418,9 @@ fn nmcli_equivalent_of_a_bond_or_vlan_uplink_keeps_its_type_and_link() {
     let mut vlan = static_settings();
     vlan.set(names::CONNECTION, "type", "vlan")
         .set("vlan", "parent", "ens3")
-        .set("vlan", "id", 10u32);
+        .set("vlan", "id", 10u32)
+        // Deprecated: NetworkManager may send it, nmcli takes no such key.
+        .set("vlan", "interface-name", "ens32");
     let mut found = found_with(vlan);
     uplink_mut(&mut found).device.device_type = DeviceType::Vlan;
     let port = plan(&found, &request()).nmcli_commands()[1].clone();
@@ -410,6 +428,7 @@ fn nmcli_equivalent_of_a_bond_or_vlan_uplink_keeps_its_type_and_link() {
         port.starts_with("nmcli connection add type vlan ")
             && port.contains("vlan.id 10")
             && port.contains("vlan.parent ens3")
+            && !port.contains("vlan.interface-name")
             && !port.contains("ethernet"),
         "{port}"
     );
