@@ -15,11 +15,11 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the subscriber; `default` is the level without `NETBRIDGE_LOG`.
+/// Installs the subscriber; `default` is the filter without `NETBRIDGE_LOG`.
 pub fn init(default: &str) {
     let wanted = std::env::var("NETBRIDGE_LOG").unwrap_or_default();
     let filter = EnvFilter::try_new(directives(&wanted, default))
-        .unwrap_or_else(|_| EnvFilter::new(directives("", default)));
+        .unwrap_or_else(|_| EnvFilter::new(default));
     if stderr_is_journal() {
         // Without a reachable journald socket, lines on stderr still reach it.
         if let Ok(journald) = tracing_journald::layer() {
@@ -50,11 +50,15 @@ pub fn init(default: &str) {
 /// library's failed socket attempts, means nothing to an operator); anything
 /// with a target (`zbus=trace`) is taken as written.
 fn directives(wanted: &str, default: &str) -> String {
-    let level = match wanted.trim() {
-        "" => default,
-        w if w.contains('=') => return w.to_owned(),
-        w => w,
-    };
+    match wanted.trim() {
+        "" => default.to_owned(),
+        w if w.contains('=') => w.to_owned(),
+        level => own(level),
+    }
+}
+
+/// netbridge's own events at `level`, the libraries' at `warn`.
+pub fn own(level: &str) -> String {
     format!("warn,netbridge={level},netbridge_agent={level},netbridge_dbus={level}")
 }
 
@@ -112,10 +116,13 @@ mod tests {
 
     #[test]
     fn a_bare_level_is_netbridges_own_and_targets_are_taken_as_written() {
-        let own = |l: &str| format!("warn,netbridge={l},netbridge_agent={l},netbridge_dbus={l}");
-        assert_eq!(directives("", "info"), own("info"));
-        assert_eq!(directives("debug", "info"), own("debug"));
-        assert_eq!(directives("zbus=trace", "info"), "zbus=trace");
+        assert_eq!(
+            own("debug"),
+            "warn,netbridge=debug,netbridge_agent=debug,netbridge_dbus=debug"
+        );
+        assert_eq!(directives("", "warn"), "warn", "the default as given");
+        assert_eq!(directives("debug", "warn"), own("debug"));
+        assert_eq!(directives("zbus=trace", "warn"), "zbus=trace");
         assert!(EnvFilter::try_new(directives("debug", "warn")).is_ok());
     }
 

@@ -8,7 +8,7 @@ use netbridge::agent::{self, AgentArgs, AgentOptions};
 
 fn main() -> ExitCode {
     let args = AgentArgs::parse();
-    netbridge::logging::init("info");
+    netbridge::logging::init(&netbridge::logging::own("info"));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

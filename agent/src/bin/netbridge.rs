@@ -7,7 +7,7 @@ use netbridge::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    netbridge::logging::init("warn");
+    netbridge::logging::init(cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
