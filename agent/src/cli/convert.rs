@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::options::BridgeOptionArgs;
-use super::output::{confirm, require_terminal, run_verb, say, Exit, Fatal};
+use super::output::{confirm, require_terminal, run_verb, say, say_awaiting, Exit, Fatal};
 use crate::checks::{CheckSpec, Probe};
 use crate::guest_forwarding::{self, GuestForwarding, Trial};
 use crate::journal::{Lock, Store};
@@ -109,6 +109,12 @@ pub struct ConvertArgs {
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Keep the proven change on trial for SECS seconds: `netbridge confirm`
+    /// (from a new connection, through the new path) commits it; without it,
+    /// it rolls back by itself. Exit 9 while it waits.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub confirm: Option<u32>,
 }
 
 pub(super) fn parse_timeout(text: &str) -> Result<u32, String> {
@@ -171,6 +177,14 @@ async fn convert(
         defaults: !args.no_default_checks,
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
+    if args.confirm.is_some()
+        && (!args.libvirt.is_empty() || args.guest_forwarding == GuestForwarding::Allow)
+    {
+        return Err(Fatal::new(
+            Exit::BadInput,
+            "--confirm does not combine with --libvirt-network, --qemu-bridge-helper or --guest-forwarding allow yet: convert with --confirm, confirm, then run the same command again with those; nothing was changed",
+        ));
+    }
     let nm = Nm::connect().await?;
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
@@ -250,7 +264,7 @@ async fn convert(
         ),
         GuestForwarding::Deny => None,
     };
-    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await;
+    let outcome = convert::execute(&nm, (&store, &lock), &ready, args.confirm, progress).await;
     if let Some(trial) = trial {
         let committed = matches!(outcome, Ok(Outcome::Committed { .. }));
         trial
@@ -272,6 +286,12 @@ async fn convert(
                 );
             }
             ("committed", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                say_awaiting(&format!("{} on {}", plan.bridge, plan.uplink), *seconds);
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -314,7 +334,8 @@ async fn in_place(
         report.in_place = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let outcome = convert::execute_in_place(nm, store, lock, &ready, progress).await?;
+    let outcome =
+        convert::execute_in_place(nm, (store, lock), &ready, args.confirm, progress).await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
@@ -326,6 +347,12 @@ async fn in_place(
                 );
             }
             ("committed", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                say_awaiting(ready.change.bridge(), *seconds);
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {

@@ -134,7 +134,7 @@ async fn revert(
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
+    let outcome = revert::execute(&nm, (&store, &lock), &ready, None, progress).await?;
     let committed = matches!(outcome, Outcome::Committed { .. });
     let done = match &outcome {
         Outcome::Committed { .. } => {
@@ -159,6 +159,15 @@ async fn revert(
                 );
             }
             ("reverted", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                super::output::say_awaiting(
+                    &format!("The revert of {}", ready.plan.bridge),
+                    *seconds,
+                );
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {

@@ -10,7 +10,7 @@ use super::output::{print_error, print_json, say, Exit, Fatal};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
-use crate::journal::{Record, Store};
+use crate::journal::{Phase, Record, Store};
 use crate::libvirt;
 use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
@@ -320,11 +320,24 @@ fn print_table(status: &Status) {
         }
     }
     print_guest_path(&status.guest_path);
-    if let Some(change) = &status.unfinished_change {
-        say!(
+    match &status.unfinished_change {
+        Some(Record {
+            pending: Some(pending),
+            phase: Phase::AwaitingConfirm,
+            change,
+            ..
+        }) => say!(
+            "\nAWAITING CONFIRMATION  the {} of {}: {} s left (deadline {} s since the epoch); `netbridge confirm` commits it, `netbridge rollback` undoes it, otherwise it rolls back by itself.",
+            change.operation(),
+            change.bridge(),
+            pending.deadline_unix.saturating_sub(crate::journal::now_unix()),
+            pending.deadline_unix
+        ),
+        Some(change) => say!(
             "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
             change.pid, change.phase
-        );
+        ),
+        None => {}
     }
 }
 
