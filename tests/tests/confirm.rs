@@ -237,3 +237,42 @@ fn a_networkmanager_restart_while_waiting_ends_in_the_old_configuration() {
         "undone at once, not at the deadline"
     );
 }
+
+#[test]
+fn a_revert_waits_for_its_confirmation_too() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let converted = netbridge(&lab, &["convert", "ens32", "--yes", "--no-guest-check"]);
+    assert_eq!(converted.code, 0, "{}", converted.stderr);
+    let run = netbridge(&lab, &["revert", "br0", "--yes", "--confirm", "60"]);
+    assert_eq!(run.code, 9, "exit 9 while it waits:\n{}", run.stderr);
+    let watcher = watcher_pid(&run.stderr);
+    assert!(
+        saved_keyfile(&lab, "br0").contains("type=bridge"),
+        "nothing deleted on disk before the confirm"
+    );
+    assert_eq!(
+        lab.snapshot().addresses.get("ens32"),
+        Some(&vec!["172.25.250.10/24".to_owned()]),
+        "ens32 carries the host on trial"
+    );
+    let confirmed = netbridge(&lab, &["confirm"]);
+    assert_eq!(
+        confirmed.code, 0,
+        "{}{}",
+        confirmed.stdout, confirmed.stderr
+    );
+    let snap = lab.snapshot();
+    assert!(
+        !snap
+            .profiles
+            .values()
+            .any(|t| t.lines().any(|l| l == "id=br0")),
+        "br0's profile is gone"
+    );
+    assert!(!saved_keyfile(&lab, "ens32").contains("autoconnect=false"));
+    assert!(eventually(Duration::from_secs(10), || !alive(watcher)));
+    assert!(!journal_exists(&lab));
+    assert!(ping_gateway(&lab));
+}

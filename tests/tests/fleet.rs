@@ -108,6 +108,16 @@ fn check_mode_changes_nothing_and_a_host_unreachable_after_the_change_is_not_con
         dry.output
     );
 
+    // The real rollout's results only, and h3's contacts from here on.
+    for host in ["h1", "h2", "h3"] {
+        let file = fleet
+            .controller()
+            .results_dir()
+            .join(format!("{host}.json"));
+        std::fs::remove_file(&file).expect("remove a dry run's result");
+    }
+    let h3_contacts = h3.sshd().connections();
+
     // On h2, the change itself cuts inbound SSH: new connections arriving
     // through the bridge are dropped, while the session that runs the apply
     // and every outbound check keep working.
@@ -148,7 +158,18 @@ fn check_mode_changes_nothing_and_a_host_unreachable_after_the_change_is_not_con
         finished.elapsed() < Duration::from_secs(CONFIRM_SECS + 15),
         "within its seconds"
     );
-    assert_h3_untouched(&fleet, h3, &before[2], &run.output);
+    assert!(
+        result(&fleet, "h3").is_none(),
+        "h3 has no result\n{}",
+        run.output
+    );
+    assert_eq!(
+        h3.sshd().connections(),
+        h3_contacts,
+        "nobody connected to h3"
+    );
+    assert_eq!(h3.lab().snapshot(), before[2], "h3 is unchanged");
+    assert!(!h3.sshd().etc_netbridge().join("netbridge.toml").exists());
 }
 
 /// The PLAY RECAP's `changed=` count for `host`.
