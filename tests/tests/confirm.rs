@@ -115,7 +115,7 @@ fn a_confirmed_change_commits_from_another_process() {
         status.stdout
     );
     // Nothing else changes the host meanwhile.
-    let other = netbridge(&lab, &["convert", "ens33", "--yes"]);
+    let other = netbridge(&lab, &["convert", "ens32", "--yes"]);
     assert_eq!(
         other.code, 6,
         "refused while a change awaits: {}",

@@ -168,7 +168,14 @@ struct Envelope<'b, B> {
     seconds: f64,
 }
 
-/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
+/// `-q`: no progress steps, only errors and the result.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs a verb: progress on stderr (or silent with `--json` or `-q`), errors printed
 /// once, and with `--json` one document on stdout whatever happened. The verb
 /// fills `body` and returns its result word (committed, no-op, ...) and exit.
 pub async fn run_verb<B: Serialize>(
@@ -177,7 +184,7 @@ pub async fn run_verb<B: Serialize>(
     mut body: B,
     verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(&'static str, Exit), Fatal>,
 ) -> Exit {
-    let progress = Progress::new(!json);
+    let progress = Progress::new(!json && !QUIET.load(std::sync::atomic::Ordering::Relaxed));
     let (result, exit, error) = match verb(&progress, &mut body).await {
         Ok((result, exit)) => (result, exit, None),
         Err(fatal) => {
@@ -218,6 +225,26 @@ pub fn say_awaiting(what: &str, seconds: u32) {
     say!(
         "{what} passed its checks and runs in memory only. From a NEW connection, within {seconds} s: `netbridge confirm` commits it, `netbridge rollback` undoes it now; without either, NetworkManager rolls it back by itself (`netbridge status` shows the deadline)."
     );
+}
+
+/// The checks a plan runs, for the plan shown before a change.
+pub fn describe_checks(probes: &[crate::checks::Probe]) -> String {
+    if probes.is_empty() {
+        return "none: nothing but NetworkManager's activation proves the change".to_owned();
+    }
+    probes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A plan's nmcli equivalent, one command a line.
+pub fn say_nmcli(commands: &[String]) {
+    say!("Equivalent nmcli commands (for review; netbridge talks to NetworkManager over D-Bus):");
+    for command in commands {
+        say!("  {command}");
+    }
 }
 
 /// Refuses at once without a terminal: a script must not hang on a
