@@ -147,6 +147,13 @@ def failure(module, what, rc, doc, err, result):
     module.fail_json(msg="netbridge %s failed (exit %d): %s" % (what, rc, detail), **result)
 
 
+def describe(bridge):
+    """A changing bridge for --diff: what, then the equivalent nmcli commands."""
+    lines = ["%s: %s" % (bridge.get("name"), bridge.get("reason") or bridge.get("result"))]
+    lines += ["  %s" % command for command in bridge.get("nmcli") or []]
+    return "\n".join(lines) + "\n"
+
+
 def apply(module):
     args = ["apply", "--config", module.params["config"]]
     if module.check_mode:
@@ -166,10 +173,7 @@ def apply(module):
     if doc is not None:
         result["report"] = doc
     if module._diff:
-        changing = [b for b in bridges if b.get("result") in CHANGING]
-        result["diff"] = dict(
-            prepared="".join("%s: %s\n" % (b.get("name"), b.get("reason") or b.get("result")) for b in changing)
-        )
+        result["diff"] = dict(prepared="".join(describe(b) for b in bridges if b.get("result") in CHANGING))
     if rc not in (EXIT_OK, EXIT_AWAITING_CONFIRM):
         failure(module, "apply", rc, doc, err, result)
     module.exit_json(**result)
