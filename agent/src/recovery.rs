@@ -11,6 +11,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{Nm, NmError};
 use crate::report::Progress;
+use crate::transaction::Host;
 
 /// How long NetworkManager gets to bring a profile back by itself after a
 /// checkpoint rollback before netbridge activates it explicitly.
@@ -38,8 +39,8 @@ pub struct Recovered {
 
 /// Finishes or undoes a change recorded in the journal. Call with the lock held,
 /// before changing anything else.
-pub async fn recover(
-    nm: &Nm,
+pub async fn recover<N: Host>(
+    nm: &N,
     store: &Store,
     lock: &Lock,
     progress: &Progress,
@@ -83,7 +84,7 @@ pub async fn recover(
 }
 
 /// Everything was on disk: only the checkpoint may still be armed.
-async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
+async fn finish_commit<N: Host>(nm: &N, record: &Record) -> Result<(), NmError> {
     if let Some(checkpoint) = alive_checkpoint(nm, record).await? {
         nm.checkpoint_destroy(&checkpoint).await?;
     }
@@ -93,18 +94,8 @@ async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
 /// Brings the host back to how it was before the recorded change: roll back
 /// the checkpoint if it still exists, then make sure the devices run the
 /// profiles they ran before and nothing netbridge created is left.
-pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
-    // The guest-path check's throwaway ports go first: while they exist,
-    // NetworkManager would give the uplink it restores a higher route metric
-    // (it reserves one per Ethernet-like device).
-    if matches!(record.change, Change::Convert { .. }) {
-        for port in crate::checks::remove_guest_leftovers(nm).await? {
-            progress.step(
-                "cleaned",
-                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
-            );
-        }
-    }
+pub async fn undo<N: Host>(nm: &N, record: &Record, progress: &Progress) -> Result<(), NmError> {
+    nm.clear_leftovers(record, progress).await?;
     let rolled_back = match alive_checkpoint(nm, record).await? {
         Some(checkpoint) => {
             for (device, result) in nm.checkpoint_rollback(&checkpoint).await? {
@@ -118,6 +109,35 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
         }
         None => false,
     };
+    nm.restore(record, rolled_back, progress).await
+}
+
+/// What must go before the checkpoint is rolled back: the guest-path
+/// check's throwaway ports. While they exist, NetworkManager would give the
+/// uplink it restores a higher route metric (it reserves one per
+/// Ethernet-like device).
+pub async fn clear_leftovers(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
+    if matches!(record.change, Change::Convert { .. }) {
+        for port in crate::checks::remove_guest_leftovers(nm).await? {
+            progress.step(
+                "cleaned",
+                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The change-specific half of an undo: the devices run the profiles they
+/// ran before, with their options as they were, and nothing netbridge
+/// created is left — after the checkpoint was rolled back (`rolled_back`)
+/// or without it (NetworkManager lost it).
+pub async fn restore(
+    nm: &Nm,
+    record: &Record,
+    rolled_back: bool,
+    progress: &Progress,
+) -> Result<(), NmError> {
     match &record.change {
         Change::Convert {
             bridge,
@@ -270,15 +290,18 @@ async fn restore_options(
     Ok(())
 }
 
-async fn alive_checkpoint(nm: &Nm, record: &Record) -> Result<Option<OwnedObjectPath>, NmError> {
+async fn alive_checkpoint<N: Host>(
+    nm: &N,
+    record: &Record,
+) -> Result<Option<OwnedObjectPath>, NmError> {
     match &record.checkpoint {
         Some((path, created)) => recorded_checkpoint(nm, path, *created).await,
         None => unrecorded_checkpoint(nm, record).await,
     }
 }
 
-async fn recorded_checkpoint(
-    nm: &Nm,
+async fn recorded_checkpoint<N: Host>(
+    nm: &N,
     path: &str,
     created: i64,
 ) -> Result<Option<OwnedObjectPath>, NmError> {
@@ -295,8 +318,8 @@ async fn recorded_checkpoint(
 /// netbridge died between asking for the checkpoint and recording it: the
 /// one created after the record, on the record's uplink, is ours. Anyone
 /// else's checkpoint fails one of the two tests and is left alone.
-async fn unrecorded_checkpoint(
-    nm: &Nm,
+async fn unrecorded_checkpoint<N: Host>(
+    nm: &N,
     record: &Record,
 ) -> Result<Option<OwnedObjectPath>, NmError> {
     let (Some(since), Some(uplink)) = (record.boottime_ms, record.change.uplink()) else {

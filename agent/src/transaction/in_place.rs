@@ -91,15 +91,14 @@ impl Transaction<'_> {
             stp: plan.stp,
             mtu: None,
         })
-        .await
-        .map_err(Failure::Verify)?;
+        .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
             .await
     }
 
     /// The bridge still carries its addresses with the uplink as its port,
     /// and the kernel runs the declared STP setting and MTU (sysfs).
-    async fn verify_reconfigured(&self, want: Reconfigured<'_>) -> Result<(), Vec<String>> {
+    async fn verify_reconfigured(&self, want: Reconfigured<'_>) -> Result<(), Failure> {
         let bridge = want.bridge;
         self.settled(bridge, SETTLE, |device| {
             let mut problems = verify::carries(device, want.ipv4, want.ipv6);
@@ -115,8 +114,8 @@ impl Transaction<'_> {
         let path = format!("/sys/class/net/{bridge}/bridge/stp_state");
         let state = tokio::fs::read_to_string(&path)
             .await
-            .map_err(|e| vec![format!("reading {path}: {e}")])?;
-        as_result(verify::stp(bridge, state.trim(), want.stp))?;
+            .map_err(|e| Failure::Verify(vec![format!("reading {path}: {e}")]))?;
+        as_result(verify::stp(bridge, state.trim(), want.stp)).map_err(Failure::Verify)?;
         self.progress.step(
             "verified",
             format!(
@@ -203,8 +202,7 @@ impl Transaction<'_> {
             stp: plan.stp,
             mtu: plan.mtu,
         })
-        .await
-        .map_err(Failure::Verify)?;
+        .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
             .await
     }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netbridge_dbus::flags::{CheckpointCreateFlags, Update2Flags};
+use netbridge_dbus::flags::Update2Flags;
 use serde::Serialize;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
@@ -29,9 +29,14 @@ use crate::recovery;
 use crate::report::Progress;
 
 mod convert;
+mod host;
 mod in_place;
 mod network;
 mod revert;
+#[cfg(test)]
+mod tests;
+
+pub use host::Host;
 
 /// How a trial ended.
 #[derive(Debug, Serialize)]
@@ -62,6 +67,10 @@ pub enum Failure {
     Activation(NmError),
     #[error("the result is not as planned: {}", .0.join("; "))]
     Verify(Vec<String>),
+    /// NetworkManager did not answer the reads that prove the result: what
+    /// its error means (it restarted, say) decides whether to try again.
+    #[error("reading the result: {0}")]
+    Read(NmError),
     #[error("the bridge did not take the uplink's exact place: {}", .0.join("; "))]
     Identity(Vec<String>),
     #[error("checks failed after the change: {}", failed_checks(.0))]
@@ -127,14 +136,16 @@ struct Guard<'p> {
     ctx: &'p CheckContext,
 }
 
-pub struct Transaction<'a> {
-    pub nm: &'a Nm,
+/// A change's context: the engine runs on any [`Host`] (its unit tests use
+/// a fake); the changes themselves on NetworkManager.
+pub struct Transaction<'a, N = Nm> {
+    pub nm: &'a N,
     pub store: &'a Store,
     pub lock: &'a Lock,
     pub progress: &'a Progress,
 }
 
-impl Transaction<'_> {
+impl<N: Host> Transaction<'_, N> {
     /// The shape of every change to existing devices: journal, checkpoint
     /// (re-armed while netbridge lives), the trial raced against a stop
     /// signal, then commit — or roll back on any failure, commit included.
@@ -145,6 +156,9 @@ impl Transaction<'_> {
         trial: impl std::future::Future<Output = Result<Proven, Failure>>,
         commit: impl AsyncFnOnce(&mut Record) -> Result<String, NmError>,
     ) -> Result<Outcome, TxError> {
+        // Listening from the start: a stop while the checkpoint is made
+        // still cuts the trial short.
+        let stop = self.nm.interrupted();
         self.store.write(self.lock, &record).await?;
         let checkpoint = self
             .checkpoint(
@@ -157,8 +171,9 @@ impl Transaction<'_> {
         let keepalive = Keepalive::start(self.nm, &checkpoint, guard.timing.rollback_timeout);
 
         let trial = tokio::select! {
+            biased;
+            signal = stop => Err(Failure::Interrupted(signal)),
             result = trial => result,
-            signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
             Ok(proven) => commit(&mut record)
@@ -226,14 +241,7 @@ impl Transaction<'_> {
         record: &mut Record,
         what: &str,
     ) -> Result<OwnedObjectPath, TxError> {
-        let created = self
-            .nm
-            .checkpoint_create(
-                devices,
-                timeout,
-                CheckpointCreateFlags::DELETE_NEW_CONNECTIONS,
-            )
-            .await;
+        let created = self.nm.checkpoint_create(devices, timeout).await;
         let checkpoint = match created {
             Ok(checkpoint) => checkpoint,
             Err(e) => {
@@ -261,6 +269,88 @@ impl Transaction<'_> {
         Ok(checkpoint)
     }
 
+    async fn run_checks(
+        &self,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        deadline: Duration,
+    ) -> Result<Vec<ProbeResult>, Failure> {
+        let results = checks::run_all(probes, ctx, deadline).await;
+        for r in &results {
+            let verdict = if r.ok { "ok" } else { "FAILED" };
+            self.progress
+                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
+        }
+        if results.iter().all(|r| r.ok) {
+            Ok(results)
+        } else {
+            Err(Failure::Checks(results))
+        }
+    }
+
+    async fn write(&self, record: &Record) -> Result<(), NmError> {
+        self.store
+            .write(self.lock, record)
+            .await
+            .map_err(journal_to_nm)
+    }
+
+    async fn roll_back(
+        &self,
+        record: &Record,
+        failure: Failure,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        check_deadline: Duration,
+    ) -> Result<Outcome, TxError> {
+        let reason = failure.to_string();
+        let retry = crate::retry::Retry::of_failure(&failure);
+        self.progress.step("rolling back", reason.clone());
+        let started = Instant::now();
+        recovery::undo(self.nm, record, self.progress)
+            .await
+            .map_err(|source| TxError::Rollback {
+                failure: reason.clone(),
+                source,
+            })?;
+        self.store.clear(self.lock).await?;
+        let restore_seconds = started.elapsed().as_secs_f64();
+        if let Change::Convert {
+            uplink, held: true, ..
+        } = &record.change
+        {
+            self.nm.release_hold(uplink, self.progress).await;
+        }
+        self.progress.step(
+            "rolled back",
+            format!(
+                "the {} of {} was undone: the host runs as before ({restore_seconds:.2} s)",
+                record.change.operation(),
+                record.change.bridge()
+            ),
+        );
+        let probes: Vec<Probe> = probes
+            .iter()
+            .filter(|p| p.outlives_rollback())
+            .cloned()
+            .collect();
+        let rechecks = checks::run_all(&probes, ctx, check_deadline).await;
+        for r in &rechecks {
+            let verdict = if r.ok { "ok" } else { "still failing" };
+            self.progress
+                .step("recheck", format!("{} {verdict}: {}", r.probe, r.detail));
+        }
+        Ok(Outcome::RolledBack {
+            reason,
+            retry,
+            restore_seconds,
+            rechecks,
+        })
+    }
+}
+
+/// The steps of a trial on NetworkManager itself, which the changes share.
+impl Transaction<'_> {
     /// The last steps of every trial on a bridge: the identity proof, then
     /// the checks.
     async fn prove(
@@ -307,7 +397,7 @@ impl Transaction<'_> {
                 after,
             }),
             Ok(Err(problems)) => Err(Failure::Identity(problems)),
-            Err(e) => Err(Failure::Identity(vec![format!("reading {bridge}: {e}")])),
+            Err(e) => Err(Failure::Read(e)),
         }
     }
 
@@ -319,7 +409,7 @@ impl Transaction<'_> {
         iface: &str,
         deadline: Duration,
         check: impl Fn(&DeviceInfo) -> Vec<String>,
-    ) -> Result<(), Vec<String>> {
+    ) -> Result<(), Failure> {
         let outcome = self
             .nm
             .settle(deadline, async || {
@@ -330,7 +420,7 @@ impl Transaction<'_> {
                 Ok(as_result(check(&device)))
             })
             .await;
-        outcome.unwrap_or_else(|e| Err(vec![format!("reading {iface}: {e}")]))
+        outcome.map_err(Failure::Read)?.map_err(Failure::Verify)
     }
 
     /// Marks the journal committing, saves the profiles, marks it committed.
@@ -347,32 +437,6 @@ impl Transaction<'_> {
         self.write(record).await
     }
 
-    async fn run_checks(
-        &self,
-        probes: &[Probe],
-        ctx: &CheckContext,
-        deadline: Duration,
-    ) -> Result<Vec<ProbeResult>, Failure> {
-        let results = checks::run_all(probes, ctx, deadline).await;
-        for r in &results {
-            let verdict = if r.ok { "ok" } else { "FAILED" };
-            self.progress
-                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
-        }
-        if results.iter().all(|r| r.ok) {
-            Ok(results)
-        } else {
-            Err(Failure::Checks(results))
-        }
-    }
-
-    async fn write(&self, record: &Record) -> Result<(), NmError> {
-        self.store
-            .write(self.lock, record)
-            .await
-            .map_err(journal_to_nm)
-    }
-
     async fn profile(&self, uuid: &str) -> Result<OwnedObjectPath, NmError> {
         self.nm
             .profile_by_uuid(uuid)
@@ -380,59 +444,6 @@ impl Transaction<'_> {
             .ok_or_else(|| NmError::Unexpected {
                 what: format!("profile {uuid} disappeared during the change"),
             })
-    }
-
-    async fn roll_back(
-        &self,
-        record: &Record,
-        failure: Failure,
-        probes: &[Probe],
-        ctx: &CheckContext,
-        check_deadline: Duration,
-    ) -> Result<Outcome, TxError> {
-        let reason = failure.to_string();
-        let retry = crate::retry::Retry::of_failure(&failure);
-        self.progress.step("rolling back", reason.clone());
-        let started = Instant::now();
-        recovery::undo(self.nm, record, self.progress)
-            .await
-            .map_err(|source| TxError::Rollback {
-                failure: reason.clone(),
-                source,
-            })?;
-        self.store.clear(self.lock).await?;
-        let restore_seconds = started.elapsed().as_secs_f64();
-        if let Change::Convert {
-            uplink, held: true, ..
-        } = &record.change
-        {
-            self.release_hold(uplink).await;
-        }
-        self.progress.step(
-            "rolled back",
-            format!(
-                "the {} of {} was undone: the host runs as before ({restore_seconds:.2} s)",
-                record.change.operation(),
-                record.change.bridge()
-            ),
-        );
-        let probes: Vec<Probe> = probes
-            .iter()
-            .filter(|p| p.outlives_rollback())
-            .cloned()
-            .collect();
-        let rechecks = checks::run_all(&probes, ctx, check_deadline).await;
-        for r in &rechecks {
-            let verdict = if r.ok { "ok" } else { "still failing" };
-            self.progress
-                .step("recheck", format!("{} {verdict}: {}", r.probe, r.detail));
-        }
-        Ok(Outcome::RolledBack {
-            reason,
-            retry,
-            restore_seconds,
-            rechecks,
-        })
     }
 }
 
@@ -466,7 +477,7 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 struct Keepalive(tokio::task::JoinHandle<()>);
 
 impl Keepalive {
-    fn start(nm: &Nm, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
+    fn start<N: Host>(nm: &N, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
         let (nm, checkpoint) = (nm.clone(), checkpoint.clone());
         let period = Duration::from_secs(u64::from(timeout / 3).max(1));
         Keepalive(tokio::spawn(async move {
@@ -502,16 +513,21 @@ pub fn watch_stop() -> Arc<AtomicBool> {
 
 /// Resolves when the operator or the service manager asks netbridge to stop.
 /// SIGHUP is not among them: a dropped SSH session must not cut a change short.
-pub async fn interrupted() -> &'static str {
+/// It listens from the call on, not from its first poll: a signal that comes
+/// before a waiter polls it is not lost.
+pub fn interrupted() -> impl std::future::Future<Output = &'static str> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let listening = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = listening else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }
