@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use netbridge_dbus::errors;
 use netbridge_dbus::flags::Update2Flags;
 use netbridge_dbus::settings::names;
 use serde::Serialize;
@@ -284,6 +285,12 @@ async fn restore_options(
             Ok(()) => {}
             // Not running the profile: nothing to put back in place.
             Err(e) if e.is_gone() => {}
+            // A MAC goes back only with an activation.
+            Err(e) if e.dbus_name() == Some(errors::DEVICE_INCOMPATIBLE_CONNECTION) => {
+                let active = nm.activate(&path, &device).await?;
+                let up = crate::nm::ActivationGoal::default();
+                nm.wait_activated(&active, iface, up, RESTORE).await?;
+            }
             Err(e) => return Err(e),
         }
     }

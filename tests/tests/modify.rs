@@ -1,7 +1,8 @@
 //! Convergence: a bridge netbridge made whose declared options change (STP,
 //! its timers, MTU) gets the difference in place — Update2 and Reapply under
-//! the checkpoint, proven, committed or rolled back — never "unchanged"
-//! while the host differs. Real NetworkManager in a lab.
+//! the checkpoint, a MAC by re-activation — proven, committed or rolled
+//! back, never "unchanged" while the host differs. Real NetworkManager in a
+//! lab.
 
 mod common;
 
@@ -151,4 +152,72 @@ fn state_absent_reverts_a_bridge_netbridge_made_and_then_has_nothing_to_do() {
     assert!(run.json()["error"]
         .as_str()
         .is_some_and(|e| e.contains("bridge.state")));
+}
+
+/// NetworkManager applies a MAC only when it activates the bridge (Reapply
+/// refuses it): a declared MAC re-activates br0 under the checkpoint, and a
+/// check failing afterwards brings the old MAC back.
+#[test]
+fn a_declared_mac_is_applied_by_re_activation_and_a_failed_check_takes_it_back() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    converted(&lab);
+    let mac_before = sysfs(&lab, "/sys/class/net/br0/address");
+    let before = lab.snapshot();
+    let declared = "02:00:5e:10:00:01";
+
+    let config = write_config(
+        &lab,
+        &format!("mac = \"{declared}\"\nchecks = [\"dns:gw.lab\"]\n"),
+    );
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(&lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    let (code, output) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, 3, "rolled back:\n{output}");
+    assert!(output.contains("modified"), "{output}");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            lab.snapshot() == before && sysfs(&lab, "/sys/class/net/br0/address") == mac_before
+        }),
+        "br0 back with MAC {mac_before}, exactly as before:\nbefore {before:#?}\nafter {:#?}",
+        lab.snapshot()
+    );
+
+    let config = write_config(&lab, &format!("mac = \"{declared}\"\n"));
+    let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
+    let change = format!(
+        "MAC {} → {}",
+        mac_before.to_ascii_uppercase(),
+        declared.to_ascii_uppercase()
+    );
+    assert!(
+        doc.to_string().contains(&change),
+        "the diff names {change}: {doc:#}"
+    );
+    assert_eq!(sysfs(&lab, "/sys/class/net/br0/address"), declared);
+    let master = lab.host(["readlink", "/sys/class/net/ens32/master"]);
+    assert!(
+        String::from_utf8_lossy(&master.stdout)
+            .trim()
+            .ends_with("/br0"),
+        "ens32 is br0's port again"
+    );
+    let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(again.code, 0);
+    assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
+    let keyfile = common::saved_keyfile(&lab, "br0");
+    assert!(
+        keyfile.contains(&format!(
+            "cloned-mac-address={}",
+            declared.to_ascii_uppercase()
+        )),
+        "{keyfile}"
+    );
 }

@@ -10,9 +10,12 @@ use super::{as_result, list, Failure, Guard, Outcome, Proven, Transaction, TxErr
 use crate::checks::{CheckContext, Probe};
 use crate::identity::Identity;
 use crate::journal::{Change, Record};
-use crate::nm::NmError;
+use crate::nm::{ActivationGoal, NmError};
 use crate::plan::{AdoptPlan, IpPlan, ModifyPlan};
 use crate::verify;
+
+/// How long a bridge re-activated for its MAC may take to come back.
+const REACTIVATION: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a reconfigured bridge must show.
 struct Reconfigured<'p> {
@@ -23,6 +26,7 @@ struct Reconfigured<'p> {
     ipv6: &'p IpPlan,
     stp: bool,
     mtu: Option<u32>,
+    mac: Option<&'p str>,
 }
 
 impl Transaction<'_> {
@@ -69,9 +73,15 @@ impl Transaction<'_> {
             .add_profile(&plan.original_profile, trial)
             .await
             .map_err(Failure::Apply)?;
-        // STP, its timers and the MTU change in place: no re-activation, no outage.
-        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
-            .await?;
+        // STP, its timers and the MTU change in place: no re-activation, no
+        // outage — unless the MAC changes.
+        self.reconfigure(
+            &plan.bridge_uuid,
+            &plan.bridge_after,
+            &plan.bridge_path,
+            plan.mac.as_ref().map(|_| plan.bridge.as_str()),
+        )
+        .await?;
         self.progress.step(
             "adopted",
             format!(
@@ -90,6 +100,7 @@ impl Transaction<'_> {
             ipv6: &plan.ipv6,
             stp: plan.stp,
             mtu: None,
+            mac: plan.mac.as_deref(),
         })
         .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
@@ -107,6 +118,9 @@ impl Transaction<'_> {
             }
             if let Some(mtu) = want.mtu.filter(|m| *m != device.mtu) {
                 problems.push(format!("{bridge} has MTU {}, declared {mtu}", device.mtu));
+            }
+            if let Some(mac) = want.mac.filter(|m| !m.eq_ignore_ascii_case(&device.mac)) {
+                problems.push(format!("{bridge} has MAC {}, declared {mac}", device.mac));
             }
             problems
         })
@@ -180,11 +194,16 @@ impl Transaction<'_> {
     ) -> Result<Proven, Failure> {
         // The port first: its MTU caps the bridge's.
         if let Some(port_after) = &plan.port_after {
-            self.reconfigure(&plan.port_uuid, port_after, &plan.uplink_path)
+            self.reconfigure(&plan.port_uuid, port_after, &plan.uplink_path, None)
                 .await?;
         }
-        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
-            .await?;
+        self.reconfigure(
+            &plan.bridge_uuid,
+            &plan.bridge_after,
+            &plan.bridge_path,
+            plan.mac.as_ref().map(|_| plan.bridge.as_str()),
+        )
+        .await?;
         self.progress.step(
             "modified",
             format!(
@@ -201,25 +220,41 @@ impl Transaction<'_> {
             ipv6: &plan.ipv6,
             stp: plan.stp,
             mtu: plan.mtu,
+            mac: plan.mac.as_deref(),
         })
         .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
             .await
     }
 
-    /// A profile's new settings in memory, applied to its device in place.
+    /// A profile's new settings in memory, applied to its device in place —
+    /// or, for what NetworkManager applies only then (a MAC), by activating
+    /// the profile again (on `reactivate`, the interface's name); its ports
+    /// follow by themselves (`autoconnect-slaves`).
     async fn reconfigure(
         &self,
         uuid: &str,
         settings: &Settings,
         device: &ObjectPath<'_>,
+        reactivate: Option<&str>,
     ) -> Result<(), Failure> {
         let profile = self.profile(uuid).await.map_err(Failure::Apply)?;
         self.nm
             .update_profile(&profile, Some(settings), Update2Flags::IN_MEMORY)
             .await
             .map_err(Failure::Apply)?;
-        self.nm.reapply(device).await.map_err(Failure::Apply)
+        let Some(iface) = reactivate else {
+            return self.nm.reapply(device).await.map_err(Failure::Apply);
+        };
+        let active = self
+            .nm
+            .activate(&profile, device)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm
+            .wait_activated(&active, iface, ActivationGoal::default(), REACTIVATION)
+            .await
+            .map_err(Failure::Activation)
     }
 
     async fn commit_adopt(&self, plan: &AdoptPlan, record: &mut Record) -> Result<String, NmError> {
