@@ -29,6 +29,20 @@ fn converted(lab: &Lab) {
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
+/// Applies `options` with a DNS check, and silences DNS once the checkpoint
+/// is armed: the modification must fail its check and roll back (exit 3).
+fn rolled_back_by_silent_dns(lab: &Lab, options: &str) {
+    let config = write_config(lab, &format!("{options}checks = [\"dns:gw.lab\"]\n"));
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    let (code, output) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, 3, "rolled back:\n{output}");
+    assert!(output.contains("modified"), "{output}");
+}
+
 #[test]
 fn a_changed_configuration_is_applied_in_place_with_its_diff_and_loses_no_reply() {
     let Some(lab) = Lab::require(Uplink::Static) else {
@@ -42,22 +56,7 @@ fn a_changed_configuration_is_applied_in_place_with_its_diff_and_loses_no_reply(
     );
 
     // The LAN pings the host every 5 ms while the change is applied.
-    let pinger = lab
-        .lan_command([
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.005",
-            "-W",
-            "1",
-            "-w",
-            "4",
-            "172.25.250.10",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ping from the LAN");
+    let pinger = common::lan_pings(&lab, 4);
     std::thread::sleep(Duration::from_millis(300));
     let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
     let pinged = pinger.wait_with_output().expect("ping ends");
@@ -105,15 +104,7 @@ fn a_modification_that_fails_its_check_leaves_the_bridge_as_it_was() {
     };
     converted(&lab);
     let before = lab.snapshot();
-    let config = write_config(&lab, "mtu = 1400\nchecks = [\"dns:gw.lab\"]\n");
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(&lab, &["apply", "--config", &config]);
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    let (code, output) = run.finish();
-    signal(dnsmasq, Signal::SIGCONT);
-    assert_eq!(code, 3, "rolled back:\n{output}");
-    assert!(output.contains("modified"), "{output}");
+    rolled_back_by_silent_dns(&lab, "mtu = 1400\n");
     assert!(
         common::eventually(Duration::from_secs(10), || lab.snapshot() == before),
         "br0 and ens32 exactly as before:\nbefore {before:#?}\nafter {:#?}",
@@ -167,18 +158,7 @@ fn a_declared_mac_is_applied_by_re_activation_and_a_failed_check_takes_it_back()
     let before = lab.snapshot();
     let declared = "02:00:5e:10:00:01";
 
-    let config = write_config(
-        &lab,
-        &format!("mac = \"{declared}\"\nchecks = [\"dns:gw.lab\"]\n"),
-    );
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(&lab, &["apply", "--config", &config]);
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    let (code, output) = run.finish();
-    signal(dnsmasq, Signal::SIGCONT);
-    assert_eq!(code, 3, "rolled back:\n{output}");
-    assert!(output.contains("modified"), "{output}");
+    rolled_back_by_silent_dns(&lab, &format!("mac = \"{declared}\"\n"));
     assert!(
         common::eventually(Duration::from_secs(10), || {
             lab.snapshot() == before && sysfs(&lab, "/sys/class/net/br0/address") == mac_before

@@ -189,6 +189,25 @@ impl FakeNm {
         }
     }
 
+    /// Destroying or rolling back a checkpoint: it is gone afterwards,
+    /// unless the test made the call fail (`fails`).
+    fn disarm(
+        &self,
+        checkpoint: &ObjectPath<'_>,
+        call: &str,
+        fails: fn(&State) -> bool,
+        done: &str,
+    ) -> Result<(), NmError> {
+        let index = self.find(checkpoint, call)?;
+        let mut state = self.state();
+        if fails(&state) {
+            return Err(refused(call));
+        }
+        state.armed.remove(index);
+        state.log.push(done.to_owned());
+        Ok(())
+    }
+
     fn find(&self, checkpoint: &ObjectPath<'_>, call: &str) -> Result<usize, NmError> {
         self.state()
             .armed
@@ -246,27 +265,24 @@ impl Host for FakeNm {
     }
 
     async fn checkpoint_destroy(&self, checkpoint: &ObjectPath<'_>) -> Result<(), NmError> {
-        let index = self.find(checkpoint, "CheckpointDestroy")?;
-        let mut state = self.state();
-        if state.destroy_fails {
-            return Err(refused("CheckpointDestroy"));
-        }
-        state.armed.remove(index);
-        state.log.push("destroy".to_owned());
-        Ok(())
+        self.disarm(
+            checkpoint,
+            "CheckpointDestroy",
+            |s| s.destroy_fails,
+            "destroy",
+        )
     }
 
     async fn checkpoint_rollback(
         &self,
         checkpoint: &ObjectPath<'_>,
     ) -> Result<Vec<(String, RollbackResult)>, NmError> {
-        let index = self.find(checkpoint, "CheckpointRollback")?;
-        let mut state = self.state();
-        if state.rollback_fails {
-            return Err(refused("CheckpointRollback"));
-        }
-        state.armed.remove(index);
-        state.log.push("rollback".to_owned());
+        self.disarm(
+            checkpoint,
+            "CheckpointRollback",
+            |s| s.rollback_fails,
+            "rollback",
+        )?;
         Ok(Vec::new())
     }
 
@@ -415,6 +431,13 @@ fn expected(step: Step, fault: Fault) -> Expect {
     }
 }
 
+/// Nothing was undone: no checkpoint rolled back, no change restored.
+fn nothing_undone(nm: &FakeNm) -> bool {
+    !nm.log()
+        .iter()
+        .any(|l| l == "rollback" || l.starts_with("restore"))
+}
+
 /// The steps a run took, up to where it stopped.
 fn steps_taken(log: &[String]) -> Vec<String> {
     log.iter()
@@ -467,11 +490,7 @@ async fn every_phase_crossed_with_every_failure_ends_committed_or_restored() {
                 }
                 Expect::Committed => {
                     assert_eq!(steps_taken(&log), STEPS.map(|s| format!("{s:?}")), "{case}");
-                    assert!(
-                        !log.iter()
-                            .any(|l| l == "rollback" || l.starts_with("restore")),
-                        "{case}: {log:?}"
-                    );
+                    assert!(nothing_undone(&nm), "{case}: {log:?}");
                 }
             }
         }
@@ -508,10 +527,7 @@ async fn a_failed_destroy_after_the_commit_never_rolls_back_and_recovery_finishe
     let h = state_dir();
     let outcome = run(&nm, &h).await.unwrap();
     assert!(matches!(outcome, Outcome::Committed { .. }), "{outcome:?}");
-    assert!(!nm
-        .log()
-        .iter()
-        .any(|l| l.starts_with("rollback") || l.starts_with("restore")));
+    assert!(nothing_undone(&nm), "{:?}", nm.log());
     let record = h.store.read().await.unwrap().expect("the journal is kept");
     assert_eq!(record.phase, Phase::Committed);
     assert_eq!(nm.armed().len(), 1, "the checkpoint is still armed");
@@ -529,10 +545,7 @@ async fn a_failed_destroy_after_the_commit_never_rolls_back_and_recovery_finishe
     assert_eq!(recovered.action, "finished");
     assert!(nm.armed().is_empty());
     assert_eq!(nm.log().last().map(String::as_str), Some("destroy"));
-    assert!(!nm
-        .log()
-        .iter()
-        .any(|l| l.starts_with("rollback") || l.starts_with("restore")));
+    assert!(nothing_undone(&nm), "{:?}", nm.log());
     assert!(h.store.read().await.unwrap().is_none());
 }
 
@@ -544,10 +557,7 @@ async fn a_checkpoint_lost_with_networkmanager_leaves_the_commit_standing() {
     let h = state_dir();
     let outcome = run(&nm, &h).await.unwrap();
     assert!(matches!(outcome, Outcome::Committed { .. }), "{outcome:?}");
-    assert!(!nm
-        .log()
-        .iter()
-        .any(|l| l.starts_with("rollback") || l.starts_with("restore")));
+    assert!(nothing_undone(&nm), "{:?}", nm.log());
     assert!(h.store.read().await.unwrap().is_none());
 }
 
