@@ -168,7 +168,17 @@ fn a_declared_mac_is_applied_by_re_activation_and_a_failed_check_takes_it_back()
     );
 
     let config = write_config(&lab, &format!("mac = \"{declared}\"\n"));
+    // Re-activation is an outage: measured, not asserted.
+    let pinger = common::lan_pings(&lab, 60);
+    std::thread::sleep(Duration::from_millis(300));
     let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pinger.id(), Signal::SIGINT);
+    let pinged = pinger.wait_with_output().expect("ping ends");
+    let summary = String::from_utf8_lossy(&pinged.stdout);
+    if let Some((lost, sent)) = common::ping_loss(&summary) {
+        eprintln!("5 ms pings from the LAN during the MAC change: {lost} of {sent} replies lost");
+    }
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let doc = run.json();
     assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");

@@ -223,18 +223,6 @@ fn sysfs(host: &Container, path: &str) -> String {
     text(&host.exec(["cat", path]).stdout)
 }
 
-/// Replies lost by a `ping -q` summary ("N packets transmitted, M received").
-fn lost(summary: &str) -> Option<(u64, u64)> {
-    let line = summary.lines().find(|l| l.contains("transmitted"))?;
-    let mut numbers = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|n| !n.is_empty())
-        .map(|n| n.parse::<u64>().ok());
-    let sent = numbers.next()??;
-    let received = numbers.next()??;
-    Some((sent - received, sent))
-}
-
 /// `systemctl reload` after the configuration changed: the agent applies
 /// the difference in place (STP, a timer, the MTU), the journal shows the
 /// diff, and a LAN host pinging every 5 ms meanwhile loses no reply.
@@ -287,7 +275,8 @@ fn reload_applies_changed_options_in_place(host: &Container) {
         "{journal}"
     );
     let summary = text(&pinged.stdout);
-    let (lost, sent) = lost(&summary).expect("a ping summary");
+    let (lost, sent) = common::ping_loss(&summary).expect("a ping summary");
     eprintln!("5 ms pings from the LAN during the reload: {lost} of {sent} replies lost");
     assert!(sent > 100, "the pings covered the change: {summary}");
+    assert_eq!(lost, 0, "an in-place change loses no 5 ms reply: {summary}");
 }
