@@ -211,3 +211,47 @@ fn a_declared_mac_is_applied_by_re_activation_and_a_failed_check_takes_it_back()
         "{keyfile}"
     );
 }
+
+/// The MAC's undo without the checkpoint (NetworkManager restarted and lost
+/// it): Reapply refuses the old MAC, so recovery re-activates the bridge.
+#[test]
+fn a_mac_change_cut_short_by_a_networkmanager_restart_is_undone_by_recover() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    converted(&lab);
+    let mac_before = sysfs(&lab, "/sys/class/net/br0/address");
+    let before = lab.snapshot();
+    let declared = "02:00:5e:10:00:03";
+    let config = write_config(
+        &lab,
+        &format!("mac = \"{declared}\"\nrollback-timeout = 5\nchecks = [\"dns:gw.lab\"]\n"),
+    );
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(&lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // DNS goes silent: netbridge sits in its check when it dies.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("modified", Duration::from_secs(30));
+    signal(run.pid(), Signal::SIGKILL);
+    let _ = run.finish();
+    // The restart loses the checkpoint; the in-memory change survives it.
+    lab.restart_nm().expect("restart NetworkManager");
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(
+        sysfs(&lab, "/sys/class/net/br0/address"),
+        declared,
+        "the trial's MAC outlived netbridge"
+    );
+
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            lab.snapshot() == before && sysfs(&lab, "/sys/class/net/br0/address") == mac_before
+        }),
+        "br0 back with MAC {mac_before}:\nbefore {before:#?}\nafter {:#?}",
+        lab.snapshot()
+    );
+}
