@@ -3,7 +3,9 @@
 //! change is its own implementation over it, in its own file: [`convert`],
 //! [`revert`], [`in_place`] (adopt, modify) and [`network`] (create, which
 //! touches no existing device and needs no checkpoint). Read
-//! `Transaction::convert` top to bottom.
+//! `Transaction::convert` top to bottom. The engine itself reaches the host
+//! only through [`Host`]: NetworkManager for real, an in-memory fake in its
+//! unit tests (`tests.rs`).
 //!
 //! Safety nets, from the inside out: a failed check rolls back at once; a
 //! signal (Ctrl-C, SIGTERM) rolls back; if netbridge dies, NetworkManager's
