@@ -25,7 +25,7 @@ use crate::journal::{now_unix, Change, JournalError, Lock, Phase, Record, Store}
 use crate::nm::{Nm, NmError};
 use crate::recovery::{self, Recovered, RecoveryError};
 use crate::report::Progress;
-use crate::transaction::{Failure, Outcome, Transaction, TxError};
+use crate::transaction::{Failure, Host, Outcome, Transaction, TxError};
 
 /// The watcher's diagnostics, in the state directory.
 pub const WATCH_LOG: &str = "confirm-watch.log";
@@ -167,7 +167,7 @@ pub async fn confirm(
         bridge, held: true, ..
     } = &record.change
     {
-        tx.release_hold(bridge).await;
+        tx.nm.release_hold(bridge, tx.progress).await;
     }
     progress.step("committed", pending.done.clone());
     Ok(Confirmed::Committed {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use netbridge_dbus::errors;
 use netbridge_dbus::flags::Update2Flags;
 use netbridge_dbus::settings::names;
 use serde::Serialize;
@@ -11,6 +12,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{Nm, NmError};
 use crate::report::Progress;
+use crate::transaction::Host;
 
 /// How long NetworkManager gets to bring a profile back by itself after a
 /// checkpoint rollback before netbridge activates it explicitly.
@@ -44,8 +46,8 @@ pub struct Recovered {
 
 /// Finishes or undoes a change recorded in the journal. Call with the lock held,
 /// before changing anything else.
-pub async fn recover(
-    nm: &Nm,
+pub async fn recover<N: Host>(
+    nm: &N,
     store: &Store,
     lock: &Lock,
     progress: &Progress,
@@ -71,7 +73,7 @@ pub async fn recover(
 /// The seconds left for a change that awaits confirmation and is still on
 /// trial; `None` when there is none, or its deadline passed or its
 /// checkpoint is gone (it rolled back, or must be undone).
-async fn awaits_confirm(nm: &Nm, record: &Record) -> Result<Option<u64>, NmError> {
+async fn awaits_confirm<N: Host>(nm: &N, record: &Record) -> Result<Option<u64>, NmError> {
     let Some(pending) = record
         .pending
         .as_ref()
@@ -89,8 +91,8 @@ async fn awaits_confirm(nm: &Nm, record: &Record) -> Result<Option<u64>, NmError
 }
 
 /// Finishes or undoes `record`, the journal's, whatever its phase.
-pub async fn recover_record(
-    nm: &Nm,
+pub async fn recover_record<N: Host>(
+    nm: &N,
     store: &Store,
     lock: &Lock,
     record: Record,
@@ -132,7 +134,7 @@ pub async fn recover_record(
 }
 
 /// Everything was on disk: only the checkpoint may still be armed.
-async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
+async fn finish_commit<N: Host>(nm: &N, record: &Record) -> Result<(), NmError> {
     if let Some(checkpoint) = alive_checkpoint(nm, record).await? {
         nm.checkpoint_destroy(&checkpoint).await?;
     }
@@ -142,18 +144,8 @@ async fn finish_commit(nm: &Nm, record: &Record) -> Result<(), NmError> {
 /// Brings the host back to how it was before the recorded change: roll back
 /// the checkpoint if it still exists, then make sure the devices run the
 /// profiles they ran before and nothing netbridge created is left.
-pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
-    // The guest-path check's throwaway ports go first: while they exist,
-    // NetworkManager would give the uplink it restores a higher route metric
-    // (it reserves one per Ethernet-like device).
-    if matches!(record.change, Change::Convert { .. }) {
-        for port in crate::checks::remove_guest_leftovers(nm).await? {
-            progress.step(
-                "cleaned",
-                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
-            );
-        }
-    }
+pub async fn undo<N: Host>(nm: &N, record: &Record, progress: &Progress) -> Result<(), NmError> {
+    nm.clear_leftovers(record, progress).await?;
     let rolled_back = match alive_checkpoint(nm, record).await? {
         Some(checkpoint) => {
             for (device, result) in nm.checkpoint_rollback(&checkpoint).await? {
@@ -167,6 +159,35 @@ pub async fn undo(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), N
         }
         None => false,
     };
+    nm.restore(record, rolled_back, progress).await
+}
+
+/// What must go before the checkpoint is rolled back: the guest-path
+/// check's throwaway ports. While they exist, NetworkManager would give the
+/// uplink it restores a higher route metric (it reserves one per
+/// Ethernet-like device).
+pub async fn clear_leftovers(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
+    if matches!(record.change, Change::Convert { .. }) {
+        for port in crate::checks::remove_guest_leftovers(nm).await? {
+            progress.step(
+                "cleaned",
+                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The change-specific half of an undo: the devices run the profiles they
+/// ran before, with their options as they were, and nothing netbridge
+/// created is left — after the checkpoint was rolled back (`rolled_back`)
+/// or without it (NetworkManager lost it).
+pub async fn restore(
+    nm: &Nm,
+    record: &Record,
+    rolled_back: bool,
+    progress: &Progress,
+) -> Result<(), NmError> {
     match &record.change {
         Change::Convert {
             bridge,
@@ -313,14 +334,20 @@ async fn restore_options(
             Ok(()) => {}
             // Not running the profile: nothing to put back in place.
             Err(e) if e.is_gone() => {}
+            // A MAC goes back only with an activation.
+            Err(e) if e.dbus_name() == Some(errors::DEVICE_INCOMPATIBLE_CONNECTION) => {
+                let active = nm.activate(&path, &device).await?;
+                let up = crate::nm::ActivationGoal::default();
+                nm.wait_activated(&active, iface, up, RESTORE).await?;
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
 
-pub(crate) async fn alive_checkpoint(
-    nm: &Nm,
+pub(crate) async fn alive_checkpoint<N: Host>(
+    nm: &N,
     record: &Record,
 ) -> Result<Option<OwnedObjectPath>, NmError> {
     match &record.checkpoint {
@@ -329,8 +356,8 @@ pub(crate) async fn alive_checkpoint(
     }
 }
 
-async fn recorded_checkpoint(
-    nm: &Nm,
+async fn recorded_checkpoint<N: Host>(
+    nm: &N,
     path: &str,
     created: i64,
 ) -> Result<Option<OwnedObjectPath>, NmError> {
@@ -347,8 +374,8 @@ async fn recorded_checkpoint(
 /// netbridge died between asking for the checkpoint and recording it: the
 /// one created after the record, on the record's uplink, is ours. Anyone
 /// else's checkpoint fails one of the two tests and is left alone.
-async fn unrecorded_checkpoint(
-    nm: &Nm,
+async fn unrecorded_checkpoint<N: Host>(
+    nm: &N,
     record: &Record,
 ) -> Result<Option<OwnedObjectPath>, NmError> {
     let (Some(since), Some(uplink)) = (record.boottime_ms, record.change.uplink()) else {

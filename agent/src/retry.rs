@@ -37,7 +37,9 @@ impl Retry {
     pub fn of_failure(failure: &Failure) -> Retry {
         match failure {
             Failure::Interrupted(_) => Retry::Transient,
-            Failure::Apply(e) | Failure::Activation(e) | Failure::Commit(e) => Retry::of_nm(e),
+            Failure::Apply(e) | Failure::Activation(e) | Failure::Read(e) | Failure::Commit(e) => {
+                Retry::of_nm(e)
+            }
             Failure::Verify(_) | Failure::Identity(_) | Failure::Checks(_) => Retry::Deterministic,
         }
     }

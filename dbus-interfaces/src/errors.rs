@@ -14,6 +14,9 @@ pub const CONNECTION_INVALID_PROPERTY: &str =
     "org.freedesktop.NetworkManager.Settings.Connection.InvalidProperty";
 pub const CONNECTION_INVALID_SETTING: &str =
     "org.freedesktop.NetworkManager.Settings.Connection.InvalidSetting";
+/// Reapply refused a change the device takes only when activated (a MAC).
+pub const DEVICE_INCOMPATIBLE_CONNECTION: &str =
+    "org.freedesktop.NetworkManager.Device.IncompatibleConnection";
 
 /// Returned by the bus when NetworkManager does not own its name.
 pub const SERVICE_UNKNOWN: &str = "org.freedesktop.DBus.Error.ServiceUnknown";

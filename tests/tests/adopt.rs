@@ -269,3 +269,28 @@ fn an_adoption_cut_short_by_a_networkmanager_restart_is_undone_by_recover() {
     );
     assert_eq!(stp_state(&lab), "1", "STP back on, as the owner had it");
 }
+
+/// A MAC declared at adoption re-activates the hand-made bridge (Reapply
+/// refuses a MAC); its port, autoconnecting, comes back with it.
+#[test]
+fn an_adoption_with_a_declared_mac_re_activates_the_bridge_with_it() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    nmcli_recipe(&lab);
+    assert!(eventually(Duration::from_secs(40), || ping_gateway(&lab)));
+    let declared = "02:00:5e:10:00:04";
+    let run = netbridge(
+        &lab,
+        &[
+            "convert", "ens32", "--adopt", "--yes", "--json", "--mac", declared,
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let s = status(&lab);
+    let br0 = device(&s, "br0").expect("br0");
+    assert_eq!(br0["mac"], declared.to_ascii_uppercase(), "{s:#}");
+    assert_eq!(br0["bridge"]["ports"][0]["name"], "ens32", "{s:#}");
+    assert_eq!(ipv4(&s, "br0"), ["172.25.250.10/24"]);
+    assert!(ping_gateway(&lab));
+}

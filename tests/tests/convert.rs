@@ -172,6 +172,20 @@ fn dhcp_uplink_kept(convert: impl FnOnce(&Lab)) {
 }
 
 #[test]
+fn a_declared_mac_is_the_bridges_from_the_start() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let run = convert_json(&lab, &["--mac", "02:00:5e:10:00:02"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_converted(&lab, "172.25.250.10/24");
+    assert_eq!(
+        device(&status(&lab), "br0").expect("br0")["mac"],
+        "02:00:5E:10:00:02"
+    );
+}
+
+#[test]
 fn a_check_that_fails_after_the_change_rolls_back_to_exactly_the_old_state() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;

@@ -1,7 +1,8 @@
 //! Convergence: a bridge netbridge made whose declared options change (STP,
 //! its timers, MTU) gets the difference in place — Update2 and Reapply under
-//! the checkpoint, proven, committed or rolled back — never "unchanged"
-//! while the host differs. Real NetworkManager in a lab.
+//! the checkpoint, a MAC by re-activation — proven, committed or rolled
+//! back, never "unchanged" while the host differs. Real NetworkManager in a
+//! lab.
 
 mod common;
 
@@ -28,6 +29,20 @@ fn converted(lab: &Lab) {
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
+/// Applies `options` with a DNS check, and silences DNS once the checkpoint
+/// is armed: the modification must fail its check and roll back (exit 3).
+fn rolled_back_by_silent_dns(lab: &Lab, options: &str) {
+    let config = write_config(lab, &format!("{options}checks = [\"dns:gw.lab\"]\n"));
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    let (code, output) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, 3, "rolled back:\n{output}");
+    assert!(output.contains("modified"), "{output}");
+}
+
 #[test]
 fn a_changed_configuration_is_applied_in_place_with_its_diff_and_loses_no_reply() {
     let Some(lab) = Lab::require(Uplink::Static) else {
@@ -41,22 +56,7 @@ fn a_changed_configuration_is_applied_in_place_with_its_diff_and_loses_no_reply(
     );
 
     // The LAN pings the host every 5 ms while the change is applied.
-    let pinger = lab
-        .lan_command([
-            "ping",
-            "-n",
-            "-q",
-            "-i",
-            "0.005",
-            "-W",
-            "1",
-            "-w",
-            "4",
-            "172.25.250.10",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("ping from the LAN");
+    let pinger = common::lan_pings(&lab, 4);
     std::thread::sleep(Duration::from_millis(300));
     let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
     let pinged = pinger.wait_with_output().expect("ping ends");
@@ -104,15 +104,7 @@ fn a_modification_that_fails_its_check_leaves_the_bridge_as_it_was() {
     };
     converted(&lab);
     let before = lab.snapshot();
-    let config = write_config(&lab, "mtu = 1400\nchecks = [\"dns:gw.lab\"]\n");
-    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(&lab, &["apply", "--config", &config]);
-    run.wait_for("checkpoint", Duration::from_secs(20));
-    signal(dnsmasq, Signal::SIGSTOP);
-    let (code, output) = run.finish();
-    signal(dnsmasq, Signal::SIGCONT);
-    assert_eq!(code, 3, "rolled back:\n{output}");
-    assert!(output.contains("modified"), "{output}");
+    rolled_back_by_silent_dns(&lab, "mtu = 1400\n");
     assert!(
         common::eventually(Duration::from_secs(10), || lab.snapshot() == before),
         "br0 and ens32 exactly as before:\nbefore {before:#?}\nafter {:#?}",
@@ -151,6 +143,130 @@ fn state_absent_reverts_a_bridge_netbridge_made_and_then_has_nothing_to_do() {
     assert!(run.json()["error"]
         .as_str()
         .is_some_and(|e| e.contains("bridge.state")));
+}
+
+/// NetworkManager applies a MAC only when it activates the bridge (Reapply
+/// refuses it): a declared MAC re-activates br0 under the checkpoint, and a
+/// check failing afterwards brings the old MAC back.
+#[test]
+fn a_declared_mac_is_applied_by_re_activation_and_a_failed_check_takes_it_back() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    converted(&lab);
+    let mac_before = sysfs(&lab, "/sys/class/net/br0/address");
+    let before = lab.snapshot();
+    let declared = "02:00:5e:10:00:01";
+
+    rolled_back_by_silent_dns(&lab, &format!("mac = \"{declared}\"\n"));
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            lab.snapshot() == before && sysfs(&lab, "/sys/class/net/br0/address") == mac_before
+        }),
+        "br0 back with MAC {mac_before}, exactly as before:\nbefore {before:#?}\nafter {:#?}",
+        lab.snapshot()
+    );
+
+    let config = write_config(&lab, &format!("mac = \"{declared}\"\n"));
+    // The dry run's nmcli equivalent re-activates too: Reapply refuses a MAC.
+    let dry = netbridge(&lab, &["apply", "--config", &config, "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let mac_word = format!(
+        "802-3-ethernet.cloned-mac-address {}",
+        declared.to_ascii_uppercase()
+    );
+    assert!(
+        dry.stdout.contains(&mac_word) && dry.stdout.contains("    nmcli connection up "),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("device reapply br0"), "{}", dry.stdout);
+    // Re-activation is an outage: measured, not asserted.
+    let pinger = common::lan_pings(&lab, 60);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pinger.id(), Signal::SIGINT);
+    let pinged = pinger.wait_with_output().expect("ping ends");
+    let summary = String::from_utf8_lossy(&pinged.stdout);
+    if let Some((lost, sent)) = common::ping_loss(&summary) {
+        eprintln!("5 ms pings from the LAN during the MAC change: {lost} of {sent} replies lost");
+    }
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
+    let change = format!(
+        "MAC {} → {}",
+        mac_before.to_ascii_uppercase(),
+        declared.to_ascii_uppercase()
+    );
+    assert!(
+        doc.to_string().contains(&change),
+        "the diff names {change}: {doc:#}"
+    );
+    assert_eq!(sysfs(&lab, "/sys/class/net/br0/address"), declared);
+    let master = lab.host(["readlink", "/sys/class/net/ens32/master"]);
+    assert!(
+        String::from_utf8_lossy(&master.stdout)
+            .trim()
+            .ends_with("/br0"),
+        "ens32 is br0's port again"
+    );
+    let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(again.code, 0);
+    assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
+    let keyfile = common::saved_keyfile(&lab, "br0");
+    assert!(
+        keyfile.contains(&format!(
+            "cloned-mac-address={}",
+            declared.to_ascii_uppercase()
+        )),
+        "{keyfile}"
+    );
+}
+
+/// The MAC's undo without the checkpoint (NetworkManager restarted and lost
+/// it): Reapply refuses the old MAC, so recovery re-activates the bridge.
+#[test]
+fn a_mac_change_cut_short_by_a_networkmanager_restart_is_undone_by_recover() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    converted(&lab);
+    let mac_before = sysfs(&lab, "/sys/class/net/br0/address");
+    let before = lab.snapshot();
+    let declared = "02:00:5e:10:00:03";
+    let config = write_config(
+        &lab,
+        &format!("mac = \"{declared}\"\nrollback-timeout = 5\nchecks = [\"dns:gw.lab\"]\n"),
+    );
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(&lab, &["apply", "--config", &config]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // DNS goes silent: netbridge sits in its check when it dies.
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("modified", Duration::from_secs(30));
+    signal(run.pid(), Signal::SIGKILL);
+    let _ = run.finish();
+    // The restart loses the checkpoint; the in-memory change survives it.
+    lab.restart_nm().expect("restart NetworkManager");
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(
+        sysfs(&lab, "/sys/class/net/br0/address"),
+        declared,
+        "the trial's MAC outlived netbridge"
+    );
+
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert!(
+        common::eventually(Duration::from_secs(10), || {
+            lab.snapshot() == before && sysfs(&lab, "/sys/class/net/br0/address") == mac_before
+        }),
+        "br0 back with MAC {mac_before}:\nbefore {before:#?}\nafter {:#?}",
+        lab.snapshot()
+    );
 }
 
 /// `apply --dry-run` shows, per bridge, the nmcli commands of what it would

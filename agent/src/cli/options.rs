@@ -50,6 +50,11 @@ pub struct BridgeOptionArgs {
     /// The bridge's (and its port's) MTU, 68–65535 [default: the uplink's].
     #[arg(long, value_name = "BYTES")]
     pub mtu: Option<u32>,
+
+    /// The bridge's MAC address [default: the uplink's]. A change re-activates
+    /// the bridge (NetworkManager applies a MAC no other way).
+    #[arg(long, value_name = "MAC", value_parser = options::declared_mac)]
+    pub mac: Option<String>,
 }
 
 impl BridgeOptionArgs {
@@ -63,6 +68,7 @@ impl BridgeOptionArgs {
             priority: self.stp_priority,
             multicast_snooping: self.multicast_snooping.map(OnOff::on),
             mtu: self.mtu,
+            mac: self.mac.clone(),
         };
         options::validate(&declared)
             .map_err(|e| Fatal::new(Exit::BadInput, format!("--{e}; nothing was changed")))?;

@@ -44,7 +44,7 @@ See netbridge-convert(8).";
 const ROLLBACK_TIMEOUT: &str = "Seconds without netbridge after which NetworkManager \
 restores the host by itself (netbridge re-arms the timer while it works), 5 to 3600.";
 
-pub const KEYS: [Key; 28] = [
+pub const KEYS: [Key; 29] = [
     Key {
         table: Table::Defaults,
         name: "stp",
@@ -250,6 +250,14 @@ netbridge-guest-forwarding.service at boot and whenever Docker starts, or by \
         default: "as the bridge has it (NetworkManager: true)",
         example: "multicast-snooping = false",
         description: "IGMP/MLD snooping on the bridge.",
+    },
+    Key {
+        table: Table::Bridge,
+        name: "mac",
+        kind: "string: a MAC address",
+        default: "the uplink's MAC (what the network knows the host by)",
+        example: "mac = \"52:54:00:12:34:56\"",
+        description: "The bridge's MAC. A changed MAC re-activates the bridge (NetworkManager applies a MAC no other way: a short outage), then is proven and committed or rolled back like every bridge option.",
     },
     Key {
         table: Table::Bridge,

@@ -122,6 +122,8 @@ pub struct Timers {
     pub stp_priority: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub multicast_snooping: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl BridgeConfig {
@@ -135,6 +137,7 @@ impl BridgeConfig {
             priority: self.timers.stp_priority,
             multicast_snooping: self.timers.multicast_snooping,
             mtu: self.mtu,
+            mac: self.timers.mac.clone(),
         }
     }
 }
@@ -451,6 +454,14 @@ fn resolve(
         max_age: ranged("bridge.max-age", &b.max_age, 6..=40)?,
         stp_priority: ranged("bridge.stp-priority", &b.stp_priority, 0..=65535)?,
         multicast_snooping: b.multicast_snooping,
+        mac: b
+            .mac
+            .as_ref()
+            .map(|m| {
+                crate::plan::options::declared_mac(m.get_ref())
+                    .map_err(|e| at("bridge.mac", m.span(), e))
+            })
+            .transpose()?,
     };
     Ok(BridgeConfig {
         name,

@@ -35,6 +35,7 @@ pub struct RawBridge {
     pub stp_priority: Option<Spanned<u32>>,
     pub multicast_snooping: Option<bool>,
     pub mtu: Option<Spanned<u32>>,
+    pub mac: Option<Spanned<String>>,
     pub checks: Option<Vec<Spanned<String>>>,
     pub default_checks: Option<bool>,
     pub guest_check: Option<bool>,

@@ -54,6 +54,8 @@ pub struct AdoptPlan {
     pub changes: Vec<String>,
     /// Spanning tree as declared.
     pub stp: bool,
+    /// The declared MAC, when it changes: the bridge is re-activated for it.
+    pub mac: Option<String>,
     /// What to write back if the change is undone without a checkpoint.
     pub restore: OptionsRestore,
     /// The bridge's IP configuration, unchanged: what verification expects.
@@ -101,6 +103,7 @@ pub(super) fn plan_adopt(
     };
     let (mut bridge_after, mut changes) =
         options::converge(&req.options, &bridge_active.saved).map_err(settings_error)?;
+    let mac = options::mac_change(&req.options, &bridge_active.saved).map_err(settings_error)?;
     changes.push("marked as netbridge's".to_owned());
     Marker {
         uplink: req.uplink.clone(),
@@ -139,6 +142,7 @@ pub(super) fn plan_adopt(
         changes,
         restore: OptionsRestore::of(&bridge_active.saved).map_err(settings_error)?,
         stp: req.options.stp,
+        mac,
         ipv4,
         ipv6,
         timing,

@@ -479,7 +479,10 @@ fn build(
     timing: Timing,
 ) -> Result<Plan, SettingsError> {
     let (profile, applied) = (&active.info, &active.applied);
-    let mac = bridge_mac(&uplink.device, applied)?;
+    let mac = match &req.options.mac {
+        Some(declared) => declared.clone(),
+        None => bridge_mac(&uplink.device, applied)?,
+    };
     let carried = applied.u32(names::ETHERNET, "mtu")?.filter(|m| *m != 0);
     let mtu = req.options.mtu.or(carried);
     let competing = competing_profiles(req, found, profile);

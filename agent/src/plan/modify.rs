@@ -26,6 +26,8 @@ pub struct ModifyPlan {
     pub changes: Vec<String>,
     pub stp: bool,
     pub mtu: Option<u32>,
+    /// The declared MAC, when it changes: the bridge is re-activated for it.
+    pub mac: Option<String>,
     /// What to write back if the change is undone without a checkpoint.
     pub restore: OptionsRestore,
     pub port_restore: Option<OptionsRestore>,
@@ -58,6 +60,7 @@ pub(super) fn plan_modify(
     if changes.is_empty() {
         return Ok(None);
     }
+    let mac = options::mac_change(&req.options, &bridge.saved).map_err(settings_error)?;
     let port_mtu = port
         .saved
         .u32(names::ETHERNET, "mtu")
@@ -96,6 +99,7 @@ pub(super) fn plan_modify(
         changes,
         stp: req.options.stp,
         mtu: req.options.mtu,
+        mac,
         restore,
         port_restore,
         ipv4,

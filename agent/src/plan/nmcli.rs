@@ -267,19 +267,31 @@ impl RevertPlan {
     }
 }
 
-/// The bridge's options set on its profile and applied in place.
-fn options_in_place(bridge: &str, uuid: &str, after: &Settings) -> Vec<String> {
+/// The bridge's options set on its profile and applied in place — or, with
+/// a new MAC (`mac`), by activating the profile again: Reapply refuses a MAC.
+fn options_in_place(bridge: &str, uuid: &str, after: &Settings, mac: Option<&str>) -> Vec<String> {
     let mut modify: Vec<String> = ["nmcli", "connection", "modify", uuid]
         .iter()
         .map(|w| (*w).to_owned())
         .collect();
     modify.extend(setting_words(after, &BRIDGE_KEYS));
-    vec![line(modify), line(["nmcli", "device", "reapply", bridge])]
+    let apply = match mac {
+        Some(mac) => {
+            modify.extend([
+                "802-3-ethernet.cloned-mac-address".to_owned(),
+                mac.to_owned(),
+            ]);
+            line(["nmcli", "connection", "up", uuid])
+        }
+        None => line(["nmcli", "device", "reapply", bridge]),
+    };
+    vec![line(modify), apply]
 }
 
 impl ModifyPlan {
     /// The port's MTU first (it caps the bridge's), then the bridge's
-    /// options; each applied in place (Reapply), without re-activation.
+    /// options; each applied in place (Reapply), without re-activation —
+    /// but for a new MAC.
     pub fn nmcli_commands(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(mtu) = self
@@ -301,6 +313,7 @@ impl ModifyPlan {
             &self.bridge,
             &self.bridge_uuid,
             &self.bridge_after,
+            self.mac.as_deref(),
         ));
         out
     }
@@ -327,6 +340,7 @@ impl AdoptPlan {
             &self.bridge,
             &self.bridge_uuid,
             &self.bridge_after,
+            self.mac.as_deref(),
         ));
         out
     }

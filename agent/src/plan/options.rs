@@ -25,6 +25,9 @@ pub struct BridgeOptions {
     pub priority: Option<u32>,
     pub multicast_snooping: Option<bool>,
     pub mtu: Option<u32>,
+    /// The bridge's MAC, as [`declared_mac`] writes it; a new bridge takes
+    /// its uplink's otherwise.
+    pub mac: Option<String>,
 }
 
 impl BridgeOptions {
@@ -74,6 +77,47 @@ const MTU: Key = Key {
     label: "MTU",
     unit: "",
 };
+
+/// A declared MAC as NetworkManager writes it (`52:54:00:AB:CD:EF`), or why
+/// it is none a bridge can take.
+pub fn declared_mac(text: &str) -> Result<String, String> {
+    let bytes = super::parse_mac(text)
+        .filter(|_| text.len() == 17)
+        .ok_or_else(|| format!("{text:?} is not a MAC address like 52:54:00:12:34:56"))?;
+    if bytes[0] & 1 == 1 {
+        return Err(format!(
+            "{text:?} is a multicast address, which no interface can have"
+        ));
+    }
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    Ok(hex.join(":"))
+}
+
+/// The MAC a bridge profile pins, if any. NetworkManager sends it twice: as
+/// bytes (`cloned-mac-address`) and as text (`assigned-mac-address`), which
+/// wins when both come back.
+fn pinned_mac(s: &Settings) -> Result<Option<String>, SettingsError> {
+    Ok(s.str(names::ETHERNET, "assigned-mac-address")?
+        .map(str::to_ascii_uppercase))
+}
+
+fn pin_mac(s: &mut Settings, mac: Option<&str>) {
+    s.remove(names::ETHERNET, "cloned-mac-address");
+    match mac {
+        Some(mac) => s.set(names::ETHERNET, "assigned-mac-address", mac),
+        None => s.remove(names::ETHERNET, "assigned-mac-address"),
+    };
+}
+
+/// The declared MAC, if converging changes the bridge's: NetworkManager
+/// applies a new MAC only when it activates the bridge (Reapply refuses it).
+pub fn mac_change(
+    options: &BridgeOptions,
+    saved: &Settings,
+) -> Result<Option<String>, SettingsError> {
+    let now = pinned_mac(saved)?;
+    Ok(options.mac.clone().filter(|_| options.mac != now))
+}
 
 /// The valid range of each timer, as NetworkManager checks it.
 pub fn validate(options: &BridgeOptions) -> Result<(), String> {
@@ -161,6 +205,11 @@ pub fn converge(
             s.set(names::BRIDGE, "multicast-snooping", want);
         }
     }
+    if let Some(want) = mac_change(options, &s)? {
+        let now = pinned_mac(&s)?.unwrap_or_else(|| "automatic".to_owned());
+        changes.push(format!("MAC {now} → {want}"));
+        pin_mac(&mut s, Some(&want));
+    }
     Ok((s, changes))
 }
 
@@ -195,6 +244,9 @@ pub struct OptionsRestore {
     /// sets it again in place.
     #[serde(default)]
     pub link_mtu: Option<u32>,
+    /// The MAC the profile pinned.
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 impl OptionsRestore {
@@ -209,6 +261,7 @@ impl OptionsRestore {
             mtu: saved.u32(names::ETHERNET, "mtu")?,
             marked: Marker::read(saved)?.is_some(),
             link_mtu: None,
+            mac: pinned_mac(saved)?,
         })
     }
 
@@ -243,6 +296,9 @@ impl OptionsRestore {
             self.multicast_snooping.map(Into::into),
         );
         put(names::ETHERNET, "mtu", self.mtu.map(Into::into));
+        if pinned_mac(&s)? != self.mac {
+            pin_mac(&mut s, self.mac.as_deref());
+        }
         if !self.marked {
             Marker::erase(&mut s)?;
         }
@@ -306,6 +362,45 @@ mod tests {
             assert!(back.raw(names::BRIDGE, key).is_none(), "{key}");
         }
         assert!(back.raw(names::ETHERNET, "mtu").is_none());
+    }
+
+    #[test]
+    fn a_declared_mac_is_written_once_shown_in_the_diff_and_restored() {
+        let mut before = hand_made();
+        before.set(names::ETHERNET, "assigned-mac-address", "52:54:00:aa:00:01");
+        let declared = BridgeOptions {
+            mac: Some(declared_mac("02:00:5e:10:00:01").unwrap()),
+            ..BridgeOptions::default()
+        };
+        assert_eq!(
+            mac_change(&declared, &before).unwrap().as_deref(),
+            Some("02:00:5E:10:00:01")
+        );
+        let (after, changes) = converge(&declared, &before).unwrap();
+        assert!(
+            changes.contains(&"MAC 52:54:00:AA:00:01 → 02:00:5E:10:00:01".to_owned()),
+            "{changes:?}"
+        );
+        assert_eq!(mac_change(&declared, &after).unwrap(), None);
+        let restore = OptionsRestore::of(&before).unwrap();
+        let back = restore.apply(&after).unwrap();
+        assert_eq!(
+            back.str(names::ETHERNET, "assigned-mac-address").unwrap(),
+            Some("52:54:00:AA:00:01")
+        );
+    }
+
+    #[test]
+    fn a_mac_must_be_six_bytes_and_unicast() {
+        assert!(declared_mac("52:54:00:12:34").is_err());
+        assert!(declared_mac("52:54:00:12:34:5").is_err());
+        assert!(declared_mac("01:00:5e:00:00:01")
+            .unwrap_err()
+            .contains("multicast"));
+        assert_eq!(
+            declared_mac("52:54:00:ab:cd:ef").as_deref(),
+            Ok("52:54:00:AB:CD:EF")
+        );
     }
 
     #[test]

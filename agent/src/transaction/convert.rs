@@ -13,8 +13,9 @@ use super::{
 use crate::checks::{CheckContext, Probe};
 use crate::identity::Identity;
 use crate::journal::{Change, Record, Save};
-use crate::nm::{ActivationGoal, Family};
+use crate::nm::{ActivationGoal, Family, Nm};
 use crate::plan::Plan;
+use crate::report::Progress;
 use crate::verify;
 
 /// How long NetworkManager gets to start attaching the port by itself.
@@ -54,11 +55,13 @@ impl Transaction<'_> {
         let outcome = self.guarded(record, guard, trial, commit(plan)).await;
         if plan.lease.is_some() {
             match &outcome {
-                Ok(Outcome::Committed { .. }) => self.release_hold(&plan.bridge).await,
+                Ok(Outcome::Committed { .. }) => {
+                    release_hold(self.nm, &plan.bridge, self.progress).await
+                }
                 // Refused before the trial (journal, checkpoint): the uplink
                 // must not keep the hold either.
                 Err(TxError::Journal(_) | TxError::Checkpoint(_)) => {
-                    self.release_hold(&plan.uplink).await
+                    release_hold(self.nm, &plan.uplink, self.progress).await
                 }
                 // A rollback released it already, as far as DHCP allowed;
                 // `netbridge confirm` releases it after its commit.
@@ -130,7 +133,7 @@ impl Transaction<'_> {
         );
 
         self.activate(plan, &bridge, &port).await?;
-        self.verify(plan).await.map_err(Failure::Verify)?;
+        self.verify(plan).await?;
         self.progress.step(
             "verified",
             format!(
@@ -142,7 +145,7 @@ impl Transaction<'_> {
             ),
         );
         if let Some(lease) = &plan.lease {
-            self.renewed(plan, lease).await.map_err(Failure::Verify)?;
+            self.renewed(plan, lease).await?;
         }
         let proven = self
             .prove(before, &plan.bridge, probes, ctx, plan.timing.check)
@@ -162,11 +165,7 @@ impl Transaction<'_> {
 
     /// A DHCP bridge must hold the uplink's lease from the server itself,
     /// not only the static copy the trial carries beside it.
-    async fn renewed(
-        &self,
-        plan: &Plan,
-        lease: &crate::plan::LeaseHold,
-    ) -> Result<(), Vec<String>> {
+    async fn renewed(&self, plan: &Plan, lease: &crate::plan::LeaseHold) -> Result<(), Failure> {
         let want = lease.address.ip().to_string();
         let outcome = self
             .nm
@@ -184,10 +183,9 @@ impl Transaction<'_> {
                 })
             })
             .await;
-        let leased = match outcome {
-            Ok(Ok(verdict)) => verdict,
-            Ok(Err(problems)) => Err(problems),
-            Err(e) => Err(vec![format!("reading {}: {e}", plan.bridge)]),
+        let leased = match outcome.map_err(Failure::Read)? {
+            Ok(verdict) => verdict.map_err(Failure::Verify),
+            Err(problems) => Err(Failure::Verify(problems)),
         };
         if leased.is_ok() {
             self.progress.step(
@@ -274,7 +272,7 @@ impl Transaction<'_> {
 
     /// Checks the state NetworkManager reports against what the plan
     /// promised, giving it a moment to publish what the kernel already has.
-    async fn verify(&self, plan: &Plan) -> Result<(), Vec<String>> {
+    async fn verify(&self, plan: &Plan) -> Result<(), Failure> {
         // A DHCP lease starts only now that the bridge has its port.
         let deadline = if plan.ipv4.method == "auto" {
             plan.timing.activation
@@ -286,31 +284,31 @@ impl Transaction<'_> {
         })
         .await
     }
+}
 
-    /// Lets a device run its saved profile again (DHCP only, no static copy
-    /// of the lease), once its DHCP server has answered it; otherwise the hold
-    /// stays until the device's next activation, and says so.
-    pub(crate) async fn release_hold(&self, iface: &str) {
-        let released = async {
-            let Some(path) = self.nm.device_by_iface(iface).await? else {
-                return Ok(false);
-            };
-            let info = self.nm.device_info(&path).await?;
-            let leased = !self.nm.lease_options(&path, Family::V4).await?.is_empty();
-            if info.state != netbridge_dbus::state::DeviceState::Activated || !leased {
-                return Ok(false);
-            }
-            self.nm.reapply(&path).await.map(|()| true)
+/// Lets a device run its saved profile again (DHCP only, no static copy
+/// of the lease), once its DHCP server has answered it; otherwise the hold
+/// stays until the device's next activation, and says so.
+pub(super) async fn release_hold(nm: &Nm, iface: &str, progress: &Progress) {
+    let released = async {
+        let Some(path) = nm.device_by_iface(iface).await? else {
+            return Ok(false);
         };
-        let message = match released.await {
-            Ok(true) => format!("{iface} runs its saved profile again: DHCP only, lease renewed"),
-            Ok(false) => format!(
-                "{iface} keeps its leased address statically beside DHCP until the DHCP server answers (in memory only; gone at its next activation)"
-            ),
-            Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
-        };
-        self.progress.step("lease", message);
-    }
+        let info = nm.device_info(&path).await?;
+        let leased = !nm.lease_options(&path, Family::V4).await?.is_empty();
+        if info.state != netbridge_dbus::state::DeviceState::Activated || !leased {
+            return Ok(false);
+        }
+        nm.reapply(&path).await.map(|()| true)
+    };
+    let message = match released.await {
+        Ok(true) => format!("{iface} runs its saved profile again: DHCP only, lease renewed"),
+        Ok(false) => format!(
+            "{iface} keeps its leased address statically beside DHCP until the DHCP server answers (in memory only; gone at its next activation)"
+        ),
+        Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
+    };
+    progress.step("lease", message);
 }
 
 /// Persists the trial: profiles to disk, the original profile kept with

@@ -12,8 +12,12 @@ use super::{
 use crate::checks::{CheckContext, Probe};
 use crate::identity::Identity;
 use crate::journal::{Change, Record, Save};
+use crate::nm::ActivationGoal;
 use crate::plan::{AdoptPlan, IpPlan, ModifyPlan};
 use crate::verify;
+
+/// How long a bridge re-activated for its MAC may take to come back.
+const REACTIVATION: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a reconfigured bridge must show.
 struct Reconfigured<'p> {
@@ -24,6 +28,7 @@ struct Reconfigured<'p> {
     ipv6: &'p IpPlan,
     stp: bool,
     mtu: Option<u32>,
+    mac: Option<&'p str>,
 }
 
 impl Transaction<'_> {
@@ -69,9 +74,15 @@ impl Transaction<'_> {
             .add_profile(&plan.original_profile, trial)
             .await
             .map_err(Failure::Apply)?;
-        // STP, its timers and the MTU change in place: no re-activation, no outage.
-        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
-            .await?;
+        // STP, its timers and the MTU change in place: no re-activation, no
+        // outage — unless the MAC changes.
+        self.reconfigure(
+            &plan.bridge_uuid,
+            &plan.bridge_after,
+            &plan.bridge_path,
+            plan.mac.as_ref().map(|_| plan.bridge.as_str()),
+        )
+        .await?;
         self.progress.step(
             "adopted",
             format!(
@@ -90,16 +101,16 @@ impl Transaction<'_> {
             ipv6: &plan.ipv6,
             stp: plan.stp,
             mtu: None,
+            mac: plan.mac.as_deref(),
         })
-        .await
-        .map_err(Failure::Verify)?;
+        .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
             .await
     }
 
     /// The bridge still carries its addresses with the uplink as its port,
     /// and the kernel runs the declared STP setting and MTU (sysfs).
-    async fn verify_reconfigured(&self, want: Reconfigured<'_>) -> Result<(), Vec<String>> {
+    async fn verify_reconfigured(&self, want: Reconfigured<'_>) -> Result<(), Failure> {
         let bridge = want.bridge;
         self.settled(bridge, SETTLE, |device| {
             let mut problems = verify::carries(device, want.ipv4, want.ipv6);
@@ -109,14 +120,17 @@ impl Transaction<'_> {
             if let Some(mtu) = want.mtu.filter(|m| *m != device.mtu) {
                 problems.push(format!("{bridge} has MTU {}, declared {mtu}", device.mtu));
             }
+            if let Some(mac) = want.mac.filter(|m| !m.eq_ignore_ascii_case(&device.mac)) {
+                problems.push(format!("{bridge} has MAC {}, declared {mac}", device.mac));
+            }
             problems
         })
         .await?;
         let path = format!("/sys/class/net/{bridge}/bridge/stp_state");
         let state = tokio::fs::read_to_string(&path)
             .await
-            .map_err(|e| vec![format!("reading {path}: {e}")])?;
-        as_result(verify::stp(bridge, state.trim(), want.stp))?;
+            .map_err(|e| Failure::Verify(vec![format!("reading {path}: {e}")]))?;
+        as_result(verify::stp(bridge, state.trim(), want.stp)).map_err(Failure::Verify)?;
         self.progress.step(
             "verified",
             format!(
@@ -177,11 +191,16 @@ impl Transaction<'_> {
     ) -> Result<Proven, Failure> {
         // The port first: its MTU caps the bridge's.
         if let Some(port_after) = &plan.port_after {
-            self.reconfigure(&plan.port_uuid, port_after, &plan.uplink_path)
+            self.reconfigure(&plan.port_uuid, port_after, &plan.uplink_path, None)
                 .await?;
         }
-        self.reconfigure(&plan.bridge_uuid, &plan.bridge_after, &plan.bridge_path)
-            .await?;
+        self.reconfigure(
+            &plan.bridge_uuid,
+            &plan.bridge_after,
+            &plan.bridge_path,
+            plan.mac.as_ref().map(|_| plan.bridge.as_str()),
+        )
+        .await?;
         self.progress.step(
             "modified",
             format!(
@@ -198,26 +217,41 @@ impl Transaction<'_> {
             ipv6: &plan.ipv6,
             stp: plan.stp,
             mtu: plan.mtu,
+            mac: plan.mac.as_deref(),
         })
-        .await
-        .map_err(Failure::Verify)?;
+        .await?;
         self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
             .await
     }
 
-    /// A profile's new settings in memory, applied to its device in place.
+    /// A profile's new settings in memory, applied to its device in place —
+    /// or, for what NetworkManager applies only then (a MAC), by activating
+    /// the profile again (on `reactivate`, the interface's name); its ports
+    /// follow by themselves (`autoconnect-slaves`).
     async fn reconfigure(
         &self,
         uuid: &str,
         settings: &Settings,
         device: &ObjectPath<'_>,
+        reactivate: Option<&str>,
     ) -> Result<(), Failure> {
         let profile = self.profile(uuid).await.map_err(Failure::Apply)?;
         self.nm
             .update_profile(&profile, Some(settings), Update2Flags::IN_MEMORY)
             .await
             .map_err(Failure::Apply)?;
-        self.nm.reapply(device).await.map_err(Failure::Apply)
+        let Some(iface) = reactivate else {
+            return self.nm.reapply(device).await.map_err(Failure::Apply);
+        };
+        let active = self
+            .nm
+            .activate(&profile, device)
+            .await
+            .map_err(Failure::Apply)?;
+        self.nm
+            .wait_activated(&active, iface, ActivationGoal::default(), REACTIVATION)
+            .await
+            .map_err(Failure::Activation)
     }
 }
 

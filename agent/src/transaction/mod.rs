@@ -3,7 +3,9 @@
 //! change is its own implementation over it, in its own file: [`convert`],
 //! [`revert`], [`in_place`] (adopt, modify) and [`network`] (create, which
 //! touches no existing device and needs no checkpoint). Read
-//! `Transaction::convert` top to bottom.
+//! `Transaction::convert` top to bottom. The engine itself reaches the host
+//! only through [`Host`]: NetworkManager for real, an in-memory fake in its
+//! unit tests (`tests.rs`).
 //!
 //! Safety nets, from the inside out: a failed check rolls back at once; a
 //! signal (Ctrl-C, SIGTERM) rolls back; if netbridge dies, NetworkManager's
@@ -16,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netbridge_dbus::flags::{CheckpointCreateFlags, Update2Flags};
 use serde::Serialize;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
@@ -29,9 +30,14 @@ use crate::recovery;
 use crate::report::Progress;
 
 mod convert;
+mod host;
 mod in_place;
 mod network;
 mod revert;
+#[cfg(test)]
+mod tests;
+
+pub use host::Host;
 
 /// How a trial ended.
 #[derive(Debug, Serialize)]
@@ -70,6 +76,10 @@ pub enum Failure {
     Activation(NmError),
     #[error("the result is not as planned: {}", .0.join("; "))]
     Verify(Vec<String>),
+    /// NetworkManager did not answer the reads that prove the result: what
+    /// its error means (it restarted, say) decides whether to try again.
+    #[error("reading the result: {0}")]
+    Read(NmError),
     #[error("the bridge did not take the uplink's exact place: {}", .0.join("; "))]
     Identity(Vec<String>),
     #[error("checks failed after the change: {}", failed_checks(.0))]
@@ -143,8 +153,10 @@ struct Commit {
     done: String,
 }
 
-pub struct Transaction<'a> {
-    pub nm: &'a Nm,
+/// A change's context: the engine runs on any [`Host`] (its unit tests use
+/// a fake); the changes themselves on NetworkManager.
+pub struct Transaction<'a, N = Nm> {
+    pub nm: &'a N,
     pub store: &'a Store,
     pub lock: &'a Lock,
     pub progress: &'a Progress,
@@ -152,7 +164,7 @@ pub struct Transaction<'a> {
     pub confirm: Option<u32>,
 }
 
-impl Transaction<'_> {
+impl<N: Host> Transaction<'_, N> {
     /// The shape of every change to existing devices: journal, checkpoint
     /// (re-armed while netbridge lives), the trial raced against a stop
     /// signal, then commit — or roll back on any failure, commit included.
@@ -163,6 +175,9 @@ impl Transaction<'_> {
         trial: impl std::future::Future<Output = Result<Proven, Failure>>,
         commit: Commit,
     ) -> Result<Outcome, TxError> {
+        // Listening from the start: a stop while the checkpoint is made
+        // still cuts the trial short.
+        let stop = self.nm.interrupted();
         self.store.write(self.lock, &record).await?;
         let checkpoint = self
             .checkpoint(
@@ -175,8 +190,9 @@ impl Transaction<'_> {
         let keepalive = Keepalive::start(self.nm, &checkpoint, guard.timing.rollback_timeout);
 
         let trial = tokio::select! {
+            biased;
+            signal = stop => Err(Failure::Interrupted(signal)),
             result = trial => result,
-            signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match (trial, self.confirm) {
             (Ok(proven), Some(seconds)) => {
@@ -264,14 +280,7 @@ impl Transaction<'_> {
         record: &mut Record,
         what: &str,
     ) -> Result<OwnedObjectPath, TxError> {
-        let created = self
-            .nm
-            .checkpoint_create(
-                devices,
-                timeout,
-                CheckpointCreateFlags::DELETE_NEW_CONNECTIONS,
-            )
-            .await;
+        let created = self.nm.checkpoint_create(devices, timeout).await;
         let checkpoint = match created {
             Ok(checkpoint) => checkpoint,
             Err(e) => {
@@ -299,100 +308,13 @@ impl Transaction<'_> {
         Ok(checkpoint)
     }
 
-    /// The last steps of every trial on a bridge: the identity proof, then
-    /// the checks.
-    async fn prove(
-        &self,
-        before: &Identity,
-        bridge: &str,
-        probes: &[Probe],
-        ctx: &CheckContext,
-        check_deadline: Duration,
-    ) -> Result<Proven, Failure> {
-        let proof = self.prove_identity(before, bridge).await?;
-        self.progress.step("identity", identity::summary(&proof));
-        let checks = self.run_checks(probes, ctx, check_deadline).await?;
-        Ok(Proven {
-            checks,
-            identity: Some(proof),
-        })
-    }
-
-    /// Compares the host through the bridge with the host through the
-    /// uplink before the change, giving NetworkManager a moment to finish
-    /// routes it is still writing.
-    async fn prove_identity(&self, before: &Identity, bridge: &str) -> Result<Proof, Failure> {
-        let targets: Vec<_> = before.routes.iter().map(|r| r.target).collect();
-        let mut kernel = crate::kernel::Changes::subscribe();
-        let outcome = self
-            .nm
-            .settle_with(SETTLE, Some(&mut kernel), async || {
-                let after = match identity::gather(self.nm, bridge, &targets).await {
-                    Ok(after) => after,
-                    Err(e) => return Ok(Err(vec![e.to_string()])),
-                };
-                let problems = identity::compare(before, &after);
-                Ok(if problems.is_empty() {
-                    Ok(after)
-                } else {
-                    Err(problems)
-                })
-            })
-            .await;
-        match outcome {
-            Ok(Ok(after)) => Ok(Proof {
-                before: before.clone(),
-                after,
-            }),
-            Ok(Err(problems)) => Err(Failure::Identity(problems)),
-            Err(e) => Err(Failure::Identity(vec![format!("reading {bridge}: {e}")])),
-        }
-    }
-
-    /// Reads `iface` until `check` finds nothing wrong, for at most
-    /// `deadline`: NetworkManager may report a device activated a little
-    /// before its addresses show on the bus (1.52 publishes them ~100 ms later).
-    async fn settled(
-        &self,
-        iface: &str,
-        deadline: Duration,
-        check: impl Fn(&DeviceInfo) -> Vec<String>,
-    ) -> Result<(), Vec<String>> {
-        let outcome = self
-            .nm
-            .settle(deadline, async || {
-                let Some(path) = self.nm.device_by_iface(iface).await? else {
-                    return Ok(Err(vec![format!("no device {iface} exists")]));
-                };
-                let device = self.nm.device_info(&path).await?;
-                Ok(as_result(check(&device)))
-            })
-            .await;
-        outcome.unwrap_or_else(|e| Err(vec![format!("reading {iface}: {e}")]))
-    }
-
     /// Marks the journal committing, makes the commit's writes, marks it
     /// committed.
     pub(crate) async fn persist(&self, record: &mut Record, saves: &[Save]) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
         for save in saves {
-            match save {
-                Save::ToDisk { uuid } => {
-                    let path = self.profile(uuid).await?;
-                    self.nm
-                        .update_profile(&path, None, Update2Flags::TO_DISK)
-                        .await?;
-                }
-                Save::Autoconnect { uuid, id, value } => {
-                    recovery::set_autoconnect(self.nm, uuid, id, *value).await?;
-                }
-                Save::Delete { uuid } => {
-                    if let Some(path) = self.nm.profile_by_uuid(uuid).await? {
-                        self.nm.delete_profile(&path).await?;
-                    }
-                }
-            }
+            self.nm.save(save).await?;
         }
         record.phase = Phase::Committed;
         self.write(record).await
@@ -463,15 +385,6 @@ impl Transaction<'_> {
             .map_err(journal_to_nm)
     }
 
-    async fn profile(&self, uuid: &str) -> Result<OwnedObjectPath, NmError> {
-        self.nm
-            .profile_by_uuid(uuid)
-            .await?
-            .ok_or_else(|| NmError::Unexpected {
-                what: format!("profile {uuid} disappeared during the change"),
-            })
-    }
-
     pub(crate) async fn roll_back(
         &self,
         record: &Record,
@@ -496,7 +409,7 @@ impl Transaction<'_> {
             uplink, held: true, ..
         } = &record.change
         {
-            self.release_hold(uplink).await;
+            self.nm.release_hold(uplink, self.progress).await;
         }
         self.progress.step(
             "rolled back",
@@ -523,6 +436,90 @@ impl Transaction<'_> {
             restore_seconds,
             rechecks,
         })
+    }
+}
+
+/// The steps of a trial on NetworkManager itself, which the changes share.
+impl Transaction<'_> {
+    /// The last steps of every trial on a bridge: the identity proof, then
+    /// the checks.
+    async fn prove(
+        &self,
+        before: &Identity,
+        bridge: &str,
+        probes: &[Probe],
+        ctx: &CheckContext,
+        check_deadline: Duration,
+    ) -> Result<Proven, Failure> {
+        let proof = self.prove_identity(before, bridge).await?;
+        self.progress.step("identity", identity::summary(&proof));
+        let checks = self.run_checks(probes, ctx, check_deadline).await?;
+        Ok(Proven {
+            checks,
+            identity: Some(proof),
+        })
+    }
+
+    /// Compares the host through the bridge with the host through the
+    /// uplink before the change, giving NetworkManager a moment to finish
+    /// routes it is still writing.
+    async fn prove_identity(&self, before: &Identity, bridge: &str) -> Result<Proof, Failure> {
+        let targets: Vec<_> = before.routes.iter().map(|r| r.target).collect();
+        let mut kernel = crate::kernel::Changes::subscribe();
+        let outcome = self
+            .nm
+            .settle_with(SETTLE, Some(&mut kernel), async || {
+                let after = match identity::gather(self.nm, bridge, &targets).await {
+                    Ok(after) => after,
+                    Err(e) => return Ok(Err(vec![e.to_string()])),
+                };
+                let problems = identity::compare(before, &after);
+                Ok(if problems.is_empty() {
+                    Ok(after)
+                } else {
+                    Err(problems)
+                })
+            })
+            .await;
+        match outcome {
+            Ok(Ok(after)) => Ok(Proof {
+                before: before.clone(),
+                after,
+            }),
+            Ok(Err(problems)) => Err(Failure::Identity(problems)),
+            Err(e) => Err(Failure::Read(e)),
+        }
+    }
+
+    /// Reads `iface` until `check` finds nothing wrong, for at most
+    /// `deadline`: NetworkManager may report a device activated a little
+    /// before its addresses show on the bus (1.52 publishes them ~100 ms later).
+    async fn settled(
+        &self,
+        iface: &str,
+        deadline: Duration,
+        check: impl Fn(&DeviceInfo) -> Vec<String>,
+    ) -> Result<(), Failure> {
+        let outcome = self
+            .nm
+            .settle(deadline, async || {
+                let Some(path) = self.nm.device_by_iface(iface).await? else {
+                    return Ok(Err(vec![format!("no device {iface} exists")]));
+                };
+                let device = self.nm.device_info(&path).await?;
+                Ok(as_result(check(&device)))
+            })
+            .await;
+        outcome.map_err(Failure::Read)?.map_err(Failure::Verify)
+    }
+
+    async fn profile(&self, uuid: &str) -> Result<OwnedObjectPath, NmError> {
+        self.nm
+            .profile_by_uuid(uuid)
+            .await?
+            .ok_or_else(|| NmError::Unexpected {
+                what: format!("profile {uuid} disappeared during the change"),
+            })
     }
 }
 
@@ -556,7 +553,7 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 struct Keepalive(tokio::task::JoinHandle<()>);
 
 impl Keepalive {
-    fn start(nm: &Nm, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
+    fn start<N: Host>(nm: &N, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
         let (nm, checkpoint) = (nm.clone(), checkpoint.clone());
         let period = Duration::from_secs(u64::from(timeout / 3).max(1));
         Keepalive(tokio::spawn(async move {
@@ -592,16 +589,21 @@ pub fn watch_stop() -> Arc<AtomicBool> {
 
 /// Resolves when the operator or the service manager asks netbridge to stop.
 /// SIGHUP is not among them: a dropped SSH session must not cut a change short.
-pub async fn interrupted() -> &'static str {
+/// It listens from the call on, not from its first poll: a signal that comes
+/// before a waiter polls it is not lost.
+pub fn interrupted() -> impl std::future::Future<Output = &'static str> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let listening = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
+    );
+    async move {
+        let (Ok(mut int), Ok(mut term)) = listening else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
     }
 }

@@ -36,10 +36,12 @@ impl Transaction<'_> {
             bridge: name.to_owned(),
             uuid: uuid.to_owned(),
         });
+        let stop = interrupted();
         self.store.write(self.lock, &record).await?;
         let trial = tokio::select! {
+            biased;
+            signal = stop => Err(Failure::Interrupted(signal)),
             result = self.try_network(name, profile, address) => result,
-            signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
         let verdict = match trial {
             Ok(()) => self
@@ -89,8 +91,7 @@ impl Transaction<'_> {
         self.settled(name, SETTLE, |bridge| {
             verify::carries(bridge, &expected, &IpPlan::default())
         })
-        .await
-        .map_err(Failure::Verify)?;
+        .await?;
         self.progress
             .step("verified", format!("{name} is up with {address}"));
         Ok(())

@@ -79,7 +79,7 @@ impl Transaction<'_> {
             format!("{} runs profile '{}' again", plan.uplink, plan.original.id),
         );
         self.take_down(&plan.bridge).await.map_err(Failure::Apply)?;
-        self.verify_revert(plan).await.map_err(Failure::Verify)?;
+        self.verify_revert(plan).await?;
         let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
         Ok(Proven {
             checks,
@@ -109,7 +109,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    async fn verify_revert(&self, plan: &RevertPlan) -> Result<(), Vec<String>> {
+    async fn verify_revert(&self, plan: &RevertPlan) -> Result<(), Failure> {
         self.settled(&plan.uplink, SETTLE, |uplink| {
             verify::carries(uplink, &plan.ipv4, &plan.ipv6)
         })

@@ -199,6 +199,40 @@ impl Running {
     }
 }
 
+/// The LAN pinging the host's static address every 5 ms, for at most
+/// `seconds` (SIGINT ends it earlier); its summary comes on stdout.
+pub fn lan_pings(lab: &Lab, seconds: u32) -> Child {
+    let deadline = seconds.to_string();
+    lab.lan_command([
+        "ping",
+        "-n",
+        "-q",
+        "-i",
+        "0.005",
+        "-W",
+        "1",
+        "-w",
+        &deadline,
+        "172.25.250.10",
+    ])
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("ping from the LAN")
+}
+
+/// The replies lost and the pings sent, from a `ping -q` summary
+/// ("N packets transmitted, M received").
+pub fn ping_loss(summary: &str) -> Option<(u64, u64)> {
+    let line = summary.lines().find(|l| l.contains("transmitted"))?;
+    let mut numbers = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .map(|n| n.parse::<u64>().ok());
+    let sent = numbers.next()??;
+    let received = numbers.next()??;
+    Some((sent - received, sent))
+}
+
 pub fn signal(pid: u32, sig: Signal) {
     let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits"));
     kill(pid, sig).expect("signal a process this test started");
