@@ -17,9 +17,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::config;
 use crate::journal::{JournalError, Lock, Store};
 use crate::nm::{Nm, NmError};
-use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, ApplyOptions, BridgeReport};
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 /// Signals, exit status and environment, after `netbridge-agent --help` and
 /// in its manual.
@@ -274,10 +274,10 @@ async fn try_apply(
     for r in &reports {
         let reason = r.reason.as_deref().unwrap_or("");
         match r.result {
-            Applied::Committed | Applied::Unchanged => {
+            Verdict::Committed | Verdict::Unchanged => {
                 tracing::info!(bridge = %r.name, result = %r.result, "{reason}")
             }
-            Applied::Skipped => tracing::warn!(bridge = %r.name, result = %r.result, "{reason}"),
+            Verdict::Skipped => tracing::warn!(bridge = %r.name, result = %r.result, "{reason}"),
             _ => tracing::error!(bridge = %r.name, result = %r.result, "{reason}"),
         }
     }

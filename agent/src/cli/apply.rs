@@ -9,9 +9,9 @@ use super::output::{run_verb, say, Exit, Fatal};
 use crate::config;
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, ApplyOptions, BridgeReport};
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -20,8 +20,10 @@ commented examples). Each bridge is one transaction, like `netbridge convert`
 (bridged) or `netbridge create` (nat, isolated); bridges already as configured
 are left alone, without an outage. Results are recorded for `netbridge status`.
 
-Exit status: 0 all applied or unchanged, 2 invalid configuration (nothing
-changed), 3 a bridge rolled back, 1 a bridge failed, 5 a rollback did not complete.")]
+Exit status (the worst bridge decides; see `netbridge --help`): 0 all
+committed or unchanged, 2 invalid configuration or a bridge refused before any
+change, 3 a bridge rolled back, 5 a rollback did not complete, 1 a bridge
+failed otherwise.")]
 pub struct ApplyArgs {
     /// The configuration file (or a directory with netbridge.toml and conf.d/).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
@@ -72,14 +74,14 @@ async fn apply(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let config = config::load(&args.config)
         .await
-        .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
+        .map_err(|e| Fatal::refused(format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
     if config.files.is_empty() {
         return Err(Fatal::new(
-            Exit::BadInput,
+            Exit::Refused,
             format!(
                 "no configuration at {} (nor conf.d/*.toml beside it)",
                 args.config.display()
@@ -103,17 +105,21 @@ async fn apply(
 }
 
 /// The worst result decides the exit status.
-pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (&'static str, Exit) {
-    let any = |r: Applied| bridges.iter().any(|b| b.result == r);
-    if any(Applied::RollbackFailed) {
-        ("failed", Exit::RollbackFailed)
-    } else if any(Applied::Failed) {
-        ("failed", Exit::Internal)
-    } else if any(Applied::RolledBack) {
-        ("rolled-back", Exit::RolledBack)
+pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (Verdict, Exit) {
+    let any = |r: Verdict| bridges.iter().any(|b| b.result == r);
+    if any(Verdict::RollbackIncomplete) {
+        (Verdict::RollbackIncomplete, Exit::RollbackIncomplete)
+    } else if any(Verdict::Failed) {
+        (Verdict::Failed, Exit::Internal)
+    } else if any(Verdict::RolledBack) {
+        (Verdict::RolledBack, Exit::RolledBack)
+    } else if any(Verdict::Refused) {
+        (Verdict::Refused, Exit::Refused)
     } else if dry_run {
-        ("dry-run", Exit::Ok)
+        (Verdict::DryRun, Exit::Ok)
+    } else if any(Verdict::Committed) {
+        (Verdict::Committed, Exit::Ok)
     } else {
-        ("applied", Exit::Ok)
+        (Verdict::Unchanged, Exit::Ok)
     }
 }

@@ -16,7 +16,7 @@ use crate::operations::convert::{self, InPlace, InPlaceReady, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -158,7 +158,7 @@ async fn convert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let request = Request {
         uplink: args.uplink.clone(),
         bridge: args.bridge.clone(),
@@ -175,10 +175,9 @@ async fn convert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &request, &choice).await? {
-        if !args.json {
-            say!("Declined: nothing was changed.");
-        }
-        return Ok(("declined", Exit::BadInput));
+        return Err(Fatal::refused(
+            "declined at the prompt: nothing was changed",
+        ));
     }
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -216,7 +215,7 @@ async fn convert(
                     .await
                     .map_err(failed)?;
             }
-            return Ok(("no-op", Exit::Ok));
+            return Ok((Verdict::Unchanged, Exit::Ok));
         }
         Prepared::Ready(ready) => *ready,
         Prepared::InPlace(ready) => {
@@ -236,7 +235,7 @@ async fn convert(
             print_plan(&ready.plan, &ready.proof.checks.probes);
         }
         report.ready = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
 
     let bridge = &ready.plan.bridge;
@@ -271,7 +270,7 @@ async fn convert(
                     progress.elapsed()
                 );
             }
-            ("committed", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -281,7 +280,7 @@ async fn convert(
                     plan.original.id
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     let committed = matches!(outcome, Outcome::Committed { .. });
@@ -304,7 +303,7 @@ async fn in_place(
     ready: InPlaceReady,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let change = &ready.change;
     let show = || print_in_place(change, &ready.proof.checks.probes);
     if args.dry_run {
@@ -312,7 +311,7 @@ async fn in_place(
             show();
         }
         report.in_place = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
     let outcome = convert::execute_in_place(nm, store, lock, &ready, progress).await?;
     let done = match &outcome {
@@ -325,7 +324,7 @@ async fn in_place(
                     progress.elapsed()
                 );
             }
-            ("committed", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -334,7 +333,7 @@ async fn in_place(
                     ready.change.bridge()
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
@@ -412,7 +411,7 @@ fn print_in_place(change: &InPlace, probes: &[Probe]) {
 fn bad_input(e: LibvirtError) -> Fatal {
     let exit = match e {
         LibvirtError::Journal(_) => Exit::Internal,
-        _ => Exit::BadInput,
+        _ => Exit::Refused,
     };
     Fatal::new(exit, format!("{e}; nothing was changed"))
 }

@@ -8,33 +8,38 @@ use crate::journal::JournalError;
 use crate::nm::NmError;
 use crate::operations::PrepareError;
 use crate::recovery::RecoveryError;
-use crate::report::{Progress, Step};
+use crate::report::{CheckResults, Progress, Step, Verdict};
 use crate::transaction::TxError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The exit statuses, one class of outcome each; `--json` names the class of
+/// an error with [`Exit::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
+    /// A bug in netbridge, and nothing else.
     Internal = 1,
-    BadInput = 2,
+    Refused = 2,
     RolledBack = 3,
     NmUnavailable = 4,
-    RollbackFailed = 5,
+    RollbackIncomplete = 5,
     Busy = 6,
+    Permission = 7,
     /// The change is committed, but a step after it (libvirt, QEMU's
     /// bridge.conf) failed: the bridge is in place, that step is not.
     AfterCommit = 8,
 }
 
 impl Exit {
-    /// Every status, in order: `--help` and the manual list them from here.
-    pub const ALL: [Exit; 8] = [
+    /// Every status, in order: `--help`, the manual and the README list them from here.
+    pub const ALL: [Exit; 9] = [
         Exit::Ok,
         Exit::Internal,
-        Exit::BadInput,
+        Exit::Refused,
         Exit::RolledBack,
         Exit::NmUnavailable,
-        Exit::RollbackFailed,
+        Exit::RollbackIncomplete,
         Exit::Busy,
+        Exit::Permission,
         Exit::AfterCommit,
     ];
 
@@ -45,22 +50,50 @@ impl Exit {
     /// What the status tells the caller, for `--help` and the manual.
     pub fn meaning(self) -> &'static str {
         match self {
-            Exit::Ok => "success (also: nothing to do, dry run)",
-            Exit::Internal => "internal error",
-            Exit::BadInput => "bad input or refused before anything changed",
+            Exit::Ok => "done, or nothing to do (also a dry run)",
+            Exit::Internal => "a bug in netbridge (please report it)",
+            Exit::Refused => {
+                "refused before any change: bad input, a failing pre-check, a declined prompt"
+            }
             Exit::RolledBack => {
                 "the change failed its checks and was rolled back: the host is as it was"
             }
-            Exit::NmUnavailable => {
-                "NetworkManager is not running, not reachable or refused permission"
-            }
-            Exit::RollbackFailed => {
+            Exit::NmUnavailable => "NetworkManager or the system bus is unavailable",
+            Exit::RollbackIncomplete => {
                 "a rollback did not complete: check the host (`netbridge status`)"
             }
             Exit::Busy => "another netbridge process is changing this host",
+            Exit::Permission => {
+                "permission denied: run as root (or as a user polkit allows to change the network)"
+            }
             Exit::AfterCommit => {
                 "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
             }
+        }
+    }
+
+    /// The machine-readable name of an error of this class (`error.kind`).
+    pub fn kind(self) -> &'static str {
+        match self {
+            Exit::Ok => "none",
+            Exit::Internal => "internal",
+            Exit::Refused => "refused",
+            Exit::RolledBack => "rolled-back",
+            Exit::NmUnavailable => "nm-unavailable",
+            Exit::RollbackIncomplete => "rollback-incomplete",
+            Exit::Busy => "busy",
+            Exit::Permission => "permission",
+            Exit::AfterCommit => "after-commit",
+        }
+    }
+
+    /// The result a run that ends with this status reports.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            Exit::Refused => Verdict::Refused,
+            Exit::RolledBack => Verdict::RolledBack,
+            Exit::RollbackIncomplete => Verdict::RollbackIncomplete,
+            _ => Verdict::Failed,
         }
     }
 }
@@ -81,12 +114,13 @@ impl Fatal {
     }
 }
 
+/// Where every error a verb can end with gets its exit status: the layers'
+/// typed errors are classified here, and only here.
 impl From<NmError> for Fatal {
     fn from(e: NmError) -> Self {
         let exit = match e {
-            NmError::NoBus { .. }
-            | NmError::NotRunning { .. }
-            | NmError::PermissionDenied { .. } => Exit::NmUnavailable,
+            NmError::PermissionDenied { .. } => Exit::Permission,
+            NmError::NoBus { .. } | NmError::NotRunning { .. } => Exit::NmUnavailable,
             ref other if other.is_nm_gone() => Exit::NmUnavailable,
             _ => Exit::Internal,
         };
@@ -96,11 +130,15 @@ impl From<NmError> for Fatal {
 
 impl From<JournalError> for Fatal {
     fn from(e: JournalError) -> Self {
-        let exit = match e {
-            JournalError::Busy { .. } => Exit::Busy,
-            _ => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        match e {
+            JournalError::Busy { .. } => Fatal::new(Exit::Busy, e.to_string()),
+            JournalError::Dir { ref source, .. } | JournalError::Io { ref source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Fatal::permission(&e)
+            }
+            _ => Fatal::new(Exit::Internal, e.to_string()),
+        }
     }
 }
 
@@ -108,7 +146,7 @@ impl From<RecoveryError> for Fatal {
     fn from(e: RecoveryError) -> Self {
         match e {
             RecoveryError::Journal(j) => j.into(),
-            undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackFailed, undo.to_string()),
+            undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackIncomplete, undo.to_string()),
         }
     }
 }
@@ -118,19 +156,32 @@ impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
         match e {
             PrepareError::Nm(nm) => nm.into(),
             PrepareError::Identity(e) => Fatal::new(Exit::Internal, e.to_string()),
-            other => Fatal::new(Exit::BadInput, other.to_string()),
+            other => Fatal::new(Exit::Refused, other.to_string()),
         }
     }
 }
 
 impl From<TxError> for Fatal {
     fn from(e: TxError) -> Self {
-        let exit = match e {
-            TxError::Journal(JournalError::Busy { .. }) => Exit::Busy,
-            TxError::Rollback { .. } => Exit::RollbackFailed,
-            TxError::Journal(_) | TxError::Checkpoint(_) | TxError::Hold { .. } => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        match e {
+            TxError::Journal(j) => j.into(),
+            TxError::Rollback { .. } => Fatal::new(Exit::RollbackIncomplete, e.to_string()),
+            TxError::Checkpoint(_) | TxError::Hold { .. } => {
+                Fatal::new(Exit::Internal, e.to_string())
+            }
+        }
+    }
+}
+
+impl Fatal {
+    /// Permission denied on netbridge's own files: only root changes the network.
+    fn permission(e: &impl std::fmt::Display) -> Self {
+        Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
+    }
+
+    /// Refused before any change, with what the operator did or must do.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Fatal::new(Exit::Refused, message)
     }
 }
 
@@ -144,49 +195,87 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// The machine-readable result every changing verb prints with `--json`:
-/// the same envelope around each verb's own fields.
+/// The version of the `--json` documents (schema/*.json): raised when a
+/// field changes meaning or goes away, not when one is added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The envelope of every `--json` document, around each verb's own fields.
 #[derive(Debug, Serialize)]
-struct Envelope<'b, B> {
-    command: &'static str,
-    result: &'static str,
-    exit_code: i32,
-    error: Option<String>,
+pub struct Envelope<'b, B> {
+    pub schema_version: u32,
+    pub command: &'b str,
+    pub result: Verdict,
+    pub exit_code: i32,
+    pub error: Option<ErrorDoc>,
     #[serde(flatten)]
-    body: &'b B,
-    steps: Vec<Step>,
-    seconds: f64,
+    pub body: &'b B,
+    pub checks: CheckResults,
+    pub steps: Vec<Step>,
+    pub seconds: f64,
 }
 
-/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
-/// once, and with `--json` one document on stdout whatever happened. The verb
-/// fills `body` and returns its result word (committed, no-op, ...) and exit.
-pub async fn run_verb<B: Serialize>(
-    command: &'static str,
-    json: bool,
-    mut body: B,
-    verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(&'static str, Exit), Fatal>,
-) -> Exit {
-    let progress = Progress::new(!json);
-    let (result, exit, error) = match verb(&progress, &mut body).await {
-        Ok((result, exit)) => (result, exit, None),
-        Err(fatal) => {
-            if !json {
-                print_error(&fatal);
-            }
-            ("error", fatal.exit, Some(fatal.message))
-        }
-    };
-    if json {
-        print_json(&Envelope {
+/// An error, for machines (`kind`, one per exit status) and for people.
+#[derive(Debug, Serialize)]
+pub struct ErrorDoc {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl<'b, B> Envelope<'b, B> {
+    /// The document of a run that ended with `ended` after `progress`.
+    pub fn new(
+        command: &'b str,
+        ended: Result<(Verdict, Exit), Fatal>,
+        body: &'b B,
+        progress: &Progress,
+    ) -> Self {
+        let (result, exit, error) = match ended {
+            Ok((result, exit)) => (result, exit, None),
+            Err(fatal) => (
+                fatal.exit.verdict(),
+                fatal.exit,
+                Some(ErrorDoc {
+                    kind: fatal.exit.kind(),
+                    message: fatal.message,
+                }),
+            ),
+        };
+        Envelope {
+            schema_version: SCHEMA_VERSION,
             command,
             result,
             exit_code: exit.code(),
             error,
-            body: &body,
+            body,
+            checks: progress.checks(),
             steps: progress.steps(),
             seconds: progress.elapsed(),
-        });
+        }
+    }
+}
+
+/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
+/// once, and with `--json` one document on stdout whatever happened. The verb
+/// fills `body` and returns its result and exit status.
+pub async fn run_verb<B: Serialize>(
+    command: &'static str,
+    json: bool,
+    mut body: B,
+    verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(Verdict, Exit), Fatal>,
+) -> Exit {
+    let progress = Progress::new(!json);
+    let ended = verb(&progress, &mut body).await;
+    let exit = match &ended {
+        Ok((_, exit)) => *exit,
+        Err(fatal) => {
+            if !json {
+                print_error(fatal);
+            }
+            fatal.exit
+        }
+    };
+    if json {
+        print_json(&Envelope::new(command, ended, &body, &progress));
     }
     exit
 }
@@ -210,8 +299,7 @@ pub fn require_terminal() -> Result<(), Fatal> {
     if std::io::stdin().is_terminal() {
         return Ok(());
     }
-    Err(Fatal::new(
-        Exit::BadInput,
+    Err(Fatal::refused(
         "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
     ))
 }

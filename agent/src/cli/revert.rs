@@ -15,7 +15,7 @@ use crate::operations::CheckChoice;
 use crate::plan;
 use crate::plan::revert::RevertError;
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -89,9 +89,8 @@ async fn revert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
-    plan::validate_bridge_name(&args.bridge)
-        .map_err(|e| Fatal::new(Exit::BadInput, e.to_string()))?;
+) -> Result<(Verdict, Exit), Fatal> {
+    plan::validate_bridge_name(&args.bridge).map_err(|e| Fatal::refused(e.to_string()))?;
     let nm = Nm::connect().await?;
     let choice = CheckChoice {
         explicit: args.checks.clone(),
@@ -101,10 +100,9 @@ async fn revert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &choice).await? {
-        if !args.json {
-            say!("Declined: nothing was changed.");
-        }
-        return Ok(("declined", Exit::BadInput));
+        return Err(Fatal::refused(
+            "declined at the prompt: nothing was changed",
+        ));
     }
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -120,7 +118,7 @@ async fn revert(
                 if !args.dry_run && libvirt::recorded(&store, &args.bridge).await?.is_some() =>
             {
                 detach(&store, &lock, &args.bridge, progress).await?;
-                return Ok(("reverted", Exit::Ok));
+                return Ok((Verdict::Committed, Exit::Ok));
             }
             Err(e) => return Err(e.into()),
         };
@@ -132,7 +130,7 @@ async fn revert(
             }
         }
         report.ready = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
     let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
     let committed = matches!(outcome, Outcome::Committed { .. });
@@ -158,7 +156,7 @@ async fn revert(
                     ready.plan.bridge
                 );
             }
-            ("reverted", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -167,7 +165,7 @@ async fn revert(
                     ready.plan.bridge
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);

@@ -6,7 +6,8 @@ use std::path::Path;
 use netbridge_dbus::state::DeviceType;
 use serde::Serialize;
 
-use super::output::{print_error, print_json, say, Exit, Fatal};
+use super::output::{print_error, print_json, say, Envelope, Exit, Fatal};
+use crate::report::{Progress, Verdict};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
@@ -38,10 +39,29 @@ struct Status {
     /// A change an earlier run left unfinished (undone by the next convert).
     unfinished_change: Option<Record>,
     /// The last result per configured bridge (`netbridge apply` and the agent).
+    #[serde(serialize_with = "without_fingerprint")]
     configured: BTreeMap<String, BridgeResult>,
     /// What in the host firewall stands between guests on a bridge and the
     /// LAN, host-wide (also before any bridge exists).
     guest_path: Diagnosis,
+}
+
+/// The results without the configuration fingerprint they were recorded
+/// for: an internal encoding, not part of the document.
+fn without_fingerprint<S: serde::Serializer>(
+    configured: &BTreeMap<String, BridgeResult>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeMap};
+    let mut map = serializer.serialize_map(Some(configured.len()))?;
+    for (name, result) in configured {
+        let mut entry = serde_json::to_value(result).map_err(S::Error::custom)?;
+        if let Some(fields) = entry.as_object_mut() {
+            fields.remove("config");
+        }
+        map.serialize_entry(name, &entry)?;
+    }
+    map.end()
 }
 
 #[derive(Debug, Serialize)]
@@ -117,24 +137,27 @@ struct PortStatus {
 }
 
 pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
+    // Read-only: no progress to show, but the same envelope as every verb.
+    let progress = Progress::new(false);
     match collect(&args, state_dir).await {
         Ok(status) => {
             if args.json {
-                print_json(&status);
+                let done = Ok((Verdict::Unchanged, Exit::Ok));
+                print_json(&Envelope::new("status", done, &status, &progress));
             } else {
                 print_table(&status);
             }
             Exit::Ok
         }
         Err(fatal) => {
+            let exit = fatal.exit;
             if args.json {
-                print_json(&serde_json::json!({
-                    "error": fatal.message,
-                    "exit_code": fatal.exit.code(),
-                }));
+                let none: Option<Status> = None;
+                print_json(&Envelope::new("status", Err(fatal), &none, &progress));
+            } else {
+                print_error(&fatal);
             }
-            print_error(&fatal);
-            fatal.exit
+            exit
         }
     }
 }

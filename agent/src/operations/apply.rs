@@ -15,7 +15,7 @@ use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
 use crate::plan::revert::RevertError;
 use crate::plan::Request;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 use crate::retry::Retry;
 use crate::state::{ResultKind, State};
 use crate::transaction::{Outcome, TxError};
@@ -31,49 +31,17 @@ pub struct ApplyOptions {
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
-/// What happened to one configured bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Applied {
-    Committed,
-    Unchanged,
-    RolledBack,
-    /// Refused or failed; `RollbackFailed` when the host may need a look.
-    Failed,
-    RollbackFailed,
-    /// Not retried: it rolled back or failed with this same configuration.
-    Skipped,
-    DryRun,
-}
-
-impl Applied {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Applied::Committed => "committed",
-            Applied::Unchanged => "unchanged",
-            Applied::RolledBack => "rolled-back",
-            Applied::Failed => "failed",
-            Applied::RollbackFailed => "rollback-failed",
-            Applied::Skipped => "skipped",
-            Applied::DryRun => "dry-run",
+/// What the state file keeps of a bridge's result (a dry run and a skip
+/// record nothing).
+fn recorded(result: Verdict) -> Option<ResultKind> {
+    match result {
+        Verdict::Committed => Some(ResultKind::Committed),
+        Verdict::Unchanged => Some(ResultKind::Unchanged),
+        Verdict::RolledBack => Some(ResultKind::RolledBack),
+        Verdict::Refused | Verdict::Failed | Verdict::RollbackIncomplete => {
+            Some(ResultKind::Failed)
         }
-    }
-
-    /// What the state file keeps of it (a dry run and a skip record nothing).
-    fn recorded(self) -> Option<ResultKind> {
-        match self {
-            Applied::Committed => Some(ResultKind::Applied),
-            Applied::Unchanged => Some(ResultKind::Unchanged),
-            Applied::RolledBack => Some(ResultKind::RolledBack),
-            Applied::Failed | Applied::RollbackFailed => Some(ResultKind::Failed),
-            Applied::Skipped | Applied::DryRun => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Applied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        Verdict::Skipped | Verdict::DryRun => None,
     }
 }
 
@@ -81,7 +49,7 @@ impl std::fmt::Display for Applied {
 #[derive(Debug, Serialize)]
 pub struct BridgeReport {
     pub name: String,
-    pub result: Applied,
+    pub result: Verdict,
     pub reason: Option<String>,
     pub uplink: Option<String>,
     /// For a failure: whether it is tried again by itself.
@@ -90,7 +58,7 @@ pub struct BridgeReport {
 }
 
 impl BridgeReport {
-    fn new(name: &str, result: Applied) -> Self {
+    fn new(name: &str, result: Verdict) -> Self {
         BridgeReport {
             name: name.to_owned(),
             result,
@@ -150,7 +118,7 @@ pub async fn apply(
                     ),
                 );
                 reports.push(
-                    BridgeReport::new(&bridge.name, Applied::Skipped)
+                    BridgeReport::new(&bridge.name, Verdict::Skipped)
                         .because(format!("unchanged configuration after: {why}")),
                 );
                 continue;
@@ -159,7 +127,7 @@ pub async fn apply(
         progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
         let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
         if !options.dry_run {
-            if let Some(kind) = report.result.recorded() {
+            if let Some(kind) = recorded(report.result) {
                 state.record_retry(
                     &bridge.name,
                     kind,
@@ -259,12 +227,12 @@ async fn absent(
     let name = &bridge.name;
     if let Mode::Network { .. } = bridge.mode {
         return match network::delete(nm, name, dry_run, progress).await {
-            Ok(()) if dry_run => (BridgeReport::new(name, Applied::DryRun), false),
+            Ok(()) if dry_run => (BridgeReport::new(name, Verdict::DryRun), false),
             Ok(()) => (
-                BridgeReport::new(name, Applied::Committed).because("deleted (state = \"absent\")"),
+                BridgeReport::new(name, Verdict::Committed).because("deleted (state = \"absent\")"),
                 false,
             ),
-            Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Applied::Unchanged), false),
+            Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Verdict::Unchanged), false),
             Err(e) => network_report(name, Err(e)),
         };
     }
@@ -277,7 +245,7 @@ async fn absent(
         Ok(ready) => ready,
         Err(revert::PrepareError::Plan(RevertError::NoBridge { .. })) => {
             return (
-                BridgeReport::new(name, Applied::Unchanged).because("absent already"),
+                BridgeReport::new(name, Verdict::Unchanged).because("absent already"),
                 false,
             )
         }
@@ -289,7 +257,7 @@ async fn absent(
             ready.plan.uplink, ready.plan.original.id
         );
         return (
-            BridgeReport::new(name, Applied::DryRun).because(undo),
+            BridgeReport::new(name, Verdict::DryRun).because(undo),
             false,
         );
     }
@@ -298,7 +266,7 @@ async fn absent(
             let uplink = ready.plan.uplink.clone();
             let (report, fatal) = outcome_report(name, Some(&uplink), outcome);
             let report = match report.result {
-                Applied::Committed => report.because("reverted (state = \"absent\")"),
+                Verdict::Committed => report.because("reverted (state = \"absent\")"),
                 _ => report,
             };
             (report, fatal)
@@ -312,13 +280,15 @@ async fn absent(
 fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (BridgeReport, bool) {
     match e {
         super::PrepareError::Nm(e) => (
-            BridgeReport::new(name, Applied::Failed)
+            BridgeReport::new(name, Verdict::Failed)
                 .because(e.to_string())
                 .retry(Retry::of_nm(&e)),
             e.is_nm_gone(),
         ),
+        // A plan that cannot be made or a check failing before the change:
+        // refused, as `convert` refuses it.
         e => (
-            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
+            BridgeReport::new(name, Verdict::Refused).because(e.to_string()),
             false,
         ),
     }
@@ -326,16 +296,16 @@ fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (B
 
 fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (BridgeReport, bool) {
     match result {
-        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, Applied::Unchanged), false),
+        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, Verdict::Unchanged), false),
         Ok(NetOutcome::Activated) => (
-            BridgeReport::new(name, Applied::Committed).because("activated the existing profile"),
+            BridgeReport::new(name, Verdict::Committed).because("activated the existing profile"),
             false,
         ),
-        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, Applied::DryRun), false),
+        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, Verdict::DryRun), false),
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
         Err(e) => (
-            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
+            BridgeReport::new(name, Verdict::Failed).because(e.to_string()),
             false,
         ),
     }
@@ -354,7 +324,7 @@ async fn bridged(
         Ok(uplink) => uplink,
         Err(reason) => {
             return (
-                BridgeReport::new(&bridge.name, Applied::Failed).because(reason),
+                BridgeReport::new(&bridge.name, Verdict::Refused).because(reason),
                 false,
             )
         }
@@ -377,7 +347,7 @@ async fn bridged(
     };
     let prepared = match convert::prepare(nm, &request, &choice, progress).await {
         Ok(Prepared::NoOp { .. }) => {
-            let report = BridgeReport::new(&bridge.name, Applied::Unchanged);
+            let report = BridgeReport::new(&bridge.name, Verdict::Unchanged);
             let report = match libvirt_steps(store, lock, bridge, dry_run, progress).await {
                 Ok(()) => report,
                 Err(failed) => failed,
@@ -392,7 +362,7 @@ async fn bridged(
     };
     if let Err(e) = libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress).await {
         return (
-            with_uplink(BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string())),
+            with_uplink(BridgeReport::new(&bridge.name, Verdict::Refused).because(e.to_string())),
             false,
         );
     }
@@ -403,7 +373,7 @@ async fn bridged(
             Prepared::NoOp { .. } => String::new(),
         };
         return (
-            with_uplink(BridgeReport::new(&bridge.name, Applied::DryRun).because(changes)),
+            with_uplink(BridgeReport::new(&bridge.name, Verdict::DryRun).because(changes)),
             false,
         );
     }
@@ -414,7 +384,7 @@ async fn bridged(
         }
         Prepared::NoOp { .. } => {
             return (
-                with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
+                with_uplink(BridgeReport::new(&bridge.name, Verdict::Unchanged)),
                 false,
             )
         }
@@ -423,7 +393,7 @@ async fn bridged(
         Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
         Err(e) => tx_report(&bridge.name, e),
     };
-    if report.result == Applied::Committed {
+    if report.result == Verdict::Committed {
         if let Err(failed) = attach(store, lock, bridge, progress).await {
             report.result = failed.result;
             report.reason = failed.reason;
@@ -447,7 +417,7 @@ async fn libvirt_steps(
     }
     libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress)
         .await
-        .map_err(|e| BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()))?;
+        .map_err(|e| BridgeReport::new(&bridge.name, Verdict::Refused).because(e.to_string()))?;
     if dry_run {
         return Ok(());
     }
@@ -468,7 +438,7 @@ async fn attach(
     libvirt::attach(store, lock, &bridge.name, &bridge.libvirt, progress)
         .await
         .map_err(|e| {
-            BridgeReport::new(&bridge.name, Applied::Failed).because(format!(
+            BridgeReport::new(&bridge.name, Verdict::Failed).because(format!(
                 "{} is as configured and committed, but {e}",
                 bridge.name
             ))
@@ -477,8 +447,8 @@ async fn attach(
 
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
-        Outcome::Committed { .. } => BridgeReport::new(name, Applied::Committed),
-        Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Applied::RolledBack)
+        Outcome::Committed { .. } => BridgeReport::new(name, Verdict::Committed),
+        Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Verdict::RolledBack)
             .because(reason.clone())
             .retry(*retry),
     };
@@ -490,9 +460,9 @@ fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (Bridge
 fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     let fatal = matches!(e, TxError::Rollback { .. });
     let result = if fatal {
-        Applied::RollbackFailed
+        Verdict::RollbackIncomplete
     } else {
-        Applied::Failed
+        Verdict::Failed
     };
     let retry = Retry::of_tx(&e);
     (

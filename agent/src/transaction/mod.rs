@@ -26,7 +26,7 @@ use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
 use crate::nm::{DeviceInfo, Nm, NmError};
 use crate::plan::Timing;
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{CheckPhase, Progress};
 
 mod convert;
 mod in_place;
@@ -355,9 +355,7 @@ impl Transaction<'_> {
     ) -> Result<Vec<ProbeResult>, Failure> {
         let results = checks::run_all(probes, ctx, deadline).await;
         for r in &results {
-            let verdict = if r.ok { "ok" } else { "FAILED" };
-            self.progress
-                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
+            self.progress.check(CheckPhase::After, r);
         }
         if results.iter().all(|r| r.ok) {
             Ok(results)
@@ -423,9 +421,7 @@ impl Transaction<'_> {
             .collect();
         let rechecks = checks::run_all(&probes, ctx, check_deadline).await;
         for r in &rechecks {
-            let verdict = if r.ok { "ok" } else { "still failing" };
-            self.progress
-                .step("recheck", format!("{} {verdict}: {}", r.probe, r.detail));
+            self.progress.check(CheckPhase::AfterRollback, r);
         }
         Ok(Outcome::RolledBack {
             reason,
