@@ -135,7 +135,7 @@ fn result(fleet: &Fleet, host: &str) -> Option<Value> {
 
 fn assert_h1_converted(fleet: &Fleet, h1: &FleetHost, output: &str) {
     let doc = result(fleet, "h1").unwrap_or_else(|| panic!("h1 has a result\n{output}"));
-    assert_eq!(doc["result"], "applied", "{doc:#}");
+    assert_eq!(doc["result"], "committed", "{doc:#}");
     assert_eq!(doc["exit_code"], 0, "{doc:#}");
     assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
     // The result came back over the SSH session that ran the apply, across
@@ -143,7 +143,7 @@ fn assert_h1_converted(fleet: &Fleet, h1: &FleetHost, output: &str) {
     let s = status(h1.lab());
     assert_eq!(ipv4(&s, "br0"), vec!["172.25.250.10/24"], "{s:#}");
     assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
-    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    assert_eq!(s["configured"]["br0"]["result"], "committed", "{s:#}");
     let shipped = std::fs::read_to_string(h1.sshd().etc_netbridge().join("netbridge.toml"))
         .expect("h1's /etc/netbridge/netbridge.toml");
     assert_eq!(shipped, FLEET_TOML);

@@ -27,7 +27,7 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
 
     let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.json()["result"], "reverted");
+    assert_eq!(run.json()["result"], "committed");
     let s = status(&lab);
     assert_eq!(ipv4(&s, "ens32"), vec!["172.25.250.10/24"]);
     assert_eq!(

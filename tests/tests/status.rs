@@ -65,7 +65,7 @@ fn status_says_clearly_when_networkmanager_is_not_running() {
     );
     let json = netbridge(&lab, &["status", "--json"]);
     assert_eq!(json.code, 4);
-    assert!(json.json()["error"]
+    assert!(json.json()["error"]["message"]
         .as_str()
         .unwrap_or("")
         .contains("not running"));
