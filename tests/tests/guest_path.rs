@@ -126,11 +126,7 @@ fn leaked(child: Child) -> String {
 fn guest_path_result(doc: &Value) -> Value {
     doc["outcome"]["checks"]
         .as_array()
-        .and_then(|c| {
-            c.iter().find(|r| {
-                r["kind"] == "guest-path"
-            })
-        })
+        .and_then(|c| c.iter().find(|r| r["kind"] == "guest-path"))
         .cloned()
         .unwrap_or(Value::Null)
 }
@@ -192,10 +188,7 @@ fn after_a_conversion_a_guest_reaches_the_gateway_and_the_check_left_nothing() {
     let check = guest_path_result(&doc);
     assert_eq!(check["target"], "br0", "{doc:#}");
     assert_eq!(check["ok"], true, "{check}");
-    eprintln!(
-        "guest-path check: {} ms ({})",
-        check["ms"], check["detail"]
-    );
+    eprintln!("guest-path check: {} ms ({})", check["ms"], check["detail"]);
     assert_eq!(doc["guest_path"]["verdict"], "open", "{doc:#}");
     assert_eq!(
         leaked(watcher),

@@ -401,7 +401,10 @@ fn a_stable_privacy_slaac_address_is_refused_with_the_reason() {
     let before = lab.snapshot();
     let run = convert_json(&lab, &[]);
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
-    let error = run.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let error = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         error.contains("stable-privacy") && error.contains(&before_addresses[0]),
         "the reason and the address: {error}"

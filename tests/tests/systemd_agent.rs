@@ -36,7 +36,8 @@ fn status(host: &Container) -> serde_json::Value {
         "netbridge status: {}",
         text(&out.stderr)
     );
-    common::document(&String::from_utf8_lossy(&out.stdout)).unwrap_or_else(|e| panic!("status JSON: {e}"))
+    common::document(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("status JSON: {e}"))
 }
 
 fn installed(uplink: Uplink) -> Option<Container> {

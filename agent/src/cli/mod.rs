@@ -115,9 +115,15 @@ pub fn parse() -> Result<Cli, Exit> {
         .filter_map(|a| a.to_str())
         .find(|a| command.find_subcommand(a).is_some())
         .unwrap_or("netbridge");
+    // clap's message, without its usage and help hints (after a blank line).
     let rendered = error.render().to_string();
-    let message = rendered.lines().next().unwrap_or_default();
-    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
     let fatal = output::Fatal::refused(format!("{message}; nothing was changed"));
     let nothing = crate::report::Progress::new(false);
     let no_fields = serde_json::Map::new();

@@ -230,7 +230,17 @@ impl<'b, B> Envelope<'b, B> {
         progress: &Progress,
     ) -> Self {
         let (result, exit, error) = match ended {
-            Ok((result, exit)) => (result, exit, None),
+            Ok((result, Exit::Ok)) => (result, Exit::Ok, None),
+            // Ended as reported in the verb's own fields (an outcome's
+            // reason, each bridge's): the error names the class.
+            Ok((result, exit)) => (
+                result,
+                exit,
+                Some(ErrorDoc {
+                    kind: exit.kind(),
+                    message: exit.meaning().to_owned(),
+                }),
+            ),
             Err(fatal) => (
                 fatal.exit.verdict(),
                 fatal.exit,
