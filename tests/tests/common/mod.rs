@@ -87,7 +87,7 @@ pub fn document(text: &str) -> Result<Value, String> {
     let problems: Vec<String> = validator(command)
         .iter_errors(&doc)
         .map(|e| format!("{}: {e}", e.instance_path()))
-        .chain(json_in_strings(&doc, "").into_iter())
+        .chain(json_in_strings(&doc, ""))
         .collect();
     if problems.is_empty() {
         Ok(doc)
