@@ -374,3 +374,33 @@ fn permission_denied_is_exit_7_and_says_run_as_root() {
     }
     assert_eq!(lab.snapshot(), before, "nothing changed");
 }
+
+#[test]
+fn a_declined_prompt_is_exit_2_with_a_message() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let bin = netbridge_bin().unwrap_or_else(|e| panic!("{e}"));
+    // On a terminal (script's pseudo-terminal), answering "n".
+    let command = format!("{} convert ens32 --no-default-checks", bin.display());
+    let mut child = lab
+        .host_command(["script", "-qec", command.as_str(), "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run netbridge on a pseudo-terminal");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), b"n\n")
+        .expect("answer the prompt");
+    let run: Run = child.wait_with_output().expect("netbridge ends").into();
+    assert_eq!(run.code, 2, "{}{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("[y/N]"), "asked: {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("declined at the prompt: nothing was changed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lab.snapshot(), before, "declining changes nothing");
+}
