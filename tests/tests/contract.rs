@@ -10,8 +10,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use common::{netbridge, Run};
+use common::{netbridge, Run, Running};
 use netbridge_tests::lab::netbridge_bin;
 use netbridge_tests::{Lab, Uplink};
 
@@ -403,4 +404,44 @@ fn a_declined_prompt_is_exit_2_with_a_message() {
         run.stdout
     );
     assert_eq!(lab.snapshot(), before, "declining changes nothing");
+}
+
+#[test]
+fn a_rolled_back_change_reports_its_checks_like_a_committed_one() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    // With --json there is no progress for people: the log says when the
+    // change is under way.
+    let mut command = lab.netbridge([
+        "convert",
+        "ens32",
+        "--yes",
+        "--json",
+        "--no-default-checks",
+        "--check",
+        "ping:172.25.250.254",
+    ]);
+    command.env("NETBRIDGE_LOG", "info");
+    let mut run = Running::spawn(command);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    // The gateway stops answering ping once the change is under way.
+    let out = lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"]);
+    assert!(out.status.success());
+    let (code, doc, log) = run.finish_json();
+    lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
+    assert_eq!(code, 3, "exit 3 = rolled back:\n{log}");
+    assert_eq!(doc["result"], "rolled-back", "{doc:#}");
+    assert_eq!(doc["error"]["kind"], "rolled-back", "{doc:#}");
+    let failed = |list: &serde_json::Value| {
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|c| c["target"] == "172.25.250.254" && c["ok"] == false)
+        })
+    };
+    assert!(failed(&doc["checks"]["after"]), "{doc:#}");
+    assert!(failed(&doc["outcome"]["checks"]), "{doc:#}");
+    assert_eq!(doc["checks"]["before"][0]["ok"], true, "{doc:#}");
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
 }

@@ -44,6 +44,9 @@ pub enum Outcome {
     },
     RolledBack {
         reason: String,
+        /// The checks after the change that failed it (empty when it failed
+        /// before they ran), like a committed outcome's.
+        checks: Vec<ProbeResult>,
         /// Whether trying again by itself could succeed.
         retry: crate::retry::Retry,
         /// Seconds from the failed verdict until the original profile ran again.
@@ -390,6 +393,10 @@ impl Transaction<'_> {
     ) -> Result<Outcome, TxError> {
         let reason = failure.to_string();
         let retry = crate::retry::Retry::of_failure(&failure);
+        let checks = match failure {
+            Failure::Checks(results) => results,
+            _ => Vec::new(),
+        };
         self.progress.step("rolling back", reason.clone());
         let started = Instant::now();
         recovery::undo(self.nm, record, self.progress)
@@ -425,6 +432,7 @@ impl Transaction<'_> {
         }
         Ok(Outcome::RolledBack {
             reason,
+            checks,
             retry,
             restore_seconds,
             rechecks,

@@ -207,6 +207,8 @@ pub struct Running {
     pub child: Child,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    /// Everything on stdout (a `--json` document), read as it comes.
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -219,10 +221,16 @@ impl Running {
     pub fn spawn(mut command: Command) -> Running {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn netbridge");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stdout = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        }));
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -236,6 +244,7 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
+            stdout,
         }
     }
 
@@ -261,6 +270,18 @@ impl Running {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the exit; returns the code, the `--json` document it
+    /// printed (validated: [`document`]) and its stderr.
+    pub fn finish_json(mut self) -> (i32, Value, String) {
+        let stdout = self.stdout.take();
+        let (code, log) = self.finish();
+        let text = stdout
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let doc = document(&text).unwrap_or_else(|e| panic!("{e}\nstderr:\n{log}"));
+        (code, doc, log)
     }
 
     /// Waits for the exit; returns the code and everything netbridge printed.
