@@ -104,22 +104,77 @@ async fn apply(
     Ok(summarize(&report.bridges, args.dry_run))
 }
 
-/// The worst result decides the exit status.
+/// The worst result decides the exit status (and the result of the run).
 pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (Verdict, Exit) {
-    let any = |r: Verdict| bridges.iter().any(|b| b.result == r);
-    if any(Verdict::RollbackIncomplete) {
-        (Verdict::RollbackIncomplete, Exit::RollbackIncomplete)
-    } else if any(Verdict::Failed) {
-        (Verdict::Failed, Exit::Internal)
-    } else if any(Verdict::RolledBack) {
-        (Verdict::RolledBack, Exit::RolledBack)
-    } else if any(Verdict::Refused) {
-        (Verdict::Refused, Exit::Refused)
-    } else if dry_run {
-        (Verdict::DryRun, Exit::Ok)
-    } else if any(Verdict::Committed) {
-        (Verdict::Committed, Exit::Ok)
-    } else {
-        (Verdict::Unchanged, Exit::Ok)
+    let worst = bridges
+        .iter()
+        .filter_map(|b| b.error)
+        .max_by_key(|kind| kind.severity());
+    match worst {
+        Some(kind) => (kind.verdict(), kind.into()),
+        None if dry_run => (Verdict::DryRun, Exit::Ok),
+        None if bridges.iter().any(|b| b.result == Verdict::Committed) => {
+            (Verdict::Committed, Exit::Ok)
+        }
+        None => (Verdict::Unchanged, Exit::Ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::ErrorKind;
+
+    fn bridge(result: Verdict, error: Option<ErrorKind>) -> BridgeReport {
+        BridgeReport {
+            name: "br0".into(),
+            result,
+            reason: None,
+            uplink: None,
+            retry: None,
+            error,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn the_worst_bridge_decides_and_a_bug_is_only_a_bug() {
+        let refused = (Verdict::Refused, Some(ErrorKind::Refused));
+        let rolled_back = (Verdict::RolledBack, Some(ErrorKind::RolledBack));
+        let nm_gone = (Verdict::Failed, Some(ErrorKind::NmUnavailable));
+        let libvirt = (Verdict::Failed, Some(ErrorKind::AfterCommit));
+        let committed = (Verdict::Committed, None);
+        let unchanged = (Verdict::Unchanged, None);
+        let cases = [
+            (vec![refused], false, (Verdict::Refused, Exit::Refused)),
+            (vec![refused], true, (Verdict::Refused, Exit::Refused)),
+            (
+                vec![refused, rolled_back],
+                false,
+                (Verdict::RolledBack, Exit::RolledBack),
+            ),
+            (
+                vec![committed, nm_gone],
+                false,
+                (Verdict::Failed, Exit::NmUnavailable),
+            ),
+            (
+                vec![committed, libvirt],
+                false,
+                (Verdict::Failed, Exit::AfterCommit),
+            ),
+            (
+                vec![unchanged, committed],
+                false,
+                (Verdict::Committed, Exit::Ok),
+            ),
+            (vec![unchanged], false, (Verdict::Unchanged, Exit::Ok)),
+            (vec![unchanged], true, (Verdict::DryRun, Exit::Ok)),
+        ];
+        for (results, dry_run, expected) in cases {
+            let bridges: Vec<BridgeReport> =
+                results.into_iter().map(|(r, e)| bridge(r, e)).collect();
+            assert_eq!(summarize(&bridges, dry_run), expected, "{bridges:?}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use crate::operations::network::{self, NetOutcome, NetworkError};
 use crate::plan::network::{parse_address, parse_range, NetMode, NetworkSpec};
 use crate::recovery;
 use crate::report::{Progress, Verdict};
+use crate::retry::ErrorKind;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -152,9 +153,7 @@ pub(super) fn network_fatal(e: NetworkError) -> Fatal {
     match e {
         NetworkError::Nm(nm) => nm.into(),
         NetworkError::Tx(tx) => tx.into(),
-        // NetworkManager tried and the network did not come up: not a refusal.
-        NetworkError::Activate(f) => Fatal::new(Exit::RolledBack, f.to_string()),
-        other => Fatal::refused(other.to_string()),
+        other => Fatal::new(ErrorKind::of_network(&other).into(), other.to_string()),
     }
 }
 

@@ -9,6 +9,7 @@ use crate::nm::NmError;
 use crate::operations::PrepareError;
 use crate::recovery::RecoveryError;
 use crate::report::{CheckResults, Progress, Step, Verdict};
+use crate::retry::ErrorKind;
 use crate::transaction::TxError;
 
 /// The exit statuses, one class of outcome each; `--json` names the class of
@@ -72,28 +73,37 @@ impl Exit {
         }
     }
 
-    /// The machine-readable name of an error of this class (`error.kind`).
-    pub fn kind(self) -> &'static str {
+    /// The class of an error that ends with this status (`error.kind`).
+    pub fn kind(self) -> ErrorKind {
         match self {
-            Exit::Ok => "none",
-            Exit::Internal => "internal",
-            Exit::Refused => "refused",
-            Exit::RolledBack => "rolled-back",
-            Exit::NmUnavailable => "nm-unavailable",
-            Exit::RollbackIncomplete => "rollback-incomplete",
-            Exit::Busy => "busy",
-            Exit::Permission => "permission",
-            Exit::AfterCommit => "after-commit",
+            Exit::Refused => ErrorKind::Refused,
+            Exit::RolledBack => ErrorKind::RolledBack,
+            Exit::NmUnavailable => ErrorKind::NmUnavailable,
+            Exit::RollbackIncomplete => ErrorKind::RollbackIncomplete,
+            Exit::Busy => ErrorKind::Busy,
+            Exit::Permission => ErrorKind::Permission,
+            Exit::AfterCommit => ErrorKind::AfterCommit,
+            Exit::Ok | Exit::Internal => ErrorKind::Internal,
         }
     }
 
     /// The result a run that ends with this status reports.
     pub fn verdict(self) -> Verdict {
-        match self {
-            Exit::Refused => Verdict::Refused,
-            Exit::RolledBack => Verdict::RolledBack,
-            Exit::RollbackIncomplete => Verdict::RollbackIncomplete,
-            _ => Verdict::Failed,
+        self.kind().verdict()
+    }
+}
+
+impl From<ErrorKind> for Exit {
+    fn from(kind: ErrorKind) -> Exit {
+        match kind {
+            ErrorKind::Refused => Exit::Refused,
+            ErrorKind::RolledBack => Exit::RolledBack,
+            ErrorKind::NmUnavailable => Exit::NmUnavailable,
+            ErrorKind::RollbackIncomplete => Exit::RollbackIncomplete,
+            ErrorKind::Busy => Exit::Busy,
+            ErrorKind::Permission => Exit::Permission,
+            ErrorKind::AfterCommit => Exit::AfterCommit,
+            ErrorKind::Internal => Exit::Internal,
         }
     }
 }
@@ -114,31 +124,17 @@ impl Fatal {
     }
 }
 
-/// Where every error a verb can end with gets its exit status: the layers'
-/// typed errors are classified here, and only here.
+/// Every error a verb can end with gets its exit status from its class,
+/// decided in one place (`retry::ErrorKind`).
 impl From<NmError> for Fatal {
     fn from(e: NmError) -> Self {
-        let exit = match e {
-            NmError::PermissionDenied { .. } => Exit::Permission,
-            NmError::NoBus { .. } | NmError::NotRunning { .. } => Exit::NmUnavailable,
-            ref other if other.is_nm_gone() => Exit::NmUnavailable,
-            _ => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        Fatal::new(ErrorKind::of_nm(&e).into(), e.to_string())
     }
 }
 
 impl From<JournalError> for Fatal {
     fn from(e: JournalError) -> Self {
-        match e {
-            JournalError::Busy { .. } => Fatal::new(Exit::Busy, e.to_string()),
-            JournalError::Dir { ref source, .. } | JournalError::Io { ref source, .. }
-                if source.kind() == std::io::ErrorKind::PermissionDenied =>
-            {
-                Fatal::permission(&e)
-            }
-            _ => Fatal::new(Exit::Internal, e.to_string()),
-        }
+        Fatal::classified(ErrorKind::of_journal(&e), &e)
     }
 }
 
@@ -163,20 +159,20 @@ impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
 
 impl From<TxError> for Fatal {
     fn from(e: TxError) -> Self {
-        match e {
-            TxError::Journal(j) => j.into(),
-            TxError::Rollback { .. } => Fatal::new(Exit::RollbackIncomplete, e.to_string()),
-            TxError::Checkpoint(_) | TxError::Hold { .. } => {
-                Fatal::new(Exit::Internal, e.to_string())
-            }
-        }
+        Fatal::classified(ErrorKind::of_tx(&e), &e)
     }
 }
 
 impl Fatal {
-    /// Permission denied on netbridge's own files: only root changes the network.
-    fn permission(e: &impl std::fmt::Display) -> Self {
-        Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
+    /// An error of class `kind`; permission denied on netbridge's own
+    /// files says how to get it: only root changes the network.
+    fn classified(kind: ErrorKind, e: &impl std::fmt::Display) -> Self {
+        match kind {
+            ErrorKind::Permission => {
+                Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
+            }
+            kind => Fatal::new(kind.into(), e.to_string()),
+        }
     }
 
     /// Refused before any change, with what the operator did or must do.
@@ -217,7 +213,7 @@ pub struct Envelope<'b, B> {
 /// An error, for machines (`kind`, one per exit status) and for people.
 #[derive(Debug, Serialize)]
 pub struct ErrorDoc {
-    pub kind: &'static str,
+    pub kind: ErrorKind,
     pub message: String,
 }
 

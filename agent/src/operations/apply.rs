@@ -16,7 +16,7 @@ use crate::plan::network::NetworkSpec;
 use crate::plan::revert::RevertError;
 use crate::plan::Request;
 use crate::report::{Progress, Verdict};
-use crate::retry::Retry;
+use crate::retry::{ErrorKind, Retry};
 use crate::state::{ResultKind, State};
 use crate::transaction::{Outcome, TxError};
 use netbridge_dbus::state::DeviceType;
@@ -54,6 +54,8 @@ pub struct BridgeReport {
     pub uplink: Option<String>,
     /// For a failure: whether it is tried again by itself.
     pub retry: Option<Retry>,
+    /// For a failure: its class, as `error.kind` of a whole run.
+    pub error: Option<ErrorKind>,
     pub outcome: Option<Outcome>,
 }
 
@@ -65,8 +67,21 @@ impl BridgeReport {
             reason: None,
             uplink: None,
             retry: None,
+            error: match result {
+                Verdict::Refused => Some(ErrorKind::Refused),
+                Verdict::RolledBack => Some(ErrorKind::RolledBack),
+                Verdict::RollbackIncomplete => Some(ErrorKind::RollbackIncomplete),
+                Verdict::Failed => Some(ErrorKind::Internal),
+                _ => None,
+            },
             outcome: None,
         }
+    }
+
+    /// A failure's class, where it is known to be other than a bug.
+    fn kind(mut self, kind: ErrorKind) -> Self {
+        self.error = Some(kind);
+        self
     }
 
     fn because(mut self, reason: impl Into<String>) -> Self {
@@ -282,7 +297,8 @@ fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (B
         super::PrepareError::Nm(e) => (
             BridgeReport::new(name, Verdict::Failed)
                 .because(e.to_string())
-                .retry(Retry::of_nm(&e)),
+                .retry(Retry::of_nm(&e))
+                .kind(ErrorKind::of_nm(&e)),
             e.is_nm_gone(),
         ),
         // A plan that cannot be made or a check failing before the change:
@@ -304,10 +320,16 @@ fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (Brid
         Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, Verdict::DryRun), false),
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
-        Err(e) => (
-            BridgeReport::new(name, Verdict::Failed).because(e.to_string()),
-            false,
-        ),
+        Err(e) => {
+            let kind = ErrorKind::of_network(&e);
+            let result = kind.verdict();
+            (
+                BridgeReport::new(name, result)
+                    .because(e.to_string())
+                    .kind(kind),
+                false,
+            )
+        }
     }
 }
 
@@ -438,10 +460,12 @@ async fn attach(
     libvirt::attach(store, lock, &bridge.name, &bridge.libvirt, progress)
         .await
         .map_err(|e| {
-            BridgeReport::new(&bridge.name, Verdict::Failed).because(format!(
-                "{} is as configured and committed, but {e}",
-                bridge.name
-            ))
+            BridgeReport::new(&bridge.name, Verdict::Failed)
+                .because(format!(
+                    "{} is as configured and committed, but {e}",
+                    bridge.name
+                ))
+                .kind(ErrorKind::AfterCommit)
         })
 }
 
@@ -468,7 +492,8 @@ fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     (
         BridgeReport::new(name, result)
             .because(e.to_string())
-            .retry(retry),
+            .retry(retry)
+            .kind(ErrorKind::of_tx(&e)),
         fatal,
     )
 }
