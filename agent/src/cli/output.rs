@@ -122,6 +122,22 @@ impl Fatal {
             message: message.into(),
         }
     }
+
+    /// An error of class `kind`; permission denied on netbridge's own
+    /// files says how to get it: only root changes the network.
+    fn classified(kind: ErrorKind, e: &impl std::fmt::Display) -> Self {
+        match kind {
+            ErrorKind::Permission => {
+                Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
+            }
+            kind => Fatal::new(kind.into(), e.to_string()),
+        }
+    }
+
+    /// Refused before any change, with what the operator did or must do.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Fatal::new(Exit::Refused, message)
+    }
 }
 
 /// Every error a verb can end with gets its exit status from its class,
@@ -160,24 +176,6 @@ impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
 impl From<TxError> for Fatal {
     fn from(e: TxError) -> Self {
         Fatal::classified(ErrorKind::of_tx(&e), &e)
-    }
-}
-
-impl Fatal {
-    /// An error of class `kind`; permission denied on netbridge's own
-    /// files says how to get it: only root changes the network.
-    fn classified(kind: ErrorKind, e: &impl std::fmt::Display) -> Self {
-        match kind {
-            ErrorKind::Permission => {
-                Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
-            }
-            kind => Fatal::new(kind.into(), e.to_string()),
-        }
-    }
-
-    /// Refused before any change, with what the operator did or must do.
-    pub fn refused(message: impl Into<String>) -> Self {
-        Fatal::new(Exit::Refused, message)
     }
 }
 
