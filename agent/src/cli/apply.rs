@@ -20,14 +20,23 @@ commented examples). Each bridge is one transaction, like `netbridge convert`
 (bridged) or `netbridge create` (nat, isolated); bridges already as configured
 are left alone, without an outage. Results are recorded for `netbridge status`.
 
+`--check-config` only validates the files, offline (for CI, a pre-commit hook
+or Ansible's `validate`): `netbridge apply --check-config /tmp/netbridge.toml`.
+
 Exit status (the worst bridge decides; see `netbridge --help`): 0 all
-committed or unchanged, 2 invalid configuration or a bridge refused before any
-change, 3 a bridge rolled back, 5 a rollback did not complete, 1 a bridge
-failed otherwise.")]
+committed or unchanged (or valid), 2 invalid configuration or a bridge refused
+before any change, 3 a bridge rolled back, 5 a rollback did not complete, 4, 6,
+7 or 8 as for every verb, 1 a bug.")]
 pub struct ApplyArgs {
     /// The configuration file (or a directory with netbridge.toml and conf.d/).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+
+    /// Only validate the configuration at PATH (default: --config), offline:
+    /// no NetworkManager, no lock, no change. Exit 0 valid, 2 invalid
+    /// (the error names file, line and key).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "dry_run")]
+    pub check_config: Option<Option<PathBuf>>,
 
     /// Show what would change; change nothing.
     #[arg(long)]
@@ -62,6 +71,9 @@ pub async fn run(args: ApplyArgs, state_dir: &Path) -> Exit {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 say!("{:<16} {}{why}", b.name, b.result);
+                for command in &b.nmcli {
+                    say!("    {command}");
+                }
             }
         }
         done
@@ -75,7 +87,11 @@ async fn apply(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(Verdict, Exit), Fatal> {
-    let config = config::load(&args.config)
+    let path = match &args.check_config {
+        Some(Some(path)) => path,
+        _ => &args.config,
+    };
+    let config = config::load(path)
         .await
         .map_err(|e| Fatal::refused(format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
@@ -84,9 +100,15 @@ async fn apply(
             Exit::Refused,
             format!(
                 "no configuration at {} (nor conf.d/*.toml beside it)",
-                args.config.display()
+                path.display()
             ),
         ));
+    }
+    if args.check_config.is_some() {
+        if !args.json {
+            print_valid(&config);
+        }
+        return Ok((Verdict::Unchanged, Exit::Ok));
     }
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
@@ -102,6 +124,24 @@ async fn apply(
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     Ok(summarize(&report.bridges, args.dry_run))
+}
+
+/// What a valid configuration declares, one bridge a line.
+fn print_valid(config: &config::Config) {
+    let files: Vec<String> = config
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    say!(
+        "The configuration is valid ({}): {} bridge(s).",
+        files.join(", "),
+        config.bridges.len()
+    );
+    for bridge in &config.bridges {
+        let absent = if bridge.absent { " (state absent)" } else { "" };
+        say!("  {:<16} {}{absent}", bridge.name, apply::describe(bridge));
+    }
 }
 
 /// The worst result decides the exit status (and the result of the run).
@@ -134,6 +174,7 @@ mod tests {
             retry: None,
             error,
             outcome: None,
+            nmcli: Vec::new(),
         }
     }
 

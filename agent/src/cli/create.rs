@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{run_verb, say, Exit, Fatal};
+use super::output::{run_verb, say, say_nmcli, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
@@ -72,6 +72,8 @@ struct Report {
     network: Option<NetworkSpec>,
     /// The transaction, when one ran (a new network).
     outcome: Option<Outcome>,
+    /// A dry run: the equivalent nmcli commands.
+    nmcli: Vec<String>,
 }
 
 pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
@@ -79,6 +81,7 @@ pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
         name: args.name.clone(),
         network: None,
         outcome: None,
+        nmcli: Vec::new(),
     };
     run_verb("create", args.json, report, async |progress, report| {
         create(&args, state_dir, progress, report).await
@@ -126,7 +129,10 @@ async fn create(
     let (action, result, exit) = match outcome {
         NetOutcome::Unchanged => ("unchanged", Verdict::Unchanged, Exit::Ok),
         NetOutcome::Activated => ("activated", Verdict::Committed, Exit::Ok),
-        NetOutcome::DryRun { .. } => ("dry-run", Verdict::DryRun, Exit::Ok),
+        NetOutcome::DryRun { nmcli, .. } => {
+            report.nmcli = nmcli;
+            ("dry-run", Verdict::DryRun, Exit::Ok)
+        }
         NetOutcome::Created { outcome } => {
             let done = match outcome {
                 Outcome::Committed { .. } => ("created", Verdict::Committed, Exit::Ok),
@@ -145,6 +151,9 @@ async fn create(
             spec.mode.as_str(),
             spec.address
         );
+        if result == Verdict::DryRun {
+            say_nmcli(&report.nmcli);
+        }
     }
     Ok((result, exit))
 }

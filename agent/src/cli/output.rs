@@ -258,16 +258,23 @@ impl<'b, B> Envelope<'b, B> {
     }
 }
 
-/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
-/// once, and with `--json` one document on stdout whatever happened. The verb
-/// fills `body` and returns its result and exit status.
+/// `-q`: no progress steps, only errors and the result.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs a verb: progress on stderr (or silent with `--json` or `-q`), errors
+/// printed once, and with `--json` one document on stdout whatever happened.
+/// The verb fills `body` and returns its result and exit status.
 pub async fn run_verb<B: Serialize>(
     command: &'static str,
     json: bool,
     mut body: B,
     verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(Verdict, Exit), Fatal>,
 ) -> Exit {
-    let progress = Progress::new(!json);
+    let progress = Progress::new(!json && !QUIET.load(std::sync::atomic::Ordering::Relaxed));
     let ended = verb(&progress, &mut body).await;
     let exit = match &ended {
         Ok((_, exit)) => *exit,
@@ -294,6 +301,26 @@ pub fn print_json<T: Serialize>(doc: &T) {
 
 pub fn print_error(fatal: &Fatal) {
     let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
+}
+
+/// The checks a plan runs, for the plan shown before a change.
+pub fn describe_checks(probes: &[crate::checks::Probe]) -> String {
+    if probes.is_empty() {
+        return "none: nothing but NetworkManager's activation proves the change".to_owned();
+    }
+    probes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A plan's nmcli equivalent, one command a line.
+pub fn say_nmcli(commands: &[String]) {
+    say!("Equivalent nmcli commands (for review; netbridge talks to NetworkManager over D-Bus):");
+    for command in commands {
+        say!("  {command}");
+    }
 }
 
 /// Refuses at once without a terminal: a script must not hang on a
