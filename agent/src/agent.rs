@@ -17,9 +17,9 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::config;
 use crate::journal::{JournalError, Lock, Store};
 use crate::nm::{Nm, NmError};
-use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, ApplyOptions, BridgeReport};
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 /// Signals, exit status and environment, after `netbridge-agent --help` and
 /// in its manual.
@@ -282,10 +282,10 @@ async fn try_apply(
             .unwrap_or_default();
         let (bridge, result) = (&r.name, r.result);
         match r.result {
-            Applied::Committed | Applied::Unchanged => {
+            Verdict::Committed | Verdict::Unchanged => {
                 tracing::info!(%bridge, %result, "{bridge} {result}{why}")
             }
-            Applied::Skipped => tracing::warn!(%bridge, %result, "{bridge} {result}{why}"),
+            Verdict::Skipped => tracing::warn!(%bridge, %result, "{bridge} {result}{why}"),
             _ => tracing::error!(%bridge, %result, "{bridge} {result}{why}"),
         }
     }

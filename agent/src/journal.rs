@@ -183,7 +183,12 @@ pub struct Record {
     pub started_unix: u64,
     pub phase: Phase,
     /// The NetworkManager checkpoint guarding the change, with its creation
-    /// time: NetworkManager reuses paths after a restart.
+    /// time: NetworkManager reuses paths after a restart. Written as an
+    /// object (`{"path", "created_ms"}`); older journals hold a pair.
+    #[serde(
+        serialize_with = "checkpoint_object",
+        deserialize_with = "checkpoint_either"
+    )]
     pub checkpoint: Option<(String, i64)>,
     /// CLOCK_BOOTTIME (ms) when the record was written, before the checkpoint
     /// was asked for: a checkpoint created later on the same devices, while the
@@ -194,6 +199,44 @@ pub struct Record {
     /// Set while the change awaits `netbridge confirm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointRef {
+    path: String,
+    /// NetworkManager's `Created` (CLOCK_BOOTTIME, ms).
+    created_ms: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CheckpointForm {
+    Object(CheckpointRef),
+    Pair(String, i64),
+}
+
+fn checkpoint_object<S: serde::Serializer>(
+    checkpoint: &Option<(String, i64)>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    checkpoint
+        .as_ref()
+        .map(|(path, created_ms)| CheckpointRef {
+            path: path.clone(),
+            created_ms: *created_ms,
+        })
+        .serialize(serializer)
+}
+
+fn checkpoint_either<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<(String, i64)>, D::Error> {
+    Ok(
+        Option::<CheckpointForm>::deserialize(deserializer)?.map(|form| match form {
+            CheckpointForm::Object(c) => (c.path, c.created_ms),
+            CheckpointForm::Pair(path, created_ms) => (path, created_ms),
+        }),
+    )
 }
 
 impl Record {
@@ -434,6 +477,21 @@ mod tests {
             },
             held: false,
         })
+    }
+
+    #[test]
+    fn a_checkpoint_is_written_as_an_object_and_read_in_both_forms() {
+        let mut rec = record();
+        rec.checkpoint = Some(("/org/freedesktop/NetworkManager/Checkpoint/3".into(), 7));
+        let mut doc = serde_json::to_value(&rec).unwrap();
+        assert_eq!(
+            doc["checkpoint"],
+            serde_json::json!({"path": "/org/freedesktop/NetworkManager/Checkpoint/3", "created_ms": 7})
+        );
+        assert_eq!(serde_json::from_value::<Record>(doc.clone()).unwrap(), rec);
+        // A journal an older netbridge left behind holds a pair.
+        doc["checkpoint"] = serde_json::json!(["/org/freedesktop/NetworkManager/Checkpoint/3", 7]);
+        assert_eq!(serde_json::from_value::<Record>(doc).unwrap(), rec);
     }
 
     #[tokio::test]

@@ -4,13 +4,109 @@
 //! interruption (SIGTERM at shutdown). Deterministic: a check failing after
 //! the change, a state or identity mismatch, an invalid configuration, a
 //! refusal — trying again would fail again until something changes.
+//!
+//! And what class each failure is ([`ErrorKind`]): one per exit status, for
+//! the CLI's exit code, `--json`'s `error.kind` and each bridge `apply` reports.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::journal::JournalError;
 use crate::nm::NmError;
+use crate::operations::network::NetworkError;
+use crate::report::Verdict;
 use crate::transaction::{Failure, TxError};
+
+/// The class of a failure: one per exit status (README's table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Refused before any change: bad input, a failing pre-check, a declined prompt.
+    Refused,
+    RolledBack,
+    /// NetworkManager or the system bus unavailable.
+    NmUnavailable,
+    RollbackIncomplete,
+    /// Another netbridge holds the lock.
+    Busy,
+    Permission,
+    /// Committed, but a step after the commit failed.
+    AfterCommit,
+    /// A bug.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn of_nm(e: &NmError) -> ErrorKind {
+        match e {
+            NmError::PermissionDenied { .. } => ErrorKind::Permission,
+            NmError::NoBus { .. } | NmError::NotRunning { .. } => ErrorKind::NmUnavailable,
+            other if other.is_nm_gone() => ErrorKind::NmUnavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub fn of_journal(e: &JournalError) -> ErrorKind {
+        match e {
+            JournalError::Busy { .. } => ErrorKind::Busy,
+            JournalError::Dir { source, .. } | JournalError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorKind::Permission
+            }
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    pub fn of_network(e: &NetworkError) -> ErrorKind {
+        match e {
+            NetworkError::Nm(nm) => ErrorKind::of_nm(nm),
+            NetworkError::Tx(tx) => ErrorKind::of_tx(tx),
+            // NetworkManager tried and the network did not come up: undone.
+            NetworkError::Activate(_) => ErrorKind::RolledBack,
+            NetworkError::Plan(_)
+            | NetworkError::NoSuch(_)
+            | NetworkError::Converted { .. }
+            | NetworkError::Foreign(_) => ErrorKind::Refused,
+        }
+    }
+
+    /// The result a run (or a bridge) that failed so reports.
+    #[must_use]
+    pub fn verdict(self) -> Verdict {
+        match self {
+            ErrorKind::Refused => Verdict::Refused,
+            ErrorKind::RolledBack => Verdict::RolledBack,
+            ErrorKind::RollbackIncomplete => Verdict::RollbackIncomplete,
+            _ => Verdict::Failed,
+        }
+    }
+
+    /// The worst of a run's failures decides its exit status: the host
+    /// needing a look first, then bugs, then what the operator can fix.
+    #[must_use]
+    pub fn severity(self) -> u8 {
+        match self {
+            ErrorKind::RollbackIncomplete => 7,
+            ErrorKind::Internal => 6,
+            ErrorKind::Permission => 5,
+            ErrorKind::NmUnavailable => 4,
+            ErrorKind::Busy => 3,
+            ErrorKind::AfterCommit => 2,
+            ErrorKind::RolledBack => 1,
+            ErrorKind::Refused => 0,
+        }
+    }
+
+    pub fn of_tx(e: &TxError) -> ErrorKind {
+        match e {
+            TxError::Journal(j) => ErrorKind::of_journal(j),
+            TxError::Checkpoint(nm) | TxError::Hold { source: nm, .. } => ErrorKind::of_nm(nm),
+            TxError::Rollback { .. } => ErrorKind::RollbackIncomplete,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

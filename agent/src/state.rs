@@ -13,8 +13,9 @@ const STATE: &str = "state.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ResultKind {
-    /// Changed and committed.
-    Applied,
+    /// Changed and committed ("applied" in state files of older versions).
+    #[serde(alias = "applied")]
+    Committed,
     /// Already as configured: nothing to do.
     Unchanged,
     /// Tried, failed its checks, rolled back: the host is as it was.
@@ -28,7 +29,7 @@ pub enum ResultKind {
 impl std::fmt::Display for ResultKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ResultKind::Applied => "applied",
+            ResultKind::Committed => "committed",
             ResultKind::Unchanged => "unchanged",
             ResultKind::RolledBack => "rolled back",
             ResultKind::Failed => "failed",

@@ -81,7 +81,10 @@ fn the_nmcli_recipe_bridge_is_foreign_then_adopted_with_stp_off_and_reverts_to_a
     let before = lab.snapshot();
     let run = netbridge(&lab, &["convert", "ens32", "--yes", "--json"]);
     assert_eq!(run.code, 2, "foreign, not 'nothing to do': {}", run.stdout);
-    let error = run.json()["error"].as_str().unwrap_or_default().to_owned();
+    let error = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         error.contains("did not make") && error.contains("--adopt"),
         "{error}"
@@ -127,7 +130,7 @@ fn the_nmcli_recipe_bridge_is_foreign_then_adopted_with_stp_off_and_reverts_to_a
     // A second adoption, or a plain convert, has nothing to do now.
     let again = netbridge(&lab, &["convert", "ens32", "--yes", "--json"]);
     assert_eq!(again.code, 0, "{}", again.stdout);
-    assert_eq!(again.json()["result"], "no-op");
+    assert_eq!(again.json()["result"], "unchanged");
 
     // A link flap no longer costs the forwarding delay of STP.
     for updown in ["down", "up"] {
@@ -206,7 +209,10 @@ fn adoption_is_refused_for_a_bridge_with_other_ports_or_another_uplink() {
     let before = lab.snapshot();
     let run = netbridge(&lab, &["convert", "ens32", "--adopt", "--yes", "--json"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
-    let error = run.json()["error"].as_str().unwrap_or_default().to_owned();
+    let error = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         error.contains("other ports") && error.contains("vnet0"),
         "{error}"
@@ -215,7 +221,10 @@ fn adoption_is_refused_for_a_bridge_with_other_ports_or_another_uplink() {
     lab.add_second_nic(101).expect("second NIC");
     let run = netbridge(&lab, &["convert", "ens33", "--adopt", "--yes", "--json"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
-    let error = run.json()["error"].as_str().unwrap_or_default().to_owned();
+    let error = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(error.contains("ens33 is not a port of br0"), "{error}");
     let after = lab.snapshot();
     for (path, text) in &before.profiles {

@@ -138,7 +138,7 @@ fn the_agent_converts_at_start_applies_a_reload_and_stops_cleanly() {
     let ready = agent.expect_notify("READY=1");
     assert!(ready.contains("STATUS=br0: committed"), "{ready}");
     assert_eq!(ipv4(&status(&lab), "br0"), vec!["172.25.250.10/24"]);
-    assert_eq!(status(&lab)["configured"]["br0"]["result"], "applied");
+    assert_eq!(status(&lab)["configured"]["br0"]["result"], "committed");
 
     // A drop-in adds a NAT network; br0 is left alone (no outage, "unchanged").
     std::fs::write(
@@ -152,7 +152,7 @@ fn the_agent_converts_at_start_applies_a_reload_and_stops_cleanly() {
         pending["configured"]["virbr1"]["result"], "pending",
         "{pending:#}"
     );
-    assert_eq!(pending["configured"]["br0"]["result"], "applied");
+    assert_eq!(pending["configured"]["br0"]["result"], "committed");
     agent.signal(Signal::SIGHUP);
     agent.expect_notify("RELOADING=1");
     let ready = agent.expect_notify("READY=1");

@@ -242,7 +242,8 @@ fn netbridge_killed_mid_change_is_rolled_back_by_networkmanager() {
     assert!(!status(&lab)["unfinished_change"].is_null());
     let recover = netbridge(&lab, &["recover", "--json"]);
     assert_eq!(recover.code, 0, "{}", recover.stderr);
-    assert_eq!(recover.json()["result"], "undone");
+    assert_eq!(recover.json()["result"], "committed");
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
     assert_eq!(lab.snapshot(), before);
 }
 
@@ -362,7 +363,7 @@ fn a_second_run_is_a_no_op_and_a_dry_run_changes_nothing() {
     let converted = lab.snapshot();
     let again = convert_json(&lab, &[]);
     assert_eq!(again.code, 0);
-    assert_eq!(again.json()["result"], "no-op");
+    assert_eq!(again.json()["result"], "unchanged");
     assert_eq!(lab.snapshot(), converted, "the second run changed nothing");
 }
 

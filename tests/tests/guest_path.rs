@@ -126,13 +126,7 @@ fn leaked(child: Child) -> String {
 fn guest_path_result(doc: &Value) -> Value {
     doc["outcome"]["checks"]
         .as_array()
-        .and_then(|c| {
-            c.iter().find(|r| {
-                r["probe"]
-                    .as_str()
-                    .is_some_and(|p| p.starts_with("guest-path"))
-            })
-        })
+        .and_then(|c| c.iter().find(|r| r["kind"] == "guest-path"))
         .cloned()
         .unwrap_or(Value::Null)
 }
@@ -192,12 +186,9 @@ fn after_a_conversion_a_guest_reaches_the_gateway_and_the_check_left_nothing() {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let doc = run.json();
     let check = guest_path_result(&doc);
-    assert_eq!(check["probe"], "guest-path br0", "{doc:#}");
+    assert_eq!(check["target"], "br0", "{doc:#}");
     assert_eq!(check["ok"], true, "{check}");
-    eprintln!(
-        "guest-path check: {} ms ({})",
-        check["elapsed_ms"], check["detail"]
-    );
+    eprintln!("guest-path check: {} ms ({})", check["ms"], check["detail"]);
     assert_eq!(doc["guest_path"]["verdict"], "open", "{doc:#}");
     assert_eq!(
         leaked(watcher),
@@ -616,7 +607,7 @@ fn allow_survives_and_revert_restores(
         "re-created chains drop the guest until the hook runs"
     );
     let synced = sync_hook(lab);
-    assert_eq!(synced["result"], "changed", "{synced:#}");
+    assert_eq!(synced["result"], "committed", "{synced:#}");
     let after_sync = traces(lab);
     // Re-created chains may be listed in another order: the same lines.
     let lines = |text: &str| {
@@ -815,7 +806,7 @@ fn a_rule_left_by_a_killed_conversion_is_removed_by_the_hook() {
     // Never recorded (the change did not commit): the hook removes it.
     let synced = sync_hook(&lab);
     assert_eq!(synced["bridges"], serde_json::json!([]), "{synced:#}");
-    assert_eq!(synced["result"], "changed", "{synced:#}");
+    assert_eq!(synced["result"], "committed", "{synced:#}");
     let after = traces(&lab);
     assert_eq!((after.nft, after.iptables), (before.nft, before.iptables));
     let recover = netbridge(&lab, &["recover"]);

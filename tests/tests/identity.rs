@@ -104,7 +104,7 @@ fn a_silent_dhcp_server_is_refused_before_any_change() {
     let run = convert_json(&lab, &[]);
     assert_eq!(run.code, 2, "refused: {}\n{}", run.stdout, run.stderr);
     let doc = run.json();
-    let error = doc["error"].as_str().unwrap_or_default();
+    let error = doc["error"]["message"].as_str().unwrap_or_default();
     assert!(
         error.contains("DHCP server 172.25.250.254 does not answer"),
         "the message names the server: {error}"
@@ -401,7 +401,10 @@ fn a_stable_privacy_slaac_address_is_refused_with_the_reason() {
     let before = lab.snapshot();
     let run = convert_json(&lab, &[]);
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
-    let error = run.json()["error"].as_str().unwrap_or_default().to_owned();
+    let error = run.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         error.contains("stable-privacy") && error.contains(&before_addresses[0]),
         "the reason and the address: {error}"

@@ -114,7 +114,7 @@ fn a_libvirt_network_on_the_bridge_is_active_after_a_reboot_and_revert_removes_i
     );
     let (code, status, err) = netbridge(&host, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let status = common::document(&status).unwrap_or_else(|e| panic!("status JSON: {e}"));
     let br0 = status["devices"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["interface"] == "br0"))
@@ -352,7 +352,7 @@ fn the_configuration_keys_do_the_same_through_apply() {
     .expect("netbridge.toml");
     let (code, out, err) = netbridge(&host, &["apply", "--json"]);
     assert_eq!(code, 0, "apply: {out}\n{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).expect("apply JSON");
+    let doc = common::document(&out).unwrap_or_else(|e| panic!("apply JSON: {e}"));
     assert_eq!(doc["bridges"][0]["result"], "committed", "{doc:#}");
     assert!(active_networks(&host).contains(&"from-config".to_owned()));
     assert_eq!(bridge_conf(&host), "allow br0");
@@ -360,7 +360,7 @@ fn the_configuration_keys_do_the_same_through_apply() {
     // Unchanged the second time, and the network stays as it is.
     let (code, out, err) = netbridge(&host, &["apply", "--json"]);
     assert_eq!(code, 0, "apply again: {out}\n{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).expect("apply JSON");
+    let doc = common::document(&out).unwrap_or_else(|e| panic!("apply JSON: {e}"));
     assert_eq!(doc["bridges"][0]["result"], "unchanged", "{doc:#}");
     assert_eq!(bridge_conf(&host), "allow br0");
 
@@ -393,10 +393,10 @@ fn the_agent_under_its_hardened_unit_defines_the_network_and_allows_the_bridge()
     );
     let (code, status, err) = netbridge(&host, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let status = common::document(&status).unwrap_or_else(|e| panic!("status JSON: {e}"));
     assert_eq!(
         status["configured"]["br0"]["result"],
-        "applied",
+        "committed",
         "{:#}\n{}",
         status["configured"],
         host.journal("netbridge-agent")
@@ -416,7 +416,7 @@ fn the_agent_under_its_hardened_unit_defines_the_network_and_allows_the_bridge()
     );
     let (code, status, err) = netbridge(&host, &["status", "--json"]);
     assert_eq!(code, 0, "{err}");
-    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    let status = common::document(&status).unwrap_or_else(|e| panic!("status JSON: {e}"));
     assert_eq!(
         status["configured"]["br0"]["result"],
         "unchanged",
@@ -443,7 +443,7 @@ fn revert_leaves_a_network_that_is_no_longer_netbridges() {
         ],
     );
     assert_eq!(code, 0, "{out}\n{err}");
-    let doc: serde_json::Value = serde_json::from_str(&out).expect("convert JSON");
+    let doc = common::document(&out).unwrap_or_else(|e| panic!("convert JSON: {e}"));
     assert_eq!(doc["libvirt"]["network"]["name"], "mine", "{doc:#}");
     let uuid = doc["libvirt"]["network"]["uuid"]
         .as_str()

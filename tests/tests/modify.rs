@@ -140,7 +140,7 @@ fn state_absent_reverts_a_bridge_netbridge_made_and_then_has_nothing_to_do() {
     let bad = write_config(&lab, "state = \"gone\"\n");
     let run = netbridge(&lab, &["apply", "--config", &bad, "--json"]);
     assert_eq!(run.code, 2, "{}", run.stdout);
-    assert!(run.json()["error"]
+    assert!(run.json()["error"]["message"]
         .as_str()
         .is_some_and(|e| e.contains("bridge.state")));
 }

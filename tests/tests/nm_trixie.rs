@@ -164,7 +164,7 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_
     // The guest-path check's throwaway veth profiles work on 1.52 as on 1.42.
     let guest_path_ok = run.json()["outcome"]["checks"].as_array().is_some_and(|c| {
         c.iter()
-            .any(|r| r["probe"] == "guest-path br0" && r["ok"] == true)
+            .any(|r| r["kind"] == "guest-path" && r["target"] == "br0" && r["ok"] == true)
     });
     assert!(guest_path_ok, "{}", run.stdout);
     assert_converted(&host, "after convert");
@@ -181,7 +181,7 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_
 
     let run = netbridge(&host, &["revert", "br0", "--yes", "--json"]);
     expect_code(&host, &run, 0, "netbridge revert br0 --yes --json");
-    assert_eq!(run.json()["result"], "reverted", "{}", run.stdout);
+    assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert_original(&host, "after revert");
     assert_eq!(
         profile_field(&host, UPLINK, "connection.autoconnect"),
@@ -222,7 +222,7 @@ fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52
     ];
     let run = netbridge(&host, &args);
     expect_code(&host, &run, 0, &format!("netbridge {}", args.join(" ")));
-    assert_eq!(run.json()["result"], "created", "{}", run.stdout);
+    assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert!(
         eventually(Duration::from_secs(20), || addresses(&host, "virbr1")
             == vec![(Ipv4Addr::new(192, 168, 107, 1), 24)]),
@@ -246,7 +246,7 @@ fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52
 
     let run = netbridge(&host, &["delete", "virbr1", "--json"]);
     expect_code(&host, &run, 0, "netbridge delete virbr1 --json");
-    assert_eq!(run.json()["result"], "deleted", "{}", run.stdout);
+    assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert!(
         eventually(Duration::from_secs(10), || !link_exists(&host, "virbr1")),
         "virbr1 is gone"

@@ -80,7 +80,7 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
 
     let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.json()["result"], "reverted");
+    assert_eq!(run.json()["result"], "committed");
     assert_reverted(&lab, &before);
 }
 

@@ -133,7 +133,7 @@ fn status_shows_the_kept_original_profile_and_only_results_that_still_hold() {
     let original = String::from_utf8_lossy(&original.stdout).trim().to_owned();
 
     let s = netbridge(&lab, &["status", "--json", "--config", &config]).json();
-    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    assert_eq!(s["configured"]["br0"]["result"], "committed", "{s:#}");
     let made = &device(&s, "br0").expect("br0 listed")["netbridge"];
     assert_eq!(made["original_profile"]["id"], "ens32", "{made:#}");
     assert_eq!(made["original_profile"]["uuid"], original.as_str());
@@ -159,7 +159,7 @@ fn status_shows_the_kept_original_profile_and_only_results_that_still_hold() {
     assert!(
         !table
             .lines()
-            .any(|l| l.starts_with("br0 ") && l.contains("applied")),
+            .any(|l| l.starts_with("br0 ") && l.contains("committed")),
         "{table}"
     );
 
@@ -222,7 +222,7 @@ fn status_says_clearly_when_networkmanager_is_not_running() {
     );
     let json = netbridge(&lab, &["status", "--json"]);
     assert_eq!(json.code, 4);
-    assert!(json.json()["error"]
+    assert!(json.json()["error"]["message"]
         .as_str()
         .unwrap_or("")
         .contains("not running"));

@@ -37,7 +37,8 @@ fn status(host: &Container) -> serde_json::Value {
         "netbridge status: {}",
         text(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    common::document(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("status JSON: {e}"))
 }
 
 /// The agent's own entries, as journald keeps them.
@@ -108,7 +109,7 @@ fn status_works_without_root(host: &Container) {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     // The firewall's chains only: nft and iptables-save refuse non-root.
     assert_eq!(s["needs_root"], serde_json::json!(["firewall"]), "{s:#}");
-    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    assert_eq!(s["configured"]["br0"]["result"], "committed", "{s:#}");
     let made = &s["devices"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["interface"] == "br0").cloned())
@@ -185,7 +186,7 @@ fn systemctl_enable_now_converts_the_host_and_a_reboot_keeps_it() {
     );
     assert!(addresses(&host, UPLINK).is_empty());
     let s = status(&host);
-    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    assert_eq!(s["configured"]["br0"]["result"], "committed", "{s:#}");
     let journal = host.journal("netbridge-agent");
     assert!(
         journal.contains("committed"),
@@ -327,7 +328,7 @@ fn a_reboot_in_the_middle_of_an_apply_ends_with_the_bridge_applied() {
         host.journal("netbridge-agent")
     );
     assert!(eventually(
-        || status(&host)["configured"]["br0"]["result"] == "applied"
+        || status(&host)["configured"]["br0"]["result"] == "committed"
     ));
 }
 

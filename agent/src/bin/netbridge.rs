@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use netbridge::cli::{self, Cli};
+use netbridge::cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(exit) => return ExitCode::from(u8::try_from(exit.code()).unwrap_or(1)),
+    };
     netbridge::logging::init(cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -100,15 +100,34 @@ impl Probe {
     }
 }
 
+impl Probe {
+    /// What kind of probe: `ping`, `dns-server`, `tcp`, `resolve`, `guest-path`.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Ping(_) => "ping",
+            Self::DnsServer(_) => "dns-server",
+            Self::Tcp { .. } => "tcp",
+            Self::Resolve(_) => "resolve",
+            Self::GuestPath(_) => "guest-path",
+        }
+    }
+
+    /// What it probes: an address, `HOST:PORT`, a name or a bridge.
+    #[must_use]
+    pub fn target(&self) -> String {
+        match self {
+            Self::Ping(ip) | Self::DnsServer(ip) => ip.to_string(),
+            Self::Tcp { host, port } => spec::HostPort(host, *port).to_string(),
+            Self::Resolve(name) => name.to_string(),
+            Self::GuestPath(bridge) => bridge.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Probe {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ping(ip) => write!(f, "ping {ip}"),
-            Self::DnsServer(ip) => write!(f, "dns-server {ip}"),
-            Self::Tcp { host, port } => write!(f, "tcp {}", spec::HostPort(host, *port)),
-            Self::Resolve(name) => write!(f, "resolve {name}"),
-            Self::GuestPath(bridge) => write!(f, "guest-path {bridge}"),
-        }
+        write!(f, "{} {}", self.kind(), self.target())
     }
 }
 
@@ -150,21 +169,33 @@ fn distinct(addrs: &[IpAddr]) -> impl Iterator<Item = IpAddr> + '_ {
         .map(|(_, ip)| *ip)
 }
 
-/// How one probe went.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// How one probe went. Serialised structured, as every `--json` document
+/// shows a check: `{"kind": "ping", "target": "172.25.250.254", "ok": true,
+/// "detail": "reply in 0.4 ms", "ms": 0.4}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
-    /// Serialised as its display form, e.g. `"ping 172.25.250.254"`.
     pub probe: Probe,
     pub ok: bool,
     /// For people: `reply in 0.4 ms`, `no reply within 3 s`, `connection refused`, `NXDOMAIN from …`.
     pub detail: String,
-    /// Serialised as `elapsed_ms`, a float.
-    #[serde(rename = "elapsed_ms", serialize_with = "as_millis")]
     pub elapsed: Duration,
 }
 
-fn as_millis<S: Serializer>(elapsed: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_f64((elapsed.as_secs_f64() * 10_000.0).round() / 10.0)
+impl Serialize for ProbeResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut doc = serializer.serialize_struct("ProbeResult", 5)?;
+        doc.serialize_field("kind", self.probe.kind())?;
+        doc.serialize_field("target", &self.probe.target())?;
+        doc.serialize_field("ok", &self.ok)?;
+        doc.serialize_field("detail", &self.detail)?;
+        // Milliseconds to a tenth: finer is noise.
+        doc.serialize_field(
+            "ms",
+            &((self.elapsed.as_secs_f64() * 10_000.0).round() / 10.0),
+        )?;
+        doc.end()
+    }
 }
 
 /// Tries `probe` until it succeeds or `deadline` has passed. Never panics on

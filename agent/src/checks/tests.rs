@@ -76,10 +76,11 @@ fn result_serialises_for_machines() {
     assert_eq!(
         json,
         serde_json::json!({
-            "probe": "tcp [fd00::1]:22",
+            "kind": "tcp",
+            "target": "[fd00::1]:22",
             "ok": false,
             "detail": "connection refused",
-            "elapsed_ms": 1234.6,
+            "ms": 1234.6,
         })
     );
 }

@@ -9,9 +9,9 @@ use super::output::{run_verb, say, Exit, Fatal};
 use crate::config;
 use crate::journal::Store;
 use crate::nm::Nm;
-use crate::operations::apply::{self, Applied, ApplyOptions, BridgeReport};
+use crate::operations::apply::{self, ApplyOptions, BridgeReport};
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -29,9 +29,10 @@ device and commits at once.
 `--check-config` only validates the files, offline (for CI, a pre-commit hook
 or Ansible's `validate`): `netbridge apply --check-config /tmp/netbridge.toml`.
 
-Exit status: 0 all applied or unchanged (or valid), 2 invalid configuration
-(nothing changed), 3 a bridge rolled back, 1 a bridge failed, 5 a rollback did
-not complete, 9 a bridge awaits `netbridge confirm`.")]
+Exit status (the worst bridge decides; see `netbridge --help`): 0 all
+committed or unchanged (or valid), 2 invalid configuration or a bridge refused
+before any change, 3 a bridge rolled back, 5 a rollback did not complete, 4, 6,
+7 or 8 as for every verb, 9 a bridge awaits `netbridge confirm`, 1 a bug.")]
 pub struct ApplyArgs {
     /// The configuration file (or a directory with netbridge.toml and conf.d/).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
@@ -96,18 +97,18 @@ async fn apply(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let path = match &args.check_config {
         Some(Some(path)) => path,
         _ => &args.config,
     };
     let config = config::load(path)
         .await
-        .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
+        .map_err(|e| Fatal::refused(format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
     if config.files.is_empty() {
         return Err(Fatal::new(
-            Exit::BadInput,
+            Exit::Refused,
             format!(
                 "no configuration at {} (nor conf.d/*.toml beside it)",
                 path.display()
@@ -118,7 +119,7 @@ async fn apply(
         if !args.json {
             print_valid(&config);
         }
-        return Ok(("valid", Exit::Ok));
+        return Ok((Verdict::Unchanged, Exit::Ok));
     }
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
@@ -155,20 +156,81 @@ fn print_valid(config: &config::Config) {
     }
 }
 
-/// The worst result decides the exit status.
-pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (&'static str, Exit) {
-    let any = |r: Applied| bridges.iter().any(|b| b.result == r);
-    if any(Applied::RollbackFailed) {
-        ("failed", Exit::RollbackFailed)
-    } else if any(Applied::Failed) {
-        ("failed", Exit::Internal)
-    } else if any(Applied::RolledBack) {
-        ("rolled-back", Exit::RolledBack)
-    } else if any(Applied::AwaitingConfirm) {
-        ("awaiting-confirm", Exit::AwaitingConfirm)
-    } else if dry_run {
-        ("dry-run", Exit::Ok)
-    } else {
-        ("applied", Exit::Ok)
+/// The worst result decides the exit status (and the result of the run).
+pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (Verdict, Exit) {
+    let worst = bridges
+        .iter()
+        .filter_map(|b| b.error)
+        .max_by_key(|kind| kind.severity());
+    match worst {
+        Some(kind) => (kind.verdict(), kind.into()),
+        None if dry_run => (Verdict::DryRun, Exit::Ok),
+        None if bridges.iter().any(|b| b.result == Verdict::AwaitingConfirm) => {
+            (Verdict::AwaitingConfirm, Exit::AwaitingConfirm)
+        }
+        None if bridges.iter().any(|b| b.result == Verdict::Committed) => {
+            (Verdict::Committed, Exit::Ok)
+        }
+        None => (Verdict::Unchanged, Exit::Ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::ErrorKind;
+
+    fn bridge(result: Verdict, error: Option<ErrorKind>) -> BridgeReport {
+        BridgeReport {
+            name: "br0".into(),
+            result,
+            reason: None,
+            uplink: None,
+            retry: None,
+            error,
+            outcome: None,
+            nmcli: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_worst_bridge_decides_and_a_bug_is_only_a_bug() {
+        let refused = (Verdict::Refused, Some(ErrorKind::Refused));
+        let rolled_back = (Verdict::RolledBack, Some(ErrorKind::RolledBack));
+        let nm_gone = (Verdict::Failed, Some(ErrorKind::NmUnavailable));
+        let libvirt = (Verdict::Failed, Some(ErrorKind::AfterCommit));
+        let committed = (Verdict::Committed, None);
+        let unchanged = (Verdict::Unchanged, None);
+        let cases = [
+            (vec![refused], false, (Verdict::Refused, Exit::Refused)),
+            (vec![refused], true, (Verdict::Refused, Exit::Refused)),
+            (
+                vec![refused, rolled_back],
+                false,
+                (Verdict::RolledBack, Exit::RolledBack),
+            ),
+            (
+                vec![committed, nm_gone],
+                false,
+                (Verdict::Failed, Exit::NmUnavailable),
+            ),
+            (
+                vec![committed, libvirt],
+                false,
+                (Verdict::Failed, Exit::AfterCommit),
+            ),
+            (
+                vec![unchanged, committed],
+                false,
+                (Verdict::Committed, Exit::Ok),
+            ),
+            (vec![unchanged], false, (Verdict::Unchanged, Exit::Ok)),
+            (vec![unchanged], true, (Verdict::DryRun, Exit::Ok)),
+        ];
+        for (results, dry_run, expected) in cases {
+            let bridges: Vec<BridgeReport> =
+                results.into_iter().map(|(r, e)| bridge(r, e)).collect();
+            assert_eq!(summarize(&bridges, dry_run), expected, "{bridges:?}");
+        }
     }
 }

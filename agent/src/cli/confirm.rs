@@ -9,6 +9,7 @@ use super::output::{run_verb, say, Exit, Fatal};
 use crate::confirm::{self, ConfirmError, Confirmed};
 use crate::journal::Store;
 use crate::nm::Nm;
+use crate::report::Verdict;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -40,19 +41,19 @@ pub async fn run(args: ConfirmArgs, state_dir: &Path) -> Exit {
                 if !args.json {
                     say!("Confirmed: {bridge} is committed ({done}).");
                 }
-                ("committed", Exit::Ok)
+                (Verdict::Committed, Exit::Ok)
             }
             Confirmed::Expired { .. } => {
                 if !args.json {
                     say!("Too late: the change was no longer on trial and is rolled back; the host runs as before.");
                 }
-                ("rolled-back", Exit::RolledBack)
+                (Verdict::RolledBack, Exit::RolledBack)
             }
             Confirmed::RolledBack { reason } => {
                 if !args.json {
                     say!("Rolled back: {reason}; the host runs as before.");
                 }
-                ("rolled-back", Exit::RolledBack)
+                (Verdict::RolledBack, Exit::RolledBack)
             }
         };
         report.confirmed = Some(confirmed);
@@ -69,7 +70,7 @@ pub(super) fn confirm_fatal(e: ConfirmError) -> Fatal {
         ConfirmError::Tx(e) => e.into(),
         ConfirmError::Nm(e) => e.into(),
         e @ (ConfirmError::NothingPending(_) | ConfirmError::NotPending { .. }) => {
-            Fatal::new(Exit::BadInput, e.to_string())
+            Fatal::new(Exit::Refused, e.to_string())
         }
     }
 }

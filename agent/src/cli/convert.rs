@@ -20,7 +20,7 @@ use crate::operations::convert::{self, InPlace, InPlaceReady, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -189,7 +189,7 @@ async fn convert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let options = args.options.options()?;
     let choice = CheckChoice {
         explicit: args.checks.clone(),
@@ -200,7 +200,7 @@ async fn convert(
         && (!args.libvirt.is_empty() || args.guest_forwarding == GuestForwarding::Allow)
     {
         return Err(Fatal::new(
-            Exit::BadInput,
+            Exit::Refused,
             "--confirm does not combine with --libvirt-network, --qemu-bridge-helper or --guest-forwarding allow yet: convert with --confirm, confirm, then run the same command again with those; nothing was changed",
         ));
     }
@@ -208,7 +208,7 @@ async fn convert(
     let nm = Nm::connect().await?;
     let uplink = resolve_uplink(&nm, &args.bridge, &args.uplink)
         .await
-        .map_err(|e| Fatal::new(Exit::BadInput, format!("uplink {}: {e}", args.uplink)))?;
+        .map_err(|e| Fatal::refused(format!("uplink {}: {e}", args.uplink)))?;
     report.uplink.clone_from(&uplink);
     let request = Request {
         uplink,
@@ -220,10 +220,9 @@ async fn convert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &request, &choice).await? {
-        if !args.json {
-            say!("Declined: nothing was changed.");
-        }
-        return Ok(("declined", Exit::BadInput));
+        return Err(Fatal::refused(
+            "declined at the prompt: nothing was changed",
+        ));
     }
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -261,7 +260,7 @@ async fn convert(
                     .await
                     .map_err(failed)?;
             }
-            return Ok(("no-op", Exit::Ok));
+            return Ok((Verdict::Unchanged, Exit::Ok));
         }
         Prepared::Ready(ready) => *ready,
         Prepared::InPlace(ready) => {
@@ -281,7 +280,7 @@ async fn convert(
             print_plan(&ready.plan, &ready.proof.checks.probes);
         }
         report.ready = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
 
     let bridge = &ready.plan.bridge;
@@ -316,13 +315,13 @@ async fn convert(
                     progress.elapsed()
                 );
             }
-            ("committed", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::AwaitingConfirm { seconds, .. } => {
             if !args.json {
                 say_awaiting(&format!("{} on {}", plan.bridge, plan.uplink), *seconds);
             }
-            ("awaiting-confirm", Exit::AwaitingConfirm)
+            (Verdict::AwaitingConfirm, Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -332,7 +331,7 @@ async fn convert(
                     plan.original.id
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     let committed = matches!(outcome, Outcome::Committed { .. });
@@ -355,7 +354,7 @@ async fn in_place(
     ready: InPlaceReady,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let change = &ready.change;
     let show = || print_in_place(change, &ready.proof.checks.probes);
     if args.dry_run {
@@ -364,7 +363,7 @@ async fn in_place(
         }
         report.nmcli = ready.change.nmcli_commands();
         report.in_place = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
     let outcome =
         convert::execute_in_place(nm, (store, lock), &ready, args.confirm, progress).await?;
@@ -378,13 +377,13 @@ async fn in_place(
                     progress.elapsed()
                 );
             }
-            ("committed", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::AwaitingConfirm { seconds, .. } => {
             if !args.json {
                 say_awaiting(ready.change.bridge(), *seconds);
             }
-            ("awaiting-confirm", Exit::AwaitingConfirm)
+            (Verdict::AwaitingConfirm, Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -393,7 +392,7 @@ async fn in_place(
                     ready.change.bridge()
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
@@ -467,7 +466,7 @@ fn print_in_place(change: &InPlace, probes: &[Probe]) {
 fn bad_input(e: LibvirtError) -> Fatal {
     let exit = match e {
         LibvirtError::Journal(_) => Exit::Internal,
-        _ => Exit::BadInput,
+        _ => Exit::Refused,
     };
     Fatal::new(exit, format!("{e}; nothing was changed"))
 }

@@ -11,7 +11,8 @@ use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
 use crate::plan::network::{parse_address, parse_range, NetMode, NetworkSpec};
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
+use crate::retry::ErrorKind;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -69,7 +70,10 @@ pub struct CreateArgs {
 struct Report {
     name: String,
     network: Option<NetworkSpec>,
-    outcome: Option<NetOutcome>,
+    /// The transaction, when one ran (a new network).
+    outcome: Option<Outcome>,
+    /// A dry run: the equivalent nmcli commands.
+    nmcli: Vec<String>,
 }
 
 pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
@@ -77,6 +81,7 @@ pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
         name: args.name.clone(),
         network: None,
         outcome: None,
+        nmcli: Vec::new(),
     };
     run_verb("create", args.json, report, async |progress, report| {
         create(&args, state_dir, progress, report).await
@@ -85,7 +90,7 @@ pub async fn run(args: CreateArgs, state_dir: &Path) -> Exit {
 }
 
 fn spec(args: &CreateArgs) -> Result<NetworkSpec, Fatal> {
-    let bad = |m: String| Fatal::new(Exit::BadInput, format!("{m}; nothing was changed"));
+    let bad = |m: String| Fatal::refused(format!("{m}; nothing was changed"));
     let address = parse_address(&args.address).map_err(|m| bad(format!("--address: {m}")))?;
     let dhcp_range = match &args.dhcp_range {
         Some(r) => Some(parse_range(r, address).map_err(|m| bad(format!("--dhcp-range: {m}")))?),
@@ -109,7 +114,7 @@ async fn create(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let spec = spec(args)?;
     report.network = Some(spec.clone());
     let nm = Nm::connect().await?;
@@ -121,30 +126,39 @@ async fn create(
     let outcome = network::ensure(&nm, &store, &lock, &spec, args.dry_run, progress)
         .await
         .map_err(network_fatal)?;
-    let (result, exit) = match &outcome {
-        NetOutcome::Unchanged => ("unchanged", Exit::Ok),
-        NetOutcome::Activated => ("activated", Exit::Ok),
-        NetOutcome::DryRun { .. } => ("dry-run", Exit::Ok),
-        // A new network never awaits confirmation: it touches no existing device.
-        NetOutcome::Created {
-            outcome: Outcome::Committed { .. } | Outcome::AwaitingConfirm { .. },
-        } => ("created", Exit::Ok),
-        NetOutcome::Created {
-            outcome: Outcome::RolledBack { .. },
-        } => ("rolled-back", Exit::RolledBack),
+    let (action, result, exit) = match outcome {
+        NetOutcome::Unchanged => ("unchanged", Verdict::Unchanged, Exit::Ok),
+        NetOutcome::Activated => ("activated", Verdict::Committed, Exit::Ok),
+        NetOutcome::DryRun { nmcli, .. } => {
+            report.nmcli = nmcli;
+            ("dry-run", Verdict::DryRun, Exit::Ok)
+        }
+        NetOutcome::Created { outcome } => {
+            let done = match outcome {
+                // A new network never awaits confirmation: it touches no
+                // existing device.
+                Outcome::Committed { .. } | Outcome::AwaitingConfirm { .. } => {
+                    ("created", Verdict::Committed, Exit::Ok)
+                }
+                Outcome::RolledBack { .. } => {
+                    ("rolled back", Verdict::RolledBack, Exit::RolledBack)
+                }
+            };
+            report.outcome = Some(outcome);
+            done
+        }
     };
     if !args.json {
         say!(
-            "{}: {result} ({} network {})",
+            "{}: {action} ({} network {})",
             spec.name,
             spec.mode.as_str(),
             spec.address
         );
-        if let NetOutcome::DryRun { nmcli, .. } = &outcome {
-            say_nmcli(nmcli);
+        if result == Verdict::DryRun {
+            say_nmcli(&report.nmcli);
         }
     }
-    report.outcome = Some(outcome);
     Ok((result, exit))
 }
 
@@ -152,9 +166,7 @@ pub(super) fn network_fatal(e: NetworkError) -> Fatal {
     match e {
         NetworkError::Nm(nm) => nm.into(),
         NetworkError::Tx(tx) => tx.into(),
-        // NetworkManager tried and the network did not come up: not a refusal.
-        NetworkError::Activate(f) => Fatal::new(Exit::RolledBack, f.to_string()),
-        other => Fatal::new(Exit::BadInput, other.to_string()),
+        other => Fatal::new(ErrorKind::of_network(&other).into(), other.to_string()),
     }
 }
 
@@ -170,6 +182,6 @@ mod tests {
         ])));
         assert_eq!(failed.exit, Exit::RolledBack);
         let refused = network_fatal(NetworkError::NoSuch("virbr9".into()));
-        assert_eq!(refused.exit, Exit::BadInput);
+        assert_eq!(refused.exit, Exit::Refused);
     }
 }

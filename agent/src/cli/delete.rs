@@ -8,7 +8,7 @@ use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network;
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -41,12 +41,12 @@ pub async fn run(args: DeleteArgs, state_dir: &Path) -> Exit {
     run_verb("delete", args.json, report, async |progress, _| {
         delete(&args, state_dir, progress).await?;
         if args.dry_run {
-            return Ok(("dry-run", Exit::Ok));
+            return Ok((Verdict::DryRun, Exit::Ok));
         }
         if !args.json {
             say!("{} deleted.", args.name);
         }
-        Ok(("deleted", Exit::Ok))
+        Ok((Verdict::Committed, Exit::Ok))
     })
     .await
 }

@@ -12,7 +12,7 @@ use super::output::{run_verb, Exit, Fatal};
 use crate::config;
 use crate::guest_forwarding::{self, Applied, GuestForwarding};
 use crate::journal::Store;
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -56,10 +56,10 @@ async fn sync(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
+) -> Result<(Verdict, Exit), Fatal> {
     let configured = config::load(&args.config)
         .await
-        .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
+        .map_err(|e| Fatal::refused(format!("{e}; nothing was changed")))?;
     let store = Store::new(state_dir);
     // Not while a change is in flight: it adds or removes rules itself.
     let lock = store.lock()?;
@@ -81,9 +81,9 @@ async fn sync(
     }
     let names: Vec<&str> = report.bridges.iter().map(String::as_str).collect();
     let result = if report.applied.is_empty() {
-        "unchanged"
+        Verdict::Unchanged
     } else {
-        "changed"
+        Verdict::Committed
     };
     progress.step(
         "done",

@@ -14,9 +14,10 @@ mod revert;
 mod rollback;
 mod status;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use output::Exit;
 
@@ -127,6 +128,46 @@ pub enum Command {
     Recover(recover::RecoverArgs),
     /// Print the shell completion script for SHELL (bash, zsh or fish) on stdout.
     Completions(completions::CompletionsArgs),
+}
+
+/// Parses the command line. Under `--json` an argument error is a JSON
+/// document too (exit 2), so that a script always gets one; `--help` and
+/// `--version` print as usual.
+pub fn parse() -> Result<Cli, Exit> {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let error = match Cli::try_parse_from(&args) {
+        Ok(cli) => return Ok(cli),
+        Err(error) => error,
+    };
+    if !error.use_stderr() || !args.iter().any(|a| a == "--json") {
+        error.exit();
+    }
+    let command = Cli::command();
+    let verb = args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| command.find_subcommand(a).is_some())
+        .unwrap_or("netbridge");
+    // clap's message, without its usage and help hints (after a blank line).
+    let rendered = error.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    let fatal = output::Fatal::refused(format!("{message}; nothing was changed"));
+    let nothing = crate::report::Progress::new(false);
+    let no_fields = serde_json::Map::new();
+    output::print_json(&output::Envelope::new(
+        verb,
+        Err(fatal),
+        &no_fields,
+        &nothing,
+    ));
+    Err(Exit::Refused)
 }
 
 /// Runs the command line and returns the process exit status.

@@ -2,7 +2,7 @@
 //! meaning as the configuration's keys (see `netbridge.toml`), turned into
 //! the one typed [`BridgeOptions`] the planner takes.
 
-use super::output::{Exit, Fatal};
+use super::output::Fatal;
 use crate::plan::{options, BridgeOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,7 +71,7 @@ impl BridgeOptionArgs {
             mac: self.mac.clone(),
         };
         options::validate(&declared)
-            .map_err(|e| Fatal::new(Exit::BadInput, format!("--{e}; nothing was changed")))?;
+            .map_err(|e| Fatal::refused(format!("--{e}; nothing was changed")))?;
         Ok(declared)
     }
 }

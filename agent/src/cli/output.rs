@@ -8,18 +8,23 @@ use crate::journal::JournalError;
 use crate::nm::NmError;
 use crate::operations::PrepareError;
 use crate::recovery::RecoveryError;
-use crate::report::{Progress, Step};
+use crate::report::{CheckResults, Progress, Step, Verdict};
+use crate::retry::ErrorKind;
 use crate::transaction::TxError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// The exit statuses, one class of outcome each; `--json` names the class of
+/// an error with [`Exit::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
+    /// A bug in netbridge, and nothing else.
     Internal = 1,
-    BadInput = 2,
+    Refused = 2,
     RolledBack = 3,
     NmUnavailable = 4,
-    RollbackFailed = 5,
+    RollbackIncomplete = 5,
     Busy = 6,
+    Permission = 7,
     /// The change is committed, but a step after it (libvirt, QEMU's
     /// bridge.conf) failed: the bridge is in place, that step is not.
     AfterCommit = 8,
@@ -29,15 +34,16 @@ pub enum Exit {
 }
 
 impl Exit {
-    /// Every status, in order: `--help` and the manual list them from here.
-    pub const ALL: [Exit; 9] = [
+    /// Every status, in order: `--help`, the manual and the README list them from here.
+    pub const ALL: [Exit; 10] = [
         Exit::Ok,
         Exit::Internal,
-        Exit::BadInput,
+        Exit::Refused,
         Exit::RolledBack,
         Exit::NmUnavailable,
-        Exit::RollbackFailed,
+        Exit::RollbackIncomplete,
         Exit::Busy,
+        Exit::Permission,
         Exit::AfterCommit,
         Exit::AwaitingConfirm,
     ];
@@ -49,25 +55,68 @@ impl Exit {
     /// What the status tells the caller, for `--help` and the manual.
     pub fn meaning(self) -> &'static str {
         match self {
-            Exit::Ok => "success (also: nothing to do, dry run)",
-            Exit::Internal => "internal error",
-            Exit::BadInput => "bad input or refused before anything changed",
+            Exit::Ok => "done, or nothing to do (also a dry run)",
+            Exit::Internal => "a bug in netbridge (please report it)",
+            Exit::Refused => {
+                "refused before any change: bad input, a failing pre-check, a declined prompt"
+            }
             Exit::RolledBack => {
                 "the change failed its checks and was rolled back: the host is as it was"
             }
-            Exit::NmUnavailable => {
-                "NetworkManager is not running, not reachable or refused permission"
-            }
-            Exit::RollbackFailed => {
+            Exit::NmUnavailable => "NetworkManager or the system bus is unavailable",
+            Exit::RollbackIncomplete => {
                 "a rollback did not complete: check the host (`netbridge status`)"
             }
             Exit::Busy => "another netbridge process is changing this host",
+            Exit::Permission => {
+                "permission denied: run as root (or as a user polkit allows to change the network)"
+            }
             Exit::AfterCommit => {
                 "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
             }
             Exit::AwaitingConfirm => {
                 "--confirm: the change passed its checks and runs in memory only; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
             }
+        }
+    }
+
+    /// The class of an error that ends with this status (`error.kind`);
+    /// none for the statuses that are no error.
+    pub fn kind(self) -> Option<ErrorKind> {
+        Some(match self {
+            Exit::Ok | Exit::AwaitingConfirm => return None,
+            Exit::Refused => ErrorKind::Refused,
+            Exit::RolledBack => ErrorKind::RolledBack,
+            Exit::NmUnavailable => ErrorKind::NmUnavailable,
+            Exit::RollbackIncomplete => ErrorKind::RollbackIncomplete,
+            Exit::Busy => ErrorKind::Busy,
+            Exit::Permission => ErrorKind::Permission,
+            Exit::AfterCommit => ErrorKind::AfterCommit,
+            Exit::Internal => ErrorKind::Internal,
+        })
+    }
+
+    /// The result a run that ends with this status reports.
+    pub fn verdict(self) -> Verdict {
+        match (self, self.kind()) {
+            (Exit::AwaitingConfirm, _) => Verdict::AwaitingConfirm,
+            (_, Some(kind)) => kind.verdict(),
+            (_, None) => Verdict::Committed,
+        }
+    }
+}
+
+impl From<ErrorKind> for Exit {
+    fn from(kind: ErrorKind) -> Exit {
+        match kind {
+            ErrorKind::Refused => Exit::Refused,
+            ErrorKind::RolledBack => Exit::RolledBack,
+            ErrorKind::NmUnavailable => Exit::NmUnavailable,
+            ErrorKind::RollbackIncomplete => Exit::RollbackIncomplete,
+            ErrorKind::Busy => Exit::Busy,
+            ErrorKind::Permission => Exit::Permission,
+            ErrorKind::AfterCommit => Exit::AfterCommit,
+            ErrorKind::Internal => Exit::Internal,
         }
     }
 }
@@ -86,28 +135,35 @@ impl Fatal {
             message: message.into(),
         }
     }
+
+    /// An error of class `kind`; permission denied on netbridge's own
+    /// files says how to get it: only root changes the network.
+    fn classified(kind: ErrorKind, e: &impl std::fmt::Display) -> Self {
+        match kind {
+            ErrorKind::Permission => {
+                Fatal::new(Exit::Permission, format!("{e}; run netbridge as root"))
+            }
+            kind => Fatal::new(kind.into(), e.to_string()),
+        }
+    }
+
+    /// Refused before any change, with what the operator did or must do.
+    pub fn refused(message: impl Into<String>) -> Self {
+        Fatal::new(Exit::Refused, message)
+    }
 }
 
+/// Every error a verb can end with gets its exit status from its class,
+/// decided in one place (`retry::ErrorKind`).
 impl From<NmError> for Fatal {
     fn from(e: NmError) -> Self {
-        let exit = match e {
-            NmError::NoBus { .. }
-            | NmError::NotRunning { .. }
-            | NmError::PermissionDenied { .. } => Exit::NmUnavailable,
-            ref other if other.is_nm_gone() => Exit::NmUnavailable,
-            _ => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        Fatal::new(ErrorKind::of_nm(&e).into(), e.to_string())
     }
 }
 
 impl From<JournalError> for Fatal {
     fn from(e: JournalError) -> Self {
-        let exit = match e {
-            JournalError::Busy { .. } => Exit::Busy,
-            _ => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        Fatal::classified(ErrorKind::of_journal(&e), &e)
     }
 }
 
@@ -115,7 +171,7 @@ impl From<RecoveryError> for Fatal {
     fn from(e: RecoveryError) -> Self {
         match e {
             RecoveryError::Journal(j) => j.into(),
-            undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackFailed, undo.to_string()),
+            undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackIncomplete, undo.to_string()),
             waiting @ RecoveryError::AwaitingConfirm { .. } => {
                 Fatal::new(Exit::Busy, waiting.to_string())
             }
@@ -128,19 +184,14 @@ impl<P: std::error::Error + 'static> From<PrepareError<P>> for Fatal {
         match e {
             PrepareError::Nm(nm) => nm.into(),
             PrepareError::Identity(e) => Fatal::new(Exit::Internal, e.to_string()),
-            other => Fatal::new(Exit::BadInput, other.to_string()),
+            other => Fatal::new(Exit::Refused, other.to_string()),
         }
     }
 }
 
 impl From<TxError> for Fatal {
     fn from(e: TxError) -> Self {
-        let exit = match e {
-            TxError::Journal(JournalError::Busy { .. }) => Exit::Busy,
-            TxError::Rollback { .. } => Exit::RollbackFailed,
-            TxError::Journal(_) | TxError::Checkpoint(_) | TxError::Hold { .. } => Exit::Internal,
-        };
-        Fatal::new(exit, e.to_string())
+        Fatal::classified(ErrorKind::of_tx(&e), &e)
     }
 }
 
@@ -154,18 +205,72 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// The machine-readable result every changing verb prints with `--json`:
-/// the same envelope around each verb's own fields.
+/// The version of the `--json` documents (schema/*.json): raised when a
+/// field changes meaning or goes away, not when one is added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The envelope of every `--json` document, around each verb's own fields.
 #[derive(Debug, Serialize)]
-struct Envelope<'b, B> {
-    command: &'static str,
-    result: &'static str,
-    exit_code: i32,
-    error: Option<String>,
+pub struct Envelope<'b, B> {
+    pub schema_version: u32,
+    pub command: &'b str,
+    pub result: Verdict,
+    pub exit_code: i32,
+    pub error: Option<ErrorDoc>,
     #[serde(flatten)]
-    body: &'b B,
-    steps: Vec<Step>,
-    seconds: f64,
+    pub body: &'b B,
+    pub checks: CheckResults,
+    pub steps: Vec<Step>,
+    pub seconds: f64,
+}
+
+/// An error, for machines (`kind`, one per exit status) and for people.
+#[derive(Debug, Serialize)]
+pub struct ErrorDoc {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl<'b, B> Envelope<'b, B> {
+    /// The document of a run that ended with `ended` after `progress`.
+    pub fn new(
+        command: &'b str,
+        ended: Result<(Verdict, Exit), Fatal>,
+        body: &'b B,
+        progress: &Progress,
+    ) -> Self {
+        let (result, exit, error) = match ended {
+            // Ended as reported in the verb's own fields (an outcome's
+            // reason, each bridge's): the error, if any, names the class.
+            Ok((result, exit)) => (
+                result,
+                exit,
+                exit.kind().map(|kind| ErrorDoc {
+                    kind,
+                    message: exit.meaning().to_owned(),
+                }),
+            ),
+            Err(fatal) => (
+                fatal.exit.verdict(),
+                fatal.exit,
+                Some(ErrorDoc {
+                    kind: fatal.exit.kind().unwrap_or(ErrorKind::Internal),
+                    message: fatal.message,
+                }),
+            ),
+        };
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            command,
+            result,
+            exit_code: exit.code(),
+            error,
+            body,
+            checks: progress.checks(),
+            steps: progress.steps(),
+            seconds: progress.elapsed(),
+        }
+    }
 }
 
 /// `-q`: no progress steps, only errors and the result.
@@ -175,35 +280,28 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Runs a verb: progress on stderr (or silent with `--json` or `-q`), errors printed
-/// once, and with `--json` one document on stdout whatever happened. The verb
-/// fills `body` and returns its result word (committed, no-op, ...) and exit.
+/// Runs a verb: progress on stderr (or silent with `--json` or `-q`), errors
+/// printed once, and with `--json` one document on stdout whatever happened.
+/// The verb fills `body` and returns its result and exit status.
 pub async fn run_verb<B: Serialize>(
     command: &'static str,
     json: bool,
     mut body: B,
-    verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(&'static str, Exit), Fatal>,
+    verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(Verdict, Exit), Fatal>,
 ) -> Exit {
     let progress = Progress::new(!json && !QUIET.load(std::sync::atomic::Ordering::Relaxed));
-    let (result, exit, error) = match verb(&progress, &mut body).await {
-        Ok((result, exit)) => (result, exit, None),
+    let ended = verb(&progress, &mut body).await;
+    let exit = match &ended {
+        Ok((_, exit)) => *exit,
         Err(fatal) => {
             if !json {
-                print_error(&fatal);
+                print_error(fatal);
             }
-            ("error", fatal.exit, Some(fatal.message))
+            fatal.exit
         }
     };
     if json {
-        print_json(&Envelope {
-            command,
-            result,
-            exit_code: exit.code(),
-            error,
-            body: &body,
-            steps: progress.steps(),
-            seconds: progress.elapsed(),
-        });
+        print_json(&Envelope::new(command, ended, &body, &progress));
     }
     exit
 }
@@ -254,8 +352,7 @@ pub fn require_terminal() -> Result<(), Fatal> {
     if std::io::stdin().is_terminal() {
         return Ok(());
     }
-    Err(Fatal::new(
-        Exit::BadInput,
+    Err(Fatal::refused(
         "not on a terminal: add --yes to change the network without confirmation (or --dry-run to review); nothing was changed",
     ))
 }

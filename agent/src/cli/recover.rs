@@ -8,7 +8,7 @@ use super::output::{run_verb, say, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
@@ -28,12 +28,12 @@ pub async fn run(args: RecoverArgs, state_dir: &Path) -> Exit {
     run_verb("recover", args.json, report, async |progress, report| {
         report.recovered = recover(state_dir, progress).await?;
         match &report.recovered {
-            Some(done) => Ok((done.action, Exit::Ok)),
+            Some(_) => Ok((Verdict::Committed, Exit::Ok)),
             None => {
                 if !args.json {
                     say!("Nothing to recover: no interrupted change is recorded.");
                 }
-                Ok(("nothing", Exit::Ok))
+                Ok((Verdict::Unchanged, Exit::Ok))
             }
         }
     })

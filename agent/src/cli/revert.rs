@@ -17,7 +17,7 @@ use crate::operations::CheckChoice;
 use crate::plan;
 use crate::plan::revert::RevertError;
 use crate::recovery::{self, Recovered};
-use crate::report::Progress;
+use crate::report::{Progress, Verdict};
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -101,9 +101,8 @@ async fn revert(
     state_dir: &Path,
     progress: &Progress,
     report: &mut Report,
-) -> Result<(&'static str, Exit), Fatal> {
-    plan::validate_bridge_name(&args.bridge)
-        .map_err(|e| Fatal::new(Exit::BadInput, e.to_string()))?;
+) -> Result<(Verdict, Exit), Fatal> {
+    plan::validate_bridge_name(&args.bridge).map_err(|e| Fatal::refused(e.to_string()))?;
     super::convert::warn_unproven(args.no_default_checks, &args.checks, progress);
     let nm = Nm::connect().await?;
     let choice = CheckChoice {
@@ -114,10 +113,9 @@ async fn revert(
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &choice).await? {
-        if !args.json {
-            say!("Declined: nothing was changed.");
-        }
-        return Ok(("declined", Exit::BadInput));
+        return Err(Fatal::refused(
+            "declined at the prompt: nothing was changed",
+        ));
     }
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -133,7 +131,7 @@ async fn revert(
                 if !args.dry_run && libvirt::recorded(&store, &args.bridge).await?.is_some() =>
             {
                 detach(&store, &lock, &args.bridge, progress).await?;
-                return Ok(("reverted", Exit::Ok));
+                return Ok((Verdict::Committed, Exit::Ok));
             }
             Err(e) => return Err(e.into()),
         };
@@ -146,7 +144,7 @@ async fn revert(
         }
         report.nmcli = ready.plan.nmcli_commands();
         report.ready = Some(ready);
-        return Ok(("dry-run", Exit::Ok));
+        return Ok((Verdict::DryRun, Exit::Ok));
     }
     if args.confirm.is_some() {
         refuse_confirm_with_steps(&store, &args.bridge).await?;
@@ -175,7 +173,7 @@ async fn revert(
                     ready.plan.bridge
                 );
             }
-            ("reverted", Exit::Ok)
+            (Verdict::Committed, Exit::Ok)
         }
         Outcome::AwaitingConfirm { seconds, .. } => {
             if !args.json {
@@ -184,7 +182,7 @@ async fn revert(
                     *seconds,
                 );
             }
-            ("awaiting-confirm", Exit::AwaitingConfirm)
+            (Verdict::AwaitingConfirm, Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -193,7 +191,7 @@ async fn revert(
                     ready.plan.bridge
                 );
             }
-            ("rolled-back", Exit::RolledBack)
+            (Verdict::RolledBack, Exit::RolledBack)
         }
     };
     report.outcome = Some(outcome);
@@ -294,7 +292,7 @@ async fn refuse_confirm_with_steps(store: &Store, bridge: &str) -> Result<(), Fa
         .any(|b| b == bridge);
     if forwarding || libvirt::recorded(store, bridge).await?.is_some() {
         return Err(Fatal::new(
-            Exit::BadInput,
+            Exit::Refused,
             format!("--confirm does not yet undo what was done for {bridge} after its conversion (libvirt network, /etc/qemu/bridge.conf, guest forwarding): revert without --confirm; nothing was changed"),
         ));
     }

@@ -11,6 +11,7 @@ use crate::confirm;
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::recovery::Recovered;
+use crate::report::Verdict;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -45,7 +46,7 @@ pub async fn run(args: RollbackArgs, state_dir: &Path) -> Exit {
             );
         }
         report.recovered = Some(done);
-        Ok(("rolled-back", Exit::Ok))
+        Ok((Verdict::RolledBack, Exit::Ok))
     })
     .await
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use netbridge_dbus::state::DeviceType;
 use serde::Serialize;
 
-use super::output::{print_error, print_json, say, Exit, Fatal};
+use super::output::{print_error, print_json, say, Envelope, Exit, Fatal};
+use crate::report::{Progress, Verdict};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
@@ -41,6 +42,7 @@ struct Status {
     lock_holder: Option<u32>,
     /// The last result per bridge of the configuration (`netbridge apply`
     /// and the agent); bridges no longer configured are left out.
+    #[serde(serialize_with = "without_fingerprint")]
     configured: BTreeMap<String, BridgeResult>,
     /// What only root may read, left out: `journal` (unfinished_change),
     /// `results` (configured), `records` (libvirt), `firewall` (guest_path's
@@ -49,6 +51,24 @@ struct Status {
     /// What in the host firewall stands between guests on a bridge and the
     /// LAN, host-wide (also before any bridge exists).
     guest_path: Diagnosis,
+}
+
+/// The results without the configuration fingerprint they were recorded
+/// for: an internal encoding, not part of the document.
+fn without_fingerprint<S: serde::Serializer>(
+    configured: &BTreeMap<String, BridgeResult>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeMap};
+    let mut map = serializer.serialize_map(Some(configured.len()))?;
+    for (name, result) in configured {
+        let mut entry = serde_json::to_value(result).map_err(S::Error::custom)?;
+        if let Some(fields) = entry.as_object_mut() {
+            fields.remove("config");
+        }
+        map.serialize_entry(name, &entry)?;
+    }
+    map.end()
 }
 
 #[derive(Debug, Serialize)]
@@ -150,24 +170,27 @@ struct PortStatus {
 }
 
 pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
+    // Read-only: no progress to show, but the same envelope as every verb.
+    let progress = Progress::new(false);
     match collect(&args, state_dir).await {
         Ok(status) => {
             if args.json {
-                print_json(&status);
+                let done = Ok((Verdict::Unchanged, Exit::Ok));
+                print_json(&Envelope::new("status", done, &status, &progress));
             } else {
                 print_table(&status);
             }
             Exit::Ok
         }
         Err(fatal) => {
+            let exit = fatal.exit;
             if args.json {
-                print_json(&serde_json::json!({
-                    "error": fatal.message,
-                    "exit_code": fatal.exit.code(),
-                }));
+                let none: Option<Status> = None;
+                print_json(&Envelope::new("status", Err(fatal), &none, &progress));
+            } else {
+                print_error(&fatal);
             }
-            print_error(&fatal);
-            fatal.exit
+            exit
         }
     }
 }
@@ -329,7 +352,7 @@ fn still_holding(
     bridges.retain(|name, _| config.bridges.iter().any(|b| &b.name == name));
     for bridge in config.bridges.iter().filter(|b| !b.absent) {
         if let Some(last) = bridges.get_mut(&bridge.name) {
-            let done = matches!(last.result, ResultKind::Applied | ResultKind::Unchanged);
+            let done = matches!(last.result, ResultKind::Committed | ResultKind::Unchanged);
             if done && !on_host(&bridge.name) {
                 *last = gone_since(&bridge.name, last);
             }
@@ -689,9 +712,9 @@ mod tests {
     fn applied(config: &crate::config::Config) -> State {
         let mut state = State::default();
         for b in &config.bridges {
-            state.record(&b.name, ResultKind::Applied, None, b.fingerprint());
+            state.record(&b.name, ResultKind::Committed, None, b.fingerprint());
         }
-        state.record("old0", ResultKind::Applied, None, "elsewhere".into());
+        state.record("old0", ResultKind::Committed, None, "elsewhere".into());
         state
     }
 
@@ -704,7 +727,7 @@ mod tests {
             ["br0"],
             "old0 is not configured"
         );
-        assert_eq!(shown["br0"].result, ResultKind::Applied);
+        assert_eq!(shown["br0"].result, ResultKind::Committed);
 
         let gone = still_holding(applied(&br0), &br0, |_| false);
         assert_eq!(gone["br0"].result, ResultKind::Pending, "reverted by hand");
@@ -730,6 +753,6 @@ mod tests {
     fn a_bridge_configured_absent_is_done_when_it_is_gone() {
         let absent = config(&format!("{BR0}state = \"absent\"\n"));
         let shown = still_holding(applied(&absent), &absent, |_| false);
-        assert_eq!(shown["br0"].result, ResultKind::Applied);
+        assert_eq!(shown["br0"].result, ResultKind::Committed);
     }
 }

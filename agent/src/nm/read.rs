@@ -37,7 +37,8 @@ pub struct DeviceInfo {
     pub state: DeviceState,
     pub managed: bool,
     pub mac: String,
-    /// Empty for devices without one (veth).
+    /// Empty for devices without one (veth); `null` in `--json`.
+    #[serde(serialize_with = "empty_as_null")]
     pub permanent_mac: String,
     pub mtu: u32,
     #[serde(skip)]
@@ -306,4 +307,13 @@ fn profile_identity(
             || filename.starts_with("/run/"),
         filename,
     })
+}
+
+/// Absent is `null` in every `--json` document, never `""`.
+fn empty_as_null<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    if text.is_empty() {
+        serializer.serialize_none()
+    } else {
+        serializer.serialize_str(text)
+    }
 }

@@ -16,8 +16,8 @@ use crate::nm::{Nm, NmError};
 use crate::plan::network::NetworkSpec;
 use crate::plan::revert::RevertError;
 use crate::plan::Request;
-use crate::report::Progress;
-use crate::retry::Retry;
+use crate::report::{Progress, Verdict};
+use crate::retry::{ErrorKind, Retry};
 use crate::state::{ResultKind, State};
 use crate::transaction::{Outcome, TxError};
 use netbridge_dbus::state::DeviceType;
@@ -35,54 +35,19 @@ pub struct ApplyOptions {
     pub confirm: Option<u32>,
 }
 
-/// What happened to one configured bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Applied {
-    Committed,
-    Unchanged,
-    RolledBack,
-    /// Refused or failed; `RollbackFailed` when the host may need a look.
-    Failed,
-    RollbackFailed,
-    /// Not retried: it rolled back or failed with this same configuration.
-    Skipped,
-    DryRun,
-    /// Proven and on trial until `netbridge confirm` (`--confirm SECS`).
-    AwaitingConfirm,
-}
-
-impl Applied {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Applied::Committed => "committed",
-            Applied::Unchanged => "unchanged",
-            Applied::RolledBack => "rolled-back",
-            Applied::Failed => "failed",
-            Applied::RollbackFailed => "rollback-failed",
-            Applied::Skipped => "skipped",
-            Applied::DryRun => "dry-run",
-            Applied::AwaitingConfirm => "awaiting-confirm",
+/// What the state file keeps of a bridge's result (a dry run and a skip
+/// record nothing).
+fn recorded(result: Verdict) -> Option<ResultKind> {
+    match result {
+        Verdict::Committed => Some(ResultKind::Committed),
+        Verdict::Unchanged => Some(ResultKind::Unchanged),
+        Verdict::RolledBack => Some(ResultKind::RolledBack),
+        Verdict::Refused | Verdict::Failed | Verdict::RollbackIncomplete => {
+            Some(ResultKind::Failed)
         }
-    }
-
-    /// What the state file keeps of it (a dry run and a skip record nothing).
-    fn recorded(self) -> Option<ResultKind> {
-        match self {
-            Applied::Committed => Some(ResultKind::Applied),
-            Applied::Unchanged => Some(ResultKind::Unchanged),
-            Applied::RolledBack => Some(ResultKind::RolledBack),
-            Applied::Failed | Applied::RollbackFailed => Some(ResultKind::Failed),
-            // Recorded by nothing until confirmed: a rollback then is
-            // the operator's verdict, not the configuration's.
-            Applied::Skipped | Applied::DryRun | Applied::AwaitingConfirm => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Applied {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // Recorded by nothing until confirmed: a rollback then is the
+        // operator's verdict, not the configuration's.
+        Verdict::Skipped | Verdict::DryRun | Verdict::AwaitingConfirm => None,
     }
 }
 
@@ -90,11 +55,13 @@ impl std::fmt::Display for Applied {
 #[derive(Debug, Serialize)]
 pub struct BridgeReport {
     pub name: String,
-    pub result: Applied,
+    pub result: Verdict,
     pub reason: Option<String>,
     pub uplink: Option<String>,
     /// For a failure: whether it is tried again by itself.
     pub retry: Option<Retry>,
+    /// For a failure: its class, as `error.kind` of a whole run.
+    pub error: Option<ErrorKind>,
     pub outcome: Option<Outcome>,
     /// A dry run's equivalent nmcli commands, one per line.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -102,16 +69,29 @@ pub struct BridgeReport {
 }
 
 impl BridgeReport {
-    fn new(name: &str, result: Applied) -> Self {
+    fn new(name: &str, result: Verdict) -> Self {
         BridgeReport {
             name: name.to_owned(),
             result,
             reason: None,
             uplink: None,
             retry: None,
+            error: match result {
+                Verdict::Refused => Some(ErrorKind::Refused),
+                Verdict::RolledBack => Some(ErrorKind::RolledBack),
+                Verdict::RollbackIncomplete => Some(ErrorKind::RollbackIncomplete),
+                Verdict::Failed => Some(ErrorKind::Internal),
+                _ => None,
+            },
             outcome: None,
             nmcli: Vec::new(),
         }
+    }
+
+    /// A failure's class, where it is known to be other than a bug.
+    fn kind(mut self, kind: ErrorKind) -> Self {
+        self.error = Some(kind);
+        self
     }
 
     fn because(mut self, reason: impl Into<String>) -> Self {
@@ -163,7 +143,7 @@ pub async fn apply(
                     ),
                 );
                 reports.push(
-                    BridgeReport::new(&bridge.name, Applied::Skipped)
+                    BridgeReport::new(&bridge.name, Verdict::Skipped)
                         .because(format!("unchanged configuration after: {why}")),
                 );
                 continue;
@@ -176,7 +156,7 @@ pub async fn apply(
             .instrument(span)
             .await;
         if !options.dry_run {
-            if let Some(kind) = report.result.recorded() {
+            if let Some(kind) = recorded(report.result) {
                 state.record_retry(
                     &bridge.name,
                     kind,
@@ -275,12 +255,12 @@ async fn absent(
     let (name, dry_run) = (&bridge.name, options.dry_run);
     if let Mode::Network { .. } = bridge.mode {
         return match network::delete(nm, name, dry_run, progress).await {
-            Ok(()) if dry_run => (BridgeReport::new(name, Applied::DryRun), false),
+            Ok(()) if dry_run => (BridgeReport::new(name, Verdict::DryRun), false),
             Ok(()) => (
-                BridgeReport::new(name, Applied::Committed).because("deleted (state = \"absent\")"),
+                BridgeReport::new(name, Verdict::Committed).because("deleted (state = \"absent\")"),
                 false,
             ),
-            Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Applied::Unchanged), false),
+            Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Verdict::Unchanged), false),
             Err(e) => network_report(name, Err(e)),
         };
     }
@@ -293,7 +273,7 @@ async fn absent(
         Ok(ready) => ready,
         Err(revert::PrepareError::Plan(RevertError::NoBridge { .. })) => {
             return (
-                BridgeReport::new(name, Applied::Unchanged).because("absent already"),
+                BridgeReport::new(name, Verdict::Unchanged).because("absent already"),
                 false,
             )
         }
@@ -304,7 +284,7 @@ async fn absent(
             "revert: {} gets profile '{}' back",
             ready.plan.uplink, ready.plan.original.id
         );
-        let mut report = BridgeReport::new(name, Applied::DryRun).because(undo);
+        let mut report = BridgeReport::new(name, Verdict::DryRun).because(undo);
         report.nmcli = ready.plan.nmcli_commands();
         return (report, false);
     }
@@ -313,7 +293,7 @@ async fn absent(
             let uplink = ready.plan.uplink.clone();
             let (report, fatal) = outcome_report(name, Some(&uplink), outcome);
             let report = match report.result {
-                Applied::Committed => report.because("reverted (state = \"absent\")"),
+                Verdict::Committed => report.because("reverted (state = \"absent\")"),
                 _ => report,
             };
             (report, fatal)
@@ -327,13 +307,16 @@ async fn absent(
 fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (BridgeReport, bool) {
     match e {
         super::PrepareError::Nm(e) => (
-            BridgeReport::new(name, Applied::Failed)
+            BridgeReport::new(name, Verdict::Failed)
                 .because(e.to_string())
-                .retry(Retry::of_nm(&e)),
+                .retry(Retry::of_nm(&e))
+                .kind(ErrorKind::of_nm(&e)),
             e.is_nm_gone(),
         ),
+        // A plan that cannot be made or a check failing before the change:
+        // refused, as `convert` refuses it.
         e => (
-            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
+            BridgeReport::new(name, Verdict::Refused).because(e.to_string()),
             false,
         ),
     }
@@ -341,22 +324,28 @@ fn unprepared<P: std::error::Error>(name: &str, e: super::PrepareError<P>) -> (B
 
 fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (BridgeReport, bool) {
     match result {
-        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, Applied::Unchanged), false),
+        Ok(NetOutcome::Unchanged) => (BridgeReport::new(name, Verdict::Unchanged), false),
         Ok(NetOutcome::Activated) => (
-            BridgeReport::new(name, Applied::Committed).because("activated the existing profile"),
+            BridgeReport::new(name, Verdict::Committed).because("activated the existing profile"),
             false,
         ),
         Ok(NetOutcome::DryRun { nmcli, .. }) => {
-            let mut report = BridgeReport::new(name, Applied::DryRun);
+            let mut report = BridgeReport::new(name, Verdict::DryRun);
             report.nmcli = nmcli;
             (report, false)
         }
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
-        Err(e) => (
-            BridgeReport::new(name, Applied::Failed).because(e.to_string()),
-            false,
-        ),
+        Err(e) => {
+            let kind = ErrorKind::of_network(&e);
+            let result = kind.verdict();
+            (
+                BridgeReport::new(name, result)
+                    .because(e.to_string())
+                    .kind(kind),
+                false,
+            )
+        }
     }
 }
 
@@ -373,7 +362,7 @@ async fn bridged(
         Ok(uplink) => uplink,
         Err(reason) => {
             return (
-                BridgeReport::new(&bridge.name, Applied::Failed).because(reason),
+                BridgeReport::new(&bridge.name, Verdict::Refused).because(reason),
                 false,
             )
         }
@@ -396,7 +385,7 @@ async fn bridged(
     };
     let prepared = match convert::prepare(nm, &request, &choice, progress).await {
         Ok(Prepared::NoOp { .. }) => {
-            let report = BridgeReport::new(&bridge.name, Applied::Unchanged);
+            let report = BridgeReport::new(&bridge.name, Verdict::Unchanged);
             let report = match libvirt_steps(store, lock, bridge, dry_run, progress).await {
                 Ok(()) => report,
                 Err(failed) => failed,
@@ -411,7 +400,7 @@ async fn bridged(
     };
     if let Err(e) = libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress).await {
         return (
-            with_uplink(BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string())),
+            with_uplink(BridgeReport::new(&bridge.name, Verdict::Refused).because(e.to_string())),
             false,
         );
     }
@@ -427,7 +416,7 @@ async fn bridged(
             ),
             Prepared::NoOp { .. } => (String::new(), Vec::new()),
         };
-        let mut report = BridgeReport::new(&bridge.name, Applied::DryRun).because(changes);
+        let mut report = BridgeReport::new(&bridge.name, Verdict::DryRun).because(changes);
         report.nmcli = nmcli;
         return (with_uplink(report), false);
     }
@@ -440,7 +429,7 @@ async fn bridged(
         }
         Prepared::NoOp { .. } => {
             return (
-                with_uplink(BridgeReport::new(&bridge.name, Applied::Unchanged)),
+                with_uplink(BridgeReport::new(&bridge.name, Verdict::Unchanged)),
                 false,
             )
         }
@@ -449,7 +438,7 @@ async fn bridged(
         Ok(outcome) => outcome_report(&bridge.name, Some(&uplink), outcome),
         Err(e) => tx_report(&bridge.name, e),
     };
-    if report.result == Applied::Committed {
+    if report.result == Verdict::Committed {
         if let Err(failed) = attach(store, lock, bridge, progress).await {
             report.result = failed.result;
             report.reason = failed.reason;
@@ -473,7 +462,7 @@ async fn libvirt_steps(
     }
     libvirt::preflight(store, &bridge.name, &bridge.libvirt, progress)
         .await
-        .map_err(|e| BridgeReport::new(&bridge.name, Applied::Failed).because(e.to_string()))?;
+        .map_err(|e| BridgeReport::new(&bridge.name, Verdict::Refused).because(e.to_string()))?;
     if dry_run {
         return Ok(());
     }
@@ -494,26 +483,28 @@ async fn attach(
     libvirt::attach(store, lock, &bridge.name, &bridge.libvirt, progress)
         .await
         .map_err(|e| {
-            BridgeReport::new(&bridge.name, Applied::Failed).because(format!(
-                "{} is as configured and committed, but {e}",
-                bridge.name
-            ))
+            BridgeReport::new(&bridge.name, Verdict::Failed)
+                .because(format!(
+                    "{} is as configured and committed, but {e}",
+                    bridge.name
+                ))
+                .kind(ErrorKind::AfterCommit)
         })
 }
 
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
-        Outcome::Committed { .. } => BridgeReport::new(name, Applied::Committed),
+        Outcome::Committed { .. } => BridgeReport::new(name, Verdict::Committed),
         // At most one change awaits confirmation: the run stops here.
         Outcome::AwaitingConfirm { seconds, .. } => {
-            let mut report = BridgeReport::new(name, Applied::AwaitingConfirm).because(format!(
+            let mut report = BridgeReport::new(name, Verdict::AwaitingConfirm).because(format!(
                 "passed its checks; `netbridge confirm` within {seconds} s commits it, otherwise it rolls back by itself"
             ));
             report.uplink = uplink.map(str::to_owned);
             report.outcome = Some(outcome);
             return (report, true);
         }
-        Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Applied::RolledBack)
+        Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Verdict::RolledBack)
             .because(reason.clone())
             .retry(*retry),
     };
@@ -525,15 +516,16 @@ fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (Bridge
 fn tx_report(name: &str, e: TxError) -> (BridgeReport, bool) {
     let fatal = matches!(e, TxError::Rollback { .. });
     let result = if fatal {
-        Applied::RollbackFailed
+        Verdict::RollbackIncomplete
     } else {
-        Applied::Failed
+        Verdict::Failed
     };
     let retry = Retry::of_tx(&e);
     (
         BridgeReport::new(name, result)
             .because(e.to_string())
-            .retry(retry),
+            .retry(retry)
+            .kind(ErrorKind::of_tx(&e)),
         fatal,
     )
 }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use crate::checks::{self, CheckContext, CheckSpec, Probe, ProbeResult};
 use crate::nm::NmError;
-use crate::report::Progress;
+use crate::report::{CheckPhase, Progress};
 
 /// How long a default check gets before the change to show it works at all.
 const PRECHECK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -135,8 +135,7 @@ pub async fn select_checks(
         checks::run_all(&defaults, ctx, PRECHECK_DEADLINE)
     );
     for r in explicit_results.iter().chain(&default_results) {
-        let verdict = if r.ok { "ok" } else { "fails" };
-        progress.step("before", format!("{} {verdict}: {}", r.probe, r.detail));
+        progress.check(CheckPhase::Before, r);
     }
     if let Some(bad) = explicit_results.iter().find(|r| !r.ok) {
         return Err(CheckSelectionError::FailsBefore {

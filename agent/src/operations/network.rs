@@ -1,7 +1,5 @@
 //! Virtual networks (NAT and host-only bridges): create, keep, delete.
 
-use serde::Serialize;
-
 use crate::journal::{Lock, Store};
 use crate::nm::{Nm, NmError, ProfileInfo};
 use crate::plan::network::{
@@ -33,8 +31,7 @@ pub enum NetworkError {
 }
 
 /// What `ensure` did.
-#[derive(Debug, Serialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
+#[derive(Debug)]
 pub enum NetOutcome {
     Unchanged,
     Activated,

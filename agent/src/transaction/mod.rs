@@ -27,7 +27,7 @@ use crate::journal::{Change, JournalError, Lock, Pending, Phase, Record, Save, S
 use crate::nm::{DeviceInfo, Nm, NmError};
 use crate::plan::Timing;
 use crate::recovery;
-use crate::report::Progress;
+use crate::report::{CheckPhase, Progress};
 
 mod convert;
 mod host;
@@ -58,6 +58,9 @@ pub enum Outcome {
     },
     RolledBack {
         reason: String,
+        /// The checks after the change that failed it (empty when it failed
+        /// before they ran), like a committed outcome's.
+        checks: Vec<ProbeResult>,
         /// Whether trying again by itself could succeed.
         retry: crate::retry::Retry,
         /// Seconds from the failed verdict until the original profile ran again.
@@ -367,9 +370,7 @@ impl<N: Host> Transaction<'_, N> {
     ) -> Result<Vec<ProbeResult>, Failure> {
         let results = checks::run_all(probes, ctx, deadline).await;
         for r in &results {
-            let verdict = if r.ok { "ok" } else { "FAILED" };
-            self.progress
-                .step("check", format!("{} {verdict}: {}", r.probe, r.detail));
+            self.progress.check(CheckPhase::After, r);
         }
         if results.iter().all(|r| r.ok) {
             Ok(results)
@@ -395,6 +396,10 @@ impl<N: Host> Transaction<'_, N> {
     ) -> Result<Outcome, TxError> {
         let reason = failure.to_string();
         let retry = crate::retry::Retry::of_failure(&failure);
+        let checks = match failure {
+            Failure::Checks(results) => results,
+            _ => Vec::new(),
+        };
         self.progress.step("rolling back", reason.clone());
         let started = Instant::now();
         recovery::undo(self.nm, record, self.progress)
@@ -426,12 +431,11 @@ impl<N: Host> Transaction<'_, N> {
             .collect();
         let rechecks = checks::run_all(&probes, ctx, check_deadline).await;
         for r in &rechecks {
-            let verdict = if r.ok { "ok" } else { "still failing" };
-            self.progress
-                .step("recheck", format!("{} {verdict}: {}", r.probe, r.detail));
+            self.progress.check(CheckPhase::AfterRollback, r);
         }
         Ok(Outcome::RolledBack {
             reason,
+            checks,
             retry,
             restore_seconds,
             rechecks,

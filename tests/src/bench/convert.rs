@@ -106,7 +106,7 @@ fn quiet_run(tools: &Tools, tool: Tool, settle: Duration, into: &mut ToolResults
         }
         Err(e) => return into.errors.push(format!("convert: {e}")),
     }
-    match measure(&lab, tools, tool, "no-op", Host::Quiet, settle) {
+    match measure(&lab, tools, tool, "unchanged", Host::Quiet, settle) {
         Ok(sample) => {
             report("re-run", &sample);
             into.rerun.push(sample);

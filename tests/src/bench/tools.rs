@@ -115,7 +115,7 @@ impl Tools {
 }
 
 /// Whether the command says it succeeded; netbridge must also report
-/// `expected` ("committed", or "no-op" on a converted host) in its JSON.
+/// `expected` ("committed", or "unchanged" on a converted host) in its JSON.
 pub fn check_exit(tool: Tool, run: &Timed, expected: &str) -> Result<(), String> {
     if run.code != Some(0) {
         return Err(format!("{} failed: {}", tool.title(), run.describe()));

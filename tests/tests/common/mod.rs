@@ -3,9 +3,12 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use netbridge_tests::{Guest, Lab};
@@ -20,13 +23,104 @@ pub struct Run {
 }
 
 impl Run {
+    /// The `--json` document on stdout, validated against its schema
+    /// ([`document`]).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        document(&self.stdout).unwrap_or_else(|e| panic!("{e}\nstderr:\n{}", self.stderr))
+    }
+}
+
+/// The directory of the JSON Schema files (schema/ in the repository).
+fn schema_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema")
+}
+
+/// Hands the schema files to the validator by their `$id`s, which end in
+/// the file's name.
+struct SchemaFiles;
+
+impl jsonschema::Retrieve for SchemaFiles {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let name = uri.as_str().rsplit('/').next().unwrap_or_default();
+        let text = std::fs::read_to_string(schema_dir().join(name))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// The validator of schema/`command`.json, built once per test process.
+fn validator(command: &str) -> &'static jsonschema::Validator {
+    static VALIDATORS: OnceLock<Mutex<HashMap<String, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let mut built = VALIDATORS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    built.entry(command.to_owned()).or_insert_with(|| {
+        let path = schema_dir().join(format!("{command}.json"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no schema for {command:?} ({}): {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("a schema is JSON");
+        let validator = jsonschema::options()
+            .with_retriever(SchemaFiles)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()));
+        Box::leak(Box::new(validator))
+    })
+}
+
+/// Parses a `--json` document and checks it against the schema of its
+/// `command` (every document says which), and the rules no schema spells
+/// out: no JSON inside strings. Every test that reads `--json` output
+/// comes through here.
+///
+/// # Errors
+/// The document and what is wrong with it.
+pub fn document(text: &str) -> Result<Value, String> {
+    let doc: Value =
+        serde_json::from_str(text).map_err(|e| format!("stdout is not JSON ({e}):\n{text}"))?;
+    let command = doc["command"]
+        .as_str()
+        .ok_or_else(|| format!("no \"command\" in the document:\n{doc:#}"))?;
+    let problems: Vec<String> = validator(command)
+        .iter_errors(&doc)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .chain(json_in_strings(&doc, ""))
+        .collect();
+    if problems.is_empty() {
+        Ok(doc)
+    } else {
+        Err(format!(
+            "the {command} document breaks schema/{command}.json:\n  {}\n{doc:#}",
+            problems.join("\n  ")
+        ))
+    }
+}
+
+/// Strings that hold JSON objects or arrays: a document nests, never embeds.
+fn json_in_strings(value: &Value, at: &str) -> Vec<String> {
+    match value {
+        Value::String(s) => {
+            let nested = serde_json::from_str::<Value>(s)
+                .is_ok_and(|v| v.is_object() || v.as_array().is_some_and(|a| !a.is_empty()));
+            if nested {
+                vec![format!("{at}: JSON inside a string")]
+            } else {
+                Vec::new()
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| json_in_strings(v, &format!("{at}/{i}")))
+            .collect(),
+        Value::Object(fields) => fields
+            .iter()
+            .flat_map(|(k, v)| json_in_strings(v, &format!("{at}/{k}")))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -134,6 +228,8 @@ pub struct Running {
     pub child: Child,
     lines: Receiver<String>,
     pub seen: Vec<String>,
+    /// Everything on stdout (a `--json` document), read as it comes.
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
@@ -146,10 +242,16 @@ impl Running {
     pub fn spawn(mut command: Command) -> Running {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn netbridge");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let stdout = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        }));
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -163,6 +265,7 @@ impl Running {
             child,
             lines,
             seen: Vec::new(),
+            stdout,
         }
     }
 
@@ -188,6 +291,18 @@ impl Running {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the exit; returns the code, the `--json` document it
+    /// printed (validated: [`document`]) and its stderr.
+    pub fn finish_json(mut self) -> (i32, Value, String) {
+        let stdout = self.stdout.take();
+        let (code, log) = self.finish();
+        let text = stdout
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        let doc = document(&text).unwrap_or_else(|e| panic!("{e}\nstderr:\n{log}"));
+        (code, doc, log)
     }
 
     /// Waits for the exit; returns the code and everything netbridge printed.

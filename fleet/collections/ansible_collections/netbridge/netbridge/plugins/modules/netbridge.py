@@ -86,7 +86,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 result:
-  description: netbridge's result word (applied, dry-run, awaiting-confirm, committed, rolled-back, nothing, ...).
+  description: netbridge's result (committed, unchanged, dry-run, awaiting-confirm, refused, rolled-back, rollback-incomplete, failed).
   returned: always
   type: str
   sample: awaiting-confirm
@@ -136,8 +136,14 @@ def run_netbridge(module, args):
     return rc, doc, err
 
 
+def error_message(doc):
+    """The message of netbridge's error document ({kind, message}), if any."""
+    error = (doc or {}).get("error") or {}
+    return error.get("message") or ""
+
+
 def failure(module, what, rc, doc, err, result):
-    reason = (doc or {}).get("error") or err.strip() or "no output"
+    reason = error_message(doc) or err.strip() or "no output"
     bad = [
         "%s %s: %s" % (b.get("name"), b.get("result"), b.get("reason") or "no reason given")
         for b in (doc or {}).get("bridges") or []
@@ -165,7 +171,7 @@ def apply(module):
     awaiting = rc == EXIT_AWAITING_CONFIRM
     result = dict(
         changed=any(b.get("result") in CHANGING for b in bridges),
-        result=(doc or {}).get("result", "error"),
+        result=(doc or {}).get("result", "failed"),
         exit_code=rc,
         awaiting_confirm=awaiting,
         bridges=[dict(name=b.get("name"), result=b.get("result"), reason=b.get("reason")) for b in bridges],
@@ -196,14 +202,14 @@ def finish(module, verb):
     rc, doc, err = run_netbridge(module, [verb])
     result = dict(
         changed=rc == EXIT_OK,
-        result=(doc or {}).get("result", "error"),
+        result=(doc or {}).get("result", "failed"),
         exit_code=rc,
         awaiting_confirm=False,
     )
     if doc is not None:
         result["report"] = doc
-    if rc == EXIT_BAD_INPUT and "no change awaits confirmation" in ((doc or {}).get("error") or ""):
-        result.update(changed=False, result="nothing")
+    if rc == EXIT_BAD_INPUT and "no change awaits confirmation" in error_message(doc):
+        result.update(changed=False, result="unchanged")
         module.exit_json(**result)
     if rc != EXIT_OK:
         failure(module, verb, rc, doc, err, result)
