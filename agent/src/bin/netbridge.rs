@@ -7,7 +7,7 @@ use netbridge::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -27,9 +27,10 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(exit.code()).unwrap_or(1))
 }
 
-fn init_logging() {
+/// `default` applies unless NETBRIDGE_LOG says otherwise.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("NETBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

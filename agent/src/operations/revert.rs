@@ -67,12 +67,19 @@ async fn find(nm: &Nm, bridge: &str) -> Result<RevertFound, NmError> {
         bridge_device: None,
         uplink_device: None,
         original: None,
+        port_of: None,
     };
     let profile = nm.profiles().await?.into_iter().find(|p| {
         p.connection_type == "bridge"
             && (p.id == bridge || p.interface_name.as_deref() == Some(bridge))
     });
     let Some(profile) = profile else {
+        let devices = nm.devices().await?;
+        found.port_of = devices
+            .iter()
+            .find(|d| d.interface == bridge)
+            .and_then(|d| d.controller(&devices))
+            .map(|c| c.interface.clone());
         return Ok(found);
     };
     let settings = nm.profile_settings(&profile.path).await?;
