@@ -20,7 +20,7 @@ pub use output::Exit;
 
 /// The environment variables netbridge reads, with what each does: `--help`
 /// and the manual list them from here.
-pub const ENVIRONMENT: [(&str, &str); 3] = [
+pub const ENVIRONMENT: [(&str, &str); 4] = [
     (
         "DBUS_SYSTEM_BUS_ADDRESS",
         "the system bus to find NetworkManager on",
@@ -31,7 +31,11 @@ pub const ENVIRONMENT: [(&str, &str); 3] = [
     ),
     (
         "NETBRIDGE_LOG",
-        "log filter for diagnostics on stderr (e.g. debug)",
+        "log filter for diagnostics on stderr, or journald when stderr is the journal (e.g. debug)",
+    ),
+    (
+        "NO_COLOR",
+        "no colour in diagnostics (there is none off a terminal)",
     ),
 ];
 

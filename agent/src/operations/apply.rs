@@ -3,6 +3,7 @@
 //! no change and no outage.
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::convert::{self, Prepared};
 use super::network::{self, NetOutcome, NetworkError};
@@ -161,7 +162,11 @@ pub async fn apply(
             }
         }
         progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
-        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
+        // Every event of this bridge's change carries BRIDGE= in the journal.
+        let span = tracing::info_span!("apply", bridge = %bridge.name);
+        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress)
+            .instrument(span)
+            .await;
         if !options.dry_run {
             if let Some(kind) = report.result.recorded() {
                 state.record_retry(

@@ -10,6 +10,7 @@ use crate::nm::{Nm, NmError};
 use crate::plan::revert::{plan_revert, RevertError, RevertFound, RevertPlan};
 use crate::plan::Marker;
 use crate::report::Progress;
+use crate::state::State;
 use crate::transaction::{Outcome, Transaction, TxError};
 
 pub type PrepareError = super::PrepareError<RevertError>;
@@ -116,11 +117,17 @@ pub async fn execute(
         lock,
         progress,
     };
-    tx.revert(
-        &ready.plan,
-        ready.bridge_device.as_ref(),
-        &ready.checks.probes,
-        &ready.after,
-    )
-    .await
+    let outcome = tx
+        .revert(
+            &ready.plan,
+            ready.bridge_device.as_ref(),
+            &ready.checks.probes,
+            &ready.after,
+        )
+        .await?;
+    if matches!(outcome, Outcome::Committed { .. }) {
+        // The bridge's last result (applied, unchanged) no longer holds.
+        State::forget(store, lock, &ready.plan.bridge).await?;
+    }
+    Ok(outcome)
 }
