@@ -6,6 +6,10 @@
 # netbridge-bench, e.g. `scripts/bench.sh --runs 3 --only convert,rollback`
 # (`--help` lists them). The default run takes about 12 minutes; if it is
 # interrupted, `target/release/netbridge-lab cleanup` removes leftover labs.
+# The reply gap of convert, revert and an in-place MTU change, side by side
+# with nmstatectl, nmcli and the kernel's own make-before-break steps (the
+# physical limit), with a per-step timeline of the first run of each:
+# `scripts/bench.sh --only gap --runs 10 --trace` (about 15 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,17 +1,21 @@
 //! What the kernel itself says about the host's identity: the global
 //! addresses on an interface and where it would send a packet for a
-//! destination (`ip route get`). Read over rtnetlink on a blocking thread,
-//! never on the async runtime's.
+//! destination (`ip route get`); and the one thing netbridge writes there
+//! itself, a copy of neighbour entries (a cache NetworkManager does not
+//! manage). Over rtnetlink on a blocking thread, never on the async
+//! runtime's.
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
+use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{
@@ -124,6 +128,85 @@ pub async fn addresses(iface: &str) -> Result<Vec<IpNetwork>, KernelError> {
         Ok(found)
     })
     .await
+}
+
+/// Copies `from`'s resolved IPv4 and IPv6 neighbour entries onto `to`, as
+/// stale entries: the kernel uses them at once and confirms them later by
+/// itself. Returns how many were copied; none when either link is missing.
+pub async fn copy_neighbours(from: &str, to: &str) -> Result<usize, KernelError> {
+    let (from, to) = (from.to_owned(), to.to_owned());
+    blocking(move || {
+        let what = format!("the neighbour entries of {from}, to copy onto {to}");
+        let indexes = (
+            nix::net::if_::if_nametoindex(from.as_str()),
+            nix::net::if_::if_nametoindex(to.as_str()),
+        );
+        let (Ok(source), Ok(target)) = indexes else {
+            return Ok(0);
+        };
+        let socket = open(&what)?;
+        let entries = request(
+            &socket,
+            RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+            NLM_F_DUMP,
+            &what,
+        )?;
+        let copies: Vec<NeighbourMessage> = entries
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == source => {
+                    stale_copy(n, target)
+                }
+                _ => None,
+            })
+            .collect();
+        let count = copies.len();
+        for copy in copies {
+            let add = RouteNetlinkMessage::NewNeighbour(copy);
+            request(
+                &socket,
+                add,
+                NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
+                &what,
+            )?;
+        }
+        Ok(count)
+    })
+    .await
+}
+
+/// A resolved IPv4 or IPv6 entry as a stale one on the link `target`.
+fn stale_copy(entry: NeighbourMessage, target: u32) -> Option<NeighbourMessage> {
+    let resolved = matches!(
+        entry.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+    );
+    let ip = matches!(
+        entry.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    );
+    let keep = |a: &NeighbourAttribute| {
+        matches!(
+            a,
+            NeighbourAttribute::Destination(_) | NeighbourAttribute::LinkLayerAddress(_)
+        )
+    };
+    let attributes: Vec<NeighbourAttribute> = entry.attributes.into_iter().filter(keep).collect();
+    let has_mac = attributes
+        .iter()
+        .any(|a| matches!(a, NeighbourAttribute::LinkLayerAddress(_)));
+    (resolved && ip && has_mac).then(|| {
+        let mut copy = NeighbourMessage::default();
+        copy.header.family = entry.header.family;
+        copy.header.ifindex = target;
+        copy.header.state = NeighbourState::Stale;
+        copy.attributes = attributes;
+        copy
+    })
 }
 
 /// The kernel's routing decision for each target, in order.

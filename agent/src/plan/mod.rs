@@ -781,20 +781,49 @@ fn warnings(req: &Request, ipv4: &IpPlan, lease: Option<&LeaseHold>) -> Vec<Stri
 }
 
 impl Plan {
-    /// The bridge profile as first activated: no IP configuration yet. The
-    /// address moves to the bridge only once the uplink is its port;
-    /// otherwise the host could answer through a bridge without a port, and
-    /// a lost ARP request costs a second of outage.
-    pub fn bridge_without_ip(&self) -> Settings {
-        let mut trial = self.bridge_trial.clone();
-        for ip in [names::IPV4, names::IPV6] {
-            trial.remove_setting(ip);
+    /// The bridge profile as first activated, with no ports pulled in:
+    /// netbridge attaches the uplink once the bridge is ready for it.
+    /// A static bridge comes with all of its IP configuration, at a route
+    /// metric that loses to every other route, so replies keep leaving
+    /// through the uplink until the uplink is its port. A DHCP bridge comes
+    /// without IP, as its DHCP client would start only with the port anyway,
+    /// and a bridge waiting for its server would never finish activating
+    /// when the server is silent; it gets its IP configuration once the port
+    /// is attached.
+    pub fn bridge_staged(&self) -> Settings {
+        let mut staged = self.bridge_trial.clone();
+        staged.set(names::CONNECTION, "autoconnect-slaves", 0i32);
+        if self.ipv4.method == "auto" {
+            for ip in [names::IPV4, names::IPV6] {
+                staged.remove_setting(ip);
+            }
+            staged
+                .set(names::IPV4, "method", "disabled")
+                .set(names::IPV6, "method", "ignore");
+        } else {
+            staged_metric(&mut staged);
         }
-        trial
-            .set(names::IPV4, "method", "disabled")
-            .set(names::IPV6, "method", "ignore");
-        trial
+        staged
     }
+}
+
+/// The route metric of a bridge that holds the address while another
+/// device still carries the traffic: the worst there is, so its routes lose
+/// to every other route and take over only once the others are gone.
+pub const STAGED_METRIC: i64 = u32::MAX as i64;
+
+fn staged_metric(bridge: &mut Settings) {
+    for ip in [names::IPV4, names::IPV6] {
+        bridge.set(ip, "route-metric", STAGED_METRIC);
+    }
+}
+
+/// What a bridge runs with (`applied`), at [`STAGED_METRIC`]: for a Reapply
+/// that lets another device's routes win while the bridge keeps its addresses.
+pub fn staged(applied: &Settings) -> Result<Settings, SettingsError> {
+    let mut s = without_legacy_forms(applied)?;
+    staged_metric(&mut s);
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -154,22 +154,34 @@ fn static_uplink_moves_every_ip_setting_to_the_bridge() {
 }
 
 #[test]
-fn the_bridge_first_comes_up_without_ip_then_gets_all_of_it() {
+fn the_bridge_first_comes_up_with_its_ip_at_the_worst_metric_and_no_port() {
     let p = plan(&found_with(static_settings()), &request());
-    let first = p.bridge_without_ip();
-    assert_eq!(first.str(names::IPV4, "method"), Ok(Some("disabled")));
-    assert!(first.raw(names::IPV4, "address-data").is_none());
+    let first = p.bridge_staged();
+    assert_eq!(first.str(names::IPV4, "method"), Ok(Some("manual")));
+    assert_eq!(
+        first
+            .dict_list(names::IPV4, "address-data")
+            .map(|l| l.len()),
+        Ok(1)
+    );
+    for ip in [names::IPV4, names::IPV6] {
+        assert_eq!(first.i64(ip, "route-metric"), Ok(Some(STAGED_METRIC)));
+        assert_ne!(
+            p.bridge_trial.i64(ip, "route-metric"),
+            Ok(Some(STAGED_METRIC))
+        );
+    }
     assert_eq!(
         first.str(names::ETHERNET, "assigned-mac-address"),
         Ok(Some(p.mac.as_str()))
     );
     assert_eq!(
         first.i32(names::CONNECTION, "autoconnect-slaves"),
-        Ok(Some(1))
+        Ok(Some(0))
     );
     assert_eq!(
-        p.bridge_profile.str(names::IPV4, "method"),
-        Ok(Some("manual"))
+        p.bridge_trial.i32(names::CONNECTION, "autoconnect-slaves"),
+        Ok(Some(1))
     );
 }
 
@@ -625,10 +637,12 @@ fn a_dhcp_lease_is_held_on_trial_and_never_committed() {
             .map(|l| l.len()),
         Ok(0)
     );
-    // The bridge first comes up without IP, even on trial.
+    // A DHCP bridge first comes up without IP, even on trial.
+    let first = p.bridge_staged();
+    assert_eq!(first.str(names::IPV4, "method"), Ok(Some("disabled")));
     assert_eq!(
-        p.bridge_without_ip().str(names::IPV4, "method"),
-        Ok(Some("disabled"))
+        first.i32(names::CONNECTION, "autoconnect-slaves"),
+        Ok(Some(0))
     );
     // Without lease options nothing can be held, and the plan says so.
     let p = plan(&dhcp_found(), &request());

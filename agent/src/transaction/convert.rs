@@ -18,9 +18,6 @@ use crate::plan::Plan;
 use crate::report::Progress;
 use crate::verify;
 
-/// How long NetworkManager gets to start attaching the port by itself.
-const PORT_START: Duration = Duration::from_secs(5);
-
 /// How long the bridge's DHCP client gets to renew the uplink's lease: the
 /// server answered the uplink moments before, and its address is held meanwhile.
 const LEASE: Duration = Duration::from_secs(20);
@@ -116,7 +113,7 @@ impl Transaction<'_> {
         let trial = AddConnection2Flags::IN_MEMORY | AddConnection2Flags::BLOCK_AUTOCONNECT;
         let bridge = self
             .nm
-            .add_profile(&plan.bridge_without_ip(), trial)
+            .add_profile(&plan.bridge_staged(), trial)
             .await
             .map_err(Failure::Apply)?;
         let port = self
@@ -199,11 +196,15 @@ impl Transaction<'_> {
         leased
     }
 
-    /// Brings the bridge up without IP; NetworkManager attaches the port by
-    /// itself (`autoconnect-slaves`, one step with the bridge: activating the
-    /// port as well would detach and re-attach the uplink). Then the bridge
-    /// gets its IP configuration in place (Reapply), with the uplink already
-    /// forwarding.
+    /// Make before break, as far as NetworkManager allows: the bridge comes
+    /// up first with the uplink's MAC and (static) IP configuration, its
+    /// routes at the worst metric so replies still leave through the uplink
+    /// ([`Plan::bridge_staged`]); it gets a copy of the uplink's neighbour
+    /// entries; only then is the uplink attached as its port.
+    /// NetworkManager removes the uplink's own configuration when the port's
+    /// activation starts and attaches the port a few stages later: replies
+    /// are lost only in between. Then the bridge gets its planned
+    /// configuration in place (Reapply).
     async fn activate(
         &self,
         plan: &Plan,
@@ -211,29 +212,44 @@ impl Transaction<'_> {
         port: &ObjectPath<'_>,
     ) -> Result<(), Failure> {
         let any_device = ObjectPath::from_static_str_unchecked(netbridge_dbus::NULL_PATH);
-        let bridge_ac = self
-            .nm
+        self.nm
             .activate(bridge, &any_device)
             .await
             .map_err(Failure::Apply)?;
-        // The activation runs with the settings it started with: the profile
-        // can take its IP configuration now, ready for the Reapply.
-        self.nm
-            .update_profile(bridge, Some(&plan.bridge_trial), Update2Flags::IN_MEMORY)
-            .await
-            .map_err(Failure::Apply)?;
-        self.attach_port(plan, port).await?;
-        let up = ActivationGoal::default();
-        self.nm
-            .wait_activated(&bridge_ac, &plan.bridge, up, plan.timing.activation)
-            .await
-            .map_err(Failure::Activation)?;
         let device = self
             .nm
             .device_by_iface(&plan.bridge)
             .await
             .map_err(Failure::Apply)?
             .ok_or_else(|| Failure::Verify(vec![format!("no device {} exists", plan.bridge)]))?;
+        self.nm
+            .wait_device_configures(
+                &device,
+                &plan.bridge,
+                &plan.bridge_uuid,
+                plan.timing.activation,
+            )
+            .await
+            .map_err(Failure::Activation)?;
+        self.keep_neighbours(&plan.uplink, &plan.bridge).await;
+        let port_ac = self
+            .nm
+            .activate(port, &plan.uplink_path)
+            .await
+            .map_err(Failure::Apply)?;
+        let up = ActivationGoal::default();
+        self.nm
+            .wait_activated(&port_ac, &plan.port_id, up, plan.timing.activation)
+            .await
+            .map_err(Failure::Activation)?;
+        // The activation runs with the settings it started with: the
+        // planned metric (and ports pulled in at the next boot) in place,
+        // without waiting for the bridge to finish activating (a DHCP bridge
+        // waits for its server; `verify` gives it its deadline).
+        self.nm
+            .update_profile(bridge, Some(&plan.bridge_trial), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Apply)?;
         self.nm.reapply(&device).await.map_err(Failure::Apply)?;
         self.progress.step(
             "bridge up",
@@ -243,31 +259,6 @@ impl Transaction<'_> {
             ),
         );
         Ok(())
-    }
-
-    async fn attach_port(&self, plan: &Plan, port: &ObjectPath<'_>) -> Result<(), Failure> {
-        let attached = self
-            .nm
-            .wait_device_runs(&plan.uplink_path, &plan.uplink, &plan.port_uuid, PORT_START)
-            .await;
-        if attached.is_ok() {
-            return Ok(());
-        }
-        // A NetworkManager that does not pull ports in: attach it ourselves.
-        let port_ac = self
-            .nm
-            .activate(port, &plan.uplink_path)
-            .await
-            .map_err(Failure::Apply)?;
-        self.nm
-            .wait_activated(
-                &port_ac,
-                &plan.port_id,
-                ActivationGoal::default(),
-                plan.timing.activation,
-            )
-            .await
-            .map_err(Failure::Activation)
     }
 
     /// Checks the state NetworkManager reports against what the plan

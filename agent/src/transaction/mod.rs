@@ -247,6 +247,20 @@ impl<N: Host> Transaction<'_, N> {
         }
     }
 
+    /// Gives `to` a copy of `from`'s resolved neighbour entries (stale: used
+    /// at once, confirmed by the kernel later), so the first replies through
+    /// `to` need no address resolution: a resolution attempted while `to`
+    /// cannot send yet would hold every reply back for a second. The copies
+    /// go with `to` on a rollback. Only a shortcut: a failure is reported and
+    /// the change goes on.
+    async fn keep_neighbours(&self, from: &str, to: &str) {
+        let message = match crate::kernel::copy_neighbours(from, to).await {
+            Ok(n) => format!("{to} starts with {n} neighbour entries of {from}"),
+            Err(e) => format!("{to} resolves its neighbours anew: {e}"),
+        };
+        self.progress.step("neighbours", message);
+    }
+
     /// Destroys the checkpoint of a committed change and clears the journal.
     /// A failure here never rolls back: the change passed its checks and is
     /// on disk. A checkpoint NetworkManager lost (it restarted during the

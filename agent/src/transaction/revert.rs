@@ -48,8 +48,9 @@ impl Transaction<'_> {
     }
 
     /// The original profile takes the uplink back while the bridge still
-    /// holds the address (without a port, so the uplink's route wins); then
-    /// the bridge goes down.
+    /// holds the address, its routes already at the worst metric so the
+    /// uplink's win the moment they exist, and the uplink already knowing the
+    /// bridge's neighbours; then the bridge goes down.
     async fn try_revert(
         &self,
         plan: &RevertPlan,
@@ -60,6 +61,10 @@ impl Transaction<'_> {
             .profile(&plan.original.uuid)
             .await
             .map_err(Failure::Apply)?;
+        self.stand_aside(&plan.bridge)
+            .await
+            .map_err(Failure::Apply)?;
+        self.keep_neighbours(&plan.bridge, &plan.uplink).await;
         let active = self
             .nm
             .activate(&original, &plan.uplink_path)
@@ -85,6 +90,27 @@ impl Transaction<'_> {
             checks,
             identity: None,
         })
+    }
+
+    /// The bridge keeps its addresses, but its routes go to the worst
+    /// metric (Reapply in memory: its profile stays as it is, and the
+    /// checkpoint covers the bridge).
+    async fn stand_aside(&self, bridge: &str) -> Result<(), NmError> {
+        let Some(path) = self.nm.device_by_iface(bridge).await? else {
+            return Ok(());
+        };
+        if self
+            .nm
+            .device_info(&path)
+            .await?
+            .active_connection
+            .is_none()
+        {
+            return Ok(());
+        }
+        let (applied, version) = self.nm.applied_versioned(&path).await?;
+        let staged = crate::plan::staged(&applied)?;
+        self.nm.reapply_settings(&path, &staged, version).await
     }
 
     async fn take_down(&self, bridge: &str) -> Result<(), NmError> {

@@ -7,11 +7,13 @@
 
 pub mod agent;
 pub mod convert;
+pub mod gap;
 pub mod icmp;
 pub mod machine;
 pub mod notes;
 pub mod probe;
 pub mod proc;
+pub mod record;
 pub mod rollback;
 pub mod scale;
 pub mod stats;

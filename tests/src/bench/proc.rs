@@ -140,12 +140,18 @@ impl Lines {
     }
 
     /// Everything, once the writer has exited (the pipe is closed).
-    pub fn finish(mut self) -> String {
+    pub fn finish(self) -> String {
+        let lines: Vec<String> = self.finish_stamped().into_iter().map(|(_, l)| l).collect();
+        lines.join("\n")
+    }
+
+    /// Every line with when it was read, once the writer has exited.
+    pub fn finish_stamped(mut self) -> Vec<(f64, String)> {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
         self.seen.extend(self.rx.try_iter());
-        self.text()
+        self.seen
     }
 
     fn text(&self) -> String {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bench::table::{self, Report};
 use bench::tools::{Tool, Tools};
-use bench::{agent, convert, icmp, machine, probe, rollback, scale, Config};
+use bench::{agent, convert, gap, icmp, machine, probe, rollback, scale, Config};
 use clap::{Parser, Subcommand, ValueEnum};
 use netbridge_tests::lab::{self, Lab, Uplink};
 
@@ -55,6 +55,14 @@ struct Cli {
         default_value = "netbridge,nmcli,nmstate"
     )]
     tools: Vec<ToolArg>,
+    /// With `--only gap`: a timeline of the first run of each operation and
+    /// way (kernel events, D-Bus calls, NetworkManager's log, lost replies).
+    #[arg(long)]
+    trace: bool,
+    /// With `--only gap`: another netbridge binary measured beside this one
+    /// (e.g. the one before a change), its column "netbridge (baseline binary)".
+    #[arg(long, value_name = "PATH")]
+    baseline: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +83,9 @@ enum Part {
     Agent,
     /// K labs converted at once.
     Scale,
+    /// The reply gap of convert, revert and an in-place MTU change: netbridge,
+    /// nmstatectl, nmcli and the kernel's own steps, side by side.
+    Gap,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,8 +162,25 @@ fn run(cli: &Cli) -> Result<String, String> {
     } else {
         Vec::new()
     };
+    let gap = if wants(Part::Gap) {
+        let states = gap::States::new(config.nmstatectl.clone(), cli.baseline.clone())?;
+        Some(gap::run_all(
+            config.runs,
+            config.settle_timeout,
+            &states,
+            cli.trace,
+        ))
+    } else {
+        None
+    };
     // Other work on a shared machine shows in the numbers: say how busy it was.
     machine.push(("load average at end", machine::load_average()));
+    if cli.only == [Part::Gap] {
+        let mut out = gap.as_ref().map(gap::render).unwrap_or_default();
+        out.push_str(&bench::notes::machine(&machine));
+        eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(out);
+    }
     let report = Report {
         runs: config.runs,
         machine,
@@ -162,7 +190,9 @@ fn run(cli: &Cli) -> Result<String, String> {
         scale,
     };
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(table::render(&report))
+    let mut out = table::render(&report);
+    out.push_str(&gap.as_ref().map(gap::render).unwrap_or_default());
+    Ok(out)
 }
 
 fn describe_machine(config: &Config) -> Result<Vec<(&'static str, String)>, String> {

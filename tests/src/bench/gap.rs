@@ -1,0 +1,494 @@
+//! The reply gap of a conversion, a revert and an in-place MTU change, side by
+//! side: netbridge, `nmstatectl apply`, plain nmcli commands, and the kernel's
+//! own steps in make-before-break order without NetworkManager (the physical
+//! limit, as `kernel-order-reference.sh mbb` does it). Each run gets a fresh
+//! lab; the LAN probes the host every 5 ms from before the command until the
+//! host answers steadily again.
+//!
+//! Revert and MTU change start from a converted host: for the
+//! NetworkManager tools the host `netbridge convert` leaves (the same for
+//! all), for the kernel the make-before-break conversion.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use netbridge_tests::lab::{Lab, Uplink, STATIC_ADDRESS, UPLINK};
+
+use super::probe::{probe_argv, Prober};
+use super::proc::{run_timed, Timed};
+use super::record::Recorder;
+use super::stats::{format_value, summarize, Unit};
+use super::tools::{check_exit, Tool, NMSTATE_YAML};
+use super::trace::{outage, Outage};
+
+/// Bounds each command; all finish in seconds.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The MTU the in-place change sets (the lab's links start at 1500).
+const MTU: u32 = 1400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Convert,
+    Revert,
+    Mtu,
+}
+
+impl Op {
+    pub const ALL: [Op; 3] = [Op::Convert, Op::Revert, Op::Mtu];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Op::Convert => "convert",
+            Op::Revert => "revert",
+            Op::Mtu => "MTU change in place",
+        }
+    }
+}
+
+/// A way of making the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Netbridge,
+    /// Another netbridge binary (`--baseline`), e.g. the one before a change.
+    Baseline,
+    Nmstate,
+    Nmcli,
+    Kernel,
+}
+
+impl Way {
+    pub const ALL: [Way; 5] = [
+        Way::Netbridge,
+        Way::Baseline,
+        Way::Nmstate,
+        Way::Nmcli,
+        Way::Kernel,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Way::Netbridge => "netbridge",
+            Way::Baseline => "netbridge (baseline binary)",
+            Way::Nmstate => "nmstatectl apply",
+            Way::Nmcli => "nmcli commands",
+            Way::Kernel => "kernel steps, make-before-break (no NM; the limit)",
+        }
+    }
+}
+
+/// What the probes saw over the runs of one operation by one way.
+#[derive(Debug, Default)]
+pub struct Cell {
+    pub outages: Vec<Outage>,
+    pub errors: Vec<String>,
+}
+
+pub struct GapResults {
+    pub runs: usize,
+    pub cells: Vec<(Op, Way, Cell)>,
+    /// One annotated timeline per operation and way, when asked for.
+    pub traces: Vec<(Op, Way, String)>,
+    /// The ways measured (nmstatectl and the baseline only when given).
+    pub ways: Vec<Way>,
+}
+
+/// The nmstatectl states for the revert and the MTU change (the conversion
+/// uses the benchmark's [`NMSTATE_YAML`]).
+const NMSTATE_REVERT: &str = "\
+routes:
+  config:
+    - destination: 0.0.0.0/0
+      next-hop-interface: br0
+      next-hop-address: 172.25.250.254
+      state: absent
+    - destination: 0.0.0.0/0
+      next-hop-interface: ens32
+      next-hop-address: 172.25.250.254
+interfaces:
+  - name: br0
+    type: linux-bridge
+    state: absent
+  - name: ens32
+    type: ethernet
+    state: up
+    ipv4:
+      enabled: true
+      dhcp: false
+      address:
+        - ip: 172.25.250.10
+          prefix-length: 24
+    ipv6:
+      enabled: false
+";
+
+const NMSTATE_MTU: &str = "\
+interfaces:
+  - name: br0
+    type: linux-bridge
+    state: up
+    mtu: 1400
+  - name: ens32
+    type: ethernet
+    state: up
+    mtu: 1400
+";
+
+/// The lab's uplink by hand (no NetworkManager): what the NM lab's profile gives.
+const KERNEL_BASE: &str = "set -e
+ip link set lo up
+ip addr add 172.25.250.10/24 dev ens32
+ip link set ens32 up
+ip route add default via 172.25.250.254 dev ens32
+";
+
+/// `kernel-order-reference.sh mbb`: the bridge up with the uplink's MAC and
+/// the address (its prefix route losing to the uplink's meanwhile), the
+/// uplink enslaved, then its own copy removed.
+const KERNEL_CONVERT: &str = "set -e
+ip link add br0 type bridge stp_state 0 forward_delay 0
+ip link set br0 address $(cat /sys/class/net/ens32/address)
+ip link set br0 up
+ip addr add 172.25.250.10/24 dev br0 metric 1000
+ip link set ens32 master br0
+ip addr del 172.25.250.10/24 dev ens32
+ip addr replace 172.25.250.10/24 dev br0
+ip route replace default via 172.25.250.254 dev br0
+";
+
+/// The same order backwards: the uplink takes a copy of the bridge's
+/// neighbour entries (while a port, the answers to its own address
+/// resolution reach the bridge, not it) and of the address while still a
+/// port (its packets leave on the wire directly), the bridge's copy goes,
+/// then the port leaves and the bridge is deleted.
+const KERNEL_REVERT: &str = "set -e
+ip neigh show dev br0 | while read -r ip lladdr mac state; do
+  if [ \"$lladdr\" = lladdr ]; then ip neigh replace \"$ip\" lladdr \"$mac\" dev ens32 nud stale; fi
+done
+ip addr add 172.25.250.10/24 dev ens32 metric 1000
+ip route append default via 172.25.250.254 dev ens32 metric 1000
+ip addr del 172.25.250.10/24 dev br0
+ip link set ens32 nomaster
+ip link del br0
+ip addr replace 172.25.250.10/24 dev ens32
+ip route replace default via 172.25.250.254 dev ens32
+";
+
+const KERNEL_MTU: &str = "set -e
+ip link set ens32 mtu 1400
+ip link set br0 mtu 1400
+";
+
+/// What an operator types with nmcli on netbridge's converted host.
+const NMCLI_REVERT: &str = "set -e
+nmcli connection up ens32
+nmcli connection delete br0 br0-port-ens32
+";
+
+const NMCLI_MTU: &str = "set -e
+nmcli connection modify br0-port-ens32 802-3-ethernet.mtu 1400
+nmcli connection modify br0 802-3-ethernet.mtu 1400
+nmcli device reapply ens32
+nmcli device reapply br0
+";
+
+/// The state files for nmstatectl, in a temporary directory.
+pub struct States {
+    dir: tempfile::TempDir,
+    nmstatectl: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+}
+
+impl States {
+    pub fn new(nmstatectl: Option<PathBuf>, baseline: Option<PathBuf>) -> Result<States, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("netbridge-bench-gap-")
+            .tempdir()
+            .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+        for (name, text) in [
+            ("convert.yml", NMSTATE_YAML),
+            ("revert.yml", NMSTATE_REVERT),
+            ("mtu.yml", NMSTATE_MTU),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(States {
+            dir,
+            nmstatectl,
+            baseline,
+        })
+    }
+
+    fn file(&self, op: Op) -> PathBuf {
+        self.dir.path().join(match op {
+            Op::Convert => "convert.yml",
+            Op::Revert => "revert.yml",
+            Op::Mtu => "mtu.yml",
+        })
+    }
+
+    /// The command that makes the change `op` the way `way` does.
+    fn command(&self, lab: &Lab, op: Op, way: Way) -> Result<Command, String> {
+        let shell = |script: &str| lab.host_command(["sh", "-c", script]);
+        Ok(match (way, op) {
+            (Way::Netbridge, op) => {
+                let mut command = lab.netbridge(netbridge_args(op));
+                command.args(["--yes", "--json"]);
+                command
+            }
+            (Way::Baseline, op) => {
+                let bin = self.baseline.as_ref().ok_or("no baseline binary given")?;
+                let mut command = lab.host_command([bin.as_os_str()]);
+                command.args(netbridge_args(op)).args(["--yes", "--json"]);
+                command
+            }
+            (Way::Nmstate, op) => {
+                let bin = self.nmstatectl.as_ref().ok_or("nmstatectl not installed")?;
+                let mut command = lab.host_command([bin.as_os_str()]);
+                command.arg("apply").arg(self.file(op));
+                command
+            }
+            (Way::Nmcli, Op::Convert) => shell(super::tools::NMCLI_RECIPE),
+            (Way::Nmcli, Op::Revert) => shell(NMCLI_REVERT),
+            (Way::Nmcli, Op::Mtu) => shell(NMCLI_MTU),
+            (Way::Kernel, Op::Convert) => shell(KERNEL_CONVERT),
+            (Way::Kernel, Op::Revert) => shell(KERNEL_REVERT),
+            (Way::Kernel, Op::Mtu) => shell(KERNEL_MTU),
+        })
+    }
+}
+
+fn netbridge_args(op: Op) -> Vec<String> {
+    let args: &[&str] = match op {
+        Op::Convert => &["convert", UPLINK],
+        Op::Revert => &["revert", "br0"],
+        Op::Mtu => &["convert", UPLINK, "--mtu"],
+    };
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    if op == Op::Mtu {
+        args.push(MTU.to_string());
+    }
+    args
+}
+
+/// Runs every operation by every way `runs` times, interleaved (run 1 of
+/// each, then run 2, ...) so a slow moment of the shared machine spreads
+/// over all; with `trace`, the first run of each records a timeline.
+pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> GapResults {
+    let ways: Vec<Way> = Way::ALL
+        .into_iter()
+        .filter(|&w| match w {
+            Way::Nmstate => states.nmstatectl.is_some(),
+            Way::Baseline => states.baseline.is_some(),
+            _ => true,
+        })
+        .collect();
+    let mut results = GapResults {
+        runs,
+        cells: Vec::new(),
+        traces: Vec::new(),
+        ways: ways.clone(),
+    };
+    for op in Op::ALL {
+        for &way in &ways {
+            results.cells.push((op, way, Cell::default()));
+        }
+    }
+    for run in 1..=runs {
+        for (op, way, cell) in results.cells.iter_mut() {
+            eprintln!(
+                "bench: gap run {run}/{runs} — {}, {}",
+                op.title(),
+                way.title()
+            );
+            let traced = trace && run == 1;
+            match one_run(states, *op, *way, settle, traced) {
+                Ok((o, timeline)) => {
+                    eprintln!(
+                        "bench:   longest gap {:.0} ms, {} lost",
+                        o.longest_gap * 1000.0,
+                        o.lost
+                    );
+                    cell.outages.push(o);
+                    if let Some(timeline) = timeline {
+                        results.traces.push((*op, *way, timeline));
+                    }
+                }
+                Err(e) => {
+                    eprintln!("bench:   failed: {e}");
+                    cell.errors.push(e);
+                }
+            }
+        }
+    }
+    results
+}
+
+fn one_run(
+    states: &States,
+    op: Op,
+    way: Way,
+    settle: Duration,
+    trace: bool,
+) -> Result<(Outage, Option<String>), String> {
+    let lab = start_lab(way)?;
+    prepare(&lab, states, op, way)?;
+    let recorder = trace
+        .then(|| Recorder::start(&lab, way != Way::Kernel))
+        .transpose()?;
+    let lan = Prober::start(
+        "LAN→host probe",
+        lab.lan_command(probe_argv(STATIC_ADDRESS)?),
+    )?;
+    let mut command = states.command(&lab, op, way)?;
+    let run = run_timed(way.title(), &mut command, COMMAND_TIMEOUT)?;
+    succeeded(op, way, &run)?;
+    lan.wait_steady(run.exited, settle);
+    let end = super::now();
+    let replies = lan.finish()?;
+    let timeline = recorder.map(|r| r.finish(&lab, &run, end, &replies));
+    Ok((outage(&replies, run.started, end), timeline))
+}
+
+fn start_lab(way: Way) -> Result<Lab, String> {
+    let lab = match way {
+        Way::Kernel => Lab::start_network_only(Uplink::Static),
+        _ => Lab::start(Uplink::Static),
+    }
+    .map_err(|e| format!("the lab did not start: {e}"))?;
+    if way == Way::Kernel {
+        script(&lab, "the uplink's address by hand", KERNEL_BASE)?;
+    }
+    Ok(lab)
+}
+
+/// Revert and MTU change start from a converted host.
+fn prepare(lab: &Lab, states: &States, op: Op, way: Way) -> Result<(), String> {
+    if op == Op::Convert {
+        return Ok(());
+    }
+    if way == Way::Kernel {
+        return script(lab, "the conversion before", KERNEL_CONVERT);
+    }
+    let mut command = states.command(lab, Op::Convert, Way::Netbridge)?;
+    let run = run_timed("netbridge convert before", &mut command, COMMAND_TIMEOUT)?;
+    check_exit(Tool::Netbridge, &run, "committed")
+}
+
+fn script(lab: &Lab, what: &str, text: &str) -> Result<(), String> {
+    let out = lab.host(["sh", "-c", text]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn succeeded(op: Op, way: Way, run: &Timed) -> Result<(), String> {
+    if matches!(way, Way::Netbridge | Way::Baseline) {
+        let result = if op == Op::Revert {
+            "reverted"
+        } else {
+            "committed"
+        };
+        return check_exit(Tool::Netbridge, run, result);
+    }
+    if run.code == Some(0) {
+        Ok(())
+    } else {
+        Err(format!("{} failed: {}", way.title(), run.describe()))
+    }
+}
+
+/// The Markdown table (a column per way, two rows per operation), its
+/// notes, and the timelines.
+pub fn render(results: &GapResults) -> String {
+    let ways = &results.ways;
+    let titles: Vec<&str> = ways.iter().map(|w| w.title()).collect();
+    let mut out = format!(
+        "\n| reply gap at 5 ms probing, median / worst of {} runs | {} |\n|---|{}\n",
+        results.runs,
+        titles.join(" | "),
+        "---|".repeat(ways.len())
+    );
+    for op in Op::ALL {
+        for (figure, unit, pick) in FIGURES {
+            let cells: Vec<String> = ways
+                .iter()
+                .map(|&way| match cell(results, op, way) {
+                    Some(c) => median_worst(c, unit, pick),
+                    None => "not run".to_owned(),
+                })
+                .collect();
+            out.push_str(&format!(
+                "| {}: {figure} | {} |\n",
+                op.title(),
+                cells.join(" | ")
+            ));
+        }
+    }
+    out.push_str(GAP_NOTES);
+    for (op, way, timeline) in &results.traces {
+        out.push_str(&format!(
+            "\nTimeline, {} by {} (ms after the command started):\n\n```\n{timeline}```\n",
+            op.title(),
+            way.title()
+        ));
+    }
+    out
+}
+
+type Pick = fn(&Outage) -> f64;
+
+const FIGURES: [(&str, Unit, Pick); 2] = [
+    ("longest gap", Unit::Millis, |o| o.longest_gap),
+    ("replies lost", Unit::Count, |o| o.lost as f64),
+];
+
+const GAP_NOTES: &str = "\nNotes on the reply gap:\n\
+- \"Longest gap\": the longest time between two replies to the LAN's 5 ms probes, from the \
+command's start until the host answers steadily again (5 ms when nothing is lost); \
+\"replies lost\": probes sent meanwhile whose reply never came.\n\
+- Revert and MTU change start from the host `netbridge convert` leaves (the same for every \
+NetworkManager tool); the kernel steps start from their own make-before-break conversion.\n\
+- nmcli commands: the seed recipe for convert (STP left on, as written there); for revert \
+`nmcli connection up ens32` then deleting br0's profiles; for the MTU change `nmcli \
+connection modify` of both profiles then `nmcli device reapply` of both devices.\n\
+- netbridge (baseline binary): another netbridge binary given with `--baseline`, run the same \
+way, e.g. the one before a change to the order of steps.\n\
+- nmstatectl apply: br0 with port ens32 for convert; br0 absent and ens32 with the address \
+and default route for revert; mtu 1400 on both for the MTU change.\n\
+- Kernel steps: plain iproute2 in a lab without NetworkManager, in make-before-break order \
+(`kernel-order-reference.sh mbb`, and the same order backwards for revert).\n";
+
+fn cell(results: &GapResults, op: Op, way: Way) -> Option<&Cell> {
+    results
+        .cells
+        .iter()
+        .find(|(o, w, _)| *o == op && *w == way)
+        .map(|(_, _, c)| c)
+}
+
+fn median_worst(cell: &Cell, unit: Unit, pick: Pick) -> String {
+    let values: Vec<f64> = cell.outages.iter().map(pick).collect();
+    let text = summarize(&values).map_or_else(
+        || "no result".to_owned(),
+        |s| {
+            format!(
+                "{} / {}",
+                format_value(s.median, unit),
+                format_value(s.max, unit)
+            )
+        },
+    );
+    match cell.errors.len() {
+        0 => text,
+        n => format!("{text} ⚠ {n} failed"),
+    }
+}
