@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use netbridge_tests::container::Container;
+use netbridge_tests::container::{Container, Suite};
 use netbridge_tests::lab::{netbridge_bin, Uplink, STATIC_ADDRESS};
 
 const CONFIG: &str = r#"
@@ -487,5 +487,51 @@ fn the_deb_installs_without_starting_upgrades_keeping_the_configuration_and_purg
     assert_eq!(
         host.ipv4_addresses("br0").unwrap_or_default(),
         vec![(STATIC_ADDRESS, 24)]
+    );
+}
+
+common::on_suites!(the_package_installs_and_its_binary_reads_networkmanager:
+    bullseye => Bullseye, bookworm => Bookworm, trixie => Trixie, sid => Sid);
+
+/// On every Debian the README claims: apt installs the package (its
+/// Depends met by the release's own NetworkManager and glibc), and the
+/// binary, linked against glibc 2.28, starts and reads that NetworkManager.
+fn the_package_installs_and_its_binary_reads_networkmanager(suite: Suite) {
+    let Some(host) = Container::require_on(suite, Uplink::Static) else {
+        return;
+    };
+    let inside = host.root().join("root/netbridge.deb");
+    std::fs::copy(deb(), inside).expect("copy the package in");
+    apt(&host, &["install", "/root/netbridge.deb"]);
+
+    let version = host.exec(["netbridge", "--version"]);
+    assert!(
+        version.status.success(),
+        "netbridge --version on {suite}: {}",
+        text(&version.stderr)
+    );
+    assert_eq!(
+        text(&version.stdout),
+        format!("netbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+    let status = host.exec(["netbridge", "status", "--json"]);
+    assert!(
+        status.status.success(),
+        "netbridge status on {suite}: {}",
+        text(&status.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    let nm = status["networkmanager"]["version"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        nm.starts_with(&format!("{}.", suite.networkmanager())),
+        "{suite}'s NetworkManager: {status:#}"
+    );
+    let devices = status["devices"].as_array().cloned().unwrap_or_default();
+    assert!(
+        devices.iter().any(|d| d["interface"] == "ens32"),
+        "ens32 among the devices: {status:#}"
     );
 }
