@@ -18,9 +18,9 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Run, Running};
+use common::{eventually, Run, Running};
 
 use netbridge_tests::container::{Container, Suite};
 use netbridge_tests::lab::{Lab, Uplink, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
@@ -110,17 +110,6 @@ fn profile_names(host: &Container) -> Vec<String> {
     .filter(|name| *name != "lo")
     .map(str::to_owned)
     .collect()
-}
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    cond()
 }
 
 /// The host as converted: br0 carries the address and the default route,

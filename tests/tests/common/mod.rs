@@ -279,6 +279,7 @@ pub fn guest_pings(guest: &Guest, target: &str) -> bool {
 /// the scenario, each calling `scenario(Suite::…)` of the test file:
 /// `on_suites!(converts: bullseye => Bullseye, sid => Sid)` makes the tests
 /// `converts::bullseye` and `converts::sid`.
+#[allow(unused_macros)] // each test file uses a different subset
 macro_rules! on_suites {
     ($scenario:ident: $($name:ident => $suite:ident),+ $(,)?) => {
         mod $scenario {
