@@ -38,7 +38,8 @@ Exit status:
 
 Environment:
   NETBRIDGE_STATE_DIR  journal, lock and results directory (default /var/lib/netbridge)
-  NETBRIDGE_LOG        log filter on stderr (default info; e.g. debug)
+  NETBRIDGE_LOG        log filter (default info; e.g. debug); journald when stderr is the journal
+  NO_COLOR             no colour in the log (there is none off a terminal)
   DBUS_SYSTEM_BUS_ADDRESS  the system bus to find NetworkManager on";
 
 /// The netbridge service: keeps the host's bridges as configured.
@@ -272,13 +273,19 @@ async fn try_apply(
         .await
         .map_err(|e| e.to_string())?;
     for r in &reports {
-        let reason = r.reason.as_deref().unwrap_or("");
+        // The message stands on its own; the fields are for filtering.
+        let why = r
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let (bridge, result) = (&r.name, r.result);
         match r.result {
             Applied::Committed | Applied::Unchanged => {
-                tracing::info!(bridge = %r.name, result = %r.result, "{reason}")
+                tracing::info!(%bridge, %result, "{bridge} {result}{why}")
             }
-            Applied::Skipped => tracing::warn!(bridge = %r.name, result = %r.result, "{reason}"),
-            _ => tracing::error!(bridge = %r.name, result = %r.result, "{reason}"),
+            Applied::Skipped => tracing::warn!(%bridge, %result, "{bridge} {result}{why}"),
+            _ => tracing::error!(%bridge, %result, "{bridge} {result}{why}"),
         }
     }
     Ok(reports)

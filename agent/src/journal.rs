@@ -54,6 +54,16 @@ pub enum Phase {
     Committed,
 }
 
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Applying => "applying",
+            Phase::Committing => "committing",
+            Phase::Committed => "committed",
+        }
+    }
+}
+
 /// What an unfinished change did, and so how to undo it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "operation", rename_all = "kebab-case")]
@@ -203,7 +213,10 @@ impl Store {
             source,
         };
         fs::create_dir_all(&self.dir).map_err(dir_err)?;
-        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(dir_err)
+        // Readable by all, like /var/lib/NetworkManager: `netbridge status`
+        // works without root, and nothing here is secret (profile names and
+        // UUIDs, bridge options, results; never a profile's secrets).
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o755)).map_err(dir_err)
     }
 
     /// Takes the host-wide lock without waiting: a second process refuses at once.
@@ -248,6 +261,17 @@ impl Store {
         locked.rewind().map_err(io)?;
         write!(locked, "{}", std::process::id()).map_err(io)?;
         Ok(Lock { _file: locked })
+    }
+
+    /// The pid of the process holding the lock now, if any — found without
+    /// taking the lock, so that looking never makes a change refuse as busy.
+    /// Matched by inode alone: /proc/locks names the filesystem's device,
+    /// which on btrfs or overlayfs is not the one stat() reports.
+    pub fn holder(&self) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let inode = fs::metadata(self.dir.join(LOCK)).ok()?.ino();
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        flock_holder(&locks, inode)
     }
 
     pub async fn read(&self) -> Result<Option<Record>, JournalError> {
@@ -304,8 +328,12 @@ impl Store {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(0o644)
             .open(&tmp)
+            .await
+            .map_err(io)?;
+        // Whatever the umask (the agent's unit has 0077): see `ensure_dir`.
+        file.set_permissions(fs::Permissions::from_mode(0o644))
             .await
             .map_err(io)?;
         file.write_all(&bytes).await.map_err(io)?;
@@ -324,6 +352,32 @@ impl Store {
             path: self.dir.clone(),
             source,
         })
+    }
+}
+
+/// The holder of a flock on `inode` in /proc/locks, whose lines read
+/// `1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF` (waiters have `->`
+/// after the number and hold nothing).
+fn flock_holder(locks: &str, inode: u64) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, "FLOCK", _, _, pid, file, ..] = fields.as_slice() else {
+            return None;
+        };
+        let ino = file.rsplit(':').next()?.parse::<u64>().ok()?;
+        (ino == inode).then(|| pid.parse().ok()).flatten()
+    })
+}
+
+impl JournalError {
+    /// Refused for want of permission: the state directory is root's.
+    pub fn needs_root(&self) -> bool {
+        match self {
+            JournalError::Dir { source, .. } | JournalError::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::PermissionDenied
+            }
+            _ => false,
+        }
     }
 }
 
@@ -368,6 +422,38 @@ mod tests {
             Err(JournalError::Busy { holder }) => assert_eq!(holder, Some(std::process::id())),
             other => panic!("expected Busy, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_lock_holder_is_found_without_taking_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert_eq!(store.holder(), None, "no lock file yet");
+        let held = store.lock().unwrap();
+        assert_eq!(store.holder(), Some(std::process::id()));
+        drop(held);
+        assert_eq!(store.holder(), None, "released");
+    }
+
+    #[test]
+    fn proc_locks_lines_are_read_for_holders_only() {
+        let locks = "1: POSIX  ADVISORY  WRITE 10 fd:01:77 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 4321 00:2a:77 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 999 00:2a:77 0 EOF\n";
+        assert_eq!(flock_holder(locks, 77), Some(4321));
+        assert_eq!(flock_holder(locks, 78), None);
+        assert_eq!(flock_holder("", 77), None);
+    }
+
+    #[tokio::test]
+    async fn written_state_is_readable_by_all_but_writable_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path().join("state"));
+        let lock = store.lock().unwrap();
+        store.write(&lock, &record()).await.unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(store.dir()), 0o755);
+        assert_eq!(mode(&store.dir().join(JOURNAL)), 0o644);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod journal;
 pub mod kernel;
 pub mod libvirt;
+pub mod logging;
 pub mod nm;
 pub mod operations;
 pub mod plan;

@@ -22,7 +22,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `human`: also print each step to stderr as it happens.
+    /// `human`: print each step to stderr as it happens, instead of logging it.
     pub fn new(human: bool) -> Self {
         Progress {
             start: Instant::now(),
@@ -34,10 +34,13 @@ impl Progress {
     pub fn step(&self, step: &'static str, detail: impl Into<String>) {
         let detail = detail.into();
         let at = self.start.elapsed().as_secs_f64();
-        tracing::info!(step, %detail, "progress");
+        // Once: as a line for people, or as a log event (the agent, --json)
+        // with the step as its PHASE.
         if self.human {
             // A closed terminal (SSH gone) must not stop a change half-way: ignore write errors.
             let _ = writeln!(std::io::stderr(), "{at:7.3}s  {step:<12} {detail}");
+        } else {
+            tracing::info!(phase = step, "{step}: {detail}");
         }
         if let Ok(mut steps) = self.steps.lock() {
             steps.push(Step { at, step, detail });

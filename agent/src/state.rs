@@ -97,6 +97,16 @@ impl State {
         self
     }
 
+    /// Drops the result of a bridge that was undone (reverted, deleted): it
+    /// describes a bridge no longer there.
+    pub async fn forget(store: &Store, lock: &Lock, name: &str) -> Result<(), JournalError> {
+        let mut state = State::load(store).await?;
+        if state.bridges.remove(name).is_some() {
+            state.save(store, lock).await?;
+        }
+        Ok(())
+    }
+
     pub async fn save(&self, store: &Store, lock: &Lock) -> Result<(), JournalError> {
         store.write_json(lock, STATE, self).await
     }

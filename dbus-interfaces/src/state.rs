@@ -121,6 +121,18 @@ nm_enum! {
     }
 }
 
+impl DeviceType {
+    /// The word nmcli prints for the type (libnm's type description), which
+    /// calls a veth `ethernet`: NetworkManager drives it as one, with an
+    /// ethernet profile.
+    pub fn nmcli_word(&self) -> &'static str {
+        match self {
+            Self::Veth => "ethernet",
+            other => other.as_str(),
+        }
+    }
+}
+
 impl DeviceState {
     /// Between "prepare" and "secondaries": an activation is under way.
     pub fn is_activating(&self) -> bool {
@@ -138,6 +150,8 @@ mod tests {
         assert_eq!(DeviceState::from(100), DeviceState::Activated);
         assert_eq!(u32::from(DeviceState::Other(7)), 7);
         assert_eq!(DeviceType::from(20).to_string(), "veth");
+        assert_eq!(DeviceType::from(20).nmcli_word(), "ethernet");
+        assert_eq!(DeviceType::Bridge.nmcli_word(), "bridge");
         assert_eq!(ActiveConnectionState::from(9).to_string(), "unknown (9)");
         assert!(DeviceState::IpConfig.is_activating());
         assert!(!DeviceState::Activated.is_activating());

@@ -87,6 +87,18 @@ fn the_nmcli_recipe_bridge_is_foreign_then_adopted_with_stp_off_and_reverts_to_a
         "{error}"
     );
     assert_eq!(lab.snapshot(), before, "nothing changed");
+    let commands = common::rendered(
+        &lab,
+        &["convert", "ens32", "--adopt", "--dry-run", "--json"],
+    );
+    assert!(
+        commands.len() == 3
+            && commands[0].contains("autoconnect no")
+            && commands[1].contains("bridge.stp no")
+            && commands[2] == "nmcli device reapply br0",
+        "a plain profile for revert, then the options in place: {commands:#?}"
+    );
+    assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
 
     let run = netbridge(&lab, &["convert", "ens32", "--adopt", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);

@@ -254,8 +254,8 @@ fn an_invalid_configuration_changes_nothing_and_says_where() {
     let ready = agent.expect_notify("READY=1");
     assert!(ready.contains("configuration invalid"), "{ready}");
     assert!(
-        ready.contains("netbridge.toml:4"),
-        "names file and line: {ready}"
+        ready.contains("netbridge.toml:4: bridge.stp: invalid type"),
+        "names file, line and key: {ready}"
     );
     assert_eq!(lab.snapshot(), before);
 

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    device, eventually, ipv4, kill_mid_change, netbridge, ping_gateway, signal, status, Running,
+    device, eventually, ipv4, kill_mid_change, netbridge, ping_gateway, rendered, run_by_hand,
+    signal, status, Running,
 };
 use netbridge_tests::{Lab, Uplink};
 use nix::sys::signal::Signal;
@@ -50,6 +51,35 @@ fn keyfile<'a>(
         .find(|(_, text)| text.lines().any(|l| l == format!("id={id}")))
 }
 
+/// The bridge and port profiles are on disk, not only in memory, and the
+/// original profile is kept with autoconnect off.
+fn assert_saved_with_the_original_kept(lab: &Lab) {
+    let snap = lab.snapshot();
+    for id in ["br0", "br0-port-ens32"] {
+        let (path, _) = keyfile(&snap, id).unwrap_or_else(|| panic!("profile {id} exists"));
+        assert!(
+            path.starts_with("conn/"),
+            "{id} is on disk, not only in memory: {path}"
+        );
+    }
+    let (_, original) = keyfile(&snap, "ens32").expect("the original profile is kept");
+    assert!(
+        original.contains("autoconnect=false"),
+        "original autoconnect off:\n{original}"
+    );
+}
+
+fn assert_converted_after_a_reboot(lab: &mut Lab) {
+    lab.reboot().expect("reboot the lab host");
+    assert!(
+        eventually(Duration::from_secs(30), || ipv4(&status(lab), "br0")
+            == ["172.25.250.10/24"]),
+        "after a reboot br0 comes back: {:#}",
+        status(lab)
+    );
+    assert_converted(lab, "172.25.250.10/24");
+}
+
 #[test]
 fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
@@ -65,20 +95,7 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
         .as_array()
         .is_some_and(|c| c.len() == 3));
     assert_converted(&lab, "172.25.250.10/24");
-
-    let snap = lab.snapshot();
-    for id in ["br0", "br0-port-ens32"] {
-        let (path, _) = keyfile(&snap, id).unwrap_or_else(|| panic!("profile {id} exists"));
-        assert!(
-            path.starts_with("conn/"),
-            "{id} is on disk, not only in memory: {path}"
-        );
-    }
-    let (_, original) = keyfile(&snap, "ens32").expect("the original profile is kept");
-    assert!(
-        original.contains("autoconnect=false"),
-        "original autoconnect off:\n{original}"
-    );
+    assert_saved_with_the_original_kept(&lab);
 
     lab.restart_nm().expect("restart NetworkManager");
     assert!(eventually(Duration::from_secs(20), || ipv4(
@@ -89,26 +106,66 @@ fn a_static_uplink_converts_commits_to_disk_and_survives_restart_and_reboot() {
     ]));
     assert_converted(&lab, "172.25.250.10/24");
 
-    lab.reboot().expect("reboot the lab host");
+    assert_converted_after_a_reboot(&mut lab);
+}
+
+/// The nmcli equivalent a dry run prints is no sketch: run by hand, line by
+/// line, it brings the host to the state netbridge's own conversion does —
+/// bridge with the address, uplink its port, profiles on disk, the original
+/// kept with autoconnect off — and the host comes back so after a reboot.
+#[test]
+fn the_rendered_nmcli_commands_convert_the_host_as_netbridge_does() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let commands = rendered(&lab, &["convert", "ens32", "--dry-run", "--json"]);
+    assert_eq!(commands.len(), 5, "{commands:#?}");
+    run_by_hand(&lab, &commands);
     assert!(
         eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
             == ["172.25.250.10/24"]),
-        "after a reboot br0 comes back: {:#}",
+        "br0 takes the address: {:#}",
         status(&lab)
     );
     assert_converted(&lab, "172.25.250.10/24");
+    assert_saved_with_the_original_kept(&lab);
+
+    assert_converted_after_a_reboot(&mut lab);
 }
 
 #[test]
 fn a_dhcp_uplink_keeps_its_address_and_mac() {
+    dhcp_uplink_kept(|lab| {
+        let run = convert_json(lab, &[]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    });
+}
+
+/// The same by hand with the rendered nmcli commands: the bridge keeps the
+/// uplink's MAC and DHCP client id, so the server leases it the same address.
+#[test]
+fn the_rendered_nmcli_commands_keep_a_dhcp_uplinks_address_and_mac() {
+    dhcp_uplink_kept(|lab| {
+        let commands = rendered(lab, &["convert", "ens32", "--dry-run", "--json"]);
+        run_by_hand(lab, &commands);
+    });
+}
+
+/// After `convert`, br0 leases the address ens32 had, with its MAC.
+fn dhcp_uplink_kept(convert: impl FnOnce(&Lab)) {
     let Some(lab) = Lab::require(Uplink::Dhcp) else {
         return;
     };
     let before = status(&lab);
     let address = ipv4(&before, "ens32").pop().expect("a DHCP address");
     let mac = device(&before, "ens32").expect("ens32")["mac"].clone();
-    let run = convert_json(&lab, &[]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    convert(&lab);
+    assert!(
+        eventually(Duration::from_secs(30), || ipv4(&status(&lab), "br0")
+            == [address.clone()]),
+        "br0 leases {address}: {:#}",
+        status(&lab)
+    );
     assert_converted(&lab, &address);
     assert_eq!(device(&status(&lab), "br0").expect("br0")["mac"], mac);
     assert_eq!(device(&status(&lab), "br0").expect("br0")["dhcp4"], true);
@@ -243,6 +300,49 @@ fn a_second_run_is_a_no_op_and_a_dry_run_changes_nothing() {
         "{}",
         human.stdout
     );
+    assert!(
+        human.stdout.contains("\n  nmcli connection up br0\n")
+            && !human.stdout.contains("up br0-port-ens32"),
+        "{}",
+        human.stdout
+    );
+    // The selectors of the configuration name the same uplink.
+    let mac = device(&status(&lab), "ens32").expect("ens32")["mac"]
+        .as_str()
+        .expect("ens32's MAC")
+        .to_owned();
+    for selector in ["default-route".to_owned(), format!("mac:{mac}")] {
+        let by = netbridge(&lab, &["convert", &selector, "--dry-run", "--json"]);
+        assert_eq!(by.code, 0, "{selector}: {}", by.stderr);
+        assert_eq!(by.json()["uplink"], "ens32", "{selector}");
+    }
+    let unproven = netbridge(
+        &lab,
+        &["convert", "ens32", "--dry-run", "--no-default-checks"],
+    );
+    assert!(
+        unproven.stderr.contains("no check will prove"),
+        "{}",
+        unproven.stderr
+    );
+    let verbose = netbridge(&lab, &["-v", "convert", "ens32", "--dry-run"]);
+    assert!(
+        verbose.stderr.contains("probe finished")
+            && verbose.stderr.matches("found        ens32").count() == 1,
+        "-v adds diagnostics, each progress step still once:\n{}",
+        verbose.stderr
+    );
+    let quiet = netbridge(&lab, &["-q", "convert", "ens32", "--dry-run"]);
+    assert!(
+        quiet.stderr.is_empty(),
+        "-q prints no progress: {}",
+        quiet.stderr
+    );
+    assert!(
+        quiet.stdout.contains("Plan: convert ens32"),
+        "{}",
+        quiet.stdout
+    );
 
     assert_eq!(netbridge(&lab, YES).code, 0);
     let converted = lab.snapshot();
@@ -335,7 +435,7 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
         (
             &["convert", "ens32", "--yes", "--rollback-timeout", "0"],
             2,
-            "disable NetworkManager's automatic rollback",
+            "'--rollback-timeout <SECS>': that would disable NetworkManager's automatic rollback",
         ),
         (
             &["convert", "ens32", "--yes", "--rollback-timeout", "999999"],
@@ -377,9 +477,20 @@ fn bad_input_is_refused_clearly_and_changes_nothing() {
     let port = netbridge(&lab, &["convert", "ens32", "--yes", "--bridge", "br1"]);
     assert_eq!(port.code, 2);
     assert!(
-        port.stderr.contains("already a port of br0"),
+        port.stderr.contains("already a port of br0")
+            && port.stderr.contains("`netbridge revert br0`"),
         "{}",
         port.stderr
+    );
+    let uplink = netbridge(&lab, &["revert", "ens32", "--yes"]);
+    assert_eq!(uplink.code, 2, "{}", uplink.stderr);
+    assert!(
+        uplink
+            .stderr
+            .contains("ens32 is not a bridge but a port of br0")
+            && uplink.stderr.contains("`netbridge revert br0`"),
+        "{}",
+        uplink.stderr
     );
 
     lab.stop_nm().expect("stop NetworkManager");

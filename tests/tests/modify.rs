@@ -152,3 +152,64 @@ fn state_absent_reverts_a_bridge_netbridge_made_and_then_has_nothing_to_do() {
         .as_str()
         .is_some_and(|e| e.contains("bridge.state")));
 }
+
+/// `apply --dry-run` shows, per bridge, the nmcli commands of what it would
+/// do, one a line: a conversion, a change in place, a revert.
+#[test]
+fn apply_dry_runs_list_the_nmcli_equivalent_one_command_a_line() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let nmcli_lines = |extra: &str| {
+        let config = write_config(&lab, extra);
+        let before = lab.snapshot();
+        let run = netbridge(&lab, &["apply", "--config", &config, "--dry-run"]);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
+        let lines: Vec<String> = run
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("    nmcli "))
+            .map(str::to_owned)
+            .collect();
+        assert!(
+            lines.iter().all(|l| !l.contains(';')),
+            "one command a line:\n{}",
+            run.stdout
+        );
+        lines
+    };
+    let convert = nmcli_lines("");
+    assert_eq!(convert.len(), 5, "{convert:#?}");
+    assert!(convert[0].starts_with("connection add type bridge con-name br0"));
+    assert!(convert.contains(&"connection up br0".to_owned()));
+    assert!(!convert.iter().any(|l| l.contains("up br0-port")));
+
+    converted(&lab);
+    let modify = nmcli_lines("stp = true\n");
+    assert!(
+        modify[0].starts_with("connection modify ") && modify[0].contains("bridge.stp yes"),
+        "{modify:#?}"
+    );
+    assert_eq!(
+        modify.last().map(String::as_str),
+        Some("device reapply br0")
+    );
+    // Run by hand, they leave the bridge as declared: netbridge then has nothing to do.
+    let by_hand: Vec<String> = modify.iter().map(|l| format!("nmcli {l}")).collect();
+    common::run_by_hand(&lab, &by_hand);
+    assert_eq!(sysfs(&lab, "/sys/class/net/br0/bridge/stp_state"), "1");
+    let config = write_config(&lab, "stp = true\n");
+    let again = netbridge(&lab, &["apply", "--config", &config, "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.json()["bridges"][0]["result"], "unchanged");
+
+    let revert = nmcli_lines("state = \"absent\"\n");
+    assert!(
+        revert[0].starts_with("connection up ") && revert[0].ends_with("ifname ens32"),
+        "{revert:#?}"
+    );
+    assert!(revert
+        .last()
+        .is_some_and(|l| l.starts_with("connection delete ")));
+}

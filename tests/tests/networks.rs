@@ -10,6 +10,16 @@ use std::time::Duration;
 use common::{attach, device, dhcp_lease, guest_pings, ipv4, netbridge, status};
 use netbridge_tests::{Lab, Uplink};
 
+/// A host-only network, as several tests make it.
+const VMNET1: &[&str] = &[
+    "create",
+    "vmnet1",
+    "--mode",
+    "isolated",
+    "--address",
+    "192.168.108.1/24",
+];
+
 fn create(lab: &Lab, args: &[&str]) {
     let run = netbridge(lab, args);
     assert_eq!(run.code, 0, "{args:?}: {}\n{}", run.stdout, run.stderr);
@@ -110,17 +120,7 @@ fn an_isolated_network_reaches_the_host_and_nothing_beyond() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    create(
-        &lab,
-        &[
-            "create",
-            "vmnet1",
-            "--mode",
-            "isolated",
-            "--address",
-            "192.168.108.1/24",
-        ],
-    );
+    create(&lab, VMNET1);
     let guest = attach(&lab, "vmnet1", "vnet1");
     for args in [
         vec!["ip", "addr", "add", "192.168.108.2/24", "dev", "eth0"],
@@ -156,17 +156,7 @@ fn networks_survive_restart_and_reboot_and_delete_leaves_the_rest_as_it_was() {
             "192.168.107.1/24",
         ],
     );
-    create(
-        &lab,
-        &[
-            "create",
-            "vmnet1",
-            "--mode",
-            "isolated",
-            "--address",
-            "192.168.108.1/24",
-        ],
-    );
+    create(&lab, VMNET1);
     let up = |lab: &Lab| {
         let s = status(lab);
         ipv4(&s, "virbr1") == ["192.168.107.1/24"] && ipv4(&s, "vmnet1") == ["192.168.108.1/24"]
@@ -278,7 +268,8 @@ fn bad_network_requests_are_refused_and_change_nothing() {
                 "--address",
                 "192.168.107.1/24",
             ],
-            "already used",
+            // create takes the name as its argument: no --bridge to point to.
+            "choose another name for the bridge",
         ),
         (
             &[
@@ -317,4 +308,53 @@ fn bad_network_requests_are_refused_and_change_nothing() {
         );
         assert_eq!(lab.snapshot(), before, "{args:?} changed nothing");
     }
+}
+
+/// `create --dry-run` and `delete --dry-run` show the nmcli commands and
+/// change nothing; run by hand, create's commands bring up the same network.
+#[test]
+fn dry_runs_of_create_and_delete_show_their_nmcli_commands() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let nat = [
+        "create",
+        "virbr1",
+        "--mode",
+        "nat",
+        "--address",
+        "192.168.107.1/24",
+    ];
+    let dry = netbridge(&lab, &[&nat[..], &["--dry-run"]].concat());
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
+    let commands: Vec<&str> = dry
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter(|l| l.starts_with("nmcli "))
+        .collect();
+    assert!(
+        commands.len() == 2
+            && commands[0]
+                .starts_with("nmcli connection add type bridge con-name virbr1 ifname virbr1")
+            && commands[0].contains("ipv4.method shared")
+            && commands[1] == "nmcli connection up virbr1",
+        "{}",
+        dry.stdout
+    );
+    common::run_by_hand(&lab, &commands);
+    assert_eq!(ipv4(&status(&lab), "virbr1"), ["192.168.107.1/24"]);
+
+    create(&lab, VMNET1);
+    let made = lab.snapshot();
+    let delete = netbridge(&lab, &["delete", "vmnet1", "--dry-run"]);
+    assert_eq!(delete.code, 0, "{}", delete.stderr);
+    assert!(
+        delete.stderr.contains("nmcli connection delete "),
+        "{}",
+        delete.stderr
+    );
+    assert_eq!(lab.snapshot(), made, "a dry run deletes nothing");
 }

@@ -13,29 +13,18 @@ fn convert(lab: &Lab) {
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
 
-#[test]
-fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
-    let Some(lab) = Lab::require(Uplink::Static) else {
-        return;
-    };
-    let before = lab.snapshot();
-    convert(&lab);
-
-    let dry = netbridge(&lab, &["revert", "br0", "--dry-run", "--json"]);
-    assert_eq!(dry.code, 0, "{}", dry.stderr);
-    assert_eq!(dry.json()["result"], "dry-run");
-
-    let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(run.json()["result"], "reverted");
-    let s = status(&lab);
+/// The host as before the conversion: ens32 runs its original profile
+/// again (autoconnect back on), br0 is gone, links, addresses and routes
+/// are exactly as they were.
+fn assert_reverted(lab: &Lab, before: &netbridge_tests::HostSnapshot) {
+    let s = status(lab);
     assert_eq!(ipv4(&s, "ens32"), vec!["172.25.250.10/24"]);
     assert_eq!(
         device(&s, "ens32").expect("ens32")["profile"]["id"],
         "ens32"
     );
     assert!(device(&s, "br0").is_none(), "br0 is gone");
-    assert!(ping_gateway(&lab));
+    assert!(ping_gateway(lab));
     // NetworkManager rewrites a keyfile it saved (uuid, empty sections): compare
     // what the profile says, and everything else exactly.
     let after = lab.snapshot();
@@ -62,6 +51,37 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
             "{line} kept:\n{original}"
         );
     }
+}
+
+#[test]
+fn the_rendered_nmcli_commands_revert_the_host_as_netbridge_does() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    convert(&lab);
+    let commands = common::rendered(&lab, &["revert", "br0", "--dry-run", "--json"]);
+    assert_eq!(commands.len(), 4, "{commands:#?}");
+    common::run_by_hand(&lab, &commands);
+    assert_reverted(&lab, &before);
+}
+
+#[test]
+fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    convert(&lab);
+
+    let dry = netbridge(&lab, &["revert", "br0", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.json()["result"], "dry-run");
+
+    let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.json()["result"], "reverted");
+    assert_reverted(&lab, &before);
 }
 
 #[test]

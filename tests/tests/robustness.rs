@@ -49,6 +49,89 @@ fn a_closed_log_pipe_never_crashes_a_change() {
 }
 
 #[test]
+fn with_logging_on_each_step_is_printed_once_and_a_pipe_gets_no_colour() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let run = lab
+        .netbridge(["convert", "ens32", "--yes", "--no-guest-check"])
+        .env("NETBRIDGE_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netbridge");
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !stderr.contains('\x1b'),
+        "no escape codes into a pipe:\n{stderr}"
+    );
+    // The checkpoint step's detail, in whatever form it is printed.
+    let checkpoint: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("restores the host by itself"))
+        .collect();
+    assert_eq!(checkpoint.len(), 1, "once:\n{stderr}");
+}
+
+#[test]
+fn a_non_roots_debug_run_says_what_needs_root_without_alarm() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    // State where nobody may write, so the dry run gets to its checks.
+    let state = lab.dir().join("nobody-state");
+    std::fs::create_dir(&state).expect("a state directory");
+    std::os::unix::fs::chown(&state, Some(65534), None).expect("give it to nobody");
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    let out = lab
+        .host_command([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(netbridge_bin)
+        .args(["convert", "ens32", "--dry-run"])
+        .env("NETBRIDGE_LOG", "debug")
+        .env("NETBRIDGE_STATE_DIR", &state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run netbridge as nobody");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    // The ping library's own socket errors and how-to stay out.
+    assert!(stderr.contains("needs root or CAP_NET_RAW"), "{stderr}");
+    assert!(
+        !stderr.contains("SOCK_DGRAM") && !stderr.contains("sudo"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the firewall's chains: needs root"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_full_disk_under_the_log_never_fails_a_change() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let netbridge_bin = netbridge_tests::lab::netbridge_bin().expect("netbridge built");
+    // Every write to stdout and stderr fails with ENOSPC.
+    let script = format!(
+        "NETBRIDGE_LOG=debug {} convert ens32 --yes >/dev/full 2>/dev/full",
+        netbridge_bin.display()
+    );
+    let out = lab.host(["bash", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "committed regardless: {out:?}");
+    settled(&lab);
+    let s = status(&lab);
+    assert_eq!(ipv4(&s, "br0"), ["172.25.250.10/24"], "committed");
+    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+}
+
+#[test]
 fn a_commit_after_networkmanager_lost_the_checkpoint_is_not_undone() {
     let Some(mut lab) = Lab::require(Uplink::Static) else {
         return;

@@ -39,6 +39,116 @@ fn status(host: &Container) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
+/// The agent's own entries, as journald keeps them.
+fn agent_entries(host: &Container) -> Vec<serde_json::Value> {
+    let out = host.exec(["journalctl", "-u", "netbridge-agent", "-o", "json"]);
+    assert!(out.status.success(), "journalctl: {}", text(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON entry"))
+        .filter(|e| e["SYSLOG_IDENTIFIER"] == "netbridge-agent")
+        .collect()
+}
+
+/// Through journald's native protocol: each entry with its priority and
+/// its fields, a message of its own, and no terminal escape codes.
+fn the_agent_logs_natively_to_the_journal(host: &Container) {
+    let entries = agent_entries(host);
+    assert!(!entries.is_empty(), "{}", host.journal("netbridge-agent"));
+    for entry in &entries {
+        // journalctl prints a field with control characters as a byte array.
+        let message = entry["MESSAGE"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{entry:#}"));
+        assert!(!message.trim().is_empty(), "an empty message: {entry:#}");
+        assert!(!message.contains('\x1b'), "an escape code: {entry:#}");
+        assert!(entry["PRIORITY"].is_string(), "{entry:#}");
+    }
+    let done = entries
+        .iter()
+        .find(|e| e["RESULT"] == "committed")
+        .unwrap_or_else(|| panic!("no RESULT=committed: {entries:#?}"));
+    assert_eq!(done["BRIDGE"], "br0", "{done:#}");
+    assert_eq!(done["PRIORITY"], "6", "info: {done:#}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["PHASE"] == "checkpoint" && e["BRIDGE"] == "br0"),
+        "progress carries PHASE= and BRIDGE=: {entries:#?}"
+    );
+    // `journalctl -p warning` leaves routine progress out.
+    let warnings = host.exec([
+        "journalctl",
+        "-u",
+        "netbridge-agent",
+        "-p",
+        "warning",
+        "-o",
+        "cat",
+    ]);
+    assert!(
+        !text(&warnings.stdout).contains("checkpoint"),
+        "{}",
+        text(&warnings.stdout)
+    );
+}
+
+fn status_as_nobody(host: &Container, args: &[&str]) -> std::process::Output {
+    let mut argv = vec!["runuser", "-u", "nobody", "--", "netbridge", "status"];
+    argv.extend_from_slice(args);
+    host.exec(argv)
+}
+
+/// A read-only view for anyone NetworkManager lets read (polkit enforced,
+/// as on any host); what only root may read is marked, not fatal.
+fn status_works_without_root(host: &Container) {
+    let out = status_as_nobody(host, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    // The firewall's chains only: nft and iptables-save refuse non-root.
+    assert_eq!(s["needs_root"], serde_json::json!(["firewall"]), "{s:#}");
+    assert_eq!(s["configured"]["br0"]["result"], "applied", "{s:#}");
+    let made = &s["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["interface"] == "br0").cloned())
+        .expect("br0 listed")["netbridge"];
+    assert_eq!(made["original_profile"]["id"], "ens32", "{s:#}");
+    // A debug run says nothing alarming.
+    let debug = host.exec([
+        "runuser",
+        "-u",
+        "nobody",
+        "--",
+        "env",
+        "NETBRIDGE_LOG=debug",
+        "netbridge",
+        "status",
+    ]);
+    assert!(debug.status.success(), "{}", text(&debug.stderr));
+    let stderr = text(&debug.stderr);
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+    // A state directory only root may read (as older versions made it).
+    host.exec(["chmod", "0700", "/var/lib/netbridge"]);
+    let out = status_as_nobody(host, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    for part in ["journal", "results"] {
+        let listed = s["needs_root"]
+            .as_array()
+            .is_some_and(|p| p.contains(&part.into()));
+        assert!(listed, "{part} marked: {s:#}");
+    }
+    let table = status_as_nobody(host, &[]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let stdout = text(&table.stdout);
+    assert!(stdout.contains("results need root"), "{stdout}");
+    assert!(
+        stdout.contains("journal") && stdout.contains("needs root"),
+        "{stdout}"
+    );
+    host.exec(["chmod", "0755", "/var/lib/netbridge"]);
+}
+
 fn installed(uplink: Uplink) -> Option<Container> {
     let host = Container::require(uplink)?;
     host.install_netbridge()
@@ -85,6 +195,8 @@ fn systemctl_enable_now_converts_the_host_and_a_reboot_keeps_it() {
         journal.contains("guest-path br0 ok"),
         "the guest path was proven:\n{journal}"
     );
+    the_agent_logs_natively_to_the_journal(&host);
+    status_works_without_root(&host);
 
     host.expect_address_on("br0");
     host.reboot().expect("reboot the host");

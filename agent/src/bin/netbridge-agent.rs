@@ -8,18 +8,7 @@ use netbridge::agent::{self, AgentArgs, AgentOptions};
 
 fn main() -> ExitCode {
     let args = AgentArgs::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Its own report of a failed write would go to stderr with a
-        // panicking print: a closed pipe must not crash a change.
-        .log_internal_errors(false)
-        // The journal adds its own timestamps.
-        .without_time()
-        .init();
+    netbridge::logging::init(&netbridge::logging::own("info"));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

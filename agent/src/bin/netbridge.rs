@@ -7,7 +7,7 @@ use netbridge::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    netbridge::logging::init(cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -25,17 +25,4 @@ fn main() -> ExitCode {
         cli::run(cli).await
     });
     ExitCode::from(u8::try_from(exit.code()).unwrap_or(1))
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBRIDGE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // Its own report of a failed write would go to stderr with a
-        // panicking print: a closed pipe must not crash a change.
-        .log_internal_errors(false)
-        .init();
 }

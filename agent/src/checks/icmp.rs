@@ -68,8 +68,13 @@ fn client(addr: IpAddr, ctx: &CheckContext) -> Result<Client, String> {
     if let Some(interface) = link_local_interface(addr, ctx)? {
         config = config.interface(interface);
     }
-    Client::new(&config.build())
-        .map_err(|e| format!("cannot open ICMP socket: {}", describe_io(&e)))
+    Client::new(&config.build()).map_err(|e| match e.kind() {
+        // The socket library's own text for it is a multi-line how-to.
+        std::io::ErrorKind::PermissionDenied => {
+            "cannot open ICMP socket: needs root or CAP_NET_RAW".to_owned()
+        }
+        _ => format!("cannot open ICMP socket: {}", describe_io(&e)),
+    })
 }
 
 async fn echo(

@@ -20,12 +20,22 @@ commented examples). Each bridge is one transaction, like `netbridge convert`
 (bridged) or `netbridge create` (nat, isolated); bridges already as configured
 are left alone, without an outage. Results are recorded for `netbridge status`.
 
-Exit status: 0 all applied or unchanged, 2 invalid configuration (nothing
-changed), 3 a bridge rolled back, 1 a bridge failed, 5 a rollback did not complete.")]
+`--check-config` only validates the files, offline (for CI, a pre-commit hook
+or Ansible's `validate`): `netbridge apply --check-config /tmp/netbridge.toml`.
+
+Exit status: 0 all applied or unchanged (or valid), 2 invalid configuration
+(nothing changed), 3 a bridge rolled back, 1 a bridge failed, 5 a rollback did
+not complete.")]
 pub struct ApplyArgs {
     /// The configuration file (or a directory with netbridge.toml and conf.d/).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+
+    /// Only validate the configuration at PATH (default: --config), offline:
+    /// no NetworkManager, no lock, no change. Exit 0 valid, 2 invalid
+    /// (the error names file, line and key).
+    #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "dry_run")]
+    pub check_config: Option<Option<PathBuf>>,
 
     /// Show what would change; change nothing.
     #[arg(long)]
@@ -60,6 +70,9 @@ pub async fn run(args: ApplyArgs, state_dir: &Path) -> Exit {
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 say!("{:<16} {}{why}", b.name, b.result);
+                for command in &b.nmcli {
+                    say!("    {command}");
+                }
             }
         }
         done
@@ -73,7 +86,11 @@ async fn apply(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(&'static str, Exit), Fatal> {
-    let config = config::load(&args.config)
+    let path = match &args.check_config {
+        Some(Some(path)) => path,
+        _ => &args.config,
+    };
+    let config = config::load(path)
         .await
         .map_err(|e| Fatal::new(Exit::BadInput, format!("{e}; nothing was changed")))?;
     report.config_files = config.files.clone();
@@ -82,9 +99,15 @@ async fn apply(
             Exit::BadInput,
             format!(
                 "no configuration at {} (nor conf.d/*.toml beside it)",
-                args.config.display()
+                path.display()
             ),
         ));
+    }
+    if args.check_config.is_some() {
+        if !args.json {
+            print_valid(&config);
+        }
+        return Ok(("valid", Exit::Ok));
     }
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
@@ -100,6 +123,24 @@ async fn apply(
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     Ok(summarize(&report.bridges, args.dry_run))
+}
+
+/// What a valid configuration declares, one bridge a line.
+fn print_valid(config: &config::Config) {
+    let files: Vec<String> = config
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    say!(
+        "The configuration is valid ({}): {} bridge(s).",
+        files.join(", "),
+        config.bridges.len()
+    );
+    for bridge in &config.bridges {
+        let absent = if bridge.absent { " (state absent)" } else { "" };
+        say!("  {:<16} {}{absent}", bridge.name, apply::describe(bridge));
+    }
 }
 
 /// The worst result decides the exit status.

@@ -6,12 +6,16 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::options::BridgeOptionArgs;
-use super::output::{confirm, require_terminal, run_verb, say, Exit, Fatal};
+use super::output::{
+    confirm, describe_checks, require_terminal, run_verb, say, say_nmcli, Exit, Fatal,
+};
 use crate::checks::{CheckSpec, Probe};
+use crate::config::UplinkSelector;
 use crate::guest_forwarding::{self, GuestForwarding, Trial};
 use crate::journal::{Lock, Store};
 use crate::libvirt::{self, LibvirtError, LibvirtOptions};
 use crate::nm::Nm;
+use crate::operations::apply::resolve_uplink;
 use crate::operations::convert::{self, InPlace, InPlaceReady, Prepared, Ready};
 use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
@@ -48,14 +52,21 @@ not installed or the network name is taken or invalid):
 A failure there leaves the conversion committed and exits 8; the same command
 again retries it. `netbridge revert` undoes both.
 
+--dry-run shows the plan and the nmcli commands that do the same by hand,
+one a line, in netbridge's order (the port is never brought up on its own:
+NetworkManager attaches it with the bridge), without netbridge's guard.
+
 Examples:
   netbridge convert ens32 --dry-run
+  netbridge convert default-route --stp yes --mtu 9000 --dry-run
   netbridge convert ens32 --bridge br0 --check tcp:172.25.250.254:22 --yes
   netbridge convert ens32 --json --yes
   netbridge convert ens32 --bridge br0 --adopt --yes")]
 pub struct ConvertArgs {
-    /// The NIC whose IP configuration moves to the bridge (e.g. ens32).
-    pub uplink: String,
+    /// The NIC whose IP configuration moves to the bridge: its name (ens32),
+    /// `mac:52:54:00:12:34:56` (the NIC with that MAC) or `default-route`
+    /// (the NIC holding the IPv4 default route), as `uplink` in the configuration.
+    pub uplink: UplinkSelector,
 
     /// Name of the bridge to create.
     #[arg(long, default_value = "br0", value_name = "NAME")]
@@ -111,12 +122,26 @@ pub struct ConvertArgs {
     pub yes: bool,
 }
 
+/// clap names the option and the value itself, so the error says only why.
+/// Warns when nothing but NetworkManager's own activation will judge a change.
+pub(super) fn warn_unproven(no_default_checks: bool, checks: &[CheckSpec], progress: &Progress) {
+    if no_default_checks && checks.is_empty() {
+        progress.step(
+            "warning",
+            "--no-default-checks without --check: no check will prove that the host is still \
+             reachable after the change; only NetworkManager's activation is awaited",
+        );
+    }
+}
+
 pub(super) fn parse_timeout(text: &str) -> Result<u32, String> {
     let value: u32 = text
         .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    plan::validate_rollback_timeout(value).map_err(|e| e.to_string())?;
-    Ok(value)
+        .map_err(|_| "not a whole number of seconds".to_owned())?;
+    match plan::rollback_timeout_problem(value) {
+        Some(reason) => Err(reason),
+        None => Ok(value),
+    }
 }
 
 /// What `--json` adds to the common envelope.
@@ -138,7 +163,7 @@ struct Report {
 
 pub async fn run(args: ConvertArgs, state_dir: &Path) -> Exit {
     let report = Report {
-        uplink: args.uplink.clone(),
+        uplink: args.uplink.to_string(),
         bridge: args.bridge.clone(),
         recovered: None,
         ready: None,
@@ -159,19 +184,25 @@ async fn convert(
     progress: &Progress,
     report: &mut Report,
 ) -> Result<(&'static str, Exit), Fatal> {
-    let request = Request {
-        uplink: args.uplink.clone(),
-        bridge: args.bridge.clone(),
-        options: args.options.options()?,
-        rollback_timeout: args.rollback_timeout,
-        adopt: args.adopt,
-    };
+    let options = args.options.options()?;
     let choice = CheckChoice {
         explicit: args.checks.clone(),
         defaults: !args.no_default_checks,
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
+    warn_unproven(args.no_default_checks, &args.checks, progress);
     let nm = Nm::connect().await?;
+    let uplink = resolve_uplink(&nm, &args.bridge, &args.uplink)
+        .await
+        .map_err(|e| Fatal::new(Exit::BadInput, format!("uplink {}: {e}", args.uplink)))?;
+    report.uplink.clone_from(&uplink);
+    let request = Request {
+        uplink,
+        bridge: args.bridge.clone(),
+        options,
+        rollback_timeout: args.rollback_timeout,
+        adopt: args.adopt,
+    };
     // Asked before the lock is taken: a prompt left open must block neither
     // the agent nor another netbridge. The plan is made again under the lock.
     if !args.yes && !args.dry_run && !ask(args, &nm, &request, &choice).await? {
@@ -311,6 +342,7 @@ async fn in_place(
         if !args.json {
             show();
         }
+        report.nmcli = ready.change.nmcli_commands();
         report.in_place = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
@@ -382,12 +414,7 @@ async fn ask(
 }
 
 fn print_in_place(change: &InPlace, probes: &[Probe]) {
-    let checks: Vec<String> = probes.iter().map(ToString::to_string).collect();
-    let checks = if checks.is_empty() {
-        "none".to_owned()
-    } else {
-        checks.join(", ")
-    };
+    let checks = describe_checks(probes);
     match change {
         InPlace::Adopt(plan) => say!(
             "Plan: adopt {} (profile '{}', port {} with profile '{}')\n  changes   {}\n  revert    profile '{}' made for {} (autoconnect off), which `netbridge revert {}` brings back\n  checks    {checks}",
@@ -406,6 +433,7 @@ fn print_in_place(change: &InPlace, probes: &[Probe]) {
             plan.changes.join(", ")
         ),
     }
+    say_nmcli(&change.nmcli_commands());
 }
 
 /// Read-only libvirt checks that fail are bad input: nothing changed.
@@ -484,8 +512,8 @@ fn addresses(plan: &Plan) -> String {
 }
 
 fn print_plan(plan: &Plan, probes: &[Probe]) {
-    let mut out = std::io::stdout().lock();
-    let _ = write_plan(&mut out, plan, probes);
+    let _ = write_plan(&mut std::io::stdout().lock(), plan, probes);
+    say_nmcli(&plan.nmcli_commands());
 }
 
 fn write_plan(out: &mut impl Write, plan: &Plan, probes: &[Probe]) -> std::io::Result<()> {
@@ -524,15 +552,10 @@ fn write_plan(out: &mut impl Write, plan: &Plan, probes: &[Probe]) -> std::io::R
             plan.uplink
         )?;
     }
-    let checks: Vec<String> = probes.iter().map(ToString::to_string).collect();
     writeln!(
         out,
         "  checks    {} ({} s each)",
-        if checks.is_empty() {
-            "none".to_owned()
-        } else {
-            checks.join(", ")
-        },
+        describe_checks(probes),
         plan.timing.check.as_secs()
     )?;
     writeln!(
@@ -542,13 +565,6 @@ fn write_plan(out: &mut impl Write, plan: &Plan, probes: &[Probe]) -> std::io::R
     )?;
     for warning in &plan.warnings {
         writeln!(out, "  warning   {warning}")?;
-    }
-    writeln!(
-        out,
-        "Equivalent nmcli commands (for review; netbridge talks to NetworkManager over D-Bus):"
-    )?;
-    for cmd in plan.nmcli_commands() {
-        writeln!(out, "  {cmd}")?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{run_verb, say, Exit, Fatal};
+use super::output::{run_verb, say, say_nmcli, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
@@ -139,6 +139,9 @@ async fn create(
             spec.mode.as_str(),
             spec.address
         );
+        if let NetOutcome::DryRun { nmcli, .. } = &outcome {
+            say_nmcli(nmcli);
+        }
     }
     report.outcome = Some(outcome);
     Ok((result, exit))

@@ -20,7 +20,7 @@ pub use output::Exit;
 
 /// The environment variables netbridge reads, with what each does: `--help`
 /// and the manual list them from here.
-pub const ENVIRONMENT: [(&str, &str); 3] = [
+pub const ENVIRONMENT: [(&str, &str); 4] = [
     (
         "DBUS_SYSTEM_BUS_ADDRESS",
         "the system bus to find NetworkManager on",
@@ -31,7 +31,11 @@ pub const ENVIRONMENT: [(&str, &str); 3] = [
     ),
     (
         "NETBRIDGE_LOG",
-        "log filter for diagnostics on stderr (e.g. debug)",
+        "log filter for diagnostics on stderr, or journald when stderr is the journal (e.g. debug)",
+    ),
+    (
+        "NO_COLOR",
+        "no colour in diagnostics (there is none off a terminal)",
     ),
 ];
 
@@ -69,6 +73,27 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub state_dir: PathBuf,
+
+    /// Print only errors and the result: no progress steps.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail on stderr: -v netbridge's own diagnostics, -vv also
+    /// those of the libraries (D-Bus). NETBRIDGE_LOG, if set, wins.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// The diagnostics filter `-v` asks for, when NETBRIDGE_LOG does not say.
+    /// Progress steps stay out: they are on stderr already, once.
+    pub fn log_filter(&self) -> &'static str {
+        match self.verbose {
+            0 => "warn",
+            1 => "warn,netbridge=debug,netbridge::report=warn",
+            _ => "debug,netbridge::report=warn",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +122,7 @@ pub enum Command {
 
 /// Runs the command line and returns the process exit status.
 pub async fn run(cli: Cli) -> Exit {
+    output::set_quiet(cli.quiet);
     match cli.command {
         Command::Status(args) => status::run(args, &cli.state_dir).await,
         Command::Convert(args) => convert::run(args, &cli.state_dir).await,
@@ -107,5 +133,138 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
         Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,
         Command::Completions(args) => completions::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::config::keys::{Table, KEYS};
+    use crate::config::UplinkSelector;
+
+    fn convert(args: &[&str]) -> Result<convert::ConvertArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["netbridge", "convert"].iter().chain(args))?;
+        match cli.command {
+            Command::Convert(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn convert_takes_the_uplink_selectors_of_the_configuration() {
+        let by_mac = convert(&["mac:52:54:00:ab:cd:ef"]).unwrap();
+        assert_eq!(
+            by_mac.uplink,
+            UplinkSelector::Mac("52:54:00:AB:CD:EF".into())
+        );
+        let by_route = convert(&["default-route"]).unwrap();
+        assert_eq!(by_route.uplink, UplinkSelector::DefaultRoute);
+        assert_eq!(
+            convert(&["ens32"]).unwrap().uplink,
+            UplinkSelector::Name("ens32".into())
+        );
+        let bad = convert(&["mac:52:54"]).unwrap_err().to_string();
+        assert!(bad.contains("is not a MAC address"), "{bad}");
+    }
+
+    #[test]
+    fn switches_take_every_spelling_of_on_and_off() {
+        for (word, on) in [
+            ("yes", true),
+            ("on", true),
+            ("true", true),
+            ("no", false),
+            ("off", false),
+            ("false", false),
+        ] {
+            let args = convert(&["ens32", "--stp", word, "--multicast-snooping", word]).unwrap();
+            let options = args.options.options().unwrap();
+            assert_eq!(
+                (options.stp, options.multicast_snooping),
+                (on, Some(on)),
+                "{word}"
+            );
+        }
+        assert!(convert(&["ens32", "--stp", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn a_zero_rollback_timeout_is_explained_once() {
+        let message = convert(&["ens32", "--rollback-timeout", "0"])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message.matches("--rollback-timeout").count(),
+            1,
+            "{message}"
+        );
+        assert!(message.contains("that would disable NetworkManager's automatic rollback"));
+    }
+
+    #[test]
+    fn quiet_and_verbose_are_global_and_exclusive() {
+        let cli = Cli::try_parse_from(["netbridge", "status", "-q"]).unwrap();
+        assert!(cli.quiet);
+        let cli = Cli::try_parse_from(["netbridge", "-vv", "status"]).unwrap();
+        assert_eq!(cli.log_filter(), "debug,netbridge::report=warn");
+        let cli = Cli::try_parse_from(["netbridge", "-v", "status"]).unwrap();
+        assert_eq!(
+            cli.log_filter(),
+            "warn,netbridge=debug,netbridge::report=warn"
+        );
+        assert!(Cli::try_parse_from(["netbridge", "-q", "-v", "status"]).is_err());
+    }
+
+    #[test]
+    fn check_config_takes_an_optional_path() {
+        for (args, want) in [
+            (vec!["--check-config"], Some(None)),
+            (
+                vec!["--check-config", "/tmp/x.toml"],
+                Some(Some("/tmp/x.toml".into())),
+            ),
+            (vec![], None),
+        ] {
+            let cli = Cli::try_parse_from(["netbridge", "apply"].into_iter().chain(args)).unwrap();
+            let Command::Apply(apply) = cli.command else {
+                panic!("not apply");
+            };
+            assert_eq!(apply.check_config, want);
+        }
+    }
+
+    /// One definition: every key of a bridged `[[bridge]]` has its option on
+    /// `convert`, under the same name where the meaning is the same.
+    #[test]
+    fn convert_has_an_option_for_every_key_of_a_bridged_bridge() {
+        let command = Cli::command();
+        let convert = command.find_subcommand("convert").expect("convert");
+        let longs: Vec<&str> = convert
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .collect();
+        let spelled = |key: &'static str| match key {
+            // Named differently on purpose: the flag turns the default off.
+            "checks" => Some("check"),
+            "default-checks" => Some("no-default-checks"),
+            "guest-check" => Some("no-guest-check"),
+            "name" => Some("bridge"),
+            // The positional UPLINK; `mode` is what the verb is (create makes
+            // nat and isolated networks, with their address keys), `state =
+            // "absent"` is `netbridge revert`.
+            "uplink" | "mode" | "state" | "address" | "dhcp-range" | "dhcp" => None,
+            other => Some(other),
+        };
+        for key in KEYS.iter().filter(|k| k.table == Table::Bridge) {
+            if let Some(flag) = spelled(key.name) {
+                assert!(
+                    longs.contains(&flag),
+                    "convert lacks --{flag} (key {})",
+                    key.name
+                );
+            }
+        }
     }
 }

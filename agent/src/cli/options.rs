@@ -7,9 +7,9 @@ use crate::plan::{options, BridgeOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
-    #[value(alias = "yes")]
+    #[value(aliases = ["yes", "true"])]
     On,
-    #[value(alias = "no")]
+    #[value(aliases = ["no", "false"])]
     Off,
 }
 
@@ -21,7 +21,7 @@ impl OnOff {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BridgeOptionArgs {
-    /// Spanning tree on the bridge (on/off, yes/no). Off by default: with a
+    /// Spanning tree on the bridge (on/off, yes/no, true/false). Off by default: with a
     /// single uplink it only delays forwarding by about 30 s.
     #[arg(long, value_enum, default_value_t = OnOff::Off)]
     pub stp: OnOff,
@@ -43,7 +43,7 @@ pub struct BridgeOptionArgs {
     #[arg(long, value_name = "N")]
     pub stp_priority: Option<u32>,
 
-    /// IGMP/MLD snooping on the bridge (on/off).
+    /// IGMP/MLD snooping on the bridge (on/off, yes/no, true/false).
     #[arg(long, value_enum, value_name = "ON|OFF")]
     pub multicast_snooping: Option<OnOff>,
 

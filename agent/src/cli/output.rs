@@ -158,7 +158,14 @@ struct Envelope<'b, B> {
     seconds: f64,
 }
 
-/// Runs a verb: progress on stderr (or silent with `--json`), errors printed
+/// `-q`: no progress steps, only errors and the result.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Runs a verb: progress on stderr (or silent with `--json` or `-q`), errors printed
 /// once, and with `--json` one document on stdout whatever happened. The verb
 /// fills `body` and returns its result word (committed, no-op, ...) and exit.
 pub async fn run_verb<B: Serialize>(
@@ -167,7 +174,7 @@ pub async fn run_verb<B: Serialize>(
     mut body: B,
     verb: impl AsyncFnOnce(&Progress, &mut B) -> Result<(&'static str, Exit), Fatal>,
 ) -> Exit {
-    let progress = Progress::new(!json);
+    let progress = Progress::new(!json && !QUIET.load(std::sync::atomic::Ordering::Relaxed));
     let (result, exit, error) = match verb(&progress, &mut body).await {
         Ok((result, exit)) => (result, exit, None),
         Err(fatal) => {
@@ -201,6 +208,26 @@ pub fn print_json<T: Serialize>(doc: &T) {
 
 pub fn print_error(fatal: &Fatal) {
     let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
+}
+
+/// The checks a plan runs, for the plan shown before a change.
+pub fn describe_checks(probes: &[crate::checks::Probe]) -> String {
+    if probes.is_empty() {
+        return "none: nothing but NetworkManager's activation proves the change".to_owned();
+    }
+    probes
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A plan's nmcli equivalent, one command a line.
+pub fn say_nmcli(commands: &[String]) {
+    say!("Equivalent nmcli commands (for review; netbridge talks to NetworkManager over D-Bus):");
+    for command in commands {
+        say!("  {command}");
+    }
 }
 
 /// Refuses at once without a terminal: a script must not hang on a

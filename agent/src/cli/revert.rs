@@ -4,7 +4,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{confirm, require_terminal, run_verb, say, Exit, Fatal};
+use super::output::{
+    confirm, describe_checks, require_terminal, run_verb, say, say_nmcli, Exit, Fatal,
+};
 use crate::checks::CheckSpec;
 use crate::guest_forwarding;
 use crate::journal::{Lock, Store};
@@ -68,6 +70,9 @@ struct Report {
     recovered: Option<Recovered>,
     #[serde(flatten)]
     ready: Option<Ready>,
+    /// A dry run's equivalent nmcli commands, one per line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    nmcli: Vec<String>,
     outcome: Option<Outcome>,
 }
 
@@ -76,6 +81,7 @@ pub async fn run(args: RevertArgs, state_dir: &Path) -> Exit {
         bridge: args.bridge.clone(),
         recovered: None,
         ready: None,
+        nmcli: Vec::new(),
         outcome: None,
     };
     run_verb("revert", args.json, report, async |progress, report| {
@@ -92,6 +98,7 @@ async fn revert(
 ) -> Result<(&'static str, Exit), Fatal> {
     plan::validate_bridge_name(&args.bridge)
         .map_err(|e| Fatal::new(Exit::BadInput, e.to_string()))?;
+    super::convert::warn_unproven(args.no_default_checks, &args.checks, progress);
     let nm = Nm::connect().await?;
     let choice = CheckChoice {
         explicit: args.checks.clone(),
@@ -131,6 +138,7 @@ async fn revert(
                 describe_libvirt(&done, &args.bridge);
             }
         }
+        report.nmcli = ready.plan.nmcli_commands();
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
@@ -223,20 +231,8 @@ fn describe(ready: &Ready) {
         "  deleted   profiles of {} and its port, after the checks pass",
         plan.bridge
     );
-    let checks: Vec<String> = ready
-        .checks
-        .probes
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    say!(
-        "  checks    {}",
-        if checks.is_empty() {
-            "none".to_owned()
-        } else {
-            checks.join(", ")
-        }
-    );
+    say!("  checks    {}", describe_checks(&ready.checks.probes));
+    say_nmcli(&plan.nmcli_commands());
 }
 
 fn describe_libvirt(done: &libvirt::Done, bridge: &str) {

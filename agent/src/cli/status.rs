@@ -10,12 +10,12 @@ use super::output::{print_error, print_json, say, Exit, Fatal};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
-use crate::journal::{Record, Store};
+use crate::journal::{JournalError, Record, Store};
 use crate::libvirt;
 use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
 use crate::plan::Marker;
-use crate::state::{BridgeResult, State};
+use crate::state::{BridgeResult, ResultKind, State};
 use zbus::zvariant::ObjectPath;
 
 #[derive(Debug, clap::Args)]
@@ -35,13 +35,36 @@ pub struct StatusArgs {
 struct Status {
     networkmanager: NmInfo,
     devices: Vec<DeviceStatus>,
-    /// A change an earlier run left unfinished (undone by the next convert).
-    unfinished_change: Option<Record>,
-    /// The last result per configured bridge (`netbridge apply` and the agent).
+    /// A change recorded in the journal: in progress, or interrupted.
+    unfinished_change: Option<Unfinished>,
+    /// The process that holds the lock (is changing the host), if any.
+    lock_holder: Option<u32>,
+    /// The last result per bridge of the configuration (`netbridge apply`
+    /// and the agent); bridges no longer configured are left out.
     configured: BTreeMap<String, BridgeResult>,
+    /// What only root may read, left out: `journal` (unfinished_change),
+    /// `results` (configured), `records` (libvirt), `firewall` (guest_path's
+    /// chains).
+    needs_root: Vec<&'static str>,
     /// What in the host firewall stands between guests on a bridge and the
     /// LAN, host-wide (also before any bridge exists).
     guest_path: Diagnosis,
+}
+
+#[derive(Debug, Serialize)]
+struct Unfinished {
+    /// `in-progress` while a netbridge process holds the lock, else
+    /// `interrupted`: `netbridge recover` finishes or undoes it.
+    state: ChangeState,
+    #[serde(flatten)]
+    record: Record,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum ChangeState {
+    InProgress,
+    Interrupted,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +115,8 @@ enum Made {
     /// `netbridge convert`: the host's uplink is its port.
     Convert {
         uplink: String,
-        original_profile: String,
+        /// The uplink's profile from before, kept for `netbridge revert`.
+        original_profile: OriginalProfile,
     },
     /// `netbridge create`: a virtual network for guests.
     Create {
@@ -101,6 +125,13 @@ enum Made {
         /// `null`: chosen by NetworkManager (NAT) or none (isolated).
         dhcp_range: Option<String>,
     },
+}
+
+#[derive(Debug, Serialize)]
+struct OriginalProfile {
+    uuid: String,
+    /// `null`: the profile is gone, and `revert` has nothing to go back to.
+    id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +173,7 @@ pub async fn run(args: StatusArgs, state_dir: &Path) -> Exit {
 async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
+    let mut needs_root = Vec::new();
     // The tools run while NetworkManager is read.
     let guest_path = tokio::spawn(firewall::diagnose());
     let devices = nm.devices().await?;
@@ -158,7 +190,12 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             _ => None,
         };
         let libvirt = match device.device_type {
-            DeviceType::Bridge => libvirt_of(&store, &device.interface).await?,
+            DeviceType::Bridge => readable(
+                libvirt_of(&store, &device.interface).await,
+                "records",
+                &mut needs_root,
+            )?
+            .flatten(),
             _ => None,
         };
         out.push(DeviceStatus {
@@ -173,23 +210,62 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
             device: device.clone(),
         });
     }
+    let lock_holder = store.holder();
+    let unfinished_change = readable(store.read().await, "journal", &mut needs_root)?
+        .flatten()
+        .map(|record| Unfinished {
+            state: match lock_holder {
+                Some(_) => ChangeState::InProgress,
+                None => ChangeState::Interrupted,
+            },
+            record,
+        });
+    let configured = configured(&store, &args.config, &devices, &mut needs_root).await?;
+    let guest_path = guest_path.await.unwrap_or_else(|e| Diagnosis {
+        unknown: vec![format!("the diagnosis stopped: {e}")],
+        ..Diagnosis::default()
+    });
+    if guest_path
+        .unknown
+        .iter()
+        .any(|u| u == firewall::CHAINS_NEED_ROOT)
+    {
+        needs_root.push("firewall");
+    }
+    needs_root.dedup();
     Ok(Status {
         networkmanager: NmInfo {
             version: nm.version().to_string(),
         },
         devices: out,
-        unfinished_change: store.read().await?,
-        configured: configured(&store, &args.config).await?,
-        guest_path: guest_path.await.unwrap_or_else(|e| Diagnosis {
-            unknown: vec![format!("the diagnosis stopped: {e}")],
-            ..Diagnosis::default()
-        }),
+        unfinished_change,
+        lock_holder,
+        configured,
+        needs_root,
+        guest_path,
     })
+}
+
+/// A part of the state directory; `None`, and `part` noted, if only root
+/// may read it: the rest of `status` works for anyone NetworkManager lets read.
+fn readable<T>(
+    read: Result<T, JournalError>,
+    part: &'static str,
+    needs_root: &mut Vec<&'static str>,
+) -> Result<Option<T>, Fatal> {
+    match read {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.needs_root() => {
+            needs_root.push(part);
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What netbridge did for libvirt and QEMU on a bridge, with libvirt's
 /// current view of its network.
-async fn libvirt_of(store: &Store, bridge: &str) -> Result<Option<LibvirtStatus>, Fatal> {
+async fn libvirt_of(store: &Store, bridge: &str) -> Result<Option<LibvirtStatus>, JournalError> {
     let Some(done) = libvirt::recorded(store, bridge).await? else {
         return Ok(None);
     };
@@ -207,21 +283,69 @@ async fn libvirt_of(store: &Store, bridge: &str) -> Result<Option<LibvirtStatus>
     }))
 }
 
-/// Last results, with bridges the configuration adds (or changed) as pending.
-/// An unreadable configuration shows the recorded results only: `status`
-/// must work when the configuration is being edited.
+/// The last results. With the configuration at `config`: its bridges only
+/// (results of bridges it no longer has, or another file's, are left out),
+/// those it adds or changed as pending, and those recorded as done but not
+/// on the host now as pending too. Without it (missing, or being edited),
+/// the recorded results as they are: `status` still works.
 async fn configured(
     store: &Store,
-    config: &std::path::Path,
+    config: &Path,
+    devices: &[DeviceInfo],
+    needs_root: &mut Vec<&'static str>,
 ) -> Result<BTreeMap<String, BridgeResult>, Fatal> {
-    let state = State::load(store).await?;
-    Ok(match crate::config::load(config).await {
-        Ok(config) => state.against(&config).bridges,
+    let Some(state) = readable(State::load(store).await, "results", needs_root)? else {
+        return Ok(BTreeMap::new());
+    };
+    let path = config.to_path_buf();
+    let no_files = tokio::task::spawn_blocking(move || crate::config::files(&path))
+        .await
+        .is_ok_and(|files| files.is_ok_and(|f| f.is_empty()));
+    if no_files {
+        return Ok(state.bridges);
+    }
+    let config = match crate::config::load(config).await {
+        Ok(config) => config,
         Err(e) => {
-            tracing::warn!("{e}");
-            state.bridges
+            tracing::warn!("{e}; showing the recorded results");
+            return Ok(state.bridges);
         }
-    })
+    };
+    let on_host = |name: &str| devices.iter().any(|d| d.interface == name);
+    Ok(still_holding(state, &config, on_host))
+}
+
+/// The results as they stand for `config` and the host (pure; see
+/// [`configured`]).
+fn still_holding(
+    state: State,
+    config: &crate::config::Config,
+    on_host: impl Fn(&str) -> bool,
+) -> BTreeMap<String, BridgeResult> {
+    let mut bridges = state.against(config).bridges;
+    bridges.retain(|name, _| config.bridges.iter().any(|b| &b.name == name));
+    for bridge in config.bridges.iter().filter(|b| !b.absent) {
+        if let Some(last) = bridges.get_mut(&bridge.name) {
+            let done = matches!(last.result, ResultKind::Applied | ResultKind::Unchanged);
+            if done && !on_host(&bridge.name) {
+                *last = gone_since(&bridge.name, last);
+            }
+        }
+    }
+    bridges
+}
+
+/// A bridge recorded as applied that is not on the host now: reverted or
+/// deleted by hand since, so no longer as configured.
+fn gone_since(name: &str, last: &BridgeResult) -> BridgeResult {
+    BridgeResult {
+        result: ResultKind::Pending,
+        reason: Some(format!(
+            "recorded {} but {name} is not on the host now (reverted or deleted since); `netbridge apply` makes it again",
+            last.result
+        )),
+        ..last.clone()
+    }
 }
 
 /// The connection active on a device; none once it has gone.
@@ -241,9 +365,16 @@ async fn made_by(nm: &Nm, profile: &ObjectPath<'_>) -> Result<Option<Made>, Fata
     let settings = nm.profile_settings(profile).await?;
     let unreadable = |e: netbridge_dbus::SettingsError| Fatal::from(NmError::from(e));
     if let Some(marker) = Marker::read(&settings).map_err(unreadable)? {
+        let id = match nm.profile_by_uuid(&marker.original_uuid).await? {
+            Some(path) => Some(nm.profile_info(&path).await?.id),
+            None => None,
+        };
         return Ok(Some(Made::Convert {
             uplink: marker.uplink,
-            original_profile: marker.original_uuid,
+            original_profile: OriginalProfile {
+                uuid: marker.original_uuid,
+                id,
+            },
         }));
     }
     Ok(read_marker(&settings)
@@ -308,7 +439,9 @@ fn print_table(status: &Status) {
     for d in &status.devices {
         print_device(d);
     }
-    if !status.configured.is_empty() {
+    if status.needs_root.contains(&"results") {
+        say!("\nCONFIGURED       results need root");
+    } else if !status.configured.is_empty() {
         say!("\nCONFIGURED       LAST RESULT");
         for (name, last) in &status.configured {
             let why = last
@@ -320,11 +453,38 @@ fn print_table(status: &Status) {
         }
     }
     print_guest_path(&status.guest_path);
-    if let Some(change) = &status.unfinished_change {
+    print_change(status);
+    if !status.needs_root.is_empty() {
         say!(
-            "\nAn unfinished change (pid {}, phase {:?}) is recorded; the next `netbridge convert` undoes it.",
-            change.pid, change.phase
+            "\nNOT SHOWN        {}: needs root",
+            status.needs_root.join(", ")
         );
+    }
+}
+
+/// A change in progress (who, where, since when), or one cut short that
+/// waits for `netbridge recover`.
+fn print_change(status: &Status) {
+    let Some(change) = &status.unfinished_change else {
+        if let Some(pid) = status.lock_holder {
+            say!("\nCHANGE           netbridge pid {pid} holds the lock (preparing or asking; nothing changed yet)");
+        }
+        return;
+    };
+    let record = &change.record;
+    let what = format!(
+        "{} {} (phase {}, started {} s ago)",
+        record.change.operation(),
+        record.change.bridge(),
+        record.phase.as_str(),
+        crate::journal::now_unix().saturating_sub(record.started_unix)
+    );
+    match status.lock_holder {
+        Some(pid) => say!("\nCHANGE           in progress: {what}, pid {pid}"),
+        None => say!(
+            "\nCHANGE           interrupted: {what}, pid {} is gone; run `netbridge recover` to finish or undo it",
+            record.pid
+        ),
     }
 }
 
@@ -405,7 +565,7 @@ fn print_device(d: &DeviceStatus) {
     say!(
         "{:<12} {:<9} {:<12} {:<20} {:<18} {:<20} {:<16} {}",
         dev.interface,
-        dev.device_type.as_str(),
+        dev.device_type.nmcli_word(),
         dev.state.as_str(),
         profile,
         dev.mac,
@@ -420,8 +580,23 @@ fn print_device(d: &DeviceStatus) {
         say!("{:<12} port of {controller}", "");
     }
     match &d.netbridge {
-        Some(Made::Convert { uplink, .. }) => {
-            say!("{:<12} converted from {uplink} by netbridge", "")
+        Some(Made::Convert {
+            uplink,
+            original_profile,
+        }) => {
+            say!("{:<12} converted from {uplink} by netbridge", "");
+            match &original_profile.id {
+                Some(id) => say!(
+                    "{:<12} original profile {id} ({}), kept for `netbridge revert`",
+                    "",
+                    original_profile.uuid
+                ),
+                None => say!(
+                    "{:<12} original profile {} is gone: `netbridge revert` cannot go back",
+                    "",
+                    original_profile.uuid
+                ),
+            }
         }
         Some(Made::Create {
             mode,
@@ -486,4 +661,62 @@ fn join<T: ToString>(items: &[T]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> crate::config::Config {
+        crate::config::parse(&[("netbridge.toml".into(), text.to_owned())]).unwrap()
+    }
+
+    const BR0: &str = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n";
+
+    fn applied(config: &crate::config::Config) -> State {
+        let mut state = State::default();
+        for b in &config.bridges {
+            state.record(&b.name, ResultKind::Applied, None, b.fingerprint());
+        }
+        state.record("old0", ResultKind::Applied, None, "elsewhere".into());
+        state
+    }
+
+    #[test]
+    fn only_the_configurations_bridges_and_results_that_still_hold() {
+        let br0 = config(BR0);
+        let shown = still_holding(applied(&br0), &br0, |_| true);
+        assert_eq!(
+            shown.keys().collect::<Vec<_>>(),
+            ["br0"],
+            "old0 is not configured"
+        );
+        assert_eq!(shown["br0"].result, ResultKind::Applied);
+
+        let gone = still_holding(applied(&br0), &br0, |_| false);
+        assert_eq!(gone["br0"].result, ResultKind::Pending, "reverted by hand");
+        assert!(gone["br0"]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not on the host"));
+
+        let other = config(
+            "[[bridge]]\nname = \"virbr9\"\nmode = \"isolated\"\naddress = \"192.168.107.1/24\"\n",
+        );
+        let shown = still_holding(applied(&br0), &other, |_| true);
+        assert_eq!(
+            shown.keys().collect::<Vec<_>>(),
+            ["virbr9"],
+            "another file's"
+        );
+        assert_eq!(shown["virbr9"].result, ResultKind::Pending);
+    }
+
+    #[test]
+    fn a_bridge_configured_absent_is_done_when_it_is_gone() {
+        let absent = config(&format!("{BR0}state = \"absent\"\n"));
+        let shown = still_holding(applied(&absent), &absent, |_| false);
+        assert_eq!(shown["br0"].result, ResultKind::Applied);
+    }
 }

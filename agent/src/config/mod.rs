@@ -19,7 +19,7 @@ use crate::checks::CheckSpec;
 use crate::guest_forwarding::GuestForwarding;
 use crate::libvirt::{LibvirtOptions, NetworkName};
 use crate::plan::network::{self, DhcpRange, NetMode};
-use crate::plan::{validate_bridge_name, validate_rollback_timeout};
+use crate::plan::{rollback_timeout_problem, validate_bridge_name};
 use raw::{RawBridge, RawDefaults, RawFile};
 
 pub const DEFAULT_PATH: &str = "/etc/netbridge/netbridge.toml";
@@ -231,7 +231,10 @@ pub fn parse(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError {
             file: file.clone(),
             line: e.span().map(|s| line_of(text, s.start)),
-            key: String::new(),
+            key: e
+                .span()
+                .and_then(|s| key_at(text, s.start))
+                .unwrap_or_default(),
             message: e.message().trim().to_owned(),
         })?;
         if let Some(d) = raw.defaults {
@@ -270,6 +273,36 @@ pub fn parse(sources: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
         files: sources.iter().map(|(f, _)| f.clone()).collect(),
         bridges: out,
     })
+}
+
+/// The dotted key (`bridge.stp`) whose name or value holds byte `offset`,
+/// so an error of the wrong type names the key as every other error does.
+/// Array indices are left out: the line tells which entry.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    key_in(document.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
+/// Tables (and arrays of tables) span only their header, so the search
+/// descends into every one; a key or a plain value must hold `offset`.
+fn key_in(table: &toml::de::DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table {
+        path.push(key.get_ref().to_string());
+        if key.span().contains(&offset) || value_in(value, offset, path) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn value_in(value: &Spanned<toml::de::DeValue<'_>>, offset: usize, path: &mut Vec<String>) -> bool {
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => key_in(table, offset, path),
+        toml::de::DeValue::Array(items) => items.iter().any(|i| value_in(i, offset, path)),
+        _ => value.span().contains(&offset),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -326,8 +359,9 @@ fn merge_defaults(
                 .map_err(|e| at("defaults.guest-forwarding", value.span(), e))?;
         }
         if let Some(timeout) = &d.rollback_timeout {
-            validate_rollback_timeout(*timeout.get_ref())
-                .map_err(|e| at("defaults.rollback-timeout", timeout.span(), e.to_string()))?;
+            if let Some(reason) = rollback_timeout_problem(*timeout.get_ref()) {
+                return Err(at("defaults.rollback-timeout", timeout.span(), reason));
+            }
             out.rollback_timeout = Some(*timeout.get_ref());
         }
     }
@@ -370,8 +404,9 @@ fn resolve(
     };
     let rollback_timeout = match &b.rollback_timeout {
         Some(t) => {
-            validate_rollback_timeout(*t.get_ref())
-                .map_err(|e| at("bridge.rollback-timeout", t.span(), e.to_string()))?;
+            if let Some(reason) = rollback_timeout_problem(*t.get_ref()) {
+                return Err(at("bridge.rollback-timeout", t.span(), reason));
+            }
             Some(*t.get_ref())
         }
         None => defaults.rollback_timeout,
@@ -506,7 +541,9 @@ fn resolve_mode(
             let Some(uplink) = &b.uplink else {
                 return Err(at("bridge.uplink", b.name.span(), "missing: a bridged network needs its uplink (a name, \"default-route\" or \"mac:…\")".into()));
             };
-            let selector = parse_uplink(uplink.get_ref())
+            let selector = uplink
+                .get_ref()
+                .parse::<UplinkSelector>()
                 .map_err(|m| at("bridge.uplink", uplink.span(), m))?;
             Ok(Mode::Bridged { uplink: selector })
         }
@@ -546,27 +583,33 @@ fn resolve_mode(
     }
 }
 
-fn parse_uplink(text: &str) -> Result<UplinkSelector, String> {
-    if text == "default-route" {
-        return Ok(UplinkSelector::DefaultRoute);
+/// The same three forms on the command line (`netbridge convert`) and in
+/// the configuration (`uplink = …`).
+impl std::str::FromStr for UplinkSelector {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "default-route" {
+            return Ok(UplinkSelector::DefaultRoute);
+        }
+        if let Some(mac) = text.strip_prefix("mac:") {
+            let ok = mac.split(':').count() == 6
+                && mac
+                    .split(':')
+                    .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+            return if ok {
+                Ok(UplinkSelector::Mac(mac.to_ascii_uppercase()))
+            } else {
+                Err(format!(
+                    "{mac:?} is not a MAC address like 52:54:00:12:34:56"
+                ))
+            };
+        }
+        validate_bridge_name(text).map_err(|_| {
+            format!("{text:?} is not an interface name, \"default-route\" or \"mac:…\"")
+        })?;
+        Ok(UplinkSelector::Name(text.to_owned()))
     }
-    if let Some(mac) = text.strip_prefix("mac:") {
-        let ok = mac.split(':').count() == 6
-            && mac
-                .split(':')
-                .all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
-        return if ok {
-            Ok(UplinkSelector::Mac(mac.to_ascii_uppercase()))
-        } else {
-            Err(format!(
-                "{mac:?} is not a MAC address like 52:54:00:12:34:56"
-            ))
-        };
-    }
-    validate_bridge_name(text).map_err(|_| {
-        format!("{text:?} is not an interface name, \"default-route\" or \"mac:…\"")
-    })?;
-    Ok(UplinkSelector::Name(text.to_owned()))
 }
 
 fn check_uplinks_unique(

@@ -141,14 +141,15 @@ fn unknown_keys_and_wrong_types_name_the_file_line_and_key() {
     let e = err("[[bridge]]\nname = \"br0\"\nupplink = \"ens32\"\n");
     assert_eq!(e.line, Some(3), "{e}");
     assert!(
-        e.to_string()
-            .starts_with("/etc/netbridge/netbridge.toml:3: unknown field `upplink`"),
+        e.to_string().starts_with(
+            "/etc/netbridge/netbridge.toml:3: bridge.upplink: unknown field `upplink`"
+        ),
         "{e}"
     );
     assert!(e.message.contains("upplink"), "{e}");
 
     let e = err("[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nstp = \"yes\"\n");
-    assert_eq!(e.line, Some(4), "{e}");
+    assert_eq!((e.line, e.key.as_str()), (Some(4), "bridge.stp"), "{e}");
     assert!(
         e.message.contains("bool") || e.message.contains("boolean"),
         "{e}"
@@ -242,9 +243,27 @@ fn the_guest_check_is_on_unless_turned_off_and_stays_out_of_the_fingerprint() {
         .contains("\"guest_check\":false"));
     let wrong = err("[defaults]\nguest-check = \"no\"\n");
     assert!(
-        wrong.to_string().contains("toml:2: invalid type"),
+        wrong
+            .to_string()
+            .contains("toml:2: defaults.guest-check: invalid type"),
         "{wrong}"
     );
+}
+
+#[test]
+fn the_key_of_a_wrong_type_is_found_in_any_entry_and_table() {
+    let second = "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\n\n[[bridge]]\nname = \"br1\"\nuplink = \"ens33\"\nmtu = \"big\"\n";
+    let e = err(second);
+    assert_eq!((e.line, e.key.as_str()), (Some(8), "bridge.mtu"), "{e}");
+    let unknown = err("[defaults]\nspeed = 10\n");
+    assert_eq!(
+        (unknown.line, unknown.key.as_str()),
+        (Some(2), "defaults.speed")
+    );
+    let in_array = err("[defaults]\nchecks = [\"gateway\", 3]\n");
+    assert_eq!(in_array.key, "defaults.checks", "{in_array}");
+    // A syntax error has no key to name.
+    assert_eq!(err("[defaults\n").key, "");
 }
 
 #[test]

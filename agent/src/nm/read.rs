@@ -36,7 +36,8 @@ pub struct DeviceInfo {
     #[serde(skip)]
     pub path: OwnedObjectPath,
     pub interface: String,
-    #[serde(rename = "type")]
+    /// Shown as nmcli shows it (a veth is `ethernet`).
+    #[serde(rename = "type", serialize_with = "nmcli_word")]
     pub device_type: DeviceType,
     pub state: DeviceState,
     pub managed: bool,
@@ -67,6 +68,10 @@ pub struct ActiveInfo {
     pub state: ActiveConnectionState,
     #[serde(skip)]
     pub flags: ActivationStateFlags,
+}
+
+fn nmcli_word<S: serde::Serializer>(t: &DeviceType, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(t.nmcli_word())
 }
 
 impl DeviceInfo {

@@ -3,6 +3,7 @@
 //! no change and no outage.
 
 use serde::Serialize;
+use tracing::Instrument;
 
 use super::convert::{self, Prepared};
 use super::network::{self, NetOutcome, NetworkError};
@@ -87,6 +88,9 @@ pub struct BridgeReport {
     /// For a failure: whether it is tried again by itself.
     pub retry: Option<Retry>,
     pub outcome: Option<Outcome>,
+    /// A dry run's equivalent nmcli commands, one per line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nmcli: Vec<String>,
 }
 
 impl BridgeReport {
@@ -98,6 +102,7 @@ impl BridgeReport {
             uplink: None,
             retry: None,
             outcome: None,
+            nmcli: Vec::new(),
         }
     }
 
@@ -157,7 +162,11 @@ pub async fn apply(
             }
         }
         progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
-        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress).await;
+        // Every event of this bridge's change carries BRIDGE= in the journal.
+        let span = tracing::info_span!("apply", bridge = %bridge.name);
+        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress)
+            .instrument(span)
+            .await;
         if !options.dry_run {
             if let Some(kind) = report.result.recorded() {
                 state.record_retry(
@@ -200,7 +209,7 @@ fn forget_unconfigured(state: &mut State, config: &Config, progress: &Progress) 
     }
 }
 
-fn describe(bridge: &BridgeConfig) -> String {
+pub fn describe(bridge: &BridgeConfig) -> String {
     match &bridge.mode {
         Mode::Bridged { uplink } => format!("bridged, uplink {uplink}"),
         Mode::Network { kind, address, .. } => format!("{}, {address}", kind.as_str()),
@@ -288,10 +297,9 @@ async fn absent(
             "revert: {} gets profile '{}' back",
             ready.plan.uplink, ready.plan.original.id
         );
-        return (
-            BridgeReport::new(name, Applied::DryRun).because(undo),
-            false,
-        );
+        let mut report = BridgeReport::new(name, Applied::DryRun).because(undo);
+        report.nmcli = ready.plan.nmcli_commands();
+        return (report, false);
     }
     match revert::execute(nm, store, lock, &ready, progress).await {
         Ok(outcome) => {
@@ -331,7 +339,11 @@ fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (Brid
             BridgeReport::new(name, Applied::Committed).because("activated the existing profile"),
             false,
         ),
-        Ok(NetOutcome::DryRun { .. }) => (BridgeReport::new(name, Applied::DryRun), false),
+        Ok(NetOutcome::DryRun { nmcli, .. }) => {
+            let mut report = BridgeReport::new(name, Applied::DryRun);
+            report.nmcli = nmcli;
+            (report, false)
+        }
         Ok(NetOutcome::Created { outcome }) => outcome_report(name, None, outcome),
         Err(NetworkError::Tx(e)) => tx_report(name, e),
         Err(e) => (
@@ -397,15 +409,20 @@ async fn bridged(
         );
     }
     if dry_run {
-        let changes = match &prepared {
-            Prepared::Ready(ready) => ready.plan.nmcli_commands().join("; "),
-            Prepared::InPlace(ready) => ready.change.changes().join(", "),
-            Prepared::NoOp { .. } => String::new(),
+        let (changes, nmcli) = match &prepared {
+            Prepared::Ready(ready) => (
+                format!("convert {} into {}", ready.plan.uplink, ready.plan.bridge),
+                ready.plan.nmcli_commands(),
+            ),
+            Prepared::InPlace(ready) => (
+                ready.change.changes().join(", "),
+                ready.change.nmcli_commands(),
+            ),
+            Prepared::NoOp { .. } => (String::new(), Vec::new()),
         };
-        return (
-            with_uplink(BridgeReport::new(&bridge.name, Applied::DryRun).because(changes)),
-            false,
-        );
+        let mut report = BridgeReport::new(&bridge.name, Applied::DryRun).because(changes);
+        report.nmcli = nmcli;
+        return (with_uplink(report), false);
     }
     let executed = match &prepared {
         Prepared::Ready(ready) => convert::execute(nm, store, lock, ready, progress).await,

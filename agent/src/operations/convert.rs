@@ -65,6 +65,14 @@ impl InPlace {
         }
     }
 
+    /// The equivalent nmcli commands, one per line.
+    pub fn nmcli_commands(&self) -> Vec<String> {
+        match self {
+            InPlace::Adopt(p) => p.nmcli_commands(),
+            InPlace::Modify(p) => p.nmcli_commands(),
+        }
+    }
+
     fn addresses(&self) -> (&IpPlan, &IpPlan) {
         match self {
             InPlace::Adopt(p) => (&p.ipv4, &p.ipv6),

@@ -7,7 +7,7 @@ use crate::nm::{Nm, NmError, ProfileInfo};
 use crate::plan::network::{
     plan_network, read_marker, NetDecision, NetError, NetFound, NetworkSpec,
 };
-use crate::plan::Marker;
+use crate::plan::{nmcli, Marker};
 use crate::recovery;
 use crate::report::Progress;
 use crate::transaction::{Failure, Outcome, Transaction, TxError};
@@ -41,9 +41,11 @@ pub enum NetOutcome {
     Created {
         outcome: Outcome,
     },
-    /// `--dry-run`: what would be created.
+    /// `--dry-run`: what would be created (or brought up), and the
+    /// equivalent nmcli commands.
     DryRun {
         spec: NetworkSpec,
+        nmcli: Vec<String>,
     },
 }
 
@@ -60,9 +62,14 @@ pub async fn ensure(
     let uuid = uuid::Uuid::new_v4().to_string();
     let decision = plan_network(spec, &found, &uuid)?;
     if dry_run {
-        return Ok(match decision {
-            NetDecision::Unchanged => NetOutcome::Unchanged,
-            _ => NetOutcome::DryRun { spec: spec.clone() },
+        let nmcli = match &decision {
+            NetDecision::Unchanged => return Ok(NetOutcome::Unchanged),
+            NetDecision::Activate => nmcli::up_commands(&spec.name),
+            NetDecision::Create(profile) => nmcli::network_commands(&spec.name, profile),
+        };
+        return Ok(NetOutcome::DryRun {
+            spec: spec.clone(),
+            nmcli,
         });
     }
     let tx = Transaction {
@@ -146,7 +153,11 @@ pub async fn delete(
     if dry_run {
         progress.step(
             "dry-run",
-            format!("would delete profile '{}' and device {name}", info.id),
+            format!(
+                "would delete profile '{}' and device {name} (nmcli: {})",
+                info.id,
+                nmcli::delete_commands(&info.uuid).join("\n")
+            ),
         );
         return Ok(());
     }

@@ -10,6 +10,7 @@ use crate::nm::{Nm, NmError};
 use crate::plan::revert::{plan_revert, RevertError, RevertFound, RevertPlan};
 use crate::plan::Marker;
 use crate::report::Progress;
+use crate::state::State;
 use crate::transaction::{Outcome, Transaction, TxError};
 
 pub type PrepareError = super::PrepareError<RevertError>;
@@ -67,12 +68,19 @@ async fn find(nm: &Nm, bridge: &str) -> Result<RevertFound, NmError> {
         bridge_device: None,
         uplink_device: None,
         original: None,
+        port_of: None,
     };
     let profile = nm.profiles().await?.into_iter().find(|p| {
         p.connection_type == "bridge"
             && (p.id == bridge || p.interface_name.as_deref() == Some(bridge))
     });
     let Some(profile) = profile else {
+        let devices = nm.devices().await?;
+        found.port_of = devices
+            .iter()
+            .find(|d| d.interface == bridge)
+            .and_then(|d| d.controller(&devices))
+            .map(|c| c.interface.clone());
         return Ok(found);
     };
     let settings = nm.profile_settings(&profile.path).await?;
@@ -109,11 +117,17 @@ pub async fn execute(
         lock,
         progress,
     };
-    tx.revert(
-        &ready.plan,
-        ready.bridge_device.as_ref(),
-        &ready.checks.probes,
-        &ready.after,
-    )
-    .await
+    let outcome = tx
+        .revert(
+            &ready.plan,
+            ready.bridge_device.as_ref(),
+            &ready.checks.probes,
+            &ready.after,
+        )
+        .await?;
+    if matches!(outcome, Outcome::Committed { .. }) {
+        // The bridge's last result (applied, unchanged) no longer holds.
+        State::forget(store, lock, &ready.plan.bridge).await?;
+    }
+    Ok(outcome)
 }

@@ -18,6 +18,7 @@ mod carry;
 mod marker;
 mod modify;
 pub mod network;
+pub mod nmcli;
 pub mod options;
 pub mod revert;
 
@@ -118,13 +119,18 @@ pub enum PlanError {
         bridge: String,
         actual: Option<String>,
     },
-    #[error("{name} is already a port of {controller}; detach it first or convert {controller}'s uplink")]
-    AlreadyPort { name: String, controller: String },
+    #[error("{name} is already a port of {controller}; {advice}")]
+    AlreadyPort {
+        name: String,
+        controller: String,
+        /// What to do instead, which depends on what the controller is.
+        advice: String,
+    },
     #[error(
         "{name} has no active profile (state {state}); bring it up with a working profile first"
     )]
     NoActiveProfile { name: String, state: DeviceState },
-    #[error("the name {name:?} is already used by {by}; choose another with --bridge")]
+    #[error("the name {name:?} is already used by {by}; choose another name for the bridge")]
     NameTaken { name: String, by: String },
     #[error("--rollback-timeout {value}: {reason}")]
     RollbackTimeout { value: u32, reason: String },
@@ -264,6 +270,7 @@ pub fn plan_convert(req: &Request, found: &Found, ids: &Ids) -> Result<Decision,
         return Err(PlanError::AlreadyPort {
             name: req.uplink.clone(),
             controller: controller.clone(),
+            advice: already_port_advice(req, uplink, controller),
         });
     }
     let Some(active) = &uplink.active else {
@@ -321,6 +328,27 @@ fn in_place(
     let timing = timing(req)?;
     adopt::plan_adopt(req, found, uplink, controller, &ids.original_uuid, timing)
         .map(|plan| Decision::Adopt(Box::new(plan)))
+}
+
+/// Where to send an operator whose uplink is a port of another controller:
+/// netbridge's own bridge is undone with `revert`, a hand-made one can be
+/// adopted, and a bond or team is converted as a whole.
+fn already_port_advice(req: &Request, uplink: &UplinkFound, controller: &str) -> String {
+    let name = &req.uplink;
+    match &uplink.controller_found {
+        Some(c) if c.is_netbridge() => format!(
+            "`netbridge revert {controller}` gives {name} back its original profile (then convert it again with --bridge {})",
+            req.bridge
+        ),
+        Some(c) if c.device.device_type == DeviceType::Bridge => format!(
+            "`netbridge convert {name} --bridge {controller} --adopt` takes that bridge over"
+        ),
+        Some(c) => format!(
+            "convert the {} {controller} instead (`netbridge convert {controller} --bridge {}`)",
+            c.device.device_type, req.bridge
+        ),
+        None => format!("detach {name} from {controller} first"),
+    }
 }
 
 /// Interface names are at most 15 bytes; `/`, `:` and white space are not allowed by
@@ -420,8 +448,16 @@ pub(crate) fn timing(req: &Request) -> Result<Timing, PlanError> {
 }
 
 pub fn validate_rollback_timeout(value: u32) -> Result<(), PlanError> {
-    let reason = if value == 0 {
-        Some("0 would disable NetworkManager's automatic rollback, which is what keeps the host reachable if netbridge dies".to_owned())
+    match rollback_timeout_problem(value) {
+        Some(reason) => Err(PlanError::RollbackTimeout { value, reason }),
+        None => Ok(()),
+    }
+}
+
+/// Why `value` is no rollback timeout, if it is not.
+pub fn rollback_timeout_problem(value: u32) -> Option<String> {
+    if value == 0 {
+        Some("that would disable NetworkManager's automatic rollback, which is what keeps the host reachable if netbridge dies".to_owned())
     } else if value < MIN_ROLLBACK_TIMEOUT {
         Some(format!(
             "at least {MIN_ROLLBACK_TIMEOUT} seconds are needed to bring a bridge up"
@@ -430,10 +466,6 @@ pub fn validate_rollback_timeout(value: u32) -> Result<(), PlanError> {
         Some(format!("more than {MAX_ROLLBACK_TIMEOUT} seconds would leave a broken host unreachable for too long"))
     } else {
         None
-    };
-    match reason {
-        Some(reason) => Err(PlanError::RollbackTimeout { value, reason }),
-        None => Ok(()),
     }
 }
 
@@ -760,67 +792,6 @@ impl Plan {
             .set(names::IPV6, "method", "ignore");
         trial
     }
-
-    /// The equivalent nmcli commands, so an operator can review what the plan does.
-    pub fn nmcli_commands(&self) -> Vec<String> {
-        let mut bridge = format!(
-            "nmcli connection add type bridge con-name {b} ifname {b} autoconnect yes \
-             connection.autoconnect-slaves 1 bridge.stp {stp} 802-3-ethernet.cloned-mac-address {mac}",
-            b = self.bridge,
-            stp = if self.stp { "yes" } else { "no" },
-            mac = self.mac,
-        );
-        if !self.stp {
-            bridge.push_str(" bridge.forward-delay 2");
-        }
-        if let Some(mtu) = self.mtu {
-            bridge.push_str(&format!(" 802-3-ethernet.mtu {mtu}"));
-        }
-        bridge.push_str(&ip_args("ipv4", &self.ipv4));
-        bridge.push_str(&ip_args("ipv6", &self.ipv6));
-        vec![
-            bridge,
-            format!(
-                "nmcli connection add type ethernet con-name {p} ifname {u} master {b} slave-type bridge autoconnect yes",
-                p = self.port_id,
-                u = self.uplink,
-                b = self.bridge
-            ),
-            format!("nmcli connection up {}", self.bridge),
-            format!("nmcli connection up {}", self.port_id),
-            format!(
-                "nmcli connection modify {} connection.autoconnect no",
-                self.original.uuid
-            ),
-        ]
-    }
-}
-
-fn ip_args(family: &str, ip: &IpPlan) -> String {
-    let mut out = format!(" {family}.method {}", ip.method);
-    let join = |items: Vec<String>| items.join(",");
-    if ip.method == "manual" && !ip.addresses.is_empty() {
-        out.push_str(&format!(
-            " {family}.addresses {}",
-            join(ip.addresses.iter().map(ToString::to_string).collect())
-        ));
-        if let Some(gw) = ip.gateway {
-            out.push_str(&format!(" {family}.gateway {gw}"));
-        }
-        if !ip.dns.is_empty() {
-            out.push_str(&format!(
-                " {family}.dns {}",
-                join(ip.dns.iter().map(ToString::to_string).collect())
-            ));
-        }
-    }
-    if !ip.routes.is_empty() {
-        out.push_str(&format!(" {family}.routes '{}'", ip.routes.join(",")));
-    }
-    if !ip.searches.is_empty() {
-        out.push_str(&format!(" {family}.dns-search {}", ip.searches.join(",")));
-    }
-    out
 }
 
 #[cfg(test)]

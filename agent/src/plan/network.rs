@@ -425,6 +425,24 @@ mod plan_tests {
     }
 
     #[test]
+    fn the_nmcli_equivalent_adds_the_network_and_brings_it_up() {
+        let mut nat = spec(NetMode::Nat);
+        nat.dhcp_range = Some(parse_range("192.168.107.10-192.168.107.99", nat.address).unwrap());
+        let mut found = found();
+        found.nm_version = NmVersion(1, 46, 0);
+        let commands = crate::plan::nmcli::network_commands("virbr1", &created(&nat, &found));
+        assert_eq!(
+            commands,
+            vec![
+                "nmcli connection add type bridge con-name virbr1 ifname virbr1 autoconnect yes \
+                 bridge.stp no bridge.forward-delay 2 ipv4.method shared ipv4.addresses 192.168.107.1/24 \
+                 ipv4.never-default yes ipv4.shared-dhcp-range '192.168.107.10,192.168.107.99' ipv6.method ignore",
+                "nmcli connection up virbr1",
+            ]
+        );
+    }
+
+    #[test]
     fn conflicts_and_unsupported_requests_are_refused() {
         let mut f = found();
         f.devices

@@ -21,12 +21,18 @@ pub struct RevertFound {
     pub uplink_device: Option<DeviceInfo>,
     /// The original profile named by the bridge's marker, and its saved settings.
     pub original: Option<(ProfileInfo, Settings)>,
+    /// No bridge has the name, but a device of that name is a port of this
+    /// one: the operator named the uplink instead of its bridge.
+    pub port_of: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum RevertError {
-    #[error("no bridge profile named {name:?} exists")]
-    NoBridge { name: String },
+    #[error("{}", no_bridge(name, port_of.as_deref()))]
+    NoBridge {
+        name: String,
+        port_of: Option<String>,
+    },
     #[error("{name} was not made by `netbridge convert` (its profile has no netbridge record); revert it by hand")]
     NotNetbridge { name: String },
     #[error("the original profile {uuid} of {uplink} no longer exists, so there is nothing safe to go back to")]
@@ -59,13 +65,25 @@ pub struct RevertPlan {
     pub original_after: Settings,
 }
 
+fn no_bridge(name: &str, port_of: Option<&str>) -> String {
+    match port_of {
+        Some(bridge) => format!(
+            "{name} is not a bridge but a port of {bridge}: `netbridge revert {bridge}` gives {name} back its original profile"
+        ),
+        None => format!("no bridge profile named {name:?} exists"),
+    }
+}
+
 pub fn plan_revert(
     found: &RevertFound,
     rollback_timeout: Option<u32>,
 ) -> Result<RevertPlan, RevertError> {
     let name = found.bridge.clone();
     let Some((bridge_info, bridge_settings)) = &found.bridge_profile else {
-        return Err(RevertError::NoBridge { name });
+        return Err(RevertError::NoBridge {
+            name,
+            port_of: found.port_of.clone(),
+        });
     };
     let Some(marker) = Marker::read(bridge_settings)? else {
         return Err(RevertError::NotNetbridge { name });
@@ -116,4 +134,31 @@ pub fn plan_revert(
         timing,
         original_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nothing(name: &str, port_of: Option<&str>) -> RevertFound {
+        RevertFound {
+            bridge: name.to_owned(),
+            bridge_profile: None,
+            bridge_device: None,
+            uplink_device: None,
+            original: None,
+            port_of: port_of.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn naming_the_uplink_instead_of_its_bridge_points_to_the_bridge() {
+        let err = plan_revert(&nothing("ens32", Some("br0")), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ens32 is not a bridge but a port of br0: `netbridge revert br0` gives ens32 back its original profile"
+        );
+        let err = plan_revert(&nothing("br7", None), None).unwrap_err();
+        assert_eq!(err.to_string(), "no bridge profile named \"br7\" exists");
+    }
 }

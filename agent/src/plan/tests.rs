@@ -361,13 +361,145 @@ fn profiles_that_could_grab_the_uplink_are_outranked() {
 }
 
 #[test]
-fn nmcli_equivalent_names_the_key_settings() {
+fn nmcli_equivalent_of_an_ethernet_uplink_is_one_command_a_line_without_the_ports_up() {
     let p = plan(&found_with(static_settings()), &request());
-    let cmds = p.nmcli_commands().join("\n");
-    assert!(cmds.contains("ipv4.addresses 172.25.250.10/24"));
-    assert!(cmds.contains("ipv4.gateway 172.25.250.254"));
-    assert!(cmds.contains("bridge.stp no"));
-    assert!(cmds.contains("master br0 slave-type bridge"));
+    assert_eq!(
+        p.nmcli_commands(),
+        vec![
+            "nmcli connection add type bridge con-name br0 ifname br0 autoconnect no \
+             connection.autoconnect-slaves 1 bridge.stp no bridge.forward-delay 2 \
+             802-3-ethernet.cloned-mac-address AE:FB:62:DB:26:90 ipv4.method manual \
+             ipv4.addresses 172.25.250.10/24 ipv4.gateway 172.25.250.254 ipv4.dns 172.25.250.254 \
+             ipv4.dns-search lab ipv6.method ignore",
+            "nmcli connection add type ethernet con-name br0-port-ens32 ifname ens32 master br0 \
+             slave-type bridge autoconnect yes connection.autoconnect-priority 0",
+            "nmcli connection up br0",
+            "nmcli connection modify br0 connection.autoconnect yes",
+            "nmcli connection modify uuid-ens32 connection.autoconnect no",
+        ]
+    );
+}
+
+#[test]
+fn nmcli_equivalent_pins_the_uplinks_route_metric_and_dhcp_identity() {
+    let mut found = dhcp_found();
+    uplink_mut(&mut found).metrics = DefaultMetrics {
+        ipv4: Some(100),
+        ipv6: None,
+    };
+    let bridge = plan(&found, &request()).nmcli_commands()[0].clone();
+    assert!(
+        bridge.contains("ipv4.method auto")
+            && bridge.contains("ipv4.route-metric 100")
+            && bridge.contains("ipv4.dhcp-client-id mac"),
+        "{bridge}"
+    );
+}
+
+#[test]
+fn nmcli_equivalent_of_a_bond_or_vlan_uplink_keeps_its_type_and_link() {
+    let mut bond = static_settings();
+    bond.set(names::CONNECTION, "type", "bond").set(
+        "bond",
+        "options",
+        std::collections::HashMap::from([
+            ("mode".to_owned(), "active-backup".to_owned()),
+            ("miimon".to_owned(), "100".to_owned()),
+        ]),
+    );
+    let mut found = found_with(bond);
+    uplink_mut(&mut found).device.device_type = DeviceType::Bond;
+    let port = plan(&found, &request()).nmcli_commands()[1].clone();
+    assert!(
+        port.starts_with("nmcli connection add type bond con-name br0-port-ens32 ifname ens32 master br0 slave-type bridge")
+            && port.contains("bond.options 'miimon=100,mode=active-backup'"),
+        "{port}"
+    );
+
+    let mut vlan = static_settings();
+    vlan.set(names::CONNECTION, "type", "vlan")
+        .set("vlan", "parent", "ens3")
+        .set("vlan", "id", 10u32)
+        // Deprecated: NetworkManager may send it, nmcli takes no such key.
+        .set("vlan", "interface-name", "ens32");
+    let mut found = found_with(vlan);
+    uplink_mut(&mut found).device.device_type = DeviceType::Vlan;
+    let port = plan(&found, &request()).nmcli_commands()[1].clone();
+    assert!(
+        port.starts_with("nmcli connection add type vlan ")
+            && port.contains("vlan.id 10")
+            && port.contains("vlan.parent ens3")
+            && !port.contains("vlan.interface-name")
+            && !port.contains("ethernet"),
+        "{port}"
+    );
+}
+
+#[test]
+fn nmcli_equivalent_quotes_names_for_the_shell_and_sets_declared_options() {
+    let mut found = found_with(static_settings());
+    let active = uplink_mut(&mut found).active.as_mut().expect("active");
+    active.info.id = "Wired connection 1".into();
+    active.info.uuid = "uuid-wired".into();
+    let mut req = request();
+    req.options.stp = true;
+    req.options.priority = Some(4096);
+    req.options.mtu = Some(1400);
+    let commands = plan(&found, &req).nmcli_commands();
+    assert!(
+        commands[0].contains("bridge.stp yes bridge.priority 4096"),
+        "{}",
+        commands[0]
+    );
+    assert!(
+        commands[0].contains("802-3-ethernet.mtu 1400"),
+        "{}",
+        commands[0]
+    );
+    assert!(
+        commands[1].ends_with("802-3-ethernet.mtu 1400"),
+        "{}",
+        commands[1]
+    );
+    assert!(!commands.iter().any(|c| c.contains("up br0-port")));
+}
+
+#[test]
+fn nmcli_equivalent_of_a_modification_and_an_adoption_applies_in_place() {
+    let ours = port_of_hand_made_bridge(&["ens32"], true);
+    let mut req = request();
+    req.options.stp = true;
+    req.options.mtu = Some(1400);
+    let Ok(Decision::Modify(modify)) = plan_convert(&req, &ours, &ids()) else {
+        panic!("expected a modification");
+    };
+    assert_eq!(
+        modify.nmcli_commands(),
+        vec![
+            "nmcli connection modify uuid-ens32 802-3-ethernet.mtu 1400",
+            "nmcli device reapply ens32",
+            "nmcli connection modify uuid-br0 bridge.stp yes bridge.forward-delay 2 802-3-ethernet.mtu 1400",
+            "nmcli device reapply br0",
+        ]
+    );
+
+    let found = port_of_hand_made_bridge(&["ens32"], false);
+    let Ok(Decision::Adopt(adopt)) = plan_convert(&adopting(), &found, &ids()) else {
+        panic!("expected an adoption");
+    };
+    let commands = adopt.nmcli_commands();
+    assert!(
+        commands[0].starts_with("nmcli connection add type ethernet con-name ens32-plain ifname ens32 autoconnect no ipv4.method manual ipv4.addresses 172.25.250.10/24"),
+        "{}",
+        commands[0]
+    );
+    assert_eq!(
+        commands[1..],
+        [
+            "nmcli connection modify uuid-br0 bridge.stp no bridge.forward-delay 2",
+            "nmcli device reapply br0"
+        ]
+    );
 }
 
 fn dhcp_found() -> Found {
@@ -650,6 +782,42 @@ fn adoption_marks_the_bridge_turns_stp_off_and_makes_a_plain_profile_to_go_back_
     let restored = plan.restore.apply(&plan.bridge_after).unwrap();
     assert_eq!(restored.bool(names::BRIDGE, "stp"), Ok(None));
     assert_eq!(Marker::read(&restored), Ok(None));
+}
+
+#[test]
+fn a_port_of_another_bridge_is_sent_to_revert_adopt_or_its_controller() {
+    let mut req = request();
+    req.bridge = "br1".into();
+    let ours = port_of_hand_made_bridge(&["ens32"], true);
+    assert_eq!(
+        refused(&ours, &req).to_string(),
+        "ens32 is already a port of br0; `netbridge revert br0` gives ens32 back its original profile (then convert it again with --bridge br1)"
+    );
+    let hand_made = port_of_hand_made_bridge(&["ens32"], false);
+    assert!(refused(&hand_made, &req)
+        .to_string()
+        .ends_with("`netbridge convert ens32 --bridge br0 --adopt` takes that bridge over"));
+    let mut bonded = port_of_hand_made_bridge(&["ens32"], false);
+    let controller = uplink_mut(&mut bonded)
+        .controller_found
+        .as_mut()
+        .expect("controller");
+    controller.device.device_type = DeviceType::Bond;
+    assert!(refused(&bonded, &req)
+        .to_string()
+        .ends_with("convert the bond br0 instead (`netbridge convert br0 --bridge br1`)"));
+}
+
+#[test]
+fn a_taken_name_asks_for_another_name_without_naming_an_option() {
+    let mut req = request();
+    req.bridge = "ens32".to_owned();
+    let message = refused(&found_with(static_settings()), &req).to_string();
+    assert!(
+        message.ends_with("choose another name for the bridge"),
+        "{message}"
+    );
+    assert!(!message.contains("--bridge"), "{message}");
 }
 
 #[test]

@@ -77,6 +77,11 @@ fn read_profiles(lab_dir: &Path) -> Result<BTreeMap<String, String>, LabError> {
             let path = entry
                 .map_err(|e| LabError::io("cannot list profiles", &dir, e))?
                 .path();
+            // NM writes a keyfile through a temporary `x.nmconnection.XXXXXX`
+            // renamed over it: caught mid-write, that is not a profile.
+            if path.extension().is_none_or(|e| e != "nmconnection") {
+                continue;
+            }
             let text = std::fs::read(&path)
                 .map_err(|e| LabError::io("cannot read a profile", &path, e))?;
             let name = format!(

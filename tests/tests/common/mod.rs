@@ -49,6 +49,27 @@ pub fn netbridge(lab: &Lab, args: &[&str]) -> Run {
     Run::from(out)
 }
 
+/// The nmcli commands a dry run renders (its JSON's `nmcli`).
+pub fn rendered(lab: &Lab, args: &[&str]) -> Vec<String> {
+    let dry = netbridge(lab, args);
+    assert_eq!(dry.code, 0, "{args:?}: {}", dry.stderr);
+    dry.json()["nmcli"]
+        .as_array()
+        .expect("nmcli commands")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The operator's way: each line in a shell on the host (tests may run nmcli).
+pub fn run_by_hand<S: AsRef<str>>(lab: &Lab, commands: &[S]) {
+    for command in commands {
+        let command = command.as_ref();
+        let out = lab.host(["sh", "-c", command]);
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
+}
+
 /// The keyfile of the profile `id` as saved on disk (not only in memory).
 ///
 /// # Panics
