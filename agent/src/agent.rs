@@ -268,6 +268,7 @@ async fn try_apply(
         dry_run: false,
         retry_failed: false,
         stop: Some(Arc::clone(stopping)),
+        confirm: None,
     };
     let reports = apply::apply(nm, store, &lock, &config, apply_options, &progress)
         .await

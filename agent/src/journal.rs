@@ -52,6 +52,38 @@ pub enum Phase {
     Committing,
     /// Everything is on disk; only the checkpoint remains to be destroyed.
     Committed,
+    /// Checks passed (`--confirm`); nothing is on disk, the checkpoint is
+    /// armed until the deadline: `netbridge confirm` commits, anything else
+    /// (the deadline, `netbridge rollback`, a NetworkManager restart) undoes.
+    AwaitingConfirm,
+}
+
+/// One write of a commit, as data: run at once, or recorded for
+/// `netbridge confirm`, which runs in another process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Save {
+    /// The profile as it runs (in memory) saved to disk.
+    ToDisk { uuid: String },
+    /// The profile's autoconnect set on disk.
+    Autoconnect {
+        uuid: String,
+        id: String,
+        value: bool,
+    },
+    /// The profile deleted.
+    Delete { uuid: String },
+}
+
+/// What a change that awaits confirmation commits, and until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Seconds since the epoch after which it rolls back by itself.
+    pub deadline_unix: u64,
+    pub seconds: u32,
+    pub saves: Vec<Save>,
+    /// What the commit did, for people.
+    pub done: String,
 }
 
 impl Phase {
@@ -60,6 +92,7 @@ impl Phase {
             Phase::Applying => "applying",
             Phase::Committing => "committing",
             Phase::Committed => "committed",
+            Phase::AwaitingConfirm => "awaiting-confirm",
         }
     }
 }
@@ -158,6 +191,9 @@ pub struct Record {
     #[serde(default)]
     pub boottime_ms: Option<i64>,
     pub change: Change,
+    /// Set while the change awaits `netbridge confirm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
 }
 
 impl Record {
@@ -169,6 +205,7 @@ impl Record {
             checkpoint: None,
             boottime_ms: boottime_ms(),
             change,
+            pending: None,
         }
     }
 }

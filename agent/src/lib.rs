@@ -10,6 +10,7 @@ pub mod agent;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod confirm;
 pub mod firewall;
 pub mod guest_forwarding;
 pub mod identity;

@@ -23,6 +23,12 @@ pub enum RecoveryError {
     Journal(#[from] JournalError),
     #[error("could not undo the unfinished change recorded in the journal: {0}")]
     Undo(#[source] NmError),
+    #[error("the {operation} of {bridge} awaits confirmation for {seconds_left} s more: `netbridge confirm` commits it, `netbridge rollback` undoes it; nothing else changes the host until then")]
+    AwaitingConfirm {
+        operation: &'static str,
+        bridge: String,
+        seconds_left: u64,
+    },
 }
 
 /// What was done about an unfinished change.
@@ -47,6 +53,49 @@ pub async fn recover(
     let Some(record) = store.read().await? else {
         return Ok(None);
     };
+    if let Some(seconds_left) = awaits_confirm(nm, &record)
+        .await
+        .map_err(RecoveryError::Undo)?
+    {
+        return Err(RecoveryError::AwaitingConfirm {
+            operation: record.change.operation(),
+            bridge: record.change.bridge().to_owned(),
+            seconds_left,
+        });
+    }
+    recover_record(nm, store, lock, record, progress)
+        .await
+        .map(Some)
+}
+
+/// The seconds left for a change that awaits confirmation and is still on
+/// trial; `None` when there is none, or its deadline passed or its
+/// checkpoint is gone (it rolled back, or must be undone).
+async fn awaits_confirm(nm: &Nm, record: &Record) -> Result<Option<u64>, NmError> {
+    let Some(pending) = record
+        .pending
+        .as_ref()
+        .filter(|_| record.phase == Phase::AwaitingConfirm)
+    else {
+        return Ok(None);
+    };
+    let left = pending
+        .deadline_unix
+        .saturating_sub(crate::journal::now_unix());
+    if left == 0 || alive_checkpoint(nm, record).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(left))
+}
+
+/// Finishes or undoes `record`, the journal's, whatever its phase.
+pub async fn recover_record(
+    nm: &Nm,
+    store: &Store,
+    lock: &Lock,
+    record: Record,
+    progress: &Progress,
+) -> Result<Recovered, RecoveryError> {
     let (operation, bridge) = (record.change.operation(), record.change.bridge());
     progress.step(
         "recovering",
@@ -73,13 +122,13 @@ pub async fn recover(
         "recovered",
         format!("the unfinished {operation} was {action}"),
     );
-    Ok(Some(Recovered {
+    Ok(Recovered {
         operation: operation.to_owned(),
         bridge: bridge.to_owned(),
         started_by_pid: record.pid,
         phase: record.phase,
         action,
-    }))
+    })
 }
 
 /// Everything was on disk: only the checkpoint may still be armed.
@@ -270,7 +319,10 @@ async fn restore_options(
     Ok(())
 }
 
-async fn alive_checkpoint(nm: &Nm, record: &Record) -> Result<Option<OwnedObjectPath>, NmError> {
+pub(crate) async fn alive_checkpoint(
+    nm: &Nm,
+    record: &Record,
+) -> Result<Option<OwnedObjectPath>, NmError> {
     match &record.checkpoint {
         Some((path, created)) => recorded_checkpoint(nm, path, *created).await,
         None => unrecorded_checkpoint(nm, record).await,

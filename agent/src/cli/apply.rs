@@ -20,12 +20,18 @@ commented examples). Each bridge is one transaction, like `netbridge convert`
 (bridged) or `netbridge create` (nat, isolated); bridges already as configured
 are left alone, without an outage. Results are recorded for `netbridge status`.
 
+With --confirm SECS, the first bridge that changes stops after its checks, on
+trial (nothing on disk) until `netbridge confirm` commits it; without it, it
+rolls back by itself after SECS. Later bridges are not started: run apply
+again after the confirm. A new network (nat, isolated) touches no existing
+device and commits at once.
+
 `--check-config` only validates the files, offline (for CI, a pre-commit hook
 or Ansible's `validate`): `netbridge apply --check-config /tmp/netbridge.toml`.
 
 Exit status: 0 all applied or unchanged (or valid), 2 invalid configuration
 (nothing changed), 3 a bridge rolled back, 1 a bridge failed, 5 a rollback did
-not complete.")]
+not complete, 9 a bridge awaits `netbridge confirm`.")]
 pub struct ApplyArgs {
     /// The configuration file (or a directory with netbridge.toml and conf.d/).
     #[arg(long, value_name = "PATH", default_value = config::DEFAULT_PATH)]
@@ -44,6 +50,11 @@ pub struct ApplyArgs {
     /// Print one JSON document with the result instead of progress.
     #[arg(long)]
     pub json: bool,
+
+    /// Keep a proven change on trial for SECS seconds: `netbridge confirm`
+    /// (from a new connection) commits it, otherwise it rolls back by itself.
+    #[arg(long, value_name = "SECS", value_parser = super::convert::parse_timeout)]
+    pub confirm: Option<u32>,
 }
 
 /// What `--json` adds to the common envelope.
@@ -120,6 +131,7 @@ async fn apply(
         retry_failed: true,
         // Ctrl-C or SIGTERM: the bridge in flight rolls back, no next one starts.
         stop: Some(crate::transaction::watch_stop()),
+        confirm: args.confirm,
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     Ok(summarize(&report.bridges, args.dry_run))
@@ -152,6 +164,8 @@ pub fn summarize(bridges: &[BridgeReport], dry_run: bool) -> (&'static str, Exit
         ("failed", Exit::Internal)
     } else if any(Applied::RolledBack) {
         ("rolled-back", Exit::RolledBack)
+    } else if any(Applied::AwaitingConfirm) {
+        ("awaiting-confirm", Exit::AwaitingConfirm)
     } else if dry_run {
         ("dry-run", Exit::Ok)
     } else {

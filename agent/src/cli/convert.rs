@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::options::BridgeOptionArgs;
 use super::output::{
-    confirm, describe_checks, require_terminal, run_verb, say, say_nmcli, Exit, Fatal,
+    confirm, describe_checks, require_terminal, run_verb, say, say_awaiting, say_nmcli, Exit, Fatal,
 };
 use crate::checks::{CheckSpec, Probe};
 use crate::config::UplinkSelector;
@@ -120,6 +120,12 @@ pub struct ConvertArgs {
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Keep the proven change on trial for SECS seconds: `netbridge confirm`
+    /// (from a new connection, through the new path) commits it; without it,
+    /// it rolls back by itself. Exit 9 while it waits.
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    pub confirm: Option<u32>,
 }
 
 /// clap names the option and the value itself, so the error says only why.
@@ -190,6 +196,14 @@ async fn convert(
         defaults: !args.no_default_checks,
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
+    if args.confirm.is_some()
+        && (!args.libvirt.is_empty() || args.guest_forwarding == GuestForwarding::Allow)
+    {
+        return Err(Fatal::new(
+            Exit::BadInput,
+            "--confirm does not combine with --libvirt-network, --qemu-bridge-helper or --guest-forwarding allow yet: convert with --confirm, confirm, then run the same command again with those; nothing was changed",
+        ));
+    }
     warn_unproven(args.no_default_checks, &args.checks, progress);
     let nm = Nm::connect().await?;
     let uplink = resolve_uplink(&nm, &args.bridge, &args.uplink)
@@ -281,7 +295,7 @@ async fn convert(
         ),
         GuestForwarding::Deny => None,
     };
-    let outcome = convert::execute(&nm, &store, &lock, &ready, progress).await;
+    let outcome = convert::execute(&nm, (&store, &lock), &ready, args.confirm, progress).await;
     if let Some(trial) = trial {
         let committed = matches!(outcome, Ok(Outcome::Committed { .. }));
         trial
@@ -303,6 +317,12 @@ async fn convert(
                 );
             }
             ("committed", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                say_awaiting(&format!("{} on {}", plan.bridge, plan.uplink), *seconds);
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -346,7 +366,8 @@ async fn in_place(
         report.in_place = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let outcome = convert::execute_in_place(nm, store, lock, &ready, progress).await?;
+    let outcome =
+        convert::execute_in_place(nm, (store, lock), &ready, args.confirm, progress).await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {
@@ -358,6 +379,12 @@ async fn in_place(
                 );
             }
             ("committed", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                say_awaiting(ready.change.bridge(), *seconds);
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {

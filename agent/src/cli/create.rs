@@ -125,8 +125,9 @@ async fn create(
         NetOutcome::Unchanged => ("unchanged", Exit::Ok),
         NetOutcome::Activated => ("activated", Exit::Ok),
         NetOutcome::DryRun { .. } => ("dry-run", Exit::Ok),
+        // A new network never awaits confirmation: it touches no existing device.
         NetOutcome::Created {
-            outcome: Outcome::Committed { .. },
+            outcome: Outcome::Committed { .. } | Outcome::AwaitingConfirm { .. },
         } => ("created", Exit::Ok),
         NetOutcome::Created {
             outcome: Outcome::RolledBack { .. },

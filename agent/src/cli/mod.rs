@@ -2,6 +2,7 @@
 
 mod apply;
 mod completions;
+mod confirm;
 mod convert;
 mod create;
 mod delete;
@@ -10,6 +11,7 @@ mod options;
 mod output;
 mod recover;
 mod revert;
+mod rollback;
 mod status;
 
 use std::path::PathBuf;
@@ -113,6 +115,13 @@ pub enum Command {
     /// Make the host firewall accept forwarding on the bridges allowed it
     /// (what netbridge-guest-forwarding.service runs at boot and Docker's start).
     GuestForwarding(guest_forwarding::GuestForwardingArgs),
+    /// Commit the change that `--confirm SECS` left on trial (run it from a new connection).
+    Confirm(confirm::ConfirmArgs),
+    /// Undo the change that `--confirm SECS` left on trial, now.
+    Rollback(rollback::RollbackArgs),
+    /// The watcher of a change awaiting confirmation (started by `--confirm`).
+    #[command(hide = true)]
+    AwaitConfirm,
     /// Finish or undo a change that an interrupted run left behind (every
     /// changing command does this first; this does it now).
     Recover(recover::RecoverArgs),
@@ -131,6 +140,12 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Delete(args) => delete::run(args, &cli.state_dir).await,
         Command::Revert(args) => revert::run(args, &cli.state_dir).await,
         Command::Recover(args) => recover::run(args, &cli.state_dir).await,
+        Command::Confirm(args) => confirm::run(args, &cli.state_dir).await,
+        Command::Rollback(args) => rollback::run(args, &cli.state_dir).await,
+        Command::AwaitConfirm => {
+            crate::confirm::watch(&cli.state_dir).await;
+            Exit::Ok
+        }
         Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,
         Command::Completions(args) => completions::run(&args),
     }

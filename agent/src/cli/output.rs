@@ -23,11 +23,14 @@ pub enum Exit {
     /// The change is committed, but a step after it (libvirt, QEMU's
     /// bridge.conf) failed: the bridge is in place, that step is not.
     AfterCommit = 8,
+    /// `--confirm SECS`: the change passed its checks and awaits
+    /// `netbridge confirm`.
+    AwaitingConfirm = 9,
 }
 
 impl Exit {
     /// Every status, in order: `--help` and the manual list them from here.
-    pub const ALL: [Exit; 8] = [
+    pub const ALL: [Exit; 9] = [
         Exit::Ok,
         Exit::Internal,
         Exit::BadInput,
@@ -36,6 +39,7 @@ impl Exit {
         Exit::RollbackFailed,
         Exit::Busy,
         Exit::AfterCommit,
+        Exit::AwaitingConfirm,
     ];
 
     pub fn code(self) -> i32 {
@@ -60,6 +64,9 @@ impl Exit {
             Exit::Busy => "another netbridge process is changing this host",
             Exit::AfterCommit => {
                 "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
+            }
+            Exit::AwaitingConfirm => {
+                "--confirm: the change passed its checks and runs in memory only; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
             }
         }
     }
@@ -109,6 +116,9 @@ impl From<RecoveryError> for Fatal {
         match e {
             RecoveryError::Journal(j) => j.into(),
             undo @ RecoveryError::Undo(_) => Fatal::new(Exit::RollbackFailed, undo.to_string()),
+            waiting @ RecoveryError::AwaitingConfirm { .. } => {
+                Fatal::new(Exit::Busy, waiting.to_string())
+            }
         }
     }
 }
@@ -208,6 +218,13 @@ pub fn print_json<T: Serialize>(doc: &T) {
 
 pub fn print_error(fatal: &Fatal) {
     let _ = writeln!(std::io::stderr(), "netbridge: error: {}", fatal.message);
+}
+
+/// What a person reads when a change awaits `netbridge confirm`.
+pub fn say_awaiting(what: &str, seconds: u32) {
+    say!(
+        "{what} passed its checks and runs in memory only. From a NEW connection, within {seconds} s: `netbridge confirm` commits it, `netbridge rollback` undoes it now; without either, NetworkManager rolls it back by itself (`netbridge status` shows the deadline)."
+    );
 }
 
 /// The checks a plan runs, for the plan shown before a change.

@@ -61,6 +61,12 @@ pub struct RevertArgs {
     /// Do not ask for confirmation (needed when not on a terminal).
     #[arg(short = 'y', long)]
     pub yes: bool,
+
+    /// Keep the proven revert on trial for SECS seconds: `netbridge confirm`
+    /// (from a new connection, through the uplink) commits it; without it,
+    /// the bridge comes back by itself. Exit 9 while it waits.
+    #[arg(long, value_name = "SECS", value_parser = super::convert::parse_timeout)]
+    pub confirm: Option<u32>,
 }
 
 /// What `--json` adds to the common envelope.
@@ -142,7 +148,10 @@ async fn revert(
         report.ready = Some(ready);
         return Ok(("dry-run", Exit::Ok));
     }
-    let outcome = revert::execute(&nm, &store, &lock, &ready, progress).await?;
+    if args.confirm.is_some() {
+        refuse_confirm_with_steps(&store, &args.bridge).await?;
+    }
+    let outcome = revert::execute(&nm, (&store, &lock), &ready, args.confirm, progress).await?;
     let committed = matches!(outcome, Outcome::Committed { .. });
     let done = match &outcome {
         Outcome::Committed { .. } => {
@@ -167,6 +176,15 @@ async fn revert(
                 );
             }
             ("reverted", Exit::Ok)
+        }
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            if !args.json {
+                super::output::say_awaiting(
+                    &format!("The revert of {}", ready.plan.bridge),
+                    *seconds,
+                );
+            }
+            ("awaiting-confirm", Exit::AwaitingConfirm)
         }
         Outcome::RolledBack { reason, .. } => {
             if !args.json {
@@ -263,4 +281,22 @@ async fn ask(args: &RevertArgs, nm: &Nm, choice: &CheckChoice) -> Result<bool, F
         }
         Err(_) => Ok(true),
     }
+}
+
+/// The steps after a revert's commit (the libvirt network, bridge.conf, the
+/// guest forwarding) are not made by `netbridge confirm` yet: a revert that
+/// needs them is refused with `--confirm`, before any change.
+async fn refuse_confirm_with_steps(store: &Store, bridge: &str) -> Result<(), Fatal> {
+    let forwarding = guest_forwarding::listed(store)
+        .await
+        .map_err(|e| super::convert::forwarding_failed(&e, bridge))?
+        .iter()
+        .any(|b| b == bridge);
+    if forwarding || libvirt::recorded(store, bridge).await?.is_some() {
+        return Err(Fatal::new(
+            Exit::BadInput,
+            format!("--confirm does not yet undo what was done for {bridge} after its conversion (libvirt network, /etc/qemu/bridge.conf, guest forwarding): revert without --confirm; nothing was changed"),
+        ));
+    }
+    Ok(())
 }

@@ -10,7 +10,7 @@ use super::output::{print_error, print_json, say, Exit, Fatal};
 use std::collections::BTreeMap;
 
 use crate::firewall::{self, Diagnosis};
-use crate::journal::{JournalError, Record, Store};
+use crate::journal::{JournalError, Phase, Record, Store};
 use crate::libvirt;
 use crate::nm::{ActiveInfo, DeviceInfo, IpRuntime, Nm, NmError};
 use crate::plan::network::read_marker;
@@ -53,8 +53,9 @@ struct Status {
 
 #[derive(Debug, Serialize)]
 struct Unfinished {
-    /// `in-progress` while a netbridge process holds the lock, else
-    /// `interrupted`: `netbridge recover` finishes or undoes it.
+    /// `in-progress` while a netbridge process holds the lock,
+    /// `awaiting-confirm` while a `--confirm` change waits for `netbridge
+    /// confirm`, else `interrupted`: `netbridge recover` finishes or undoes it.
     state: ChangeState,
     #[serde(flatten)]
     record: Record,
@@ -64,6 +65,7 @@ struct Unfinished {
 #[serde(rename_all = "kebab-case")]
 enum ChangeState {
     InProgress,
+    AwaitingConfirm,
     Interrupted,
 }
 
@@ -214,9 +216,10 @@ async fn collect(args: &StatusArgs, state_dir: &Path) -> Result<Status, Fatal> {
     let unfinished_change = readable(store.read().await, "journal", &mut needs_root)?
         .flatten()
         .map(|record| Unfinished {
-            state: match lock_holder {
-                Some(_) => ChangeState::InProgress,
-                None => ChangeState::Interrupted,
+            state: match (lock_holder, record.phase) {
+                (Some(_), _) => ChangeState::InProgress,
+                (None, Phase::AwaitingConfirm) => ChangeState::AwaitingConfirm,
+                (None, _) => ChangeState::Interrupted,
             },
             record,
         });
@@ -472,6 +475,16 @@ fn print_change(status: &Status) {
         return;
     };
     let record = &change.record;
+    if let (Phase::AwaitingConfirm, Some(pending)) = (&record.phase, &record.pending) {
+        say!(
+            "\nAWAITING CONFIRMATION  the {} of {}: {} s left (deadline {} s since the epoch); `netbridge confirm` commits it, `netbridge rollback` undoes it, otherwise it rolls back by itself.",
+            record.change.operation(),
+            record.change.bridge(),
+            pending.deadline_unix.saturating_sub(crate::journal::now_unix()),
+            pending.deadline_unix
+        );
+        return;
+    }
     let what = format!(
         "{} {} (phase {}, started {} s ago)",
         record.change.operation(),

@@ -30,6 +30,9 @@ pub struct ApplyOptions {
     pub retry_failed: bool,
     /// Once set, no further bridge is started (the agent is stopping).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// `--confirm SECS`: a proven change waits this long for `netbridge
+    /// confirm`, and no further bridge starts meanwhile.
+    pub confirm: Option<u32>,
 }
 
 /// What happened to one configured bridge.
@@ -45,6 +48,8 @@ pub enum Applied {
     /// Not retried: it rolled back or failed with this same configuration.
     Skipped,
     DryRun,
+    /// Proven and on trial until `netbridge confirm` (`--confirm SECS`).
+    AwaitingConfirm,
 }
 
 impl Applied {
@@ -57,6 +62,7 @@ impl Applied {
             Applied::RollbackFailed => "rollback-failed",
             Applied::Skipped => "skipped",
             Applied::DryRun => "dry-run",
+            Applied::AwaitingConfirm => "awaiting-confirm",
         }
     }
 
@@ -67,7 +73,9 @@ impl Applied {
             Applied::Unchanged => Some(ResultKind::Unchanged),
             Applied::RolledBack => Some(ResultKind::RolledBack),
             Applied::Failed | Applied::RollbackFailed => Some(ResultKind::Failed),
-            Applied::Skipped | Applied::DryRun => None,
+            // Recorded by nothing until confirmed: a rollback then is
+            // the operator's verdict, not the configuration's.
+            Applied::Skipped | Applied::DryRun | Applied::AwaitingConfirm => None,
         }
     }
 }
@@ -164,7 +172,7 @@ pub async fn apply(
         progress.step("bridge", format!("{} ({})", bridge.name, describe(bridge)));
         // Every event of this bridge's change carries BRIDGE= in the journal.
         let span = tracing::info_span!("apply", bridge = %bridge.name);
-        let (report, fatal) = apply_one(nm, store, lock, bridge, options.dry_run, progress)
+        let (report, fatal) = apply_one(nm, (store, lock), bridge, &options, progress)
             .instrument(span)
             .await;
         if !options.dry_run {
@@ -219,18 +227,18 @@ pub fn describe(bridge: &BridgeConfig) -> String {
 /// Returns the report and whether the run must stop.
 async fn apply_one(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     bridge: &BridgeConfig,
-    dry_run: bool,
+    options: &ApplyOptions,
     progress: &Progress,
 ) -> (BridgeReport, bool) {
+    let dry_run = options.dry_run;
     if bridge.absent {
-        return absent(nm, store, lock, bridge, dry_run, progress).await;
+        return absent(nm, (store, lock), bridge, options, progress).await;
     }
     match &bridge.mode {
         Mode::Bridged { uplink } => {
-            bridged(nm, store, lock, bridge, uplink, dry_run, progress).await
+            bridged(nm, (store, lock), bridge, uplink, options, progress).await
         }
         Mode::Network {
             kind,
@@ -259,13 +267,12 @@ async fn apply_one(
 /// already is unchanged, one netbridge did not make is left alone.
 async fn absent(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     bridge: &BridgeConfig,
-    dry_run: bool,
+    options: &ApplyOptions,
     progress: &Progress,
 ) -> (BridgeReport, bool) {
-    let name = &bridge.name;
+    let (name, dry_run) = (&bridge.name, options.dry_run);
     if let Mode::Network { .. } = bridge.mode {
         return match network::delete(nm, name, dry_run, progress).await {
             Ok(()) if dry_run => (BridgeReport::new(name, Applied::DryRun), false),
@@ -301,7 +308,7 @@ async fn absent(
         report.nmcli = ready.plan.nmcli_commands();
         return (report, false);
     }
-    match revert::execute(nm, store, lock, &ready, progress).await {
+    match revert::execute(nm, (store, lock), &ready, options.confirm, progress).await {
         Ok(outcome) => {
             let uplink = ready.plan.uplink.clone();
             let (report, fatal) = outcome_report(name, Some(&uplink), outcome);
@@ -355,13 +362,13 @@ fn network_report(name: &str, result: Result<NetOutcome, NetworkError>) -> (Brid
 
 async fn bridged(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     bridge: &BridgeConfig,
     selector: &UplinkSelector,
-    dry_run: bool,
+    options: &ApplyOptions,
     progress: &Progress,
 ) -> (BridgeReport, bool) {
+    let dry_run = options.dry_run;
     let uplink = match resolve_uplink(nm, &bridge.name, selector).await {
         Ok(uplink) => uplink,
         Err(reason) => {
@@ -425,9 +432,11 @@ async fn bridged(
         return (with_uplink(report), false);
     }
     let executed = match &prepared {
-        Prepared::Ready(ready) => convert::execute(nm, store, lock, ready, progress).await,
+        Prepared::Ready(ready) => {
+            convert::execute(nm, (store, lock), ready, options.confirm, progress).await
+        }
         Prepared::InPlace(ready) => {
-            convert::execute_in_place(nm, store, lock, ready, progress).await
+            convert::execute_in_place(nm, (store, lock), ready, options.confirm, progress).await
         }
         Prepared::NoOp { .. } => {
             return (
@@ -495,6 +504,15 @@ async fn attach(
 fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (BridgeReport, bool) {
     let mut report = match &outcome {
         Outcome::Committed { .. } => BridgeReport::new(name, Applied::Committed),
+        // At most one change awaits confirmation: the run stops here.
+        Outcome::AwaitingConfirm { seconds, .. } => {
+            let mut report = BridgeReport::new(name, Applied::AwaitingConfirm).because(format!(
+                "passed its checks; `netbridge confirm` within {seconds} s commits it, otherwise it rolls back by itself"
+            ));
+            report.uplink = uplink.map(str::to_owned);
+            report.outcome = Some(outcome);
+            return (report, true);
+        }
         Outcome::RolledBack { reason, retry, .. } => BridgeReport::new(name, Applied::RolledBack)
             .because(reason.clone())
             .retry(*retry),

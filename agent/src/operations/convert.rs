@@ -327,9 +327,9 @@ fn report_guest_path(diagnosis: &Diagnosis, bridge: &str, progress: &Progress) {
 /// Runs the conversion as one transaction.
 pub async fn execute(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     ready: &Ready,
+    confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
     let tx = Transaction {
@@ -337,6 +337,7 @@ pub async fn execute(
         store,
         lock,
         progress,
+        confirm,
     };
     let proof = &ready.proof;
     tx.convert(
@@ -351,9 +352,9 @@ pub async fn execute(
 /// Runs an adoption or a modification as one transaction.
 pub async fn execute_in_place(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     ready: &InPlaceReady,
+    confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
     let tx = Transaction {
@@ -361,6 +362,7 @@ pub async fn execute_in_place(
         store,
         lock,
         progress,
+        confirm,
     };
     let proof = &ready.proof;
     let (probes, after, before) = (&proof.checks.probes, &proof.after, &proof.identity_before);

@@ -72,11 +72,14 @@ pub async fn ensure(
             nmcli,
         });
     }
+    // A new network touches no existing device, so it cannot cut the
+    // operator off: it commits at once, `--confirm` or not.
     let tx = Transaction {
         nm,
         store,
         lock,
         progress,
+        confirm: None,
     };
     match decision {
         NetDecision::Unchanged => {

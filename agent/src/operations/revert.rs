@@ -106,9 +106,9 @@ async fn find(nm: &Nm, bridge: &str) -> Result<RevertFound, NmError> {
 
 pub async fn execute(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     ready: &Ready,
+    confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
     let tx = Transaction {
@@ -116,6 +116,7 @@ pub async fn execute(
         store,
         lock,
         progress,
+        confirm,
     };
     let outcome = tx
         .revert(

@@ -7,11 +7,13 @@ use std::time::Duration;
 use netbridge_dbus::flags::{AddConnection2Flags, Update2Flags};
 use zbus::zvariant::ObjectPath;
 
-use super::{as_result, list, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
+use super::{
+    as_result, list, Commit, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE,
+};
 use crate::checks::{CheckContext, Probe};
 use crate::identity::Identity;
-use crate::journal::{Change, Phase, Record};
-use crate::nm::{ActivationGoal, Family, NmError};
+use crate::journal::{Change, Record, Save};
+use crate::nm::{ActivationGoal, Family};
 use crate::plan::Plan;
 use crate::verify;
 
@@ -49,8 +51,7 @@ impl Transaction<'_> {
             ctx,
         };
         let trial = self.try_out(plan, probes, ctx, before);
-        let commit = async |record: &mut Record| self.commit(plan, record).await;
-        let outcome = self.guarded(record, guard, trial, commit).await;
+        let outcome = self.guarded(record, guard, trial, commit(plan)).await;
         if plan.lease.is_some() {
             match &outcome {
                 Ok(Outcome::Committed { .. }) => self.release_hold(&plan.bridge).await,
@@ -59,8 +60,9 @@ impl Transaction<'_> {
                 Err(TxError::Journal(_) | TxError::Checkpoint(_)) => {
                     self.release_hold(&plan.uplink).await
                 }
-                // A rollback released it already, as far as DHCP allowed.
-                Ok(Outcome::RolledBack { .. }) | Err(_) => {}
+                // A rollback released it already, as far as DHCP allowed;
+                // `netbridge confirm` releases it after its commit.
+                Ok(Outcome::RolledBack { .. } | Outcome::AwaitingConfirm { .. }) | Err(_) => {}
             }
         }
         outcome
@@ -142,8 +144,20 @@ impl Transaction<'_> {
         if let Some(lease) = &plan.lease {
             self.renewed(plan, lease).await.map_err(Failure::Verify)?;
         }
-        self.prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+        let proven = self
+            .prove(before, &plan.bridge, probes, ctx, plan.timing.check)
+            .await?;
+        // What the commit saves: the bridge as planned, without the trial's
+        // lease hold (the device runs with it until the hold is released).
+        let bridge = self
+            .profile(&plan.bridge_uuid)
             .await
+            .map_err(Failure::Commit)?;
+        self.nm
+            .update_profile(&bridge, Some(&plan.bridge_profile), Update2Flags::IN_MEMORY)
+            .await
+            .map_err(Failure::Commit)?;
+        Ok(proven)
     }
 
     /// A DHCP bridge must hold the uplink's lease from the server itself,
@@ -273,36 +287,10 @@ impl Transaction<'_> {
         .await
     }
 
-    /// Persists the trial: profiles to disk, the original profile kept with
-    /// autoconnect off, the journal marked committed.
-    async fn commit(&self, plan: &Plan, record: &mut Record) -> Result<String, NmError> {
-        record.phase = Phase::Committing;
-        self.write(record).await?;
-        // The bridge as planned, without the trial's lease hold.
-        let bridge = self.profile(&plan.bridge_uuid).await?;
-        self.nm
-            .update_profile(&bridge, Some(&plan.bridge_profile), Update2Flags::TO_DISK)
-            .await?;
-        let port = self.profile(&plan.port_uuid).await?;
-        self.nm
-            .update_profile(&port, None, Update2Flags::TO_DISK)
-            .await?;
-        let original = self.profile(&plan.original.uuid).await?;
-        self.nm
-            .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
-            .await?;
-        record.phase = Phase::Committed;
-        self.write(record).await?;
-        Ok(format!(
-            "{} and {} saved to disk; profile '{}' kept with autoconnect off (`netbridge revert {}` undoes)",
-            plan.bridge, plan.port_id, plan.original.id, plan.bridge
-        ))
-    }
-
     /// Lets a device run its saved profile again (DHCP only, no static copy
     /// of the lease), once its DHCP server has answered it; otherwise the hold
     /// stays until the device's next activation, and says so.
-    pub(super) async fn release_hold(&self, iface: &str) {
+    pub(crate) async fn release_hold(&self, iface: &str) {
         let released = async {
             let Some(path) = self.nm.device_by_iface(iface).await? else {
                 return Ok(false);
@@ -322,5 +310,29 @@ impl Transaction<'_> {
             Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
         };
         self.progress.step("lease", message);
+    }
+}
+
+/// Persists the trial: profiles to disk, the original profile kept with
+/// autoconnect off.
+fn commit(plan: &Plan) -> Commit {
+    Commit {
+        saves: vec![
+            Save::ToDisk {
+                uuid: plan.bridge_uuid.clone(),
+            },
+            Save::ToDisk {
+                uuid: plan.port_uuid.clone(),
+            },
+            Save::Autoconnect {
+                uuid: plan.original.uuid.clone(),
+                id: plan.original.id.clone(),
+                value: false,
+            },
+        ],
+        done: format!(
+            "{} and {} saved to disk; profile '{}' kept with autoconnect off (`netbridge revert {}` undoes)",
+            plan.bridge, plan.port_id, plan.original.id, plan.bridge
+        ),
     }
 }

@@ -6,11 +6,12 @@ use netbridge_dbus::flags::{AddConnection2Flags, Update2Flags};
 use netbridge_dbus::Settings;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
-use super::{as_result, list, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
+use super::{
+    as_result, list, Commit, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE,
+};
 use crate::checks::{CheckContext, Probe};
 use crate::identity::Identity;
-use crate::journal::{Change, Record};
-use crate::nm::NmError;
+use crate::journal::{Change, Record, Save};
 use crate::plan::{AdoptPlan, IpPlan, ModifyPlan};
 use crate::verify;
 
@@ -53,8 +54,7 @@ impl Transaction<'_> {
             ctx,
         };
         let trial = self.try_adopt(plan, probes, ctx, before);
-        let commit = async |record: &mut Record| self.commit_adopt(plan, record).await;
-        self.guarded(record, guard, trial, commit).await
+        self.guarded(record, guard, trial, commit_adopt(plan)).await
     }
 
     async fn try_adopt(
@@ -157,17 +157,13 @@ impl Transaction<'_> {
             ctx,
         };
         let trial = self.try_modify(plan, probes, ctx, before);
-        let commit = async |record: &mut Record| {
-            let mut profiles = vec![plan.bridge_uuid.as_str()];
-            if plan.port_after.is_some() {
-                profiles.push(plan.port_uuid.as_str());
-            }
-            self.persist(record, &profiles).await?;
-            Ok(format!(
-                "{} saved to disk: {}",
-                plan.bridge,
-                plan.changes.join(", ")
-            ))
+        let mut profiles = vec![&plan.bridge_uuid];
+        if plan.port_after.is_some() {
+            profiles.push(&plan.port_uuid);
+        }
+        let commit = Commit {
+            saves: to_disk(&profiles),
+            done: format!("{} saved to disk: {}", plan.bridge, plan.changes.join(", ")),
         };
         self.guarded(record, guard, trial, commit).await
     }
@@ -223,13 +219,23 @@ impl Transaction<'_> {
             .map_err(Failure::Apply)?;
         self.nm.reapply(device).await.map_err(Failure::Apply)
     }
+}
 
-    async fn commit_adopt(&self, plan: &AdoptPlan, record: &mut Record) -> Result<String, NmError> {
-        self.persist(record, &[&plan.original.uuid, &plan.bridge_uuid])
-            .await?;
-        Ok(format!(
+fn commit_adopt(plan: &AdoptPlan) -> Commit {
+    Commit {
+        saves: to_disk(&[&plan.original.uuid, &plan.bridge_uuid]),
+        done: format!(
             "{} is netbridge's now and saved to disk; profile '{}' kept for {} with autoconnect off (`netbridge revert {}` gives back a plain {})",
             plan.bridge, plan.original.id, plan.uplink, plan.bridge, plan.uplink
-        ))
+        ),
     }
+}
+
+fn to_disk(uuids: &[&String]) -> Vec<Save> {
+    uuids
+        .iter()
+        .map(|uuid| Save::ToDisk {
+            uuid: (*uuid).clone(),
+        })
+        .collect()
 }

@@ -22,7 +22,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
 use crate::checks::{self, CheckContext, Probe, ProbeResult};
 use crate::identity::{self, Identity, Proof};
-use crate::journal::{Change, JournalError, Lock, Phase, Record, Store};
+use crate::journal::{Change, JournalError, Lock, Pending, Phase, Record, Save, Store};
 use crate::nm::{DeviceInfo, Nm, NmError};
 use crate::plan::Timing;
 use crate::recovery;
@@ -37,6 +37,14 @@ mod revert;
 #[derive(Debug, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Outcome {
+    /// Proven, on trial until `netbridge confirm` (`--confirm SECS`).
+    AwaitingConfirm {
+        checks: Vec<ProbeResult>,
+        identity: Option<Proof>,
+        /// Seconds since the epoch after which it rolls back by itself.
+        deadline_unix: u64,
+        seconds: u32,
+    },
     Committed {
         checks: Vec<ProbeResult>,
         /// The host before and after, proven the same (conversions only).
@@ -127,11 +135,21 @@ struct Guard<'p> {
     ctx: &'p CheckContext,
 }
 
+/// What a proven change writes: the same whether it commits at once or
+/// when `netbridge confirm` runs.
+struct Commit {
+    saves: Vec<Save>,
+    /// What it did, for people.
+    done: String,
+}
+
 pub struct Transaction<'a> {
     pub nm: &'a Nm,
     pub store: &'a Store,
     pub lock: &'a Lock,
     pub progress: &'a Progress,
+    /// `--confirm SECS`: a proven change waits this long for `netbridge confirm`.
+    pub confirm: Option<u32>,
 }
 
 impl Transaction<'_> {
@@ -143,7 +161,7 @@ impl Transaction<'_> {
         mut record: Record,
         guard: Guard<'_>,
         trial: impl std::future::Future<Output = Result<Proven, Failure>>,
-        commit: impl AsyncFnOnce(&mut Record) -> Result<String, NmError>,
+        commit: Commit,
     ) -> Result<Outcome, TxError> {
         self.store.write(self.lock, &record).await?;
         let checkpoint = self
@@ -160,21 +178,41 @@ impl Transaction<'_> {
             result = trial => result,
             signal = interrupted() => Err(Failure::Interrupted(signal)),
         };
-        let verdict = match trial {
-            Ok(proven) => commit(&mut record)
+        let verdict = match (trial, self.confirm) {
+            (Ok(proven), Some(seconds)) => {
+                drop(keepalive);
+                return match self
+                    .await_confirm(&mut record, &checkpoint, seconds, commit)
+                    .await
+                {
+                    Ok(deadline_unix) => Ok(Outcome::AwaitingConfirm {
+                        checks: proven.checks,
+                        identity: proven.identity,
+                        deadline_unix,
+                        seconds,
+                    }),
+                    Err(failure) => {
+                        let (probes, ctx) = (guard.probes, guard.ctx);
+                        self.roll_back(&record, failure, probes, ctx, guard.timing.check)
+                            .await
+                    }
+                };
+            }
+            (Ok(proven), None) => self
+                .persist(&mut record, &commit.saves)
                 .await
-                .map(|done| (proven, done))
+                .map(|()| proven)
                 .map_err(Failure::Commit),
-            Err(failure) => Err(failure),
+            (Err(failure), _) => Err(failure),
         };
         drop(keepalive);
 
         match verdict {
-            Ok((Proven { checks, identity }, done)) => {
+            Ok(Proven { checks, identity }) => {
                 // Committed (the journal says so): from here on nothing
                 // undoes the change; what is left is housekeeping.
                 self.finish(&checkpoint).await;
-                self.progress.step("committed", done);
+                self.progress.step("committed", commit.done);
                 Ok(Outcome::Committed { checks, identity })
             }
             Err(failure) => {
@@ -195,7 +233,7 @@ impl Transaction<'_> {
     /// on disk. A checkpoint NetworkManager lost (it restarted during the
     /// trial) has nothing left to destroy; anything else stays recorded for
     /// the next netbridge run (`recover`) to finish.
-    async fn finish(&self, checkpoint: &ObjectPath<'_>) {
+    pub(crate) async fn finish(&self, checkpoint: &ObjectPath<'_>) {
         if let Err(e) = self.nm.checkpoint_destroy(checkpoint).await {
             let still_armed = match self.nm.checkpoints().await {
                 Ok(all) => all.iter().any(|c| c.as_str() == checkpoint.as_str()),
@@ -333,18 +371,70 @@ impl Transaction<'_> {
         outcome.unwrap_or_else(|e| Err(vec![format!("reading {iface}: {e}")]))
     }
 
-    /// Marks the journal committing, saves the profiles, marks it committed.
-    async fn persist(&self, record: &mut Record, uuids: &[&str]) -> Result<(), NmError> {
+    /// Marks the journal committing, makes the commit's writes, marks it
+    /// committed.
+    pub(crate) async fn persist(&self, record: &mut Record, saves: &[Save]) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
-        for uuid in uuids {
-            let path = self.profile(uuid).await?;
-            self.nm
-                .update_profile(&path, None, Update2Flags::TO_DISK)
-                .await?;
+        for save in saves {
+            match save {
+                Save::ToDisk { uuid } => {
+                    let path = self.profile(uuid).await?;
+                    self.nm
+                        .update_profile(&path, None, Update2Flags::TO_DISK)
+                        .await?;
+                }
+                Save::Autoconnect { uuid, id, value } => {
+                    recovery::set_autoconnect(self.nm, uuid, id, *value).await?;
+                }
+                Save::Delete { uuid } => {
+                    if let Some(path) = self.nm.profile_by_uuid(uuid).await? {
+                        self.nm.delete_profile(&path).await?;
+                    }
+                }
+            }
         }
         record.phase = Phase::Committed;
         self.write(record).await
+    }
+
+    /// Leaves a proven change on trial for `netbridge confirm`: the
+    /// checkpoint's timer set to `seconds` (no longer re-armed), the commit
+    /// recorded in the journal for the process that confirms, and a watcher
+    /// detached from this process and its session. Returns the deadline.
+    async fn await_confirm(
+        &self,
+        record: &mut Record,
+        checkpoint: &ObjectPath<'_>,
+        seconds: u32,
+        commit: Commit,
+    ) -> Result<u64, Failure> {
+        self.nm
+            .checkpoint_adjust(checkpoint, seconds)
+            .await
+            .map_err(Failure::Commit)?;
+        let deadline_unix = crate::journal::now_unix() + u64::from(seconds);
+        record.phase = Phase::AwaitingConfirm;
+        record.pending = Some(Pending {
+            deadline_unix,
+            seconds,
+            saves: commit.saves,
+            done: commit.done,
+        });
+        self.write(record).await.map_err(Failure::Commit)?;
+        let watcher = match crate::confirm::spawn_watcher(self.store.dir()) {
+            Ok(pid) => format!("watcher pid {pid}"),
+            Err(e) => format!("no watcher ({e}): NetworkManager's timer alone rolls back"),
+        };
+        self.progress.step(
+            "awaiting confirmation",
+            format!(
+                "the {} of {} passed its checks and runs in memory only; `netbridge confirm` within {seconds} s commits it, `netbridge rollback` undoes it now; without either NetworkManager rolls it back by itself ({watcher})",
+                record.change.operation(),
+                record.change.bridge()
+            ),
+        );
+        Ok(deadline_unix)
     }
 
     async fn run_checks(
@@ -382,7 +472,7 @@ impl Transaction<'_> {
             })
     }
 
-    async fn roll_back(
+    pub(crate) async fn roll_back(
         &self,
         record: &Record,
         failure: Failure,

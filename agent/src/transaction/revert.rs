@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use netbridge_dbus::flags::Update2Flags;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::{Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
+use super::{Commit, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
 use crate::checks::{CheckContext, Probe};
-use crate::journal::{Change, Phase, Record};
+use crate::journal::{Change, Record, Save};
 use crate::nm::NmError;
 use crate::plan::revert::RevertPlan;
 use crate::verify;
@@ -44,8 +43,8 @@ impl Transaction<'_> {
             ctx,
         };
         let trial = self.try_revert(plan, probes, ctx);
-        let commit = async |record: &mut Record| self.commit_revert(plan, record).await;
-        self.guarded(record, guard, trial, commit).await
+        self.guarded(record, guard, trial, commit_revert(plan))
+            .await
     }
 
     /// The original profile takes the uplink back while the bridge still
@@ -116,26 +115,23 @@ impl Transaction<'_> {
         })
         .await
     }
+}
 
-    async fn commit_revert(
-        &self,
-        plan: &RevertPlan,
-        record: &mut Record,
-    ) -> Result<String, NmError> {
-        record.phase = Phase::Committing;
-        self.write(record).await?;
-        let original = self.profile(&plan.original.uuid).await?;
-        self.nm
-            .update_profile(&original, Some(&plan.original_after), Update2Flags::TO_DISK)
-            .await?;
-        for uuid in [&plan.port_uuid, &plan.bridge_uuid] {
-            if let Some(path) = self.nm.profile_by_uuid(uuid).await? {
-                self.nm.delete_profile(&path).await?;
-            }
-        }
-        record.phase = Phase::Committed;
-        self.write(record).await?;
-        Ok(format!(
+/// The original profile saved with its autoconnect as before the
+/// conversion; the bridge and port profiles deleted.
+fn commit_revert(plan: &RevertPlan) -> Commit {
+    let delete = |uuid: &String| Save::Delete { uuid: uuid.clone() };
+    Commit {
+        saves: vec![
+            Save::Autoconnect {
+                uuid: plan.original.uuid.clone(),
+                id: plan.original.id.clone(),
+                value: plan.original.autoconnect,
+            },
+            delete(&plan.port_uuid),
+            delete(&plan.bridge_uuid),
+        ],
+        done: format!(
             "{} and its port profile deleted; profile '{}' saved with autoconnect {}",
             plan.bridge,
             plan.original.id,
@@ -144,6 +140,6 @@ impl Transaction<'_> {
             } else {
                 "off"
             }
-        ))
+        ),
     }
 }

@@ -143,12 +143,14 @@ impl Controller {
         Ok(path)
     }
 
-    /// Runs `playbook` against the inventory with `extra_vars` (a JSON
+    /// Runs `playbook` against the inventory with more `ansible-playbook`
+    /// `options` (e.g. `--check --diff`) and `extra_vars` (a JSON
     /// object), killing it (its whole process group, which it started in)
     /// if it has not finished within `timeout`.
     pub fn run_playbook(
         &self,
         playbook: &Path,
+        options: &[&str],
         extra_vars: &Value,
         timeout: Duration,
     ) -> Result<PlaybookRun, LabError> {
@@ -160,6 +162,7 @@ impl Controller {
                 .unwrap_or_default()
         ));
         let mut command = self.playbook_command(playbook, extra_vars);
+        command.args(options);
         let mut child = spawn_logged(&mut command, &log)?;
         let deadline = Instant::now() + timeout;
         let status = loop {
