@@ -16,14 +16,20 @@ CARGO ?= cargo
 # `make install PROFILE=dev` installs debug builds (the tests do, to reuse them).
 PROFILE ?= release
 PROFILE_DIR := $(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
-# GLIBC=2.28 links against that glibc (through cargo-zigbuild and zig, which
-# must be installed: see the README), so one build runs on every distribution
-# from that glibc up; unset, the build needs the build machine's glibc.
+# GLIBC=2.28 links against that glibc (through cargo-zigbuild and zig, from
+# $(ZIG_VENV), where scripts/install-deps.sh puts them, or from PATH), so one
+# build runs on every distribution from that glibc up; unset, the build needs
+# the build machine's glibc. The packages are built that way (PACKAGE_GLIBC,
+# RHEL 8's glibc, the oldest claimed: see the README); PACKAGE_GLIBC= packs
+# a build for this machine's glibc instead.
 GLIBC ?=
+PACKAGE_GLIBC ?= 2.28
+ZIG_VENV ?= /var/cache/netbridge-tests/zig-venv
 ifeq ($(GLIBC),)
 CARGO_BUILD := $(CARGO) build
 BUILT := target/$(PROFILE_DIR)
 else
+export PATH := $(ZIG_VENV)/bin:$(PATH)
 TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 CARGO_BUILD := $(CARGO) zigbuild --target $(TARGET).$(GLIBC)
 BUILT := target/$(TARGET)/$(PROFILE_DIR)
@@ -95,7 +101,7 @@ uninstall:
 # packaging/debian/build-deb.sh adds the metadata and runs dpkg-deb (see the README).
 deb:
 	rm -rf $(DEB_OUT)/root
-	$(MAKE) install DESTDIR=$(abspath $(DEB_OUT)/root) PREFIX=/usr \
+	$(MAKE) install GLIBC=$(PACKAGE_GLIBC) DESTDIR=$(abspath $(DEB_OUT)/root) PREFIX=/usr \
 		UNITDIR=/usr/lib/systemd/system ZSHCOMPDIR=/usr/share/zsh/vendor-completions
 	packaging/debian/build-deb.sh $(DEB_OUT)/root $(DEB_VERSION) $(DEB_OUT)
 
@@ -103,7 +109,7 @@ deb:
 # rpmbuild with packaging/rpm/netbridge.spec (Debian's rpm package suffices).
 rpm:
 	rm -rf $(RPM_OUT)/root $(RPM_OUT)/build
-	$(MAKE) install DESTDIR=$(abspath $(RPM_OUT)/root) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
+	$(MAKE) install GLIBC=$(PACKAGE_GLIBC) DESTDIR=$(abspath $(RPM_OUT)/root) PREFIX=/usr UNITDIR=/usr/lib/systemd/system
 	strip --strip-unneeded $(RPM_OUT)/root/usr/bin/netbridge $(RPM_OUT)/root/usr/sbin/netbridge-agent
 	gzip -9n $(RPM_OUT)/root/usr/share/man/man*/*
 	rpmbuild -bb --quiet --define '_topdir $(abspath $(RPM_OUT)/build)' \

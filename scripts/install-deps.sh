@@ -25,7 +25,7 @@ PACKAGES=(
     openssh-server    # sshd for the fleet test, started only inside lab host namespaces
     openssh-client    # ssh and ssh-keygen: the fleet test's Ansible controller and its keys
     netcat-openbsd    # nc: the controller's ProxyCommand into each lab's LAN namespace
-    python3-venv      # the fleet test's ansible-core venv (from PyPI, cached outside the repo)
+    python3-venv      # the fleet test's ansible-core venv and the zig venv (from PyPI, cached outside the repo)
     e2fsprogs         # chattr: a libvirt test makes a booted host's /etc/qemu immutable (from outside)
     groff-base        # groff: the manual pages must render without warnings
     man-db            # man: reading the generated pages by hand
@@ -44,7 +44,26 @@ missing=()
 for pkg in "${PACKAGES[@]%% *}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+
+# zig and cargo-zigbuild from PyPI, for the packages' binary linked against
+# glibc 2.28 (see the README): a venv cached outside the repository, made
+# again when the pinned versions change. The Makefile looks for it here.
+ZIG_VENV=${NETBRIDGE_ZIG_VENV:-/var/cache/netbridge-tests/zig-venv}
+ZIG_PINS="ziglang==0.17.1 cargo-zigbuild==0.24.1"
+install_zig() {
+    if [[ $(cat "$ZIG_VENV/.netbridge-pins" 2>/dev/null) == "$ZIG_PINS" ]]; then
+        return
+    fi
+    echo "install-deps.sh: installing $ZIG_PINS into $ZIG_VENV" >&2
+    rm -rf "$ZIG_VENV"
+    python3 -m venv "$ZIG_VENV"
+    # shellcheck disable=SC2086 # one word per requirement
+    "$ZIG_VENV/bin/pip" install --disable-pip-version-check -q $ZIG_PINS
+    echo "$ZIG_PINS" >"$ZIG_VENV/.netbridge-pins"
+}
+
 if [[ ${#missing[@]} -eq 0 ]]; then
+    install_zig
     exit 0
 fi
 
@@ -65,3 +84,4 @@ echo "install-deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_zig

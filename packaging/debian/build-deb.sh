@@ -48,6 +48,13 @@ mkdir "$work/debian"
 printf 'Source: netbridge\n\nPackage: netbridge\nArchitecture: any\n' >"$work/debian/control"
 shlibs=$(cd "$work" && dpkg-shlibdeps -O "$root/usr/bin/netbridge" "$root/usr/sbin/netbridge-agent" |
     sed -n 's/^shlibs:Depends=//p')
+# A build linked against an older glibc (PACKAGE_GLIBC) needs only the newest
+# GLIBC_ symbol version it references; dpkg-shlibdeps would take a newer one
+# from this machine's symbols files (Debian 12 dates the libpthread and libdl
+# stubs such a build links from 2.34).
+glibc=$(objdump -T "$root/usr/bin/netbridge" "$root/usr/sbin/netbridge-agent" |
+    sed -n 's/.*GLIBC_\([0-9][0-9.]*\).*/\1/p' | sort -uV | tail -n 1)
+shlibs=$(sed "s/libc6 (>= [^)]*)/libc6 (>= $glibc)/" <<<"$shlibs")
 
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" \

@@ -16,7 +16,8 @@
 //! reboots and power cuts as a disk would. Containers run Debian 12
 //! (bookworm, NetworkManager 1.42) unless made with a [`Suite`]
 //! ([`Container::create_on`], [`Container::start_on`],
-//! [`Container::require_on`]): Debian 13 (trixie) brings NetworkManager 1.52.
+//! [`Container::require_on`]): Debian 11 (bullseye) brings NetworkManager
+//! 1.30, Debian 13 (trixie) 1.52, sid 1.58.
 //!
 //! The lab runs no bus and no NetworkManager of its own here
 //! ([`Lab::start_network_only`]). Dropping a [`Container`] powers the
@@ -30,6 +31,7 @@
 //! - `NETBRIDGE_ROOTFS_CACHE`: where bookworm's cached root lives (default
 //!   `/var/cache/netbridge-tests/rootfs-bookworm`),
 //!   `NETBRIDGE_ROOTFS_CACHE_TRIXIE` trixie's (default `.../rootfs-trixie`),
+//!   `_BULLSEYE` and `_SID` those of Debian 11 and unstable,
 //!   `NETBRIDGE_ROOTFS_CACHE_LIBVIRT` bookworm's with libvirt's daemon
 //!   (default `.../rootfs-bookworm-libvirt`, for the libvirt tests only);
 //!   `NETBRIDGE_DEBIAN_MIRROR` the mirror they are made from.
@@ -228,6 +230,7 @@ impl Container {
             name: self.lab.host_ns(),
             netns: self.lab.host_ns(),
             console: &console,
+            unified_cgroups: self.suite.needs_unified_cgroups(),
         })?);
         self.wait_until_up()?;
         eprintln!(
@@ -370,7 +373,8 @@ impl Container {
     }
 
     /// Installs netbridge into the container the documented way:
-    /// `make -C <repository> install DESTDIR=<root>`; if the container
+    /// `make -C <repository> install DESTDIR=<root>` (with `GLIBC=2.28`
+    /// where [`Suite::needs_portable_build`]); if the container
     /// runs, `systemctl daemon-reload` makes systemd see the new unit.
     pub fn install_netbridge(&self) -> Result<(), LabError> {
         let repo = repository_dir();
@@ -386,6 +390,11 @@ impl Container {
             .arg("install")
             // The debug build the test run already has; `make install` alone builds a release.
             .arg("PROFILE=dev")
+            .arg(if self.suite.needs_portable_build() {
+                "GLIBC=2.28"
+            } else {
+                "GLIBC="
+            })
             .arg(format!("DESTDIR={}", self.root.display()));
         cmd::run(&mut make)?;
         if self.machine.is_some() {

@@ -1,8 +1,11 @@
 //! Installing like a system tool: the manual pages render, the bash
 //! completion offers the verbs, `make deb` builds a package lintian accepts,
-//! `make rpm` one with the same files in Fedora/RHEL paths, and in a booted Debian 12 host that package installs without starting
-//! anything, runs the agent, upgrades keeping the admin's configuration and
-//! purges what is its own.
+//! `make rpm` one with the same files in Fedora/RHEL paths (both with the
+//! binaries linked against glibc 2.28), in a booted Debian 12 host that
+//! package installs without starting anything, runs the agent, upgrades
+//! keeping the admin's configuration and purges what is its own, and on
+//! Debian 11, 12, 13 and sid it installs and its binary reads the host's
+//! NetworkManager.
 
 mod common;
 
@@ -11,7 +14,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use netbridge_tests::container::Container;
+use netbridge_tests::container::{Container, Suite};
 use netbridge_tests::lab::{netbridge_bin, Uplink, STATIC_ADDRESS};
 
 const CONFIG: &str = r#"
@@ -226,10 +229,10 @@ fn the_deb_has_the_layout_and_lintian_finds_no_error() {
             .expect("dpkg-deb -f");
         text(&out.stdout)
     };
-    assert!(
-        field("Depends").contains("network-manager (>= 1.42)"),
-        "{}",
-        field("Depends")
+    // The binaries are linked against glibc 2.28, so that is all they ask.
+    assert_eq!(
+        field("Depends"),
+        "libc6 (>= 2.28), network-manager (>= 1.30)"
     );
     let conffiles = Command::new("dpkg-deb")
         .args(["-I", &deb, "conffiles"])
@@ -299,9 +302,28 @@ fn the_rpm_has_the_same_files_in_fedora_paths_and_requires_networkmanager() {
     assert!(!files.contains(".build-id"), "{files}");
     let requires = query(&["--requires"]);
     assert!(
-        requires.lines().any(|l| l == "NetworkManager >= 1.42"),
+        requires.lines().any(|l| l == "NetworkManager >= 1.30"),
         "{requires}"
     );
+    // rpmbuild's automatic requirements: glibc 2.28's symbols at most.
+    assert!(
+        requires
+            .lines()
+            .any(|l| l == "libc.so.6(GLIBC_2.28)(64bit)"),
+        "{requires}"
+    );
+    let newest = requires
+        .split("GLIBC_")
+        .skip(1)
+        .filter_map(|rest| {
+            let mut parts = rest.split(|c: char| !c.is_ascii_digit());
+            Some((
+                parts.next()?.parse::<u32>().ok()?,
+                parts.next()?.parse::<u32>().ok()?,
+            ))
+        })
+        .max();
+    assert_eq!(newest, Some((2, 28)), "{requires}");
     assert_eq!(
         query(&["--configfiles"]),
         "/etc/netbridge/netbridge.toml.example"
@@ -487,5 +509,51 @@ fn the_deb_installs_without_starting_upgrades_keeping_the_configuration_and_purg
     assert_eq!(
         host.ipv4_addresses("br0").unwrap_or_default(),
         vec![(STATIC_ADDRESS, 24)]
+    );
+}
+
+common::on_suites!(the_package_installs_and_its_binary_reads_networkmanager:
+    bullseye => Bullseye, bookworm => Bookworm, trixie => Trixie, sid => Sid);
+
+/// On every Debian the README claims: apt installs the package (its
+/// Depends met by the release's own NetworkManager and glibc), and the
+/// binary, linked against glibc 2.28, starts and reads that NetworkManager.
+fn the_package_installs_and_its_binary_reads_networkmanager(suite: Suite) {
+    let Some(host) = Container::require_on(suite, Uplink::Static) else {
+        return;
+    };
+    let inside = host.root().join("root/netbridge.deb");
+    std::fs::copy(deb(), inside).expect("copy the package in");
+    apt(&host, &["install", "/root/netbridge.deb"]);
+
+    let version = host.exec(["netbridge", "--version"]);
+    assert!(
+        version.status.success(),
+        "netbridge --version on {suite}: {}",
+        text(&version.stderr)
+    );
+    assert_eq!(
+        text(&version.stdout),
+        format!("netbridge {}", env!("CARGO_PKG_VERSION"))
+    );
+    let status = host.exec(["netbridge", "status", "--json"]);
+    assert!(
+        status.status.success(),
+        "netbridge status on {suite}: {}",
+        text(&status.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    let nm = status["networkmanager"]["version"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        nm.starts_with(&format!("{}.", suite.networkmanager())),
+        "{suite}'s NetworkManager: {status:#}"
+    );
+    let devices = status["devices"].as_array().cloned().unwrap_or_default();
+    assert!(
+        devices.iter().any(|d| d["interface"] == "ens32"),
+        "ens32 among the devices: {status:#}"
     );
 }

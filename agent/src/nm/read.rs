@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use netbridge_dbus::flags::{ActivationStateFlags, SettingsConnectionFlags};
+use netbridge_dbus::proxy::controller::{BondProxy, BridgeProxy, TeamProxy};
+use netbridge_dbus::proxy::device::DeviceProxy;
 use netbridge_dbus::proxy::ip4_config::Ip4ConfigProxy;
 use netbridge_dbus::proxy::ip6_config::Ip6ConfigProxy;
 use netbridge_dbus::proxy::wired::WiredProxy;
@@ -15,7 +17,10 @@ use serde::Serialize;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 
-use super::{CallContext, Nm, NmError};
+use super::{CallContext, Nm, NmError, NmVersion};
+
+/// The first NetworkManager with `Device.Ports`.
+const PORTS_PROPERTY: NmVersion = NmVersion(1, 34, 0);
 
 /// A device's runtime IP state (what the kernel has, as NetworkManager reports it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -127,9 +132,10 @@ impl Nm {
         let ip4 = optional_path(dev.ip4_config().await.call(&ctx("Ip4Config"))?);
         let ip6 = optional_path(dev.ip6_config().await.call(&ctx("Ip6Config"))?);
         let dhcp4 = optional_path(dev.dhcp4_config().await.call(&ctx("Dhcp4Config"))?);
+        let device_type = DeviceType::from(dev.device_type().await.call(&ctx("DeviceType"))?);
         Ok(DeviceInfo {
             path: path.to_owned().into(),
-            device_type: DeviceType::from(dev.device_type().await.call(&ctx("DeviceType"))?),
+            device_type,
             state: DeviceState::from(dev.state().await.call(&ctx("State"))?),
             managed: dev.managed().await.call(&ctx("Managed"))?,
             mac: dev.hw_address().await.call(&ctx("HwAddress"))?,
@@ -140,12 +146,48 @@ impl Nm {
                     .await
                     .call(&ctx("ActiveConnection"))?,
             ),
-            port_paths: dev.ports().await.call(&ctx("Ports"))?,
+            port_paths: self.port_paths(&dev, device_type, &ctx).await?,
             ipv4: self.ip4_runtime(ip4).await?,
             ipv6: self.ip6_runtime(ip6).await?,
             dhcp4: dhcp4.is_some(),
             interface,
         })
+    }
+
+    /// The device's ports: `Device.Ports` from 1.34; before it, `Slaves` of
+    /// a bridge's, bond's or team's own interface (other devices have none).
+    async fn port_paths(
+        &self,
+        dev: &DeviceProxy<'_>,
+        device_type: DeviceType,
+        ctx: &impl Fn(&str) -> String,
+    ) -> Result<Vec<OwnedObjectPath>, NmError> {
+        if self.version() >= PORTS_PROPERTY {
+            return dev.ports().await.call(&ctx("Ports"));
+        }
+        let path = dev.inner().path().to_owned();
+        let slaves = match device_type {
+            DeviceType::Bridge => self.proxy::<BridgeProxy>(path).await?.slaves().await,
+            DeviceType::Bond => self.proxy::<BondProxy>(path).await?.slaves().await,
+            DeviceType::Team => self.proxy::<TeamProxy>(path).await?.slaves().await,
+            _ => return Ok(Vec::new()),
+        };
+        slaves.call(&ctx("Slaves"))
+    }
+
+    /// An uncached proxy of type `P` on the object at `path`.
+    async fn proxy<P>(&self, path: ObjectPath<'static>) -> Result<P, NmError>
+    where
+        P: From<zbus::Proxy<'static>> + zbus::proxy::Defaults,
+    {
+        let what = "bridge, bond or team proxy";
+        zbus::proxy::Builder::<P>::new(self.connection())
+            .path(path)
+            .call(what)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .call(what)
     }
 
     /// Only Ethernet-like devices have a permanent MAC; others read as empty.

@@ -3,7 +3,7 @@
 //! what netbridge does over D-Bus, in the order it does it, without its
 //! safety net (checkpoint, in-memory trial, checks). Property names are the
 //! legacy ones (`master`, `slave-type`, `autoconnect-slaves`) where newer
-//! ones exist: those work on every NetworkManager netbridge supports (1.42+).
+//! ones exist: those work on every NetworkManager netbridge supports (1.30+).
 
 use netbridge_dbus::settings::names;
 use netbridge_dbus::Settings;

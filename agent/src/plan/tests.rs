@@ -350,9 +350,10 @@ fn unsuitable_uplinks_are_refused() {
     ));
 
     assert!(matches!(
-        supported(NmVersion(1, 30, 0)),
+        supported(NmVersion(1, 28, 0)),
         Err(PlanError::NmTooOld { .. })
     ));
+    assert_eq!(supported(NmVersion(1, 30, 6)), Ok(()));
     assert_eq!(supported(NmVersion(1, 42, 4)), Ok(()));
 }
 

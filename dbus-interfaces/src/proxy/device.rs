@@ -70,7 +70,8 @@ pub trait Device {
     #[zbus(property)]
     fn dhcp6_config(&self) -> zbus::Result<OwnedObjectPath>;
 
-    /// Devices attached to this controller (1.34).
+    /// Devices attached to this controller (1.34; before it, `Slaves` of
+    /// `controller`'s interfaces).
     #[zbus(property)]
     fn ports(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
 

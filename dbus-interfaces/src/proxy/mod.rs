@@ -8,6 +8,7 @@ use zbus::zvariant::{OwnedValue, Value};
 pub mod active;
 pub mod checkpoint;
 pub mod connection;
+pub mod controller;
 pub mod device;
 pub mod dhcp4_config;
 pub mod dhcp6_config;

@@ -34,6 +34,9 @@ pub(crate) struct BootSpec<'a> {
     pub(crate) name: &'a str,
     pub(crate) netns: &'a str,
     pub(crate) console: &'a Path,
+    /// `SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1`: a cgroup v2 tree for systemds that
+    /// refuse v1 (`crate::container::Suite::needs_unified_cgroups`).
+    pub(crate) unified_cgroups: bool,
 }
 
 impl Machine {
@@ -230,6 +233,9 @@ fn nspawn_command(spec: &BootSpec<'_>) -> Command {
         .arg("--console=read-only")
         .env("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")
         .env("TERM", "dumb");
+    if spec.unified_cgroups {
+        command.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
+    }
     command
 }
 

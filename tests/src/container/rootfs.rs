@@ -30,8 +30,14 @@ pub enum Suite {
     /// Debian 12, NetworkManager 1.42: what most tests run.
     #[default]
     Bookworm,
+    /// Debian 11, NetworkManager 1.30 and glibc 2.31: the oldest supported,
+    /// without `Device.Ports` (ports are read from `Slaves`).
+    Bullseye,
     /// Debian 13, NetworkManager 1.52: the newer D-Bus API and key names.
     Trixie,
+    /// Debian unstable, NetworkManager 1.58: the newest. Its systemd boots
+    /// only on the unified cgroup hierarchy ([`Suite::needs_unified_cgroups`]).
+    Sid,
     /// Debian 12 with libvirt's daemon and virsh, for the libvirt tests
     /// only: a root of its own (about 110 MB more), so the other tests keep
     /// copying the small one.
@@ -43,7 +49,9 @@ impl Suite {
     pub const fn codename(self) -> &'static str {
         match self {
             Suite::Bookworm | Suite::BookwormLibvirt => "bookworm",
+            Suite::Bullseye => "bullseye",
             Suite::Trixie => "trixie",
+            Suite::Sid => "sid",
         }
     }
 
@@ -51,24 +59,49 @@ impl Suite {
     pub fn networkmanager(self) -> &'static str {
         match self {
             Suite::Bookworm | Suite::BookwormLibvirt => "1.42",
+            Suite::Bullseye => "1.30",
             Suite::Trixie => "1.52",
+            Suite::Sid => "1.58",
         }
     }
 
+    /// Every suite, oldest first.
+    pub const ALL: [Suite; 5] = [
+        Suite::Bullseye,
+        Suite::Bookworm,
+        Suite::BookwormLibvirt,
+        Suite::Trixie,
+        Suite::Sid,
+    ];
+
+    /// Whether netbridge must be built linked against an older glibc
+    /// (`make install GLIBC=2.28`, as the packages are) to run there:
+    /// bullseye's glibc 2.31 is older than the 2.34 a build on Debian 12 needs.
+    pub fn needs_portable_build(self) -> bool {
+        self == Suite::Bullseye
+    }
+
+    /// Whether systemd-nspawn must give the container the unified cgroup
+    /// hierarchy (`SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1`): sid's systemd
+    /// refuses to boot on cgroup v1, which a host on v1 would pass on.
+    pub fn needs_unified_cgroups(self) -> bool {
+        self == Suite::Sid
+    }
+
     /// What `debootstrap --include` adds to the minimal base: [`PACKAGES`]
-    /// (the same names exist in both suites), and on trixie what a real
+    /// (the same names exist in every suite), and on the others what a real
     /// host has beside NetworkManager and a NAT network needs:
     /// `dnsmasq-base` (a Recommends of network-manager; NetworkManager runs
     /// it for shared mode) and `nftables` (priority important, so in every
     /// standard installation; NetworkManager's default firewall backend for
-    /// shared mode). Bookworm's list stays as it was, so its existing cache
+    /// shared mode from 1.32). Bookworm's list stays as it was, so its existing cache
     /// stays current. The libvirt root adds `libvirt-daemon-system` and
     /// `libvirt-clients` (debootstrap installs Depends only, so this is
     /// `--no-install-recommends`: no QEMU, no dnsmasq).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
             Suite::Bookworm => &PACKAGES,
-            Suite::Trixie => &TRIXIE_PACKAGES,
+            Suite::Bullseye | Suite::Trixie | Suite::Sid => &STANDARD_PACKAGES,
             Suite::BookwormLibvirt => &LIBVIRT_PACKAGES,
         }
     }
@@ -78,7 +111,9 @@ impl Suite {
     fn cache_variable(self) -> &'static str {
         match self {
             Suite::Bookworm => "NETBRIDGE_ROOTFS_CACHE",
+            Suite::Bullseye => "NETBRIDGE_ROOTFS_CACHE_BULLSEYE",
             Suite::Trixie => "NETBRIDGE_ROOTFS_CACHE_TRIXIE",
+            Suite::Sid => "NETBRIDGE_ROOTFS_CACHE_SID",
             Suite::BookwormLibvirt => "NETBRIDGE_ROOTFS_CACHE_LIBVIRT",
         }
     }
@@ -111,7 +146,7 @@ pub const PACKAGES: [&str; 7] = [
     "iproute2",
     "iputils-ping",
 ];
-const TRIXIE_PACKAGES: [&str; 9] = [
+const STANDARD_PACKAGES: [&str; 9] = [
     PACKAGES[0],
     PACKAGES[1],
     PACKAGES[2],
@@ -156,7 +191,7 @@ impl RootfsCache {
 
     /// The cache of `suite`: `/var/cache/netbridge-tests/rootfs-<suite>`
     /// unless `$NETBRIDGE_ROOTFS_CACHE` (bookworm) or
-    /// `$NETBRIDGE_ROOTFS_CACHE_TRIXIE` says otherwise, filled from
+    /// `$NETBRIDGE_ROOTFS_CACHE_<SUITE>` (e.g. `_TRIXIE`) says otherwise, filled from
     /// `$NETBRIDGE_DEBIAN_MIRROR` (default `http://deb.debian.org/debian`).
     pub fn for_suite(suite: Suite) -> RootfsCache {
         let dir = std::env::var_os(suite.cache_variable())
@@ -385,7 +420,7 @@ mod tests {
 
     #[test]
     fn the_stamp_names_the_suite_and_every_package() {
-        for suite in [Suite::Bookworm, Suite::Trixie, Suite::BookwormLibvirt] {
+        for suite in Suite::ALL {
             let stamp = RootfsCache::for_suite(suite).stamp();
             for package in suite.packages() {
                 assert!(stamp.contains(package), "{stamp}");
@@ -413,25 +448,22 @@ mod tests {
 
     #[test]
     fn each_suite_has_its_own_cache() {
-        // Unless the environment moves them; this test does not set it.
-        if std::env::var_os("NETBRIDGE_ROOTFS_CACHE").is_some()
-            || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_TRIXIE").is_some()
-            || std::env::var_os("NETBRIDGE_ROOTFS_CACHE_LIBVIRT").is_some()
-        {
-            return;
+        for (suite, dir) in [
+            (Suite::Bullseye, "rootfs-bullseye"),
+            (Suite::Bookworm, "rootfs-bookworm"),
+            (Suite::BookwormLibvirt, "rootfs-bookworm-libvirt"),
+            (Suite::Trixie, "rootfs-trixie"),
+            (Suite::Sid, "rootfs-sid"),
+        ] {
+            // Unless the environment moves it; this test does not set it.
+            if std::env::var_os(suite.cache_variable()).is_some() {
+                continue;
+            }
+            assert_eq!(
+                RootfsCache::for_suite(suite).dir(),
+                Path::new(CACHE_PARENT).join(dir)
+            );
         }
-        assert_eq!(
-            RootfsCache::from_env().dir(),
-            Path::new("/var/cache/netbridge-tests/rootfs-bookworm")
-        );
-        assert_eq!(
-            RootfsCache::for_suite(Suite::Trixie).dir(),
-            Path::new("/var/cache/netbridge-tests/rootfs-trixie")
-        );
-        assert_eq!(
-            RootfsCache::for_suite(Suite::BookwormLibvirt).dir(),
-            Path::new("/var/cache/netbridge-tests/rootfs-bookworm-libvirt")
-        );
     }
 
     #[test]

@@ -444,3 +444,23 @@ pub fn guest_pings(guest: &Guest, target: &str) -> bool {
         .status
         .success()
 }
+
+/// One `#[test]` per Debian suite, named after it, in a module named after
+/// the scenario, each calling `scenario(Suite::…)` of the test file:
+/// `on_suites!(converts: bullseye => Bullseye, sid => Sid)` makes the tests
+/// `converts::bullseye` and `converts::sid`.
+#[allow(unused_macros)] // each test file uses a different subset
+macro_rules! on_suites {
+    ($scenario:ident: $($name:ident => $suite:ident),+ $(,)?) => {
+        mod $scenario {
+            $(
+                #[test]
+                fn $name() {
+                    super::$scenario(::netbridge_tests::container::Suite::$suite);
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)] // each test file uses a different subset
+pub(crate) use on_suites;

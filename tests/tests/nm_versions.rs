@@ -1,21 +1,26 @@
-//! netbridge against NetworkManager 1.52: a Debian 13 (trixie) host booted
-//! with systemd-nspawn in a lab namespace, netbridge installed with
-//! `make install` (built here, on bookworm: it needs glibc 2.34, trixie has
-//! 2.41) and the whole job done there — convert, a reboot, revert, a NAT
-//! network with a DHCP range, and a rollback. The other tests run
-//! NetworkManager 1.42 (bookworm); the legacy keys (`connection.master`,
-//! `slave-type`, `ipv4.dns` as `au`), checkpoint and AddConnection2/Update2
-//! flags and `user.data` markers netbridge writes must work on both.
+//! netbridge against each NetworkManager the package claims beyond the
+//! 1.42 the other tests run (Debian 12): Debian 11's 1.30 (bullseye), 13's
+//! 1.52 (trixie) and sid's 1.58, each a host booted with systemd-nspawn in a
+//! lab namespace, netbridge installed with `make install` (on bullseye the
+//! build linked against glibc 2.28: see `Suite::needs_portable_build`) and
+//! the job done there — convert, a reboot, revert, a rollback on a failing
+//! check, and a NAT network with a DHCP range where NetworkManager has
+//! them (1.46) or its refusal where not. The legacy keys
+//! (`connection.master`, `slave-type`, `ipv4.dns` as `au`), checkpoint and
+//! AddConnection2/Update2 flags and `user.data` markers netbridge writes
+//! must work on all of them; 1.30 lists ports in `Slaves`, not `Ports`.
 //!
-//! The first run builds the trixie root (`/var/cache/netbridge-tests/rootfs-trixie`,
-//! 40 to 80 s here); see `netbridge_tests::container`.
+//! Each scenario is one function of the [`Suite`], run per suite by
+//! `common::on_suites!`: `cargo test --test nm_versions -- ::sid` runs sid's.
+//! The first run builds a suite's root (`/var/cache/netbridge-tests/rootfs-<suite>`,
+//! a few minutes); see `netbridge_tests::container`.
 
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Run, Running};
+use common::{eventually, Run, Running};
 
 use netbridge_tests::container::{Container, Suite};
 use netbridge_tests::lab::{Lab, Uplink, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
@@ -27,11 +32,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).trim().to_owned()
 }
 
-/// A trixie host with a static uplink, netbridge installed.
-fn trixie_host() -> Option<Container> {
-    let host = Container::require_on(Suite::Trixie, Uplink::Static)?;
+/// A host of `suite` with a static uplink, netbridge installed.
+fn host_on(suite: Suite) -> Option<Container> {
+    let host = Container::require_on(suite, Uplink::Static)?;
     host.install_netbridge()
-        .expect("make install into the trixie host");
+        .unwrap_or_else(|e| panic!("make install into the {suite} host: {e}"));
     Some(host)
 }
 
@@ -107,17 +112,6 @@ fn profile_names(host: &Container) -> Vec<String> {
     .collect()
 }
 
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    cond()
-}
-
 /// The host as converted: br0 carries the address and the default route,
 /// ens32 is its port, the gateway answers through it.
 fn assert_converted(host: &Container, when: &str) {
@@ -149,26 +143,32 @@ fn assert_original(host: &Container, when: &str) {
     assert!(device(&s, "br0").is_none(), "{when}: {s:#}");
 }
 
-#[test]
-fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_52() {
-    let Some(mut host) = trixie_host() else {
+common::on_suites!(convert_survives_a_reboot_and_revert_restores_the_uplink:
+    bullseye => Bullseye, trixie => Trixie, sid => Sid);
+
+fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
+    let Some(mut host) = host_on(suite) else {
         return;
     };
     let s = status(&host);
     let version = s["networkmanager"]["version"].as_str().unwrap_or_default();
-    assert!(version.starts_with("1.52."), "NetworkManager 1.52.x: {s:#}");
+    let series = format!("{}.", suite.networkmanager());
+    assert!(
+        version.starts_with(&series),
+        "NetworkManager {series}x: {s:#}"
+    );
 
     let run = netbridge(&host, &["convert", UPLINK, "--yes", "--json"]);
     expect_code(&host, &run, 0, "netbridge convert ens32 --yes --json");
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
-    // The guest-path check's throwaway veth profiles work on 1.52 as on 1.42.
+    // The guest-path check's throwaway veth profiles work on every version.
     let guest_path_ok = run.json()["outcome"]["checks"].as_array().is_some_and(|c| {
         c.iter()
             .any(|r| r["kind"] == "guest-path" && r["target"] == "br0" && r["ok"] == true)
     });
     assert!(guest_path_ok, "{}", run.stdout);
     assert_converted(&host, "after convert");
-    // Written as the legacy `connection.master`, which 1.52 reads as `controller`.
+    // Written as the legacy `connection.master`, which 1.46+ reads as `controller`.
     assert_eq!(
         profile_field(&host, "br0-port-ens32", "connection.master"),
         profile_field(&host, "br0", "connection.uuid"),
@@ -176,7 +176,8 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink_on_networkmanager_1_
     );
 
     host.expect_address_on("br0");
-    host.reboot().expect("reboot the trixie host");
+    host.reboot()
+        .unwrap_or_else(|e| panic!("reboot the {suite} host: {e}"));
     assert_converted(&host, "after the reboot");
 
     let run = netbridge(&host, &["revert", "br0", "--yes", "--json"]);
@@ -204,24 +205,29 @@ fn command_lines(host: &Container, name: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52() {
-    let Some(host) = trixie_host() else {
+/// `netbridge create virbr1` as a NAT network with a DHCP range.
+const NAT_WITH_RANGE: [&str; 9] = [
+    "create",
+    "virbr1",
+    "--mode",
+    "nat",
+    "--address",
+    "192.168.107.1/24",
+    "--dhcp-range",
+    "192.168.107.2-192.168.107.9",
+    "--json",
+];
+
+common::on_suites!(a_nat_network_with_a_dhcp_range_is_created_and_deleted:
+    trixie => Trixie, sid => Sid);
+
+fn a_nat_network_with_a_dhcp_range_is_created_and_deleted(suite: Suite) {
+    let Some(host) = host_on(suite) else {
         return;
     };
-    let args = [
-        "create",
-        "virbr1",
-        "--mode",
-        "nat",
-        "--address",
-        "192.168.107.1/24",
-        "--dhcp-range",
-        "192.168.107.2-192.168.107.9",
-        "--json",
-    ];
-    let run = netbridge(&host, &args);
-    expect_code(&host, &run, 0, &format!("netbridge {}", args.join(" ")));
+    let run = netbridge(&host, &NAT_WITH_RANGE);
+    let what = format!("netbridge {}", NAT_WITH_RANGE.join(" "));
+    expect_code(&host, &run, 0, &what);
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert!(
         eventually(Duration::from_secs(20), || addresses(&host, "virbr1")
@@ -259,6 +265,29 @@ fn a_nat_network_with_a_dhcp_range_is_created_and_deleted_on_networkmanager_1_52
     assert_eq!(addresses(&host, UPLINK), vec![ME]);
 }
 
+common::on_suites!(a_dhcp_range_is_refused_before_any_change_where_networkmanager_has_none:
+    bullseye => Bullseye);
+
+/// NetworkManager before 1.46 has no `ipv4.shared-dhcp-range`: netbridge
+/// says so and changes nothing, rather than creating a network that
+/// ignores the range.
+fn a_dhcp_range_is_refused_before_any_change_where_networkmanager_has_none(suite: Suite) {
+    let Some(host) = host_on(suite) else {
+        return;
+    };
+    let run = netbridge(&host, &NAT_WITH_RANGE);
+    let what = format!("netbridge {}", NAT_WITH_RANGE.join(" "));
+    expect_code(&host, &run, 2, &what);
+    let said = format!("{}{}", run.stdout, run.stderr);
+    assert!(
+        said.contains("ipv4.shared-dhcp-range needs 1.46 or newer"),
+        "{said}"
+    );
+    assert!(!link_exists(&host, "virbr1"), "no virbr1");
+    assert_eq!(profile_names(&host), [UPLINK], "no profile was added");
+    assert_eq!(addresses(&host, UPLINK), vec![ME]);
+}
+
 /// The LAN stops answering ping while it lives; answers again when dropped
 /// (also when the test fails).
 struct SilentLan<'a>(&'a Lab);
@@ -278,9 +307,11 @@ impl Drop for SilentLan<'_> {
     }
 }
 
-#[test]
-fn a_check_that_fails_after_the_change_rolls_back_on_networkmanager_1_52() {
-    let Some(host) = trixie_host() else {
+common::on_suites!(a_check_that_fails_after_the_change_rolls_back:
+    bullseye => Bullseye, trixie => Trixie, sid => Sid);
+
+fn a_check_that_fails_after_the_change_rolls_back(suite: Suite) {
+    let Some(host) = host_on(suite) else {
         return;
     };
     let args = [
