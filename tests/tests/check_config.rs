@@ -81,7 +81,7 @@ fn an_invalid_configuration_exits_2_naming_file_line_and_key() {
     assert_eq!(json.code, 2, "{}", json.stderr);
     let doc = json.json();
     assert!(
-        doc["error"]
+        doc["error"]["message"]
             .as_str()
             .is_some_and(|e| e.contains("bridge.stp")),
         "{doc}"

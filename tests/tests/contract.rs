@@ -219,7 +219,7 @@ fn the_exit_table_in_the_readme_is_the_one_in_help() {
     let codes: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(
         codes,
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8"],
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
         "{}",
         help.stdout
     );

@@ -384,7 +384,7 @@ fn reload_applies_changed_options_in_place(host: &Container) {
     }
     assert_eq!(
         status(host)["configured"]["br0"]["result"],
-        "applied",
+        "committed",
         "{journal}"
     );
     let summary = text(&pinged.stdout);

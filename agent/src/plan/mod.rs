@@ -805,6 +805,18 @@ impl Plan {
         }
         staged
     }
+
+    /// What the bridge runs once its port is attached: its planned
+    /// configuration, but `autoconnect-slaves` as it was activated
+    /// ([`Plan::bridge_staged`]). Reapply refuses to change that key before
+    /// NetworkManager 1.42 (1.30 answers IncompatibleConnection), and it
+    /// only matters at the next activation, which reads the profile: the
+    /// profile has the planned value, saved at the commit.
+    pub fn bridge_reapplied(&self) -> Settings {
+        let mut running = self.bridge_trial.clone();
+        running.set(names::CONNECTION, "autoconnect-slaves", 0i32);
+        running
+    }
 }
 
 /// The route metric of a bridge that holds the address while another

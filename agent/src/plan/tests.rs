@@ -183,6 +183,19 @@ fn the_bridge_first_comes_up_with_its_ip_at_the_worst_metric_and_no_port() {
         p.bridge_trial.i32(names::CONNECTION, "autoconnect-slaves"),
         Ok(Some(1))
     );
+    // Once the port is attached the bridge gets its planned configuration
+    // by Reapply, which must not touch autoconnect-slaves (NM 1.30 refuses).
+    let reapplied = p.bridge_reapplied();
+    assert_eq!(
+        reapplied.i32(names::CONNECTION, "autoconnect-slaves"),
+        first.i32(names::CONNECTION, "autoconnect-slaves")
+    );
+    for ip in [names::IPV4, names::IPV6] {
+        assert_eq!(
+            reapplied.i64(ip, "route-metric"),
+            p.bridge_trial.i64(ip, "route-metric")
+        );
+    }
 }
 
 #[test]

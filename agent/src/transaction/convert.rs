@@ -250,7 +250,10 @@ impl Transaction<'_> {
             .update_profile(bridge, Some(&plan.bridge_trial), Update2Flags::IN_MEMORY)
             .await
             .map_err(Failure::Apply)?;
-        self.nm.reapply(&device).await.map_err(Failure::Apply)?;
+        self.nm
+            .reapply_settings(&device, &plan.bridge_reapplied(), 0)
+            .await
+            .map_err(Failure::Apply)?;
         self.progress.step(
             "bridge up",
             format!(
