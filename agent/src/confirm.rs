@@ -25,7 +25,7 @@ use crate::journal::{now_unix, Change, JournalError, Lock, Phase, Record, Store}
 use crate::nm::{Nm, NmError};
 use crate::recovery::{self, Recovered, RecoveryError};
 use crate::report::Progress;
-use crate::transaction::{Failure, Host, Outcome, Transaction, TxError};
+use crate::transaction::{Failure, Host, Keepalive, Outcome, Transaction, TxError};
 
 /// The watcher's diagnostics, in the state directory.
 pub const WATCH_LOG: &str = "confirm-watch.log";
@@ -118,13 +118,14 @@ pub async fn confirm(
             store.dir().display().to_string(),
         ));
     };
-    // Re-armed first: a checkpoint that cannot be re-armed has rolled back.
+    // Re-armed first. A checkpoint that is gone has rolled back; one that is
+    // alive but cannot be re-armed is NetworkManager's error to report, the
+    // change still on trial.
     let armed = match recovery::alive_checkpoint(nm, &record).await? {
-        Some(checkpoint) => nm
-            .checkpoint_adjust(&checkpoint, COMMIT_TIME)
-            .await
-            .is_ok()
-            .then_some(checkpoint),
+        Some(checkpoint) => {
+            nm.checkpoint_adjust(&checkpoint, COMMIT_TIME).await?;
+            Some(checkpoint)
+        }
         None => None,
     };
     let Some(checkpoint) = armed else {
@@ -139,6 +140,11 @@ pub async fn confirm(
         let recovered = recovery::recover(nm, store, lock, progress).await?;
         return Ok(Confirmed::Expired { recovered });
     };
+    // From here the commit runs to its end: netbridge's own SIGINT and
+    // SIGTERM handlers replace the default action that would kill it half-way,
+    // and the checkpoint is re-armed while the saves run.
+    let _signals = crate::transaction::interrupted();
+    let keepalive = Keepalive::start(nm, &checkpoint, COMMIT_TIME);
     let tx = Transaction {
         nm,
         store,
@@ -147,6 +153,7 @@ pub async fn confirm(
         confirm: None,
     };
     if let Err(e) = tx.persist(&mut record, &pending.saves).await {
+        drop(keepalive);
         let outcome = tx
             .roll_back(
                 &record,
@@ -162,6 +169,7 @@ pub async fn confirm(
         };
         return Ok(Confirmed::RolledBack { reason });
     }
+    drop(keepalive);
     tx.finish(&checkpoint).await;
     if let Change::Convert {
         bridge, held: true, ..

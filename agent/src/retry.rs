@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guest_forwarding::ForwardingError;
 use crate::journal::JournalError;
 use crate::nm::NmError;
 use crate::operations::network::NetworkError;
@@ -56,6 +57,17 @@ impl ErrorKind {
                 ErrorKind::Permission
             }
             _ => ErrorKind::Internal,
+        }
+    }
+
+    /// A firewall that cannot be read was not changed: refused. A firewall
+    /// tool that fails mid-way is left as the error it is (`internal`):
+    /// netbridge cannot tell how far the tool got.
+    pub fn of_forwarding(e: &ForwardingError) -> ErrorKind {
+        match e {
+            ForwardingError::State(j) => ErrorKind::of_journal(j),
+            ForwardingError::Unreadable(_) => ErrorKind::Refused,
+            ForwardingError::Tool { .. } => ErrorKind::Internal,
         }
     }
 

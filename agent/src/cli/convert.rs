@@ -21,6 +21,7 @@ use crate::operations::CheckChoice;
 use crate::plan::{self, Plan, Request};
 use crate::recovery::{self, Recovered};
 use crate::report::{Progress, Verdict};
+use crate::retry::ErrorKind;
 use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
@@ -464,8 +465,8 @@ fn print_in_place(change: &InPlace, probes: &[Probe]) {
 
 /// Read-only libvirt checks that fail are bad input: nothing changed.
 fn bad_input(e: LibvirtError) -> Fatal {
-    let exit = match e {
-        LibvirtError::Journal(_) => Exit::Internal,
+    let exit = match &e {
+        LibvirtError::Journal(j) => ErrorKind::of_journal(j).into(),
         _ => Exit::Refused,
     };
     Fatal::new(exit, format!("{e}; nothing was changed"))
@@ -517,7 +518,7 @@ async fn preview_forwarding(bridge: &str, progress: &Progress) {
 /// The firewall could not be changed (or changed back) for `bridge`.
 pub(super) fn forwarding_failed(e: &guest_forwarding::ForwardingError, bridge: &str) -> Fatal {
     Fatal::new(
-        Exit::Internal,
+        ErrorKind::of_forwarding(e).into(),
         format!("guest forwarding on {bridge}: {e} (`netbridge guest-forwarding` makes the firewall match what is recorded)"),
     )
 }

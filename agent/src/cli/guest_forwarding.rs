@@ -13,6 +13,7 @@ use crate::config;
 use crate::guest_forwarding::{self, Applied, GuestForwarding};
 use crate::journal::Store;
 use crate::report::{Progress, Verdict};
+use crate::retry::ErrorKind;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -63,7 +64,9 @@ async fn sync(
     let store = Store::new(state_dir);
     // Not while a change is in flight: it adds or removes rules itself.
     let lock = store.lock()?;
-    let failed = |e: guest_forwarding::ForwardingError| Fatal::new(Exit::Internal, e.to_string());
+    let failed = |e: guest_forwarding::ForwardingError| {
+        Fatal::new(ErrorKind::of_forwarding(&e).into(), e.to_string())
+    };
     report.bridges = guest_forwarding::listed(&store).await.map_err(failed)?;
     report.bridges.extend(
         configured

@@ -498,7 +498,17 @@ fn print_change(status: &Status) {
         return;
     };
     let record = &change.record;
-    if let (Phase::AwaitingConfirm, Some(pending)) = (&record.phase, &record.pending) {
+    if let (Phase::AwaitingConfirm, Some(pending), None) =
+        (&record.phase, &record.pending, status.lock_holder)
+    {
+        if pending.deadline_unix <= crate::journal::now_unix() {
+            say!(
+                "\nCHANGE           expired: the {} of {} was not confirmed in time and is rolled back by NetworkManager; `netbridge recover` clears the record",
+                record.change.operation(),
+                record.change.bridge()
+            );
+            return;
+        }
         say!(
             "\nAWAITING CONFIRMATION  the {} of {}: {} s left (deadline {} s since the epoch); `netbridge confirm` commits it, `netbridge rollback` undoes it, otherwise it rolls back by itself.",
             record.change.operation(),

@@ -568,10 +568,10 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 
 /// Re-arms the checkpoint while netbridge is alive, so the rollback timer only
 /// fires if netbridge stops (killed, frozen, host lost).
-struct Keepalive(tokio::task::JoinHandle<()>);
+pub(crate) struct Keepalive(tokio::task::JoinHandle<()>);
 
 impl Keepalive {
-    fn start<N: Host>(nm: &N, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
+    pub(crate) fn start<N: Host>(nm: &N, checkpoint: &OwnedObjectPath, timeout: u32) -> Self {
         let (nm, checkpoint) = (nm.clone(), checkpoint.clone());
         let period = Duration::from_secs(u64::from(timeout / 3).max(1));
         Keepalive(tokio::spawn(async move {

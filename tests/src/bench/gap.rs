@@ -345,7 +345,7 @@ fn one_run(
     )?;
     let mut command = states.command(&lab, op, way)?;
     let run = run_timed(way.title(), &mut command, COMMAND_TIMEOUT)?;
-    succeeded(op, way, &run)?;
+    succeeded(way, &run)?;
     lan.wait_steady(run.exited, settle);
     let end = super::now();
     let replies = lan.finish()?;
@@ -390,14 +390,10 @@ fn script(lab: &Lab, what: &str, text: &str) -> Result<(), String> {
     }
 }
 
-fn succeeded(op: Op, way: Way, run: &Timed) -> Result<(), String> {
+fn succeeded(way: Way, run: &Timed) -> Result<(), String> {
+    // Every verb that changed the host reports `committed`.
     if matches!(way, Way::Netbridge | Way::Baseline) {
-        let result = if op == Op::Revert {
-            "reverted"
-        } else {
-            "committed"
-        };
-        return check_exit(Tool::Netbridge, run, result);
+        return check_exit(Tool::Netbridge, run, "committed");
     }
     if run.code == Some(0) {
         Ok(())
