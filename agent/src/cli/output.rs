@@ -75,7 +75,7 @@ impl Exit {
                 "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
             }
             Exit::AwaitingConfirm => {
-                "--confirm: the change passed its checks and runs in memory only; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
+                "--confirm: the change passed its checks and is on trial, nothing written to disk; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
             }
         }
     }
