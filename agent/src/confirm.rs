@@ -5,8 +5,9 @@
 //! the change back at the deadline, nothing is on disk (a power cut boots the
 //! old configuration), and the journal lets any later run clean up. The
 //! commit is data in the journal, so the process that confirms makes it.
-//! A watcher in its own session (no controlling terminal: an SSH session
-//! that ends, SIGHUP, a vanished terminal do not reach it) ends the change
+//! A watcher — a transient systemd unit, or without systemd a process in
+//! its own session (no controlling terminal: an SSH session that ends,
+//! SIGHUP, a vanished terminal do not reach it) — ends the change
 //! at once when NetworkManager restarts and loses the checkpoint, and tidies
 //! up after the deadline.
 
@@ -19,10 +20,12 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use netbridge_dbus::proxy::manager::NetworkManagerProxy;
+use netbridge_dbus::proxy::systemd::SystemdManagerProxy;
 use netbridge_dbus::NM_BUS_NAME;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
+use zbus::zvariant::Value;
 
 use crate::checks::CheckContext;
 use crate::journal::{
@@ -243,10 +246,78 @@ pub async fn rollback(
     Ok(recovery::recover_record(nm, store, lock, record, progress).await?)
 }
 
+/// Where the watcher runs.
+#[derive(Debug)]
+pub enum Watcher {
+    /// A transient systemd unit (where systemd is on the system bus).
+    Unit(String),
+    /// A process in a session of its own.
+    Process(u32),
+}
+
+impl std::fmt::Display for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Watcher::Unit(name) => write!(f, "watcher unit {name}"),
+            Watcher::Process(pid) => write!(f, "watcher pid {pid}"),
+        }
+    }
+}
+
+/// How long systemd gets to take the watcher's unit.
+const SYSTEMD_CALL: Duration = Duration::from_secs(10);
+
+/// Starts `netbridge await-confirm` for the state directory: as a transient
+/// unit where systemd is on the system bus — outside every login session,
+/// so logind's KillUserProcesses=yes cannot end it with the session that
+/// started the change — otherwise (the lab, containers without systemd) as
+/// a process in a session of its own.
+pub async fn start_watcher(state_dir: &Path) -> std::io::Result<Watcher> {
+    let exe = std::env::current_exe()?;
+    let argv = [
+        exe.display().to_string(),
+        "--state-dir".to_owned(),
+        state_dir.display().to_string(),
+        "await-confirm".to_owned(),
+    ];
+    match tokio::time::timeout(SYSTEMD_CALL, start_unit(&argv)).await {
+        Ok(Ok(unit)) => return Ok(Watcher::Unit(unit)),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no transient unit: the watcher runs as a process of its own")
+        }
+        Err(_) => {
+            tracing::debug!("systemd did not answer: the watcher runs as a process of its own")
+        }
+    }
+    spawn_watcher(state_dir).map(Watcher::Process)
+}
+
+/// What `systemd-run` does, through systemd's D-Bus API.
+async fn start_unit(argv: &[String]) -> zbus::Result<String> {
+    let connection = zbus::Connection::system().await?;
+    let systemd = SystemdManagerProxy::new(&connection).await?;
+    // One a process: a unit of an earlier change may still be ending.
+    let name = format!("netbridge-await-confirm-{}.service", std::process::id());
+    let exec_start = vec![(argv[0].clone(), argv.to_vec(), false)];
+    let properties = [
+        (
+            "Description",
+            Value::from("netbridge: the change awaiting `netbridge confirm`"),
+        ),
+        ("ExecStart", Value::from(exec_start)),
+        // Gone once it has ended, failed or not: nothing to clean up.
+        ("CollectMode", Value::from("inactive-or-failed")),
+    ];
+    systemd
+        .start_transient_unit(&name, "fail", &properties, &[])
+        .await?;
+    Ok(name)
+}
+
 /// Starts `netbridge await-confirm` for the state directory in a new
 /// session, stdin and stdout on /dev/null, diagnostics appended to
 /// [`WATCH_LOG`]. Returns its pid.
-pub fn spawn_watcher(state_dir: &Path) -> std::io::Result<u32> {
+fn spawn_watcher(state_dir: &Path) -> std::io::Result<u32> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -304,16 +304,7 @@ fn assert_ended(lab: &Lab, watcher: Pid) {
 
 /// A host-only network made with `extra` arguments.
 fn create_vmnet1<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "create",
-        "vmnet1",
-        "--mode",
-        "isolated",
-        "--address",
-        "192.168.108.1/24",
-    ];
-    args.extend_from_slice(extra);
-    args
+    common::VMNET1.iter().chain(extra).copied().collect()
 }
 
 /// A `--confirm` run as a script sees it: exit 9, result awaiting-confirm;

@@ -468,8 +468,8 @@ impl<N: Host> Transaction<'_, N> {
             done: commit.done,
         });
         self.write(record).await.map_err(Failure::Commit)?;
-        let watcher = match crate::confirm::spawn_watcher(self.store.dir()) {
-            Ok(pid) => format!("watcher pid {pid}"),
+        let watcher = match crate::confirm::start_watcher(self.store.dir()).await {
+            Ok(watcher) => watcher.to_string(),
             Err(e) if record.change.has_checkpoint() => {
                 format!("no watcher ({e}): NetworkManager's timer alone rolls back")
             }

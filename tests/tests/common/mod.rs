@@ -16,6 +16,16 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+/// A host-only network, as several tests make it.
+pub const VMNET1: &[&str] = &[
+    "create",
+    "vmnet1",
+    "--mode",
+    "isolated",
+    "--address",
+    "192.168.108.1/24",
+];
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
