@@ -527,6 +527,33 @@ mod tests {
         assert_eq!(serde_json::from_value::<Record>(doc).unwrap(), rec);
     }
 
+    #[test]
+    fn a_pending_commit_is_awaiting_confirmation_or_cut_short_by_phase() {
+        let mut rec = record();
+        assert!(rec.pending_confirm().is_none() && rec.interrupted_confirm().is_none());
+        rec.pending = Some(Pending {
+            deadline_unix: 1,
+            seconds: 1,
+            saves: Vec::new(),
+            done: String::new(),
+        });
+        for (phase, awaiting, cut_short) in [
+            (Phase::Applying, false, false),
+            (Phase::AwaitingConfirm, true, false),
+            (Phase::Committing, false, true),
+            (Phase::Committed, false, false),
+        ] {
+            rec.phase = phase;
+            assert_eq!(rec.pending_confirm().is_some(), awaiting, "{phase:?}");
+            assert_eq!(rec.interrupted_confirm().is_some(), cut_short, "{phase:?}");
+        }
+        let network = Change::Create {
+            bridge: "virbr1".into(),
+            uuid: "u".into(),
+        };
+        assert!(rec.change.has_checkpoint() && !network.has_checkpoint());
+    }
+
     #[tokio::test]
     async fn a_record_survives_a_round_trip_and_clears() {
         let dir = tempfile::tempdir().unwrap();
