@@ -279,14 +279,7 @@ fn a_revert_waits_for_its_confirmation_too() {
 
 /// NetworkManager's checkpoints, as its bus lists them.
 fn checkpoints(lab: &Lab) -> String {
-    let out = lab.host([
-        "busctl",
-        "get-property",
-        "org.freedesktop.NetworkManager",
-        "/org/freedesktop/NetworkManager",
-        "org.freedesktop.NetworkManager",
-        "Checkpoints",
-    ]);
+    let out = lab.host(common::CHECKPOINTS);
     assert!(out.status.success(), "busctl: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -315,12 +308,7 @@ fn awaits(run: &common::Run) -> Pid {
     assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
     assert_eq!(doc["outcome"]["result"], "awaiting-confirm", "{doc:#}");
     assert!(doc["error"].is_null(), "{doc:#}");
-    let step = doc["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["step"] == "awaiting confirmation"))
-        .and_then(|s| s["detail"].as_str())
-        .unwrap_or_else(|| panic!("no awaiting-confirmation step: {doc:#}"));
-    watcher_pid(step)
+    watcher_pid(common::awaiting_step(&doc))
 }
 
 fn on_disk(lab: &Lab, id: &str) -> bool {

@@ -396,11 +396,7 @@ fn reload_applies_changed_options_in_place(host: &Container) {
 
 /// The unit named in the awaiting-confirmation step of a `--json` document.
 fn watcher_unit(doc: &serde_json::Value) -> String {
-    let detail = doc["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["step"] == "awaiting confirmation"))
-        .and_then(|s| s["detail"].as_str())
-        .unwrap_or_else(|| panic!("no awaiting-confirmation step: {doc:#}"));
+    let detail = common::awaiting_step(doc);
     detail
         .split("watcher unit ")
         .nth(1)
@@ -466,14 +462,7 @@ fn the_confirm_watcher_is_a_transient_unit_that_outlives_the_starters_session() 
         !host.root().join("var/lib/netbridge/journal.json").exists(),
         "the journal is clear"
     );
-    let checkpoints = host.exec([
-        "busctl",
-        "get-property",
-        "org.freedesktop.NetworkManager",
-        "/org/freedesktop/NetworkManager",
-        "org.freedesktop.NetworkManager",
-        "Checkpoints",
-    ]);
+    let checkpoints = host.exec(common::CHECKPOINTS);
     assert_eq!(text(&checkpoints.stdout), "ao 0", "no checkpoint armed");
     assert!(
         host.root()
