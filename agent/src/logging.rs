@@ -20,10 +20,14 @@ pub fn init(default: &str) {
     init_to(default, stderr_is_journal());
 }
 
-/// For the detached `--confirm` watcher, whose stderr is a file in the
-/// state directory: the journal when one runs, that file otherwise.
+/// For the `--confirm` watcher. As a transient unit its stderr is the
+/// journal's stream: lines there, which journald files under the unit even
+/// when the watcher exits right after its last one (a native message from a
+/// process that is gone may reach the journal without its unit). Detached
+/// without systemd, its stderr is a file in the state directory: the
+/// journal's native protocol when journald runs, that file otherwise.
 pub fn init_detached(default: &str) {
-    init_to(default, true);
+    init_to(default, !stderr_is_journal());
 }
 
 fn init_to(default: &str, journal: bool) {
