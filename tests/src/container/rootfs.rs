@@ -96,9 +96,9 @@ impl Suite {
     /// standard installation; NetworkManager's default firewall backend for
     /// shared mode from 1.32). Bullseye's adds `iptables`, another Recommends
     /// of its network-manager: NetworkManager 1.30 sets up a shared (NAT)
-    /// network's masquerading and DHCP/DNS acceptance with the iptables
-    /// program only, and fails to activate it without. Bookworm's list stays
-    /// as it was, so its existing cache stays current. The libvirt root adds `libvirt-daemon-system` and
+    /// network's masquerading with the iptables program only (nftables
+    /// from 1.32). Bookworm's list stays as it was, so its existing cache
+    /// stays current. The libvirt root adds `libvirt-daemon-system` and
     /// `libvirt-clients` (debootstrap installs Depends only, so this is
     /// `--no-install-recommends`: no QEMU, no dnsmasq).
     pub fn packages(self) -> &'static [&'static str] {
