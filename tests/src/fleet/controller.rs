@@ -206,6 +206,21 @@ impl Controller {
         command
     }
 
+    /// `ssh` to the host of `lab` as the playbook reaches it (root, the
+    /// controller's key, through the host's LAN namespace), running
+    /// `remote` there. `BatchMode`: it fails rather than asks.
+    pub fn ssh(&self, lab: &Lab, remote: &str) -> Command {
+        let mut command = Command::new(cmd::program("ssh"));
+        command
+            .args(ssh_options(lab.lan_ns()))
+            .arg("-i")
+            .arg(self.key())
+            .args(["-o", "BatchMode=yes", "-l", "root"])
+            .arg(STATIC_ADDRESS.to_string())
+            .arg(remote);
+        command
+    }
+
     /// Everything Ansible writes on the controller stays in the workspace.
     /// ControlMaster is off: every lab host is root@172.25.250.10:22, so
     /// all of them would map to one control socket (`%C` hashes exactly
@@ -225,15 +240,42 @@ impl Controller {
     }
 }
 
-/// One inventory line. `-F /dev/null`: no ssh_config of the machine (a
-/// `Host *` ProxyJump there would take the traffic out of the lab).
+/// How the controller reaches a lab host: `-F /dev/null` (no ssh_config
+/// of the machine: a `Host *` ProxyJump there would take the traffic out of
+/// the lab), through the host's own LAN namespace, any host key (each lab
+/// makes a new one).
+fn ssh_options(lan_ns: &str) -> [String; 8] {
+    [
+        "-F".to_owned(),
+        "/dev/null".to_owned(),
+        "-o".to_owned(),
+        format!(
+            "ProxyCommand={ip} netns exec {lan_ns} {nc} %h %p",
+            ip = cmd::program("ip").display(),
+            nc = cmd::program("nc").display(),
+        ),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=no".to_owned(),
+        "-o".to_owned(),
+        "UserKnownHostsFile=/dev/null".to_owned(),
+    ]
+}
+
+/// One inventory line: [`ssh_options`], each one quoted that holds spaces.
 fn inventory_line(name: &str, lan_ns: &str) -> String {
+    let options: Vec<String> = ssh_options(lan_ns)
+        .into_iter()
+        .map(|o| {
+            if o.contains(' ') {
+                format!("\"{o}\"")
+            } else {
+                o
+            }
+        })
+        .collect();
     format!(
-        "{name} ansible_host={STATIC_ADDRESS} ansible_ssh_common_args='-F /dev/null \
-         -o ProxyCommand=\"{ip} netns exec {lan_ns} {nc} %h %p\" \
-         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n",
-        ip = cmd::program("ip").display(),
-        nc = cmd::program("nc").display(),
+        "{name} ansible_host={STATIC_ADDRESS} ansible_ssh_common_args='{}'\n",
+        options.join(" ")
     )
 }
 
@@ -267,6 +309,7 @@ mod tests {
         let line = inventory_line("h1", "nb-1-0-l");
         assert!(line.starts_with("h1 ansible_host=172.25.250.10 "), "{line}");
         assert!(line.contains(" netns exec nb-1-0-l "), "{line}");
+        assert!(line.contains(" -o \"ProxyCommand="), "{line}");
         assert!(line.contains("nc %h %p\""), "{line}");
         assert!(line.contains("-F /dev/null"), "{line}");
         assert!(line.ends_with("UserKnownHostsFile=/dev/null'\n"), "{line}");
