@@ -18,6 +18,7 @@
 //! under `CI=true`, skippable elsewhere with `NETBRIDGE_SKIP_LAB=1`.
 
 mod controller;
+pub mod sanity;
 mod sshd;
 mod venv;
 
@@ -103,6 +104,17 @@ impl Fleet {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("fleet: no host {name}"))
+    }
+}
+
+/// [`sanity::run`] for tests: prints `LAB UNAVAILABLE: <reason>` and panics
+/// when it cannot run (the venv cannot be built, ansible-test cannot start
+/// or hangs) — unless `NETBRIDGE_SKIP_LAB=1` is set (and `CI` is not
+/// `true`); then returns `None`.
+pub fn require_sanity(timeout: std::time::Duration) -> Option<sanity::SanityRun> {
+    match sanity::run(timeout) {
+        Ok(run) => Some(run),
+        Err(e) => unavailable(&e.to_string(), &["NETBRIDGE_SKIP_LAB"]),
     }
 }
 

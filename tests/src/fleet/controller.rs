@@ -163,26 +163,8 @@ impl Controller {
         ));
         let mut command = self.playbook_command(playbook, extra_vars);
         command.args(options);
-        let mut child = spawn_logged(&mut command, &log)?;
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Ok(None) | Err(_) => {
-                    stop_group(&mut child);
-                    return Err(LabError::Timeout {
-                        what: format!("ansible-playbook {}", playbook.display()),
-                        seconds: timeout.as_secs(),
-                        detail: log_tail(&log, 40),
-                    });
-                }
-            }
-        };
-        let output = std::fs::read_to_string(&log)
-            .map_err(|e| LabError::io("cannot read the playbook's output", &log, e))?;
+        let what = format!("ansible-playbook {}", playbook.display());
+        let (status, output) = run_with_deadline(&mut command, &log, timeout, &what)?;
         Ok(PlaybookRun { status, output })
     }
 
@@ -277,6 +259,38 @@ fn inventory_line(name: &str, lan_ns: &str) -> String {
         "{name} ansible_host={STATIC_ADDRESS} ansible_ssh_common_args='{}'\n",
         options.join(" ")
     )
+}
+
+/// Runs `command` (in a process group of its own: `process_group(0)`)
+/// with its stdout and stderr into `log`; kills the group if it has not
+/// finished within `timeout`. Returns how it ended and what it wrote.
+pub(crate) fn run_with_deadline(
+    command: &mut Command,
+    log: &Path,
+    timeout: Duration,
+    what: &str,
+) -> Result<(ExitStatus, String), LabError> {
+    let mut child = spawn_logged(command, log)?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(None) | Err(_) => {
+                stop_group(&mut child);
+                return Err(LabError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs(),
+                    detail: log_tail(log, 40),
+                });
+            }
+        }
+    };
+    let output =
+        std::fs::read_to_string(log).map_err(|e| LabError::io("cannot read the output", log, e))?;
+    Ok((status, output))
 }
 
 fn spawn_logged(command: &mut Command, log: &Path) -> Result<std::process::Child, LabError> {

@@ -49,6 +49,11 @@ impl VenvGuard {
     pub fn python(&self) -> PathBuf {
         self.dir.join("bin/python3")
     }
+
+    /// The venv's `ansible-test` (it comes with ansible-core).
+    pub fn ansible_test(&self) -> PathBuf {
+        self.dir.join("bin/ansible-test")
+    }
 }
 
 impl AnsibleVenv {
@@ -134,7 +139,9 @@ impl AnsibleVenv {
         write_file(&self.dir.join(STAMP_FILE), &Self::stamp(), 0o644)
     }
 
-    fn sibling(&self, suffix: &str) -> PathBuf {
+    /// `<venv>.<suffix>`: what lives beside the venv (its lock, its build
+    /// log, ansible-test's home).
+    pub(crate) fn sibling(&self, suffix: &str) -> PathBuf {
         let name = self
             .dir
             .file_name()
@@ -144,20 +151,23 @@ impl AnsibleVenv {
     }
 
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
-        let path = self.sibling("lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| LabError::io("cannot create the venv cache directory", parent, e))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::io("cannot open the venv lock", &path, e))?;
-        Flock::lock(file, how)
-            .map_err(|(_, errno)| LabError::io("cannot lock the venv", &path, errno.into()))
+        lock_file(&self.sibling("lock"), how)
     }
+}
+
+/// A `flock` on `path` (created if missing), held until dropped.
+pub(crate) fn lock_file(path: &Path, how: FlockArg) -> Result<Flock<File>, LabError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LabError::io("cannot create the venv cache directory", parent, e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LabError::io("cannot open a lock file", path, e))?;
+    Flock::lock(file, how).map_err(|(_, errno)| LabError::io("cannot lock", path, errno.into()))
 }
 
 fn remove_tree(path: &Path) -> Result<(), LabError> {
