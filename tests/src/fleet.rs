@@ -22,11 +22,19 @@ pub mod sanity;
 mod sshd;
 mod venv;
 
-pub use controller::{rollout_playbook, Controller, PlaybookRun};
+pub use controller::{Controller, PlaybookRun};
 pub use sshd::Sshd;
 pub use venv::{AnsibleVenv, VenvGuard, ANSIBLE_CORE};
 
 use crate::lab::{cmd, unavailable, Lab, LabError, Uplink};
+
+/// One configuration for a whole fleet of lab hosts: whichever NIC holds
+/// the default route becomes br0's port, proven by pinging the gateway.
+pub const FLEET_TOML: &str = r#"[[bridge]]
+name = "br0"
+uplink = "default-route"
+checks = ["ping:172.25.250.254"]
+"#;
 
 /// The programs a fleet needs beyond the lab's, with their packages.
 const TOOLS: [(&str, &str); 4] = [

@@ -16,19 +16,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{device, eventually, ipv4, saved_keyfile, status, Running};
-use netbridge_tests::fleet::{rollout_playbook, Fleet, FleetHost, PlaybookRun};
+use netbridge_tests::fleet::{Fleet, FleetHost, PlaybookRun, FLEET_TOML};
 use netbridge_tests::Lab;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::{json, Value};
-
-/// One configuration for the whole fleet: whichever NIC holds the default
-/// route becomes br0's port, proven by pinging the gateway.
-const FLEET_TOML: &str = r#"[[bridge]]
-name = "br0"
-uplink = "default-route"
-checks = ["ping:172.25.250.254"]
-"#;
+use serde_json::Value;
 
 /// Three hosts' worth of SSH round trips plus one rollback, with room for
 /// a slow, shared machine.
@@ -389,25 +381,13 @@ fn assert_rollout_resumes(fleet: &Fleet) {
     }
 }
 
-/// Runs fleet/rollout.yml over the whole fleet, one host per batch, with
-/// the controller's configuration and results directories; `check`: with
-/// `--check --diff`.
+/// Runs fleet/rollout.yml over the whole fleet, one host per batch;
+/// `check`: with `--check --diff`.
 fn rollout(fleet: &Fleet, check: bool) -> PlaybookRun {
-    let controller = fleet.controller();
     let flags: &[&str] = if check { &["--check", "--diff"] } else { &[] };
-    let run = controller
-        .run_playbook(
-            &rollout_playbook(),
-            flags,
-            &json!({
-                "netbridge_batch": 1,
-                "netbridge_config": controller.config_dir().join("netbridge.toml"),
-                "netbridge_dropins": controller.config_dir().join("conf.d"),
-                "netbridge_results_dir": controller.results_dir(),
-                "netbridge_confirm_timeout": CONFIRM_SECS,
-            }),
-            ROLLOUT_TIMEOUT,
-        )
+    let run = fleet
+        .controller()
+        .rollout(1, CONFIRM_SECS, flags, ROLLOUT_TIMEOUT)
         .unwrap_or_else(|e| panic!("the playbook did not finish: {e}"));
     // Shown with --nocapture, and with the failure of a test that panics.
     eprintln!("{}", run.output);
@@ -415,8 +395,10 @@ fn rollout(fleet: &Fleet, check: bool) -> PlaybookRun {
 }
 
 fn ship_config(fleet: &Fleet) {
-    let dir = fleet.controller().config_dir();
-    std::fs::write(dir.join("netbridge.toml"), FLEET_TOML).expect("write the fleet config");
+    fleet
+        .controller()
+        .ship_config(FLEET_TOML)
+        .expect("write the fleet config");
 }
 
 /// On h2's LAN only: the gateway answers the first echo request and drops

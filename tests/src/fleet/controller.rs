@@ -21,7 +21,7 @@ use crate::lab::files::write_file;
 use crate::lab::{Lab, LabError, STATIC_ADDRESS};
 
 /// The repository's playbook, the one the README documents.
-pub fn rollout_playbook() -> PathBuf {
+fn rollout_playbook() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/rollout.yml")
 }
 
@@ -141,6 +141,32 @@ impl Controller {
         let path = self.inventory();
         write_file(&path, &text, 0o644)?;
         Ok(path)
+    }
+
+    /// Writes `text` as the `netbridge.toml` the rollout ships.
+    pub fn ship_config(&self, text: &str) -> Result<(), LabError> {
+        write_file(&self.config_dir().join("netbridge.toml"), text, 0o644)
+    }
+
+    /// Runs `fleet/rollout.yml` over the inventory with this workspace's
+    /// configuration and results directories, `batch` hosts per batch,
+    /// `confirm_secs` for each confirmation, and more `ansible-playbook`
+    /// `options` (e.g. `--check --diff`).
+    pub fn rollout(
+        &self,
+        batch: usize,
+        confirm_secs: u64,
+        options: &[&str],
+        timeout: Duration,
+    ) -> Result<PlaybookRun, LabError> {
+        let vars = serde_json::json!({
+            "netbridge_batch": batch,
+            "netbridge_config": self.config_dir().join("netbridge.toml"),
+            "netbridge_dropins": self.config_dir().join("conf.d"),
+            "netbridge_results_dir": self.results_dir(),
+            "netbridge_confirm_timeout": confirm_secs,
+        });
+        self.run_playbook(&rollout_playbook(), options, &vars, timeout)
     }
 
     /// Runs `playbook` against the inventory with more `ansible-playbook`
