@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use nix::fcntl::FlockArg;
 
 use super::controller::run_with_deadline;
-use super::venv::{lock_file, AnsibleVenv, VenvGuard};
+use super::venv::{AnsibleVenv, VenvGuard};
 use crate::lab::cmd;
-use crate::lab::files::write_file;
+use crate::lab::files::{lock_file, write_file};
 use crate::LabError;
 
 /// The stand-in for ansible-test's pip bootstrap script.

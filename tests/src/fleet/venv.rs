@@ -7,14 +7,14 @@
 //! venv without the current stamp is rebuilt from scratch. (Built in place
 //! rather than renamed into place: a venv's scripts name its absolute path.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::files::write_file;
+use crate::lab::files::{lock_file, write_file};
 use crate::LabError;
 
 /// What pip installs. Pinned to a release series so a new ansible-core
@@ -153,21 +153,6 @@ impl AnsibleVenv {
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
         lock_file(&self.sibling("lock"), how)
     }
-}
-
-/// A `flock` on `path` (created if missing), held until dropped.
-pub(crate) fn lock_file(path: &Path, how: FlockArg) -> Result<Flock<File>, LabError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| LabError::io("cannot create the venv cache directory", parent, e))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| LabError::io("cannot open a lock file", path, e))?;
-    Flock::lock(file, how).map_err(|(_, errno)| LabError::io("cannot lock", path, errno.into()))
 }
 
 fn remove_tree(path: &Path) -> Result<(), LabError> {
