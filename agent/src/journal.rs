@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::Original;
 
-const JOURNAL: &str = "journal.json";
+/// The journal's file in the state directory.
+pub const JOURNAL: &str = "journal.json";
 const LOCK: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +116,13 @@ pub enum Change {
     },
     /// `create`: a new network bridge, to delete if the change is cut short.
     Create { bridge: String, uuid: String },
+    /// `delete`: a network's bridge taken down, its profile still on disk;
+    /// brought up again (if it was up) when the change is undone.
+    Delete {
+        bridge: String,
+        uuid: String,
+        was_up: bool,
+    },
     /// `convert --adopt`: a hand-made bridge marked and its options changed
     /// in memory; a plain profile made for the uplink.
     Adopt {
@@ -152,6 +160,7 @@ impl Change {
             Change::Modify { .. } => "modify",
             Change::Revert { .. } => "revert",
             Change::Create { .. } => "create",
+            Change::Delete { .. } => "delete",
         }
     }
 
@@ -162,8 +171,16 @@ impl Change {
             | Change::Adopt { uplink, .. }
             | Change::Modify { uplink, .. }
             | Change::Revert { uplink, .. } => Some(uplink),
-            Change::Create { .. } => None,
+            Change::Create { .. } | Change::Delete { .. } => None,
         }
+    }
+
+    /// Whether a NetworkManager checkpoint guards the change. A network
+    /// created or deleted touches no other device, and a checkpoint covers
+    /// only devices that exist: its trial ends at its deadline by the
+    /// watcher's hand (or the next run's), not by NetworkManager's timer.
+    pub fn has_checkpoint(&self) -> bool {
+        self.uplink().is_some()
     }
 
     pub fn bridge(&self) -> &str {
@@ -172,7 +189,8 @@ impl Change {
             | Change::Adopt { bridge, .. }
             | Change::Modify { bridge, .. }
             | Change::Revert { bridge, .. }
-            | Change::Create { bridge, .. } => bridge,
+            | Change::Create { bridge, .. }
+            | Change::Delete { bridge, .. } => bridge,
         }
     }
 }
@@ -240,6 +258,21 @@ fn checkpoint_either<'de, D: serde::Deserializer<'de>>(
 }
 
 impl Record {
+    /// What the change commits once confirmed, while it awaits confirmation.
+    pub fn pending_confirm(&self) -> Option<&Pending> {
+        self.pending
+            .as_ref()
+            .filter(|_| self.phase == Phase::AwaitingConfirm)
+    }
+
+    /// What a confirmed commit cut short (the confirming process killed
+    /// while it wrote) still has to write.
+    pub fn interrupted_confirm(&self) -> Option<&Pending> {
+        self.pending
+            .as_ref()
+            .filter(|_| self.phase == Phase::Committing)
+    }
+
     pub fn new(change: Change) -> Self {
         Record {
             pid: std::process::id(),
@@ -492,6 +525,33 @@ mod tests {
         // A journal an older netbridge left behind holds a pair.
         doc["checkpoint"] = serde_json::json!(["/org/freedesktop/NetworkManager/Checkpoint/3", 7]);
         assert_eq!(serde_json::from_value::<Record>(doc).unwrap(), rec);
+    }
+
+    #[test]
+    fn a_pending_commit_is_awaiting_confirmation_or_cut_short_by_phase() {
+        let mut rec = record();
+        assert!(rec.pending_confirm().is_none() && rec.interrupted_confirm().is_none());
+        rec.pending = Some(Pending {
+            deadline_unix: 1,
+            seconds: 1,
+            saves: Vec::new(),
+            done: String::new(),
+        });
+        for (phase, awaiting, cut_short) in [
+            (Phase::Applying, false, false),
+            (Phase::AwaitingConfirm, true, false),
+            (Phase::Committing, false, true),
+            (Phase::Committed, false, false),
+        ] {
+            rec.phase = phase;
+            assert_eq!(rec.pending_confirm().is_some(), awaiting, "{phase:?}");
+            assert_eq!(rec.interrupted_confirm().is_some(), cut_short, "{phase:?}");
+        }
+        let network = Change::Create {
+            bridge: "virbr1".into(),
+            uuid: "u".into(),
+        };
+        assert!(rec.change.has_checkpoint() && !network.has_checkpoint());
     }
 
     #[tokio::test]

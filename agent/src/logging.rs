@@ -17,10 +17,24 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; `default` is the filter without `NETBRIDGE_LOG`.
 pub fn init(default: &str) {
+    init_to(default, stderr_is_journal());
+}
+
+/// For the `--confirm` watcher. As a transient unit its stderr is the
+/// journal's stream: lines there, which journald files under the unit even
+/// when the watcher exits right after its last one (a native message from a
+/// process that is gone may reach the journal without its unit). Detached
+/// without systemd, its stderr is a file in the state directory: the
+/// journal's native protocol when journald runs, that file otherwise.
+pub fn init_detached(default: &str) {
+    init_to(default, !stderr_is_journal());
+}
+
+fn init_to(default: &str, journal: bool) {
     let wanted = std::env::var("NETBRIDGE_LOG").unwrap_or_default();
     let filter = EnvFilter::try_new(directives(&wanted, default))
         .unwrap_or_else(|_| EnvFilter::new(default));
-    if stderr_is_journal() {
+    if journal {
         // Without a reachable journald socket, lines on stderr still reach it.
         if let Ok(journald) = tracing_journald::layer() {
             let journald = journald

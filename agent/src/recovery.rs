@@ -25,7 +25,7 @@ pub enum RecoveryError {
     Journal(#[from] JournalError),
     #[error("could not undo the unfinished change recorded in the journal: {0}")]
     Undo(#[source] NmError),
-    #[error("the {operation} of {bridge} awaits confirmation for {seconds_left} s more: `netbridge confirm` commits it, `netbridge rollback` undoes it; nothing else changes the host until then")]
+    #[error("the {operation} of {bridge} awaits confirmation: {}; nothing else changes the host until then", crate::confirm::how_it_ends(*seconds_left))]
     AwaitingConfirm {
         operation: &'static str,
         bridge: String,
@@ -71,23 +71,53 @@ pub async fn recover<N: Host>(
 }
 
 /// The seconds left for a change that awaits confirmation and is still on
-/// trial; `None` when there is none, or its deadline passed or its
-/// checkpoint is gone (it rolled back, or must be undone).
+/// trial; `None` when there is none, or its trial is over (it rolled back,
+/// or must be undone).
 async fn awaits_confirm<N: Host>(nm: &N, record: &Record) -> Result<Option<u64>, NmError> {
-    let Some(pending) = record
-        .pending
-        .as_ref()
-        .filter(|_| record.phase == Phase::AwaitingConfirm)
-    else {
+    let Some(pending) = record.pending_confirm() else {
         return Ok(None);
     };
     let left = pending
         .deadline_unix
         .saturating_sub(crate::journal::now_unix());
-    if left == 0 || alive_checkpoint(nm, record).await?.is_none() {
+    if left == 0 {
         return Ok(None);
     }
-    Ok(Some(left))
+    Ok(match on_trial(nm, record).await? {
+        Trial::Over => None,
+        Trial::Armed(_) | Trial::Unguarded => Some(left),
+    })
+}
+
+/// Whether a change that awaits confirmation (or whose confirmed commit
+/// was cut short) is still on trial.
+pub(crate) enum Trial {
+    /// Its checkpoint is armed.
+    Armed(OwnedObjectPath),
+    /// No checkpoint guards it (a network created or deleted): on trial
+    /// until its deadline — and, once its commit started, until committed.
+    Unguarded,
+    /// The deadline passed, or NetworkManager rolled back or lost the
+    /// checkpoint: nothing may commit it any more.
+    Over,
+}
+
+pub(crate) async fn on_trial<N: Host>(nm: &N, record: &Record) -> Result<Trial, NmError> {
+    let Some(pending) = record.pending.as_ref() else {
+        return Ok(Trial::Over);
+    };
+    if record.change.has_checkpoint() {
+        return Ok(match alive_checkpoint(nm, record).await? {
+            Some(checkpoint) => Trial::Armed(checkpoint),
+            None => Trial::Over,
+        });
+    }
+    let before_deadline = pending.deadline_unix > crate::journal::now_unix();
+    Ok(if before_deadline || record.phase == Phase::Committing {
+        Trial::Unguarded
+    } else {
+        Trial::Over
+    })
 }
 
 /// Finishes or undoes `record`, the journal's, whatever its phase.
@@ -265,6 +295,16 @@ pub async fn restore(
             remove_profiles(nm, std::slice::from_ref(uuid), progress).await?;
             remove_bridge(nm, bridge, progress).await
         }
+        Change::Delete {
+            bridge,
+            uuid,
+            was_up,
+        } => match nm.profile_by_uuid(uuid).await? {
+            Some(profile) if *was_up => bring_up_network(nm, bridge, uuid, &profile).await,
+            Some(_) => Ok(()),
+            // The commit had deleted the profile: finish it instead.
+            None => remove_bridge(nm, bridge, progress).await,
+        },
         Change::Revert {
             uplink,
             bridge_uuid,
@@ -492,6 +532,25 @@ async fn bring_back(
     };
     nm.activate(&profile, &device).await?;
     nm.wait_device_runs(&device, uplink, uuid, RESTORE).await
+}
+
+/// Activates a network's profile again, unless it runs already
+/// (NetworkManager restarted and brought it up by itself).
+async fn bring_up_network(
+    nm: &Nm,
+    bridge: &str,
+    uuid: &str,
+    profile: &ObjectPath<'_>,
+) -> Result<(), NmError> {
+    if let Some(device) = nm.device_by_iface(bridge).await? {
+        if runs(nm, &device, uuid).await? {
+            return Ok(());
+        }
+    }
+    let any_device = ObjectPath::from_static_str_unchecked(netbridge_dbus::NULL_PATH);
+    let active = nm.activate(profile, &any_device).await?;
+    nm.wait_activated(&active, bridge, crate::nm::NETWORK_UP, RESTORE)
+        .await
 }
 
 async fn runs(nm: &Nm, device: &ObjectPath<'_>, uuid: &str) -> Result<bool, NmError> {

@@ -276,3 +276,228 @@ fn a_revert_waits_for_its_confirmation_too() {
     assert!(!journal_exists(&lab));
     assert!(ping_gateway(&lab));
 }
+
+/// NetworkManager's checkpoints, as its bus lists them.
+fn checkpoints(lab: &Lab) -> String {
+    let out = lab.host(common::CHECKPOINTS);
+    assert!(out.status.success(), "busctl: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Nothing left of a trial: the journal cleared, the watcher gone, no
+/// checkpoint armed.
+fn assert_ended(lab: &Lab, watcher: Pid) {
+    assert!(
+        eventually(Duration::from_secs(15), || !journal_exists(lab)
+            && !alive(watcher)),
+        "the journal is cleared and the watcher ({watcher}) exited"
+    );
+    assert_eq!(checkpoints(lab), "ao 0", "no checkpoint armed");
+}
+
+/// A host-only network made with `extra` arguments.
+fn create_vmnet1<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    common::VMNET1.iter().chain(extra).copied().collect()
+}
+
+/// A `--confirm` run as a script sees it: exit 9, result awaiting-confirm;
+/// returns the watcher's pid.
+fn awaits(run: &common::Run) -> Pid {
+    assert_eq!(run.code, 9, "exit 9 while it waits:\n{}", run.stderr);
+    let doc = run.json();
+    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    assert_eq!(doc["outcome"]["result"], "awaiting-confirm", "{doc:#}");
+    assert!(doc["error"].is_null(), "{doc:#}");
+    watcher_pid(common::awaiting_step(&doc))
+}
+
+fn on_disk(lab: &Lab, id: &str) -> bool {
+    let line = format!("id={id}");
+    lab.snapshot()
+        .profiles
+        .iter()
+        .any(|(path, text)| path.starts_with("conn/") && text.lines().any(|l| l == line))
+}
+
+#[test]
+fn a_created_network_unconfirmed_is_gone_after_its_seconds() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    let waiting = Instant::now();
+    let run = netbridge(&lab, &create_vmnet1(&["--confirm", "8", "--json"]));
+    let watcher = awaits(&run);
+    let snap = lab.snapshot();
+    assert_eq!(
+        snap.addresses.get("vmnet1"),
+        Some(&vec!["192.168.108.1/24".to_owned()]),
+        "the network runs on trial"
+    );
+    assert!(
+        !on_disk(&lab, "vmnet1"),
+        "nothing on disk before the confirm"
+    );
+    let status = netbridge(&lab, &["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("AWAITING CONFIRMATION  the create of vmnet1"),
+        "{}",
+        status.stdout
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || lab.snapshot() == before),
+        "gone by itself:\nbefore {before:#?}\nafter {:#?}",
+        lab.snapshot()
+    );
+    let took = waiting.elapsed();
+    assert!(
+        took >= Duration::from_secs(7),
+        "not before its deadline: {took:?}"
+    );
+    assert_ended(&lab, watcher);
+    assert_eq!(lab.snapshot(), before);
+}
+
+#[test]
+fn a_confirmed_network_persists() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let run = netbridge(&lab, &create_vmnet1(&["--confirm", "60", "--json"]));
+    let watcher = awaits(&run);
+    let confirmed = netbridge(&lab, &["confirm", "--json"]);
+    assert_eq!(confirmed.code, 0, "{}", confirmed.stderr);
+    let doc = confirmed.json();
+    assert_eq!(doc["confirmed"]["result"], "committed", "{doc:#}");
+    assert_eq!(doc["confirmed"]["operation"], "create", "{doc:#}");
+    assert!(saved_keyfile(&lab, "vmnet1").contains("type=bridge"));
+    assert_ended(&lab, watcher);
+    assert_eq!(
+        lab.snapshot().addresses.get("vmnet1"),
+        Some(&vec!["192.168.108.1/24".to_owned()])
+    );
+}
+
+#[test]
+fn a_deletion_unconfirmed_comes_back_and_confirmed_is_gone() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let created = netbridge(&lab, &create_vmnet1(&[]));
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    // A bridge without ports gets a new random MAC each time it is made:
+    // the one thing that differs once the network is back.
+    let snapshot = || {
+        let mut snap = lab.snapshot();
+        if let Some(link) = snap.links.get_mut("vmnet1") {
+            link.mac = None;
+        }
+        snap
+    };
+    let before = snapshot();
+
+    let run = netbridge(&lab, &["delete", "vmnet1", "--confirm", "8", "--json"]);
+    let watcher = awaits(&run);
+    assert!(
+        !lab.snapshot().links.contains_key("vmnet1"),
+        "the bridge is down on trial"
+    );
+    assert!(
+        on_disk(&lab, "vmnet1"),
+        "its profile stays on disk on trial"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || snapshot() == before),
+        "back by itself:\nbefore {before:#?}\nafter {:#?}",
+        snapshot()
+    );
+    assert_ended(&lab, watcher);
+
+    let run = netbridge(&lab, &["delete", "vmnet1", "--confirm", "60", "--json"]);
+    let watcher = awaits(&run);
+    let confirmed = netbridge(&lab, &["confirm"]);
+    assert_eq!(confirmed.code, 0, "{}", confirmed.stderr);
+    assert_ended(&lab, watcher);
+    assert!(!on_disk(&lab, "vmnet1"), "the profile is deleted");
+    assert!(!lab.snapshot().links.contains_key("vmnet1"));
+}
+
+#[test]
+fn a_confirmed_revert_forgets_the_bridges_result() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let dir = lab.dir().join("etc-netbridge");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    std::fs::write(
+        dir.join("netbridge.toml"),
+        "[[bridge]]\nname = \"br0\"\nuplink = \"ens32\"\nguest-check = false\n",
+    )
+    .expect("write config");
+    let config = dir.display().to_string();
+    let applied = netbridge(&lab, &["apply", "--config", &config]);
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    // Without the configuration, status shows the results as recorded.
+    let results = || {
+        let run = netbridge(&lab, &["status", "--json", "--config", "/nonexistent"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.json()["configured"].clone()
+    };
+    assert_eq!(results()["br0"]["result"], "committed");
+
+    let run = netbridge(&lab, &["revert", "br0", "--yes", "--confirm", "60"]);
+    assert_eq!(run.code, 9, "{}", run.stderr);
+    let watcher = watcher_pid(&run.stderr);
+    assert_eq!(
+        results()["br0"]["result"],
+        "committed",
+        "kept while the revert is on trial"
+    );
+    let confirmed = netbridge(&lab, &["confirm"]);
+    assert_eq!(confirmed.code, 0, "{}", confirmed.stderr);
+    assert_ended(&lab, watcher);
+    let after = results();
+    assert!(
+        after.get("br0").is_none(),
+        "br0's result forgotten: {after:#}"
+    );
+}
+
+#[test]
+fn a_confirm_killed_while_it_commits_is_finished_by_the_watcher() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let (run, watcher) = start_awaiting(&lab, "60");
+    let _ = run.finish();
+    let mut confirm = common::Running::start(&lab, &["confirm"]);
+    confirm.wait_for("committing", Duration::from_secs(30));
+    let _ = kill(
+        Pid::from_raw(i32::try_from(confirm.pid()).expect("pid fits")),
+        Signal::SIGKILL,
+    );
+    let (code, output) = confirm.finish();
+    assert_eq!(code, -1, "killed: {output}");
+    // Killed between the journal's "committing" and its end (the writes
+    // are under way): what the watcher must finish.
+    let journal = std::fs::read_to_string(lab.state_dir().join("journal.json"));
+    assert!(
+        journal
+            .as_deref()
+            .is_ok_and(|j| j.contains("\"committing\"")),
+        "the commit cut short is recorded: {journal:?}\n{output}"
+    );
+    assert_ended(&lab, watcher);
+    assert!(saved_keyfile(&lab, "br0").contains("type=bridge"));
+    assert!(saved_keyfile(&lab, "ens32").contains("autoconnect=false"));
+    assert_eq!(
+        lab.snapshot().addresses.get("br0"),
+        Some(&vec!["172.25.250.10/24".to_owned()]),
+        "committed, not rolled back"
+    );
+    assert!(ping_gateway(&lab));
+    let again = netbridge(&lab, &["confirm"]);
+    assert_eq!(again.code, 2, "nothing left to confirm: {}", again.stderr);
+}

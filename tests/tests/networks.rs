@@ -7,18 +7,8 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{attach, device, dhcp_lease, guest_pings, ipv4, netbridge, status};
+use common::{attach, device, dhcp_lease, guest_pings, ipv4, netbridge, status, VMNET1};
 use netbridge_tests::{Lab, Uplink};
-
-/// A host-only network, as several tests make it.
-const VMNET1: &[&str] = &[
-    "create",
-    "vmnet1",
-    "--mode",
-    "isolated",
-    "--address",
-    "192.168.108.1/24",
-];
 
 fn create(lab: &Lab, args: &[&str]) {
     let run = netbridge(lab, args);

@@ -1,8 +1,8 @@
 //! netbridge under real systemd: a Debian host booted with systemd-nspawn in
 //! a lab namespace, netbridge installed the documented way (`make install`),
 //! `systemctl enable --now netbridge-agent` converting the host, a reboot,
-//! a power cut in the middle of a change, and `systemctl reload` applying
-//! changed options.
+//! a power cut in the middle of a change, `systemctl reload` applying
+//! changed options, and the `--confirm` watcher as a transient unit.
 
 mod common;
 
@@ -267,13 +267,8 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
         addresses(&host, "br0").is_empty(),
         "no bridge after the power cut"
     );
-    let keyfiles = std::fs::read_dir(host.root().join("etc/NetworkManager/system-connections"))
-        .expect("keyfile directory")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect::<Vec<_>>();
     assert_eq!(
-        keyfiles,
+        keyfiles(&host),
         vec!["ens32.nmconnection"],
         "nothing of the trial reached the disk"
     );
@@ -284,6 +279,73 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     let recover = host.exec(["netbridge", "recover", "--json"]);
     assert!(recover.status.success(), "{}", text(&recover.stderr));
     assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+}
+
+fn keyfiles(host: &Container) -> Vec<String> {
+    std::fs::read_dir(host.root().join("etc/NetworkManager/system-connections"))
+        .expect("keyfile directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A power cut while a change awaits its confirmation boots the old
+/// configuration: the trial never reached the disk. A `confirm` after the
+/// boot commits nothing: it tells the trial is over and closes its record.
+#[test]
+fn a_power_cut_while_awaiting_confirmation_boots_the_old_configuration() {
+    let Some(mut host) = installed(Uplink::Static) else {
+        return;
+    };
+    let started = host.exec([
+        "netbridge",
+        "convert",
+        "ens32",
+        "--yes",
+        "--no-guest-check",
+        "--confirm",
+        "300",
+        "--json",
+    ]);
+    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
+    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    assert_eq!(addresses(&host, "br0"), vec![(STATIC_ADDRESS, 24)]);
+
+    host.power_cut().expect("cut the power");
+    host.boot().expect("boot again");
+    assert_eq!(
+        addresses(&host, UPLINK),
+        vec![(STATIC_ADDRESS, 24)],
+        "the old configuration booted"
+    );
+    assert!(
+        addresses(&host, "br0").is_empty(),
+        "no bridge after the cut"
+    );
+    assert_eq!(
+        keyfiles(&host),
+        vec!["ens32.nmconnection"],
+        "nothing of the trial reached the disk"
+    );
+
+    let confirmed = host.exec(["netbridge", "confirm", "--json"]);
+    let doc = common::document(&String::from_utf8_lossy(&confirmed.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&confirmed.stderr)));
+    assert_eq!(doc["confirmed"]["result"], "expired", "{doc:#}");
+    assert_eq!(doc["exit_code"], 3, "a confirm too late: {doc:#}");
+    assert_eq!(
+        keyfiles(&host),
+        vec!["ens32.nmconnection"],
+        "the late confirm wrote nothing"
+    );
+    assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+    assert!(
+        !host.root().join("var/lib/netbridge/journal.json").exists(),
+        "the trial's record is closed"
+    );
+    let s = status(&host);
+    assert!(s["unfinished_change"].is_null(), "{s:#}");
 }
 
 #[test]
@@ -392,4 +454,84 @@ fn reload_applies_changed_options_in_place(host: &Container) {
     eprintln!("5 ms pings from the LAN during the reload: {lost} of {sent} replies lost");
     assert!(sent > 100, "the pings covered the change: {summary}");
     assert_eq!(lost, 0, "an in-place change loses no 5 ms reply: {summary}");
+}
+
+/// The unit named in the awaiting-confirmation step of a `--json` document.
+fn watcher_unit(doc: &serde_json::Value) -> String {
+    let detail = common::awaiting_step(doc);
+    detail
+        .split("watcher unit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no transient unit in {detail:?}"))
+        .to_owned()
+}
+
+/// Under systemd the watcher is a transient unit of its own: a change
+/// started from a unit whose processes are all killed when it ends (as
+/// logind's KillUserProcesses=yes kills a session's) still awaits its
+/// confirmation, and `netbridge confirm` commits it.
+#[test]
+fn the_confirm_watcher_is_a_transient_unit_that_outlives_the_starters_session() {
+    let Some(host) = installed(Uplink::Static) else {
+        return;
+    };
+    // The starter's processes form one cgroup, all killed when its main
+    // process exits (KillMode=control-group): a watcher left in it would die.
+    let started = host.exec([
+        "systemd-run",
+        "--wait",
+        "--pipe",
+        "--quiet",
+        "--property=KillMode=control-group",
+        "netbridge",
+        "convert",
+        "ens32",
+        "--yes",
+        "--no-guest-check",
+        "--confirm",
+        "120",
+        "--json",
+    ]);
+    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
+    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    assert_eq!(doc["exit_code"], 9, "{doc:#}");
+    let unit = watcher_unit(&doc);
+    let active = |unit: &str| text(&host.systemctl(["is-active", unit]).stdout) == "active";
+    assert!(
+        active(&unit),
+        "the watcher runs on after its starter ended:\n{}",
+        host.journal(&unit)
+    );
+    assert_eq!(
+        addresses(&host, "br0"),
+        vec![(STATIC_ADDRESS, 24)],
+        "on trial"
+    );
+
+    let confirmed = host.exec(["netbridge", "confirm", "--json"]);
+    let doc = common::document(&String::from_utf8_lossy(&confirmed.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&confirmed.stderr)));
+    assert_eq!(doc["confirmed"]["result"], "committed", "{doc:#}");
+    assert!(eventually(|| !active(&unit)), "{}", host.journal(&unit));
+    let log = host.journal(&unit);
+    assert!(
+        log.contains("watched the convert of br0"),
+        "the watcher logs how the change ended:\n{log}"
+    );
+    assert!(
+        !host.root().join("var/lib/netbridge/journal.json").exists(),
+        "the journal is clear"
+    );
+    let checkpoints = host.exec(common::CHECKPOINTS);
+    assert_eq!(text(&checkpoints.stdout), "ao 0", "no checkpoint armed");
+    assert!(
+        host.root()
+            .join("etc/NetworkManager/system-connections/br0.nmconnection")
+            .exists(),
+        "br0 is on disk"
+    );
+    assert_eq!(addresses(&host, "br0"), vec![(STATIC_ADDRESS, 24)]);
+    assert!(addresses(&host, UPLINK).is_empty());
 }

@@ -9,7 +9,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(exit) => return ExitCode::from(u8::try_from(exit.code()).unwrap_or(1)),
     };
-    netbridge::logging::init(cli.log_filter());
+    if cli.detached() {
+        netbridge::logging::init_detached(&netbridge::logging::own("info"));
+    } else {
+        netbridge::logging::init(cli.log_filter());
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

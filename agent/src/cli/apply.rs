@@ -23,8 +23,8 @@ are left alone, without an outage. Results are recorded for `netbridge status`.
 With --confirm SECS, the first bridge that changes stops after its checks, on
 trial (nothing on disk) until `netbridge confirm` commits it; without it, it
 rolls back by itself after SECS. Later bridges are not started: run apply
-again after the confirm. A new network (nat, isolated) touches no existing
-device and commits at once.
+again after the confirm. A network (nat, isolated) created or deleted waits
+for its confirmation the same way.
 
 `--check-config` only validates the files, offline (for CI, a pre-commit hook
 or Ansible's `validate`): `netbridge apply --check-config /tmp/netbridge.toml`.
@@ -52,10 +52,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Keep a proven change on trial for SECS seconds: `netbridge confirm`
-    /// (from a new connection) commits it, otherwise it rolls back by itself.
-    #[arg(long, value_name = "SECS", value_parser = super::convert::parse_timeout)]
-    pub confirm: Option<u32>,
+    #[command(flatten)]
+    pub confirm: super::options::ConfirmArg,
 }
 
 /// What `--json` adds to the common envelope.
@@ -132,7 +130,7 @@ async fn apply(
         retry_failed: true,
         // Ctrl-C or SIGTERM: the bridge in flight rolls back, no next one starts.
         stop: Some(crate::transaction::watch_stop()),
-        confirm: args.confirm,
+        confirm: args.confirm.seconds,
     };
     report.bridges = apply::apply(&nm, &store, &lock, &config, options, progress).await?;
     Ok(summarize(&report.bridges, args.dry_run))

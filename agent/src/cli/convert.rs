@@ -122,11 +122,8 @@ pub struct ConvertArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
-    /// Keep the proven change on trial for SECS seconds: `netbridge confirm`
-    /// (from a new connection, through the new path) commits it; without it,
-    /// it rolls back by itself. Exit 9 while it waits.
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
-    pub confirm: Option<u32>,
+    #[command(flatten)]
+    pub confirm: super::options::ConfirmArg,
 }
 
 /// clap names the option and the value itself, so the error says only why.
@@ -197,7 +194,7 @@ async fn convert(
         defaults: !args.no_default_checks,
         guest_path: !args.no_default_checks && !args.no_guest_check,
     };
-    if args.confirm.is_some()
+    if args.confirm.seconds.is_some()
         && (!args.libvirt.is_empty() || args.guest_forwarding == GuestForwarding::Allow)
     {
         return Err(Fatal::new(
@@ -295,7 +292,8 @@ async fn convert(
         ),
         GuestForwarding::Deny => None,
     };
-    let outcome = convert::execute(&nm, (&store, &lock), &ready, args.confirm, progress).await;
+    let outcome =
+        convert::execute(&nm, (&store, &lock), &ready, args.confirm.seconds, progress).await;
     if let Some(trial) = trial {
         let committed = matches!(outcome, Ok(Outcome::Committed { .. }));
         trial
@@ -367,7 +365,8 @@ async fn in_place(
         return Ok((Verdict::DryRun, Exit::Ok));
     }
     let outcome =
-        convert::execute_in_place(nm, (store, lock), &ready, args.confirm, progress).await?;
+        convert::execute_in_place(nm, (store, lock), &ready, args.confirm.seconds, progress)
+            .await?;
     let done = match &outcome {
         Outcome::Committed { .. } => {
             if !args.json {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::output::{run_verb, say, say_nmcli, Exit, Fatal};
+use super::output::{run_verb, say, say_awaiting, say_nmcli, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network::{self, NetOutcome, NetworkError};
@@ -59,6 +59,9 @@ pub struct CreateArgs {
     /// Show what would be created; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+
+    #[command(flatten)]
+    pub confirm: super::options::ConfirmArg,
 
     /// Print one JSON document with the result.
     #[arg(long)]
@@ -123,9 +126,15 @@ async fn create(
     if !args.dry_run {
         recovery::recover(&nm, &store, &lock, progress).await?;
     }
-    let outcome = network::ensure(&nm, &store, &lock, &spec, args.dry_run, progress)
-        .await
-        .map_err(network_fatal)?;
+    let outcome = network::ensure(
+        &nm,
+        (&store, &lock),
+        &spec,
+        (args.dry_run, args.confirm.seconds),
+        progress,
+    )
+    .await
+    .map_err(network_fatal)?;
     let (action, result, exit) = match outcome {
         NetOutcome::Unchanged => ("unchanged", Verdict::Unchanged, Exit::Ok),
         NetOutcome::Activated => ("activated", Verdict::Committed, Exit::Ok),
@@ -134,21 +143,16 @@ async fn create(
             ("dry-run", Verdict::DryRun, Exit::Ok)
         }
         NetOutcome::Created { outcome } => {
-            let done = match outcome {
-                // A new network never awaits confirmation: it touches no
-                // existing device.
-                Outcome::Committed { .. } | Outcome::AwaitingConfirm { .. } => {
-                    ("created", Verdict::Committed, Exit::Ok)
-                }
-                Outcome::RolledBack { .. } => {
-                    ("rolled back", Verdict::RolledBack, Exit::RolledBack)
-                }
-            };
+            let done = outcome_verdict(&outcome, "created");
             report.outcome = Some(outcome);
             done
         }
     };
     if !args.json {
+        if let Some(Outcome::AwaitingConfirm { seconds, .. }) = &report.outcome {
+            say_awaiting(&format!("the new network {}", spec.name), *seconds);
+            return Ok((result, exit));
+        }
         say!(
             "{}: {action} ({} network {})",
             spec.name,
@@ -160,6 +164,23 @@ async fn create(
         }
     }
     Ok((result, exit))
+}
+
+/// What a network's transaction ended in: the word for people, the
+/// verdict and the exit status.
+pub(super) fn outcome_verdict(
+    outcome: &Outcome,
+    done: &'static str,
+) -> (&'static str, Verdict, Exit) {
+    match outcome {
+        Outcome::Committed { .. } => (done, Verdict::Committed, Exit::Ok),
+        Outcome::AwaitingConfirm { .. } => (
+            "awaiting confirmation",
+            Verdict::AwaitingConfirm,
+            Exit::AwaitingConfirm,
+        ),
+        Outcome::RolledBack { .. } => ("rolled back", Verdict::RolledBack, Exit::RolledBack),
+    }
 }
 
 pub(super) fn network_fatal(e: NetworkError) -> Fatal {

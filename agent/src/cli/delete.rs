@@ -2,19 +2,22 @@
 
 use std::path::Path;
 
-use super::create::network_fatal;
-use super::output::{run_verb, say, Exit, Fatal};
+use super::create::{network_fatal, outcome_verdict};
+use super::output::{run_verb, say, say_awaiting, Exit, Fatal};
 use crate::journal::Store;
 use crate::nm::Nm;
 use crate::operations::network;
 use crate::recovery;
 use crate::report::{Progress, Verdict};
+use crate::transaction::Outcome;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Deletes the network's profile and its bridge; everything else stays as it
-was. Bridges made by `netbridge convert` carry the host's uplink and are
-refused: use `netbridge revert` for those.")]
+Takes the network's bridge down, then deletes its profile; everything else
+stays as it was. Bridges made by `netbridge convert` carry the host's uplink
+and are refused: use `netbridge revert` for those. With --confirm SECS the
+bridge stays down and its profile on disk until `netbridge confirm`; without
+it, the network comes back by itself after SECS.")]
 pub struct DeleteArgs {
     /// The network to delete.
     pub name: String,
@@ -26,32 +29,48 @@ pub struct DeleteArgs {
     /// Print one JSON document with the result.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub confirm: super::options::ConfirmArg,
 }
 
 /// What `--json` adds to the common envelope.
 #[derive(Debug, serde::Serialize)]
 struct Report {
     name: String,
+    /// The transaction, when one ran (not a dry run).
+    outcome: Option<Outcome>,
 }
 
 pub async fn run(args: DeleteArgs, state_dir: &Path) -> Exit {
     let report = Report {
         name: args.name.clone(),
+        outcome: None,
     };
-    run_verb("delete", args.json, report, async |progress, _| {
-        delete(&args, state_dir, progress).await?;
-        if args.dry_run {
+    run_verb("delete", args.json, report, async |progress, report| {
+        let Some(outcome) = delete(&args, state_dir, progress).await? else {
             return Ok((Verdict::DryRun, Exit::Ok));
-        }
+        };
+        let (action, result, exit) = outcome_verdict(&outcome, "deleted");
         if !args.json {
-            say!("{} deleted.", args.name);
+            match &outcome {
+                Outcome::AwaitingConfirm { seconds, .. } => {
+                    say_awaiting(&format!("the deletion of {}", args.name), *seconds);
+                }
+                _ => say!("{}: {action}.", args.name),
+            }
         }
-        Ok((Verdict::Committed, Exit::Ok))
+        report.outcome = Some(outcome);
+        Ok((result, exit))
     })
     .await
 }
 
-async fn delete(args: &DeleteArgs, state_dir: &Path, progress: &Progress) -> Result<(), Fatal> {
+async fn delete(
+    args: &DeleteArgs,
+    state_dir: &Path,
+    progress: &Progress,
+) -> Result<Option<Outcome>, Fatal> {
     let nm = Nm::connect().await?;
     let store = Store::new(state_dir);
     let lock = store.lock()?;
@@ -59,7 +78,13 @@ async fn delete(args: &DeleteArgs, state_dir: &Path, progress: &Progress) -> Res
     if !args.dry_run {
         recovery::recover(&nm, &store, &lock, progress).await?;
     }
-    network::delete(&nm, &args.name, args.dry_run, progress)
-        .await
-        .map_err(network_fatal)
+    network::delete(
+        &nm,
+        (&store, &lock),
+        &args.name,
+        (args.dry_run, args.confirm.seconds),
+        progress,
+    )
+    .await
+    .map_err(network_fatal)
 }

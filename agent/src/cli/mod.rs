@@ -88,6 +88,11 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The `--confirm` watcher, which runs detached: its own log.
+    pub fn detached(&self) -> bool {
+        matches!(self.command, Command::AwaitConfirm)
+    }
+
     /// The diagnostics filter `-v` asks for, when NETBRIDGE_LOG does not say.
     /// Progress steps stay out: they are on stderr already, once.
     pub fn log_filter(&self) -> &'static str {
@@ -184,7 +189,15 @@ pub async fn run(cli: Cli) -> Exit {
         Command::Confirm(args) => confirm::run(args, &cli.state_dir).await,
         Command::Rollback(args) => rollback::run(args, &cli.state_dir).await,
         Command::AwaitConfirm => {
-            crate::confirm::watch(&cli.state_dir).await;
+            let watched = crate::confirm::watch(&cli.state_dir).await;
+            let (operation, bridge) = watched.change.unwrap_or(("nothing", String::new()));
+            tracing::info!(
+                operation,
+                bridge,
+                result = watched.result,
+                "watched the {operation} of {bridge} awaiting confirmation: {}",
+                watched.result
+            );
             Exit::Ok
         }
         Command::GuestForwarding(args) => guest_forwarding::run(args, &cli.state_dir).await,

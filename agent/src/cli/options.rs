@@ -5,6 +5,22 @@
 use super::output::Fatal;
 use crate::plan::{options, BridgeOptions};
 
+/// `--confirm SECS`, the same on every changing verb.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ConfirmArg {
+    /// Keep the proven change on trial for SECS seconds, nothing written to
+    /// disk: `netbridge confirm` (from a new connection, through the new
+    /// path) commits it; without it, it rolls back by itself. Exit 9 while
+    /// it waits.
+    #[arg(
+        long = "confirm",
+        id = "confirm",
+        value_name = "SECS",
+        value_parser = super::convert::parse_timeout
+    )]
+    pub seconds: Option<u32>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnOff {
     #[value(aliases = ["yes", "true"])]

@@ -75,7 +75,7 @@ impl Exit {
                 "the change is committed, but a step after it failed (the libvirt network or /etc/qemu/bridge.conf): the bridge is in place; run the same command again to retry that step"
             }
             Exit::AwaitingConfirm => {
-                "--confirm: the change passed its checks and runs in memory only; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
+                "--confirm: the change passed its checks and is on trial, nothing written to disk; `netbridge confirm` (from a new connection) commits it before the deadline, otherwise it rolls back by itself"
             }
         }
     }
@@ -321,7 +321,8 @@ pub fn print_error(fatal: &Fatal) {
 /// What a person reads when a change awaits `netbridge confirm`.
 pub fn say_awaiting(what: &str, seconds: u32) {
     say!(
-        "{what} passed its checks and runs in memory only. From a NEW connection, within {seconds} s: `netbridge confirm` commits it, `netbridge rollback` undoes it now; without either, NetworkManager rolls it back by itself (`netbridge status` shows the deadline)."
+        "{what} passed its checks and is on trial, nothing written to disk. From a NEW connection: {} (`netbridge status` shows the deadline).",
+        crate::confirm::how_it_ends(u64::from(seconds))
     );
 }
 

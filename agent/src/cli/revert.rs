@@ -62,11 +62,8 @@ pub struct RevertArgs {
     #[arg(short = 'y', long)]
     pub yes: bool,
 
-    /// Keep the proven revert on trial for SECS seconds: `netbridge confirm`
-    /// (from a new connection, through the uplink) commits it; without it,
-    /// the bridge comes back by itself. Exit 9 while it waits.
-    #[arg(long, value_name = "SECS", value_parser = super::convert::parse_timeout)]
-    pub confirm: Option<u32>,
+    #[command(flatten)]
+    pub confirm: super::options::ConfirmArg,
 }
 
 /// What `--json` adds to the common envelope.
@@ -146,10 +143,11 @@ async fn revert(
         report.ready = Some(ready);
         return Ok((Verdict::DryRun, Exit::Ok));
     }
-    if args.confirm.is_some() {
+    if args.confirm.seconds.is_some() {
         refuse_confirm_with_steps(&store, &args.bridge).await?;
     }
-    let outcome = revert::execute(&nm, (&store, &lock), &ready, args.confirm, progress).await?;
+    let outcome =
+        revert::execute(&nm, (&store, &lock), &ready, args.confirm.seconds, progress).await?;
     let committed = matches!(outcome, Outcome::Committed { .. });
     let done = match &outcome {
         Outcome::Committed { .. } => {

@@ -498,23 +498,24 @@ fn print_change(status: &Status) {
         return;
     };
     let record = &change.record;
-    if let (Phase::AwaitingConfirm, Some(pending), None) =
-        (&record.phase, &record.pending, status.lock_holder)
-    {
-        if pending.deadline_unix <= crate::journal::now_unix() {
+    if let (Some(pending), None) = (record.pending_confirm(), status.lock_holder) {
+        let left = pending
+            .deadline_unix
+            .saturating_sub(crate::journal::now_unix());
+        if left == 0 {
             say!(
-                "\nCHANGE           expired: the {} of {} was not confirmed in time and is rolled back by NetworkManager; `netbridge recover` clears the record",
+                "\nCHANGE           expired: the {} of {} was not confirmed in time and is rolled back; `netbridge recover` clears the record",
                 record.change.operation(),
                 record.change.bridge()
             );
             return;
         }
         say!(
-            "\nAWAITING CONFIRMATION  the {} of {}: {} s left (deadline {} s since the epoch); `netbridge confirm` commits it, `netbridge rollback` undoes it, otherwise it rolls back by itself.",
+            "\nAWAITING CONFIRMATION  the {} of {} (deadline {} s since the epoch): {}.",
             record.change.operation(),
             record.change.bridge(),
-            pending.deadline_unix.saturating_sub(crate::journal::now_unix()),
-            pending.deadline_unix
+            pending.deadline_unix,
+            crate::confirm::how_it_ends(left)
         );
         return;
     }

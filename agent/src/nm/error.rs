@@ -17,8 +17,16 @@ pub enum NmError {
     NotRunning { address: String },
     #[error("NetworkManager is still starting on the system bus {address} (its objects are not there yet)")]
     Starting { address: String },
-    #[error("NetworkManager refused {call}: permission denied ({name}); run netbridge as root")]
-    PermissionDenied { call: String, name: String },
+    #[error(
+        "NetworkManager refused {call}: permission denied ({name}{}); run netbridge as root{}",
+        nm_words(message),
+        polkit_hint(call)
+    )]
+    PermissionDenied {
+        call: String,
+        name: String,
+        message: String,
+    },
     #[error("NetworkManager {call} failed: {name}: {message}")]
     Method {
         call: String,
@@ -59,7 +67,11 @@ impl NmError {
             }
         };
         if is_permission_error(&name) {
-            NmError::PermissionDenied { call, name }
+            NmError::PermissionDenied {
+                call,
+                name,
+                message,
+            }
         } else {
             NmError::Method {
                 call,
@@ -101,6 +113,36 @@ fn is_permission_error(name: &str) -> bool {
         || name.ends_with(".PermissionDenied")
 }
 
+fn nm_words(message: &str) -> String {
+    match message.trim() {
+        "" => String::new(),
+        words => format!(": {words}"),
+    }
+}
+
+/// The polkit action NetworkManager checks for a call, so an operator who
+/// must not be root knows what to grant.
+fn polkit_action(call: &str) -> Option<&'static str> {
+    match call {
+        c if c.starts_with("Checkpoint") => {
+            Some("org.freedesktop.NetworkManager.checkpoint-rollback")
+        }
+        "AddConnection2" | "Update2" | "Delete" => {
+            Some("org.freedesktop.NetworkManager.settings.modify.system")
+        }
+        "ActivateConnection" | "DeactivateConnection" | "Device.Reapply" | "Device.Delete" => {
+            Some("org.freedesktop.NetworkManager.network-control")
+        }
+        _ => None,
+    }
+}
+
+fn polkit_hint(call: &str) -> String {
+    polkit_action(call)
+        .map(|action| format!(" or grant the polkit action {action}"))
+        .unwrap_or_default()
+}
+
 /// Adds the call's name to a zbus result.
 pub trait CallContext<T> {
     fn call(self, call: &str) -> Result<T, NmError>;
@@ -115,5 +157,25 @@ impl<T> CallContext<T> for zbus::Result<T> {
 impl<T> CallContext<T> for zbus::fdo::Result<T> {
     fn call(self, call: &str) -> Result<T, NmError> {
         self.map_err(|e| NmError::from_call(call, zbus::Error::from(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_nm_words_and_the_polkit_action_to_grant() {
+        let e = NmError::PermissionDenied {
+            call: "CheckpointCreate".into(),
+            name: "org.freedesktop.NetworkManager.PermissionDenied".into(),
+            message: "Not authorized to checkpoint/rollback".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "NetworkManager refused CheckpointCreate: permission denied \
+             (org.freedesktop.NetworkManager.PermissionDenied: Not authorized to checkpoint/rollback); \
+             run netbridge as root or grant the polkit action org.freedesktop.NetworkManager.checkpoint-rollback"
+        );
     }
 }

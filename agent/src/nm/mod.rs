@@ -24,7 +24,7 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath};
 pub use error::{CallContext, NmError};
 pub use read::{ActiveInfo, DeviceInfo, IpRuntime, ProfileInfo};
 pub use runtime::{DefaultMetrics, DnsEntry, Family, LeaseOptions};
-pub use wait::ActivationGoal;
+pub use wait::{ActivationGoal, NETWORK_UP};
 
 /// A NetworkManager version, e.g. 1.42.4.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

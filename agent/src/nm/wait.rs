@@ -19,6 +19,12 @@ pub struct ActivationGoal {
     pub ip6: bool,
 }
 
+/// A network's bridge (NAT, host-only) is up once its IPv4 address is.
+pub const NETWORK_UP: ActivationGoal = ActivationGoal {
+    ip4: true,
+    ip6: false,
+};
+
 impl ActivationGoal {
     fn reached(&self, state: ActiveConnectionState, flags: ActivationStateFlags) -> bool {
         state == ActiveConnectionState::Activated

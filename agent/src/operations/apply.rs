@@ -236,7 +236,14 @@ async fn apply_one(
             };
             network_report(
                 &bridge.name,
-                network::ensure(nm, store, lock, &spec, dry_run, progress).await,
+                network::ensure(
+                    nm,
+                    (store, lock),
+                    &spec,
+                    (dry_run, options.confirm),
+                    progress,
+                )
+                .await,
             )
         }
     }
@@ -254,12 +261,21 @@ async fn absent(
 ) -> (BridgeReport, bool) {
     let (name, dry_run) = (&bridge.name, options.dry_run);
     if let Mode::Network { .. } = bridge.mode {
-        return match network::delete(nm, name, dry_run, progress).await {
-            Ok(()) if dry_run => (BridgeReport::new(name, Verdict::DryRun), false),
-            Ok(()) => (
-                BridgeReport::new(name, Verdict::Committed).because("deleted (state = \"absent\")"),
-                false,
-            ),
+        let deleted = network::delete(
+            nm,
+            (store, lock),
+            name,
+            (dry_run, options.confirm),
+            progress,
+        )
+        .await;
+        return match deleted {
+            Ok(None) => (BridgeReport::new(name, Verdict::DryRun), false),
+            Ok(Some(outcome @ Outcome::Committed { .. })) => {
+                let (report, stop) = outcome_report(name, None, outcome);
+                (report.because("deleted (state = \"absent\")"), stop)
+            }
+            Ok(Some(outcome)) => outcome_report(name, None, outcome),
             Err(NetworkError::NoSuch(_)) => (BridgeReport::new(name, Verdict::Unchanged), false),
             Err(e) => network_report(name, Err(e)),
         };
@@ -498,7 +514,8 @@ fn outcome_report(name: &str, uplink: Option<&str>, outcome: Outcome) -> (Bridge
         // At most one change awaits confirmation: the run stops here.
         Outcome::AwaitingConfirm { seconds, .. } => {
             let mut report = BridgeReport::new(name, Verdict::AwaitingConfirm).because(format!(
-                "passed its checks; `netbridge confirm` within {seconds} s commits it, otherwise it rolls back by itself"
+                "passed its checks; {}",
+                crate::confirm::how_it_ends(u64::from(*seconds))
             ));
             report.uplink = uplink.map(str::to_owned);
             report.outcome = Some(outcome);

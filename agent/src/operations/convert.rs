@@ -332,13 +332,7 @@ pub async fn execute(
     confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
-    let tx = Transaction {
-        nm,
-        store,
-        lock,
-        progress,
-        confirm,
-    };
+    let tx = Transaction::new(nm, store, lock, progress).confirming(confirm);
     let proof = &ready.proof;
     tx.convert(
         &ready.plan,
@@ -357,13 +351,7 @@ pub async fn execute_in_place(
     confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
-    let tx = Transaction {
-        nm,
-        store,
-        lock,
-        progress,
-        confirm,
-    };
+    let tx = Transaction::new(nm, store, lock, progress).confirming(confirm);
     let proof = &ready.proof;
     let (probes, after, before) = (&proof.checks.probes, &proof.after, &proof.identity_before);
     match &ready.change {

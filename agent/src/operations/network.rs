@@ -6,7 +6,6 @@ use crate::plan::network::{
     plan_network, read_marker, NetDecision, NetError, NetFound, NetworkSpec,
 };
 use crate::plan::{nmcli, Marker};
-use crate::recovery;
 use crate::report::Progress;
 use crate::transaction::{Failure, Outcome, Transaction, TxError};
 
@@ -46,13 +45,13 @@ pub enum NetOutcome {
     },
 }
 
-/// Makes the network exist as specified; a network already as specified is left alone.
+/// Makes the network exist as specified; a network already as specified is
+/// left alone. With `confirm`, a new network awaits `netbridge confirm`.
 pub async fn ensure(
     nm: &Nm,
-    store: &Store,
-    lock: &Lock,
+    (store, lock): (&Store, &Lock),
     spec: &NetworkSpec,
-    dry_run: bool,
+    (dry_run, confirm): (bool, Option<u32>),
     progress: &Progress,
 ) -> Result<NetOutcome, NetworkError> {
     let found = find(nm, &spec.name).await?;
@@ -69,15 +68,7 @@ pub async fn ensure(
             nmcli,
         });
     }
-    // A new network touches no existing device, so it cannot cut the
-    // operator off: it commits at once, `--confirm` or not.
-    let tx = Transaction {
-        nm,
-        store,
-        lock,
-        progress,
-        confirm: None,
-    };
+    let tx = Transaction::new(nm, store, lock, progress).confirming(confirm);
     match decision {
         NetDecision::Unchanged => {
             progress.step("no-op", format!("{} exists as configured", spec.name));
@@ -130,13 +121,15 @@ async fn profile_named(nm: &Nm, name: &str) -> Result<Option<ProfileInfo>, NmErr
         .find(|p| p.id == name || p.interface_name.as_deref() == Some(name)))
 }
 
-/// Deletes a network netbridge created (its profile and its bridge).
+/// Deletes a network netbridge created (its bridge, then its profile);
+/// `None` for a dry run. With `confirm`, the deletion awaits `netbridge confirm`.
 pub async fn delete(
     nm: &Nm,
+    (store, lock): (&Store, &Lock),
     name: &str,
-    dry_run: bool,
+    (dry_run, confirm): (bool, Option<u32>),
     progress: &Progress,
-) -> Result<(), NetworkError> {
+) -> Result<Option<Outcome>, NetworkError> {
     let Some(info) = profile_named(nm, name).await? else {
         return Err(NetworkError::NoSuch(name.to_owned()));
     };
@@ -159,10 +152,8 @@ pub async fn delete(
                 nmcli::delete_commands(&info.uuid).join("\n")
             ),
         );
-        return Ok(());
+        return Ok(None);
     }
-    nm.delete_profile(&info.path).await?;
-    progress.step("deleted", format!("profile '{}' ({})", info.id, info.uuid));
-    recovery::remove_bridge(nm, name, progress).await?;
-    Ok(())
+    let tx = Transaction::new(nm, store, lock, progress).confirming(confirm);
+    Ok(Some(tx.delete_network(name, &info).await?))
 }

@@ -111,13 +111,7 @@ pub async fn execute(
     confirm: Option<u32>,
     progress: &Progress,
 ) -> Result<Outcome, TxError> {
-    let tx = Transaction {
-        nm,
-        store,
-        lock,
-        progress,
-        confirm,
-    };
+    let tx = Transaction::new(nm, store, lock, progress).confirming(confirm);
     let outcome = tx
         .revert(
             &ready.plan,

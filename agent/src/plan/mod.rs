@@ -232,9 +232,6 @@ pub struct Plan {
     pub bridge_trial: Settings,
     #[serde(skip)]
     pub port_profile: Settings,
-    /// The original profile as it will be saved at commit: autoconnect off.
-    #[serde(skip)]
-    pub original_after: Settings,
 }
 
 /// A NetworkManager netbridge can work with. Checked before the host is
@@ -501,8 +498,6 @@ fn build(
     }
     .write(&mut bridge_profile);
     let port_profile = port_profile(req, applied, ids, &port_id, priority)?;
-    let mut original_after = without_legacy_forms(&active.saved)?;
-    original_after.set(names::CONNECTION, "autoconnect", false);
     let ipv4 = ip_plan(&bridge_profile, names::IPV4, &uplink.device.ipv4)?;
     let ipv6 = ip_plan(&bridge_profile, names::IPV6, &uplink.device.ipv6)?;
     let lease = carry::lease_hold(uplink, &ipv4.method);
@@ -536,7 +531,6 @@ fn build(
         bridge_profile,
         bridge_trial,
         port_profile,
-        original_after,
     })
 }
 

@@ -421,7 +421,6 @@ mod tests {
                 check: std::time::Duration::from_secs(5),
             },
             goal: crate::nm::ActivationGoal::default(),
-            original_after: Settings::new(),
         };
         assert_eq!(
             plan.nmcli_commands(),

@@ -6,9 +6,7 @@ use netbridge_dbus::{Settings, SettingsError};
 use serde::Serialize;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::{
-    goal, ip_plan, timing, without_legacy_forms, IpPlan, Marker, Original, Request, Timing,
-};
+use super::{goal, ip_plan, timing, IpPlan, Marker, Original, Request, Timing};
 use crate::nm::{ActivationGoal, DeviceInfo, ProfileInfo};
 
 /// What was found for the bridge to revert.
@@ -60,9 +58,6 @@ pub struct RevertPlan {
     pub timing: Timing,
     #[serde(skip)]
     pub goal: ActivationGoal,
-    /// The original profile as it will be saved: autoconnect as before the conversion.
-    #[serde(skip)]
-    pub original_after: Settings,
 }
 
 fn no_bridge(name: &str, port_of: Option<&str>) -> String {
@@ -111,12 +106,6 @@ pub fn plan_revert(
     let empty = crate::nm::IpRuntime::default();
     let ipv4 = ip_plan(saved, names::IPV4, runtime.map_or(&empty, |d| &d.ipv4))?;
     let ipv6 = ip_plan(saved, names::IPV6, runtime.map_or(&empty, |d| &d.ipv6))?;
-    let mut original_after = without_legacy_forms(saved)?;
-    original_after.set(
-        names::CONNECTION,
-        "autoconnect",
-        marker.original_autoconnect,
-    );
     Ok(RevertPlan {
         bridge: name,
         uplink: marker.uplink,
@@ -132,7 +121,6 @@ pub fn plan_revert(
         ipv4,
         ipv6,
         timing,
-        original_after,
     })
 }
 

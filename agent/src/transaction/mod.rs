@@ -136,6 +136,17 @@ pub struct Proven {
     identity: Option<Proof>,
 }
 
+impl Proven {
+    /// A trial with no checks to run (a network created or deleted): its
+    /// verified state is the proof.
+    fn nothing() -> Self {
+        Proven {
+            checks: Vec::new(),
+            identity: None,
+        }
+    }
+}
+
 /// What a guarded change protects and how it proves itself.
 struct Guard<'p> {
     /// The devices the checkpoint covers.
@@ -159,12 +170,42 @@ struct Commit {
 /// A change's context: the engine runs on any [`Host`] (its unit tests use
 /// a fake); the changes themselves on NetworkManager.
 pub struct Transaction<'a, N = Nm> {
-    pub nm: &'a N,
-    pub store: &'a Store,
-    pub lock: &'a Lock,
-    pub progress: &'a Progress,
+    nm: &'a N,
+    store: &'a Store,
+    lock: &'a Lock,
+    progress: &'a Progress,
     /// `--confirm SECS`: a proven change waits this long for `netbridge confirm`.
-    pub confirm: Option<u32>,
+    confirm: Option<u32>,
+}
+
+/// What a failed change checks again once it is rolled back.
+struct Recheck<'p> {
+    probes: &'p [Probe],
+    ctx: &'p CheckContext,
+    deadline: Duration,
+}
+
+impl<'a, N: Host> Transaction<'a, N> {
+    /// A change that commits once proven.
+    pub fn new(nm: &'a N, store: &'a Store, lock: &'a Lock, progress: &'a Progress) -> Self {
+        Transaction {
+            nm,
+            store,
+            lock,
+            progress,
+            confirm: None,
+        }
+    }
+
+    /// `--confirm SECS`: once proven, the change waits `seconds` for
+    /// `netbridge confirm` (none: it commits at once).
+    #[must_use]
+    pub fn confirming(self, seconds: Option<u32>) -> Self {
+        Transaction {
+            confirm: seconds,
+            ..self
+        }
+    }
 }
 
 impl<N: Host> Transaction<'_, N> {
@@ -197,50 +238,102 @@ impl<N: Host> Transaction<'_, N> {
             signal = stop => Err(Failure::Interrupted(signal)),
             result = trial => result,
         };
+        let recheck = Recheck {
+            probes: guard.probes,
+            ctx: guard.ctx,
+            deadline: guard.timing.check,
+        };
+        self.conclude(
+            record,
+            Some((&checkpoint, keepalive)),
+            trial,
+            commit,
+            recheck,
+        )
+        .await
+    }
+
+    /// The shape of a change that touches no other device (a network
+    /// created or deleted): journal, the trial raced against a stop signal,
+    /// then commit — or roll back — with no checkpoint. Unconfirmed, it is
+    /// undone at its deadline by the watcher.
+    async fn unguarded(
+        &self,
+        record: Record,
+        trial: impl std::future::Future<Output = Result<Proven, Failure>>,
+        commit: Commit,
+    ) -> Result<Outcome, TxError> {
+        let stop = self.nm.interrupted();
+        self.store.write(self.lock, &record).await?;
+        let trial = tokio::select! {
+            biased;
+            signal = stop => Err(Failure::Interrupted(signal)),
+            result = trial => result,
+        };
+        let ctx = CheckContext::default();
+        let recheck = Recheck {
+            probes: &[],
+            ctx: &ctx,
+            deadline: Duration::ZERO,
+        };
+        self.conclude(record, None, trial, commit, recheck).await
+    }
+
+    /// After the trial: a proven change awaits confirmation (`--confirm`)
+    /// or commits at once; any failure, the commit's included, rolls back.
+    async fn conclude(
+        &self,
+        mut record: Record,
+        guard: Option<(&OwnedObjectPath, Keepalive)>,
+        trial: Result<Proven, Failure>,
+        commit: Commit,
+        recheck: Recheck<'_>,
+    ) -> Result<Outcome, TxError> {
+        let (checkpoint, mut keepalive) = guard.unzip();
         let verdict = match (trial, self.confirm) {
             (Ok(proven), Some(seconds)) => {
-                drop(keepalive);
-                return match self
-                    .await_confirm(&mut record, &checkpoint, seconds, commit)
+                // From here NetworkManager's timer (or the watcher) alone
+                // keeps the deadline.
+                keepalive = None;
+                match self
+                    .await_confirm(&mut record, checkpoint, seconds, commit)
                     .await
                 {
-                    Ok(deadline_unix) => Ok(Outcome::AwaitingConfirm {
-                        checks: proven.checks,
-                        identity: proven.identity,
-                        deadline_unix,
-                        seconds,
-                    }),
-                    Err(failure) => {
-                        let (probes, ctx) = (guard.probes, guard.ctx);
-                        self.roll_back(&record, failure, probes, ctx, guard.timing.check)
-                            .await
+                    Ok(deadline_unix) => {
+                        return Ok(Outcome::AwaitingConfirm {
+                            checks: proven.checks,
+                            identity: proven.identity,
+                            deadline_unix,
+                            seconds,
+                        })
                     }
-                };
+                    Err(failure) => Err(failure),
+                }
             }
             (Ok(proven), None) => self
                 .persist(&mut record, &commit.saves)
                 .await
-                .map(|()| proven)
+                .map(|()| (proven, commit.done))
                 .map_err(Failure::Commit),
             (Err(failure), _) => Err(failure),
         };
         drop(keepalive);
 
         match verdict {
-            Ok(Proven { checks, identity }) => {
+            Ok((Proven { checks, identity }, done)) => {
                 // Committed (the journal says so): from here on nothing
                 // undoes the change; what is left is housekeeping.
-                self.finish(&checkpoint).await;
-                self.progress.step("committed", commit.done);
+                self.finish(checkpoint.map(|c| &**c)).await;
+                self.progress.step("committed", done);
                 Ok(Outcome::Committed { checks, identity })
             }
             Err(failure) => {
                 self.roll_back(
                     &record,
                     failure,
-                    guard.probes,
-                    guard.ctx,
-                    guard.timing.check,
+                    recheck.probes,
+                    recheck.ctx,
+                    recheck.deadline,
                 )
                 .await
             }
@@ -266,18 +359,20 @@ impl<N: Host> Transaction<'_, N> {
     /// on disk. A checkpoint NetworkManager lost (it restarted during the
     /// trial) has nothing left to destroy; anything else stays recorded for
     /// the next netbridge run (`recover`) to finish.
-    pub(crate) async fn finish(&self, checkpoint: &ObjectPath<'_>) {
-        if let Err(e) = self.nm.checkpoint_destroy(checkpoint).await {
-            let still_armed = match self.nm.checkpoints().await {
-                Ok(all) => all.iter().any(|c| c.as_str() == checkpoint.as_str()),
-                Err(_) => true,
-            };
-            if still_armed {
-                self.progress.step(
-                    "warning",
-                    format!("the change is committed, but its checkpoint could not be destroyed ({e}); run `netbridge recover` before NetworkManager's timer fires"),
-                );
-                return;
+    pub(crate) async fn finish(&self, checkpoint: Option<&ObjectPath<'_>>) {
+        if let Some(checkpoint) = checkpoint {
+            if let Err(e) = self.nm.checkpoint_destroy(checkpoint).await {
+                let still_armed = match self.nm.checkpoints().await {
+                    Ok(all) => all.iter().any(|c| c.as_str() == checkpoint.as_str()),
+                    Err(_) => true,
+                };
+                if still_armed {
+                    self.progress.step(
+                        "warning",
+                        format!("the change is committed, but its checkpoint could not be destroyed ({e}); run `netbridge recover` before NetworkManager's timer fires"),
+                    );
+                    return;
+                }
             }
         }
         if let Err(e) = self.store.clear(self.lock).await {
@@ -330,6 +425,15 @@ impl<N: Host> Transaction<'_, N> {
     pub(crate) async fn persist(&self, record: &mut Record, saves: &[Save]) -> Result<(), NmError> {
         record.phase = Phase::Committing;
         self.write(record).await?;
+        self.progress.step(
+            "committing",
+            format!(
+                "writing the {} of {} to disk ({} writes)",
+                record.change.operation(),
+                record.change.bridge(),
+                saves.len()
+            ),
+        );
         for save in saves {
             self.nm.save(save).await?;
         }
@@ -338,20 +442,23 @@ impl<N: Host> Transaction<'_, N> {
     }
 
     /// Leaves a proven change on trial for `netbridge confirm`: the
-    /// checkpoint's timer set to `seconds` (no longer re-armed), the commit
-    /// recorded in the journal for the process that confirms, and a watcher
-    /// detached from this process and its session. Returns the deadline.
+    /// checkpoint's timer (if one guards it) set to `seconds` and no longer
+    /// re-armed, the commit recorded in the journal for the process that
+    /// confirms, and a watcher detached from this process and its session.
+    /// Returns the deadline.
     async fn await_confirm(
         &self,
         record: &mut Record,
-        checkpoint: &ObjectPath<'_>,
+        checkpoint: Option<&OwnedObjectPath>,
         seconds: u32,
         commit: Commit,
     ) -> Result<u64, Failure> {
-        self.nm
-            .checkpoint_adjust(checkpoint, seconds)
-            .await
-            .map_err(Failure::Commit)?;
+        if let Some(checkpoint) = checkpoint {
+            self.nm
+                .checkpoint_adjust(checkpoint, seconds)
+                .await
+                .map_err(Failure::Commit)?;
+        }
         let deadline_unix = crate::journal::now_unix() + u64::from(seconds);
         record.phase = Phase::AwaitingConfirm;
         record.pending = Some(Pending {
@@ -361,16 +468,20 @@ impl<N: Host> Transaction<'_, N> {
             done: commit.done,
         });
         self.write(record).await.map_err(Failure::Commit)?;
-        let watcher = match crate::confirm::spawn_watcher(self.store.dir()) {
-            Ok(pid) => format!("watcher pid {pid}"),
-            Err(e) => format!("no watcher ({e}): NetworkManager's timer alone rolls back"),
+        let watcher = match crate::confirm::start_watcher(self.store.dir()).await {
+            Ok(watcher) => watcher.to_string(),
+            Err(e) if record.change.has_checkpoint() => {
+                format!("no watcher ({e}): NetworkManager's timer alone rolls back")
+            }
+            Err(e) => {
+                format!("no watcher ({e}): the next netbridge run after the deadline rolls back")
+            }
         };
         self.progress.step(
             "awaiting confirmation",
             format!(
-                "the {} of {} passed its checks and runs in memory only; `netbridge confirm` within {seconds} s commits it, `netbridge rollback` undoes it now; without either NetworkManager rolls it back by itself ({watcher})",
-                record.change.operation(),
-                record.change.bridge()
+                "{} ({watcher})",
+                crate::confirm::awaiting(record, u64::from(seconds))
             ),
         );
         Ok(deadline_unix)

@@ -1,26 +1,28 @@
-//! Creating a virtual network (NAT or host-only): in memory, up, its address
-//! verified, then saved. It touches no existing device, so no checkpoint
-//! guards it; the journal removes it if netbridge is cut short.
+//! Creating and deleting a virtual network (NAT or host-only). Either
+//! touches no other device, so no checkpoint guards it: the journal undoes
+//! it if netbridge is cut short, and a `--confirm` trial ends at its
+//! deadline by the watcher's hand.
 
 use std::time::Duration;
 
-use netbridge_dbus::flags::{AddConnection2Flags, Update2Flags};
+use netbridge_dbus::flags::AddConnection2Flags;
 use netbridge_dbus::Settings;
 use zbus::zvariant::ObjectPath;
 
-use super::{interrupted, journal_to_nm, Failure, Outcome, Transaction, TxError, SETTLE};
-use crate::checks::CheckContext;
-use crate::journal::{Change, Record};
-use crate::nm::{ActivationGoal, NmError};
+use super::{Commit, Failure, Outcome, Proven, Transaction, TxError, SETTLE};
+use crate::journal::{Change, Record, Save};
+use crate::nm::{ProfileInfo, NETWORK_UP};
 use crate::plan::IpPlan;
+use crate::recovery;
 use crate::verify;
 use ipnetwork::IpNetwork;
 use netbridge_dbus::settings::names;
 
 impl Transaction<'_> {
     /// Creates a virtual network: in memory, up, its address verified, then
-    /// saved. It touches no existing device, so no checkpoint guards it; the
-    /// journal removes it if netbridge is cut short.
+    /// saved (at once, or when `netbridge confirm` runs). It touches no
+    /// existing device, so no checkpoint guards it; the journal removes it
+    /// if netbridge is cut short.
     pub async fn create_network(
         &self,
         name: &str,
@@ -31,41 +33,68 @@ impl Transaction<'_> {
             .str(names::CONNECTION, "uuid")
             .ok()
             .flatten()
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .to_owned();
         let record = Record::new(Change::Create {
             bridge: name.to_owned(),
-            uuid: uuid.to_owned(),
+            uuid: uuid.clone(),
         });
-        let stop = interrupted();
-        self.store.write(self.lock, &record).await?;
-        let trial = tokio::select! {
-            biased;
-            signal = stop => Err(Failure::Interrupted(signal)),
-            result = self.try_network(name, profile, address) => result,
+        let trial = async {
+            self.try_network(name, profile, address).await?;
+            Ok(Proven::nothing())
         };
-        let verdict = match trial {
-            Ok(()) => self
-                .commit_network(name, uuid)
-                .await
-                .map_err(Failure::Commit),
-            Err(failure) => Err(failure),
+        let commit = Commit {
+            saves: vec![Save::ToDisk { uuid }],
+            done: format!("{name} saved to disk"),
         };
-        match verdict {
-            Ok(()) => Ok(Outcome::Committed {
-                checks: Vec::new(),
-                identity: None,
-            }),
-            Err(failure) => {
-                self.roll_back(
-                    &record,
-                    failure,
-                    &[],
-                    &CheckContext::default(),
-                    Duration::ZERO,
-                )
+        self.unguarded(record, trial, commit).await
+    }
+
+    /// Deletes a network netbridge created: its bridge taken down first,
+    /// then its profile deleted (at once, or when `netbridge confirm`
+    /// runs); undone, the network comes back as it ran.
+    pub async fn delete_network(
+        &self,
+        name: &str,
+        profile: &ProfileInfo,
+    ) -> Result<Outcome, TxError> {
+        let active = match self.nm.device_by_iface(name).await {
+            Ok(Some(device)) => self
+                .nm
+                .device_info(&device)
                 .await
+                .map(|d| d.active_connection)
+                .unwrap_or_default(),
+            _ => None,
+        };
+        let record = Record::new(Change::Delete {
+            bridge: name.to_owned(),
+            uuid: profile.uuid.clone(),
+            was_up: active.is_some(),
+        });
+        let trial = async {
+            if let Some(active) = &active {
+                self.nm.deactivate(active).await.map_err(Failure::Apply)?;
             }
-        }
+            recovery::remove_bridge(self.nm, name, self.progress)
+                .await
+                .map_err(Failure::Apply)?;
+            self.progress.step(
+                "down",
+                format!("{name} is down; its profile is kept until the commit"),
+            );
+            Ok(Proven::nothing())
+        };
+        let commit = Commit {
+            saves: vec![Save::Delete {
+                uuid: profile.uuid.clone(),
+            }],
+            done: format!(
+                "deleted profile '{}' ({}) and {name}",
+                profile.id, profile.uuid
+            ),
+        };
+        self.unguarded(record, trial, commit).await
     }
 
     async fn try_network(
@@ -105,26 +134,11 @@ impl Transaction<'_> {
             .activate(profile, &any_device)
             .await
             .map_err(Failure::Apply)?;
-        let goal = ActivationGoal {
-            ip4: true,
-            ip6: false,
-        };
         self.nm
-            .wait_activated(&active, name, goal, Duration::from_secs(30))
+            .wait_activated(&active, name, NETWORK_UP, Duration::from_secs(30))
             .await
             .map_err(Failure::Activation)?;
         self.progress.step("up", format!("{name} activated"));
-        Ok(())
-    }
-
-    async fn commit_network(&self, name: &str, uuid: &str) -> Result<(), NmError> {
-        let path = self.profile(uuid).await?;
-        self.nm
-            .update_profile(&path, None, Update2Flags::TO_DISK)
-            .await?;
-        self.store.clear(self.lock).await.map_err(journal_to_nm)?;
-        self.progress
-            .step("committed", format!("{name} saved to disk"));
         Ok(())
     }
 }

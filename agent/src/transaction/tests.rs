@@ -359,13 +359,7 @@ fn modify_record() -> Record {
 /// Runs a guarded change whose trial and commit are the fake's steps, in
 /// the order and with the failures each maps to in the real changes.
 async fn run(nm: &FakeNm, h: &StateDir) -> Result<Outcome, TxError> {
-    let tx = Transaction {
-        nm,
-        store: &h.store,
-        lock: &h.lock,
-        progress: &h.progress,
-        confirm: None,
-    };
+    let tx = Transaction::new(nm, &h.store, &h.lock, &h.progress);
     let devices = [path(UPLINK_PATH), path(BRIDGE_PATH)];
     let ctx = CheckContext::default();
     let guard = Guard {
@@ -395,10 +389,7 @@ async fn run(nm: &FakeNm, h: &StateDir) -> Result<Outcome, TxError> {
             Err(e) if !e.is_nm_gone() => return Err(Failure::Checks(Vec::new())),
             _ => {}
         }
-        Ok(Proven {
-            checks: Vec::new(),
-            identity: None,
-        })
+        Ok(Proven::nothing())
     };
     let commit = Commit {
         saves: vec![Save::ToDisk {

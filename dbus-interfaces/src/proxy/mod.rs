@@ -1,4 +1,5 @@
-//! Typed zbus proxies, one module per NetworkManager interface: several
+//! Typed zbus proxies, one module per NetworkManager interface (and the one
+//! systemd call netbridge makes, in `systemd`): several
 //! interfaces share member names (`StateChanged`, `State`), and the proxy
 //! macro generates module-level types named after them.
 
@@ -17,6 +18,7 @@ pub mod ip4_config;
 pub mod ip6_config;
 pub mod manager;
 pub mod settings;
+pub mod systemd;
 pub mod wired;
 
 /// A settings dictionary (`a{sa{sv}}`) as sent to NetworkManager.

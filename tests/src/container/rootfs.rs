@@ -13,7 +13,7 @@
 //! its `debian-archive-keyring` (bookworm's debootstrap knows trixie, and
 //! bookworm's keyring carries trixie's archive keys since 2023.3+deb12u2).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use std::time::Instant;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::files::write_file;
+use crate::lab::files::{lock_file, write_file};
 use crate::LabError;
 
 /// A Debian release a container can run: one NetworkManager version each.
@@ -289,19 +289,7 @@ impl RootfsCache {
     }
 
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
-        let path = self.sibling("lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| LabError::io("cannot create the rootfs cache directory", parent, e))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::io("cannot open the rootfs cache lock", &path, e))?;
-        Flock::lock(file, how)
-            .map_err(|(_, errno)| LabError::io("cannot lock the rootfs cache", &path, errno.into()))
+        lock_file(&self.sibling("lock"), how)
     }
 
     /// Called with the exclusive lock held.

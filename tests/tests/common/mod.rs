@@ -16,6 +16,36 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+/// A host-only network, as several tests make it.
+pub const VMNET1: &[&str] = &[
+    "create",
+    "vmnet1",
+    "--mode",
+    "isolated",
+    "--address",
+    "192.168.108.1/24",
+];
+
+/// `busctl` reading NetworkManager's armed checkpoints (`ao 0`: none).
+pub const CHECKPOINTS: [&str; 6] = [
+    "busctl",
+    "get-property",
+    "org.freedesktop.NetworkManager",
+    "/org/freedesktop/NetworkManager",
+    "org.freedesktop.NetworkManager",
+    "Checkpoints",
+];
+
+/// The detail of the awaiting-confirmation step of a `--json` document
+/// (it names the watcher).
+pub fn awaiting_step(doc: &Value) -> &str {
+    doc["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["step"] == "awaiting confirmation"))
+        .and_then(|s| s["detail"].as_str())
+        .unwrap_or_else(|| panic!("no awaiting-confirmation step: {doc:#}"))
+}
+
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -239,9 +269,15 @@ impl Running {
 
     /// Starts `command` (netbridge, in a lab or a booted host) with its
     /// stderr read line by line.
-    pub fn spawn(mut command: Command) -> Running {
+    pub fn spawn(command: Command) -> Running {
+        Running::spawn_with_stdin(command, Stdio::null())
+    }
+
+    /// [`Running::spawn`] with `stdin` (piped: the pipe stays open in
+    /// `child` until [`Running::finish`]).
+    pub fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Running {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
