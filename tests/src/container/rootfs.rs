@@ -94,14 +94,18 @@ impl Suite {
     /// `dnsmasq-base` (a Recommends of network-manager; NetworkManager runs
     /// it for shared mode) and `nftables` (priority important, so in every
     /// standard installation; NetworkManager's default firewall backend for
-    /// shared mode from 1.32). Bookworm's list stays as it was, so its existing cache
+    /// shared mode from 1.32). Bullseye's adds `iptables`, another Recommends
+    /// of its network-manager: NetworkManager 1.30 sets up a shared (NAT)
+    /// network's masquerading with the iptables program only (nftables
+    /// from 1.32). Bookworm's list stays as it was, so its existing cache
     /// stays current. The libvirt root adds `libvirt-daemon-system` and
     /// `libvirt-clients` (debootstrap installs Depends only, so this is
     /// `--no-install-recommends`: no QEMU, no dnsmasq).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
             Suite::Bookworm => &PACKAGES,
-            Suite::Bullseye | Suite::Trixie | Suite::Sid => &STANDARD_PACKAGES,
+            Suite::Trixie | Suite::Sid => &STANDARD_PACKAGES,
+            Suite::Bullseye => &BULLSEYE_PACKAGES,
             Suite::BookwormLibvirt => &LIBVIRT_PACKAGES,
         }
     }
@@ -156,6 +160,18 @@ const STANDARD_PACKAGES: [&str; 9] = [
     PACKAGES[6],
     "dnsmasq-base",
     "nftables",
+];
+const BULLSEYE_PACKAGES: [&str; 10] = [
+    STANDARD_PACKAGES[0],
+    STANDARD_PACKAGES[1],
+    STANDARD_PACKAGES[2],
+    STANDARD_PACKAGES[3],
+    STANDARD_PACKAGES[4],
+    STANDARD_PACKAGES[5],
+    STANDARD_PACKAGES[6],
+    STANDARD_PACKAGES[7],
+    STANDARD_PACKAGES[8],
+    "iptables",
 ];
 const LIBVIRT_PACKAGES: [&str; 9] = [
     PACKAGES[0],
