@@ -59,8 +59,11 @@ build:
 	$(CARGO_BUILD) --profile $(PROFILE) --locked -p netbridge
 
 # The manual pages, generated from the clap definitions and the configuration's key table.
+# The generator is built like the binaries (same target and profile), so it reuses their
+# compiled dependencies instead of compiling them all again for the machine's own target.
 man:
-	$(CARGO) run --profile $(PROFILE) --locked -q -p netbridge-mangen -- $(BUILT)/man
+	$(CARGO_BUILD) --profile $(PROFILE) --locked -q -p netbridge-mangen
+	$(BUILT)/netbridge-mangen $(BUILT)/man
 
 install: build man
 	install -D -m 0755 $(BUILT)/netbridge $(DESTDIR)$(PREFIX)/bin/netbridge

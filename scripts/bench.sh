@@ -10,6 +10,9 @@
 # with nmstatectl, nmcli and the kernel's own make-before-break steps (the
 # physical limit), with a per-step timeline of the first run of each:
 # `scripts/bench.sh --only gap --runs 10 --trace` (about 15 minutes).
+# A rollout of fleet/rollout.yml (Ansible, over SSH, each change confirmed
+# over a new connection) to 20 lab hosts, 5 per batch: total time, per host
+# and per batch: `scripts/bench.sh --only fleet --hosts 20 --batch 5`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

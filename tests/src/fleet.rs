@@ -18,14 +18,23 @@
 //! under `CI=true`, skippable elsewhere with `NETBRIDGE_SKIP_LAB=1`.
 
 mod controller;
+pub mod sanity;
 mod sshd;
 mod venv;
 
-pub use controller::{rollout_playbook, Controller, PlaybookRun};
+pub use controller::{Controller, PlaybookRun};
 pub use sshd::Sshd;
 pub use venv::{AnsibleVenv, VenvGuard, ANSIBLE_CORE};
 
 use crate::lab::{cmd, unavailable, Lab, LabError, Uplink};
+
+/// One configuration for a whole fleet of lab hosts: whichever NIC holds
+/// the default route becomes br0's port, proven by pinging the gateway.
+pub const FLEET_TOML: &str = r#"[[bridge]]
+name = "br0"
+uplink = "default-route"
+checks = ["ping:172.25.250.254"]
+"#;
 
 /// The programs a fleet needs beyond the lab's, with their packages.
 const TOOLS: [(&str, &str); 4] = [
@@ -103,6 +112,17 @@ impl Fleet {
             .iter()
             .find(|h| h.name == name)
             .unwrap_or_else(|| panic!("fleet: no host {name}"))
+    }
+}
+
+/// [`sanity::run`] for tests: prints `LAB UNAVAILABLE: <reason>` and panics
+/// when it cannot run (the venv cannot be built, ansible-test cannot start
+/// or hangs) — unless `NETBRIDGE_SKIP_LAB=1` is set (and `CI` is not
+/// `true`); then returns `None`.
+pub fn require_sanity(timeout: std::time::Duration) -> Option<sanity::SanityRun> {
+    match sanity::run(timeout) {
+        Ok(run) => Some(run),
+        Err(e) => unavailable(&e.to_string(), &["NETBRIDGE_SKIP_LAB"]),
     }
 }
 

@@ -5,23 +5,22 @@
 //! is never contacted. Once h2's network is fixed, the same rollout leaves h1
 //! alone and converts h2 and h3; a third reports no change anywhere. Check
 //! mode changes nothing and reports what would change; a host whose inbound
-//! SSH is cut by the change is not confirmed and rolls back by itself.
+//! SSH is cut by the change is not confirmed and rolls back by itself. An
+//! SSH session killed on both ends while its `--confirm` waits leaves a
+//! change that a new connection still confirms, or that rolls back by
+//! itself — never one half done.
 
 mod common;
 
-use std::time::Duration;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
-use common::{device, eventually, ipv4, saved_keyfile, status};
-use netbridge_tests::fleet::{rollout_playbook, Fleet, FleetHost, PlaybookRun};
-use serde_json::{json, Value};
-
-/// One configuration for the whole fleet: whichever NIC holds the default
-/// route becomes br0's port, proven by pinging the gateway.
-const FLEET_TOML: &str = r#"[[bridge]]
-name = "br0"
-uplink = "default-route"
-checks = ["ping:172.25.250.254"]
-"#;
+use common::{device, eventually, ipv4, saved_keyfile, status, Running};
+use netbridge_tests::fleet::{Fleet, FleetHost, PlaybookRun, FLEET_TOML};
+use netbridge_tests::Lab;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
 
 /// Three hosts' worth of SSH round trips plus one rollback, with room for
 /// a slow, shared machine.
@@ -172,6 +171,185 @@ fn check_mode_changes_nothing_and_a_host_unreachable_after_the_change_is_not_con
     assert!(!h3.sshd().etc_netbridge().join("netbridge.toml").exists());
 }
 
+#[test]
+fn a_change_outlives_its_killed_ssh_session_and_commits_only_if_confirmed() {
+    let Some(fleet) = Fleet::require(&["h1", "h2"]) else {
+        return;
+    };
+    let (h1, h2) = (fleet.host("h1"), fleet.host("h2"));
+    let h2_before = h2.lab().snapshot();
+
+    // Confirmed afterwards, over a new connection: committed.
+    let watcher = convert_then_kill_the_session(&fleet, h1, 120);
+    assert!(alive(watcher), "the watcher outlives the session");
+    assert_on_trial(h1.lab());
+    let contacts = h1.sshd().connections();
+    let confirm = fleet
+        .controller()
+        .ssh(h1.lab(), "netbridge confirm --json")
+        .output()
+        .expect("run ssh");
+    let doc: Value = serde_json::from_slice(&confirm.stdout).unwrap_or_else(|e| {
+        panic!(
+            "confirm's JSON: {e}\n{}",
+            String::from_utf8_lossy(&confirm.stderr)
+        )
+    });
+    assert_eq!(confirm.status.code(), Some(0), "{doc:#}");
+    assert_eq!(doc["confirmed"]["result"], "committed", "{doc:#}");
+    assert_eq!(h1.sshd().connections(), contacts + 1, "a new connection");
+    assert!(saved_keyfile(h1.lab(), "br0").contains("type=bridge"));
+    let s = status(h1.lab());
+    assert_eq!(ipv4(&s, "br0"), vec!["172.25.250.10/24"], "{s:#}");
+    assert_settled(h1.lab(), watcher);
+
+    // Not confirmed: rolled back by itself within its seconds.
+    let secs = 15;
+    let watcher = convert_then_kill_the_session(&fleet, h2, secs);
+    let waiting = Instant::now();
+    assert_on_trial(h2.lab());
+    assert!(
+        eventually(Duration::from_secs(secs + 15), || h2.lab().snapshot()
+            == h2_before),
+        "h2 rolled back by itself:\nbefore {h2_before:#?}\nafter {:#?}",
+        h2.lab().snapshot()
+    );
+    let took = waiting.elapsed();
+    assert!(
+        took >= Duration::from_secs(secs - 3),
+        "not before its deadline: {took:?}"
+    );
+    assert_settled(h2.lab(), watcher);
+    assert_eq!(h2.lab().snapshot(), h2_before, "h2 exactly as before");
+}
+
+/// What the SSH session runs: it names its shell and that shell's parent
+/// (sshd's process for this session), converts with `--confirm SECS`, says
+/// how netbridge exited, and then reads its stdin: it lasts as long as the
+/// session.
+fn remote_convert(secs: u64) -> String {
+    format!(
+        "echo \"session shell $$ sshd $PPID\" >&2; \
+         netbridge convert ens32 --yes --no-guest-check --confirm {secs}; \
+         echo \"netbridge exited $?\" >&2; read -r _"
+    )
+}
+
+/// Over SSH to `host`: a conversion with `--confirm secs`. Once it awaits
+/// confirmation, that session is killed for real, on both ends: sshd's
+/// processes for the connection (SIGHUP, then SIGKILL) and the client
+/// (SIGKILL). Returns the watcher's pid.
+fn convert_then_kill_the_session(fleet: &Fleet, host: &FleetHost, secs: u64) -> Pid {
+    let ssh = fleet.controller().ssh(host.lab(), &remote_convert(secs));
+    let mut run = Running::spawn_with_stdin(ssh, Stdio::piped());
+    let line = run.wait_for("session shell ", Duration::from_secs(60));
+    let numbers: Vec<u32> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [shell, parent] = numbers[..] else {
+        panic!("no shell and sshd pid in {line:?}");
+    };
+    let awaiting = run.wait_for("awaiting confirmation", Duration::from_secs(120));
+    let watcher = watcher_pid(&awaiting);
+    let exited = run.wait_for("netbridge exited", Duration::from_secs(30));
+    assert!(exited.ends_with("exited 9"), "{exited}");
+    assert!(alive(pid(shell)), "the session still runs");
+
+    let session = host
+        .sshd()
+        .connection_processes(parent)
+        .unwrap_or_else(|| panic!("{parent} is not a process of {}'s sshd", host.name()));
+    for sig in [Signal::SIGHUP, Signal::SIGKILL] {
+        for p in &session {
+            // Gone after the hangup already: no failure.
+            let _ = kill(pid(*p), sig);
+        }
+    }
+    let _ = kill(pid(run.pid()), Signal::SIGKILL);
+    let (_, output) = run.finish();
+    assert!(
+        eventually(Duration::from_secs(10), || !alive(pid(shell))
+            && session.iter().all(|p| !alive(pid(*p)))),
+        "the session ({session:?}, shell {shell}) is gone:\n{output}"
+    );
+    watcher
+}
+
+fn pid(raw: u32) -> Pid {
+    Pid::from_raw(i32::try_from(raw).expect("a pid fits in i32"))
+}
+
+fn alive(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
+}
+
+/// The watcher's pid, from the progress line "... (watcher pid N)".
+fn watcher_pid(line: &str) -> Pid {
+    line.split("watcher pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .map(pid)
+        .unwrap_or_else(|| panic!("no watcher pid in {line:?}"))
+}
+
+fn journal(lab: &Lab) -> Option<String> {
+    std::fs::read_to_string(lab.state_dir().join("journal.json")).ok()
+}
+
+/// NetworkManager's checkpoints (their D-Bus paths).
+fn checkpoints(lab: &Lab) -> Vec<String> {
+    let out = lab.host([
+        "dbus-send",
+        "--system",
+        "--print-reply",
+        "--dest=org.freedesktop.NetworkManager",
+        "/org/freedesktop/NetworkManager",
+        "org.freedesktop.DBus.Properties.Get",
+        "string:org.freedesktop.NetworkManager",
+        "string:Checkpoints",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "NetworkManager's Checkpoints: {out:?}"
+    );
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("object path "))
+        .map(|p| p.trim_matches('"').to_owned())
+        .collect()
+}
+
+/// The change on trial: br0 carries the host from memory only, one
+/// checkpoint armed, the journal awaiting the confirmation.
+fn assert_on_trial(lab: &Lab) {
+    let snap = lab.snapshot();
+    let br0 = snap
+        .profiles
+        .keys()
+        .find(|path| snap.profiles[*path].lines().any(|l| l == "id=br0"));
+    assert!(
+        br0.is_some_and(|p| p.starts_with("run/")),
+        "br0's profile in memory only: {br0:?}"
+    );
+    assert_eq!(checkpoints(lab).len(), 1, "the checkpoint is armed");
+    let journal = journal(lab).expect("the journal records the change");
+    assert!(journal.contains("awaiting-confirm"), "{journal}");
+}
+
+/// Never half done: the journal cleared, no checkpoint left armed, the
+/// watcher gone.
+fn assert_settled(lab: &Lab, watcher: Pid) {
+    assert!(
+        eventually(Duration::from_secs(15), || journal(lab).is_none()
+            && !alive(watcher)),
+        "the journal is cleared ({:?}) and the watcher ({watcher}) exited",
+        journal(lab)
+    );
+    assert_eq!(checkpoints(lab), Vec::<String>::new(), "no checkpoint left");
+}
+
 /// The PLAY RECAP's `changed=` count for `host`.
 fn recap_changed(output: &str, host: &str) -> u32 {
     let recap = output
@@ -203,25 +381,13 @@ fn assert_rollout_resumes(fleet: &Fleet) {
     }
 }
 
-/// Runs fleet/rollout.yml over the whole fleet, one host per batch, with
-/// the controller's configuration and results directories; `check`: with
-/// `--check --diff`.
+/// Runs fleet/rollout.yml over the whole fleet, one host per batch;
+/// `check`: with `--check --diff`.
 fn rollout(fleet: &Fleet, check: bool) -> PlaybookRun {
-    let controller = fleet.controller();
     let flags: &[&str] = if check { &["--check", "--diff"] } else { &[] };
-    let run = controller
-        .run_playbook(
-            &rollout_playbook(),
-            flags,
-            &json!({
-                "netbridge_batch": 1,
-                "netbridge_config": controller.config_dir().join("netbridge.toml"),
-                "netbridge_dropins": controller.config_dir().join("conf.d"),
-                "netbridge_results_dir": controller.results_dir(),
-                "netbridge_confirm_timeout": CONFIRM_SECS,
-            }),
-            ROLLOUT_TIMEOUT,
-        )
+    let run = fleet
+        .controller()
+        .rollout(1, CONFIRM_SECS, flags, ROLLOUT_TIMEOUT)
         .unwrap_or_else(|e| panic!("the playbook did not finish: {e}"));
     // Shown with --nocapture, and with the failure of a test that panics.
     eprintln!("{}", run.output);
@@ -229,8 +395,10 @@ fn rollout(fleet: &Fleet, check: bool) -> PlaybookRun {
 }
 
 fn ship_config(fleet: &Fleet) {
-    let dir = fleet.controller().config_dir();
-    std::fs::write(dir.join("netbridge.toml"), FLEET_TOML).expect("write the fleet config");
+    fleet
+        .controller()
+        .ship_config(FLEET_TOML)
+        .expect("write the fleet config");
 }
 
 /// On h2's LAN only: the gateway answers the first echo request and drops

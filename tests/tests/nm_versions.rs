@@ -4,8 +4,9 @@
 //! lab namespace, netbridge installed with `make install` (on bullseye the
 //! build linked against glibc 2.28: see `Suite::needs_portable_build`) and
 //! the job done there — convert, a reboot, revert, a rollback on a failing
-//! check, and a NAT network with a DHCP range where NetworkManager has
-//! them (1.46) or its refusal where not. The legacy keys
+//! check, and a NAT network whose guest gets a lease and reaches the LAN
+//! masqueraded, with a DHCP range where NetworkManager has them (1.46) and
+//! the range refused where not. The legacy keys
 //! (`connection.master`, `slave-type`, `ipv4.dns` as `au`), checkpoint and
 //! AddConnection2/Update2 flags and `user.data` markers netbridge writes
 //! must work on all of them; 1.30 lists ports in `Slaves`, not `Ports`.
@@ -205,28 +206,68 @@ fn command_lines(host: &Container, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `netbridge create virbr1` as a NAT network with a DHCP range.
-const NAT_WITH_RANGE: [&str; 9] = [
+/// `netbridge create virbr1` as a NAT network, NetworkManager choosing
+/// the DHCP range.
+const NAT: [&str; 7] = [
     "create",
     "virbr1",
     "--mode",
     "nat",
     "--address",
     "192.168.107.1/24",
-    "--dhcp-range",
-    "192.168.107.2-192.168.107.9",
     "--json",
 ];
+/// [`NAT`] with a DHCP range of its own (NetworkManager 1.46 or newer).
+const NAT_WITH_RANGE: [&str; 9] = [
+    NAT[0],
+    NAT[1],
+    NAT[2],
+    NAT[3],
+    NAT[4],
+    NAT[5],
+    "--dhcp-range",
+    "192.168.107.2-192.168.107.9",
+    NAT[6],
+];
+/// The addresses a guest of [`NAT_WITH_RANGE`] may lease, and the ones
+/// NetworkManager hands out from itself (`.10` – `.254` of the subnet).
+const RANGE: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(192, 168, 107, 2),
+    Ipv4Addr::new(192, 168, 107, 9),
+);
+const DEFAULT_RANGE: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(192, 168, 107, 10),
+    Ipv4Addr::new(192, 168, 107, 254),
+);
 
-common::on_suites!(a_nat_network_with_a_dhcp_range_is_created_and_deleted:
-    trixie => Trixie, sid => Sid);
+/// Whether the host's NetworkManager is `major.minor` or newer, as
+/// `netbridge status` reads it.
+fn networkmanager_at_least(host: &Container, major: u32, minor: u32) -> bool {
+    let s = status(host);
+    let version = s["networkmanager"]["version"].as_str().unwrap_or_default();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
 
-fn a_nat_network_with_a_dhcp_range_is_created_and_deleted(suite: Suite) {
+common::on_suites!(a_nat_network_leases_its_guest_an_address_and_masquerades_it:
+    bullseye => Bullseye, trixie => Trixie, sid => Sid);
+
+/// A NAT network on every NetworkManager: with a DHCP range of its own where
+/// NetworkManager has them (1.46, see the refusal below where not), a guest
+/// on it gets a lease from NetworkManager's dnsmasq and reaches the LAN's
+/// gateway, which has no route back to the guest's subnet, so only through
+/// the host's masquerading; `delete` leaves the host as it was.
+fn a_nat_network_leases_its_guest_an_address_and_masquerades_it(suite: Suite) {
     let Some(host) = host_on(suite) else {
         return;
     };
-    let run = netbridge(&host, &NAT_WITH_RANGE);
-    let what = format!("netbridge {}", NAT_WITH_RANGE.join(" "));
+    let (args, range) = if networkmanager_at_least(&host, 1, 46) {
+        (&NAT_WITH_RANGE[..], RANGE)
+    } else {
+        (&NAT[..], DEFAULT_RANGE)
+    };
+    let run = netbridge(&host, args);
+    let what = format!("netbridge {}", args.join(" "));
     expect_code(&host, &run, 0, &what);
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert!(
@@ -235,20 +276,45 @@ fn a_nat_network_with_a_dhcp_range_is_created_and_deleted(suite: Suite) {
         "virbr1 carries its address: {:?}",
         addresses(&host, "virbr1")
     );
-    // NetworkManager took the property as netbridge wrote it ("first,last")
-    // and hands it to the dnsmasq it runs for the shared network.
-    assert_eq!(
-        profile_field(&host, "virbr1", "ipv4.shared-dhcp-range"),
-        "192.168.107.2,192.168.107.9"
-    );
-    let dnsmasq = command_lines(&host, "dnsmasq");
+    if range == RANGE {
+        // NetworkManager took the property as netbridge wrote it
+        // ("first,last") and hands it to the dnsmasq it runs.
+        assert_eq!(
+            profile_field(&host, "virbr1", "ipv4.shared-dhcp-range"),
+            "192.168.107.2,192.168.107.9"
+        );
+        let dnsmasq = command_lines(&host, "dnsmasq");
+        assert!(
+            dnsmasq
+                .iter()
+                .any(|c| c.contains("--dhcp-range=192.168.107.2,192.168.107.9")),
+            "NetworkManager's dnsmasq serves the range: {dnsmasq:?}\n{}",
+            nm_journal_tail(&host, 40)
+        );
+    }
+
+    let guest = common::attach(host.lab(), "virbr1", "vnet0");
+    let lease: Ipv4Addr = common::dhcp_lease(host.lab(), &guest)
+        .parse()
+        .expect("an IPv4 lease");
     assert!(
-        dnsmasq
-            .iter()
-            .any(|c| c.contains("--dhcp-range=192.168.107.2,192.168.107.9")),
-        "NetworkManager's dnsmasq serves the range: {dnsmasq:?}\n{}",
+        (range.0..=range.1).contains(&lease),
+        "{lease} in {range:?}\n{}",
         nm_journal_tail(&host, 40)
     );
+    let no_route_back = host.lab().lan(["ip", "route", "get", &lease.to_string()]);
+    assert!(
+        !no_route_back.status.success(),
+        "the LAN has no route to the guest: {no_route_back:?}"
+    );
+    assert!(
+        common::guest_pings(&guest, "172.25.250.254"),
+        "the guest reaches the gateway, masqueraded by the host\n{}",
+        nm_journal_tail(&host, 40)
+    );
+    // The guest's tap goes, as when its VM stops.
+    let tap_gone = host.lab().host(["ip", "link", "del", "vnet0"]);
+    assert!(tap_gone.status.success(), "{tap_gone:?}");
 
     let run = netbridge(&host, &["delete", "virbr1", "--json"]);
     expect_code(&host, &run, 0, "netbridge delete virbr1 --json");

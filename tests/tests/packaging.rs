@@ -1,11 +1,13 @@
 //! Installing like a system tool: the manual pages render, the bash
 //! completion offers the verbs, `make deb` builds a package lintian accepts,
 //! `make rpm` one with the same files in Fedora/RHEL paths (both with the
-//! binaries linked against glibc 2.28), in a booted Debian 12 host that
-//! package installs without starting anything, runs the agent, upgrades
-//! keeping the admin's configuration and purges what is its own, and on
-//! Debian 11, 12, 13 and sid it installs and its binary reads the host's
-//! NetworkManager.
+//! binaries linked against glibc 2.28), and in booted Debian 11, 12, 13 and
+//! sid hosts (NetworkManager 1.30, 1.42, 1.52, 1.58) that package installs
+//! without starting anything, its binary reads the host's NetworkManager,
+//! the agent it ships converts the host and keeps it so across a reboot,
+//! upgrades keep the admin's configuration (and restart the agent only if it
+//! ran), and purge removes what is its own:
+//! `cargo test --test packaging -- ::bullseye` runs Debian 11's.
 
 mod common;
 
@@ -338,7 +340,7 @@ fn the_rpm_has_the_same_files_in_fedora_paths_and_requires_networkmanager() {
 /// The same package with another version, for an upgrade: repacked, as a
 /// rebuilt package would differ only there for this test's purpose.
 fn bumped(deb: &Path, version: &str, dir: &Path) -> PathBuf {
-    let tree = dir.join("tree");
+    let tree = dir.join(format!("tree-{version}"));
     let run = |args: &[&str]| {
         let out = Command::new("dpkg-deb")
             .args(args)
@@ -388,7 +390,8 @@ fn apt(host: &Container, args: &[&str]) -> Output {
     let out = host.exec(&argv);
     assert!(
         out.status.success(),
-        "apt-get {args:?}:\n{}\n{}",
+        "apt-get {args:?} on {}:\n{}\n{}",
+        host.suite(),
         text(&out.stdout),
         text(&out.stderr)
     );
@@ -403,129 +406,25 @@ fn main_pid(host: &Container) -> String {
     )
 }
 
-#[test]
-fn the_deb_installs_without_starting_upgrades_keeping_the_configuration_and_purges() {
-    let Some(host) = Container::require(Uplink::Static) else {
-        return;
-    };
-    let deb = deb();
-    let work = tempfile::tempdir().expect("a temporary directory");
-    let v2 = bumped(deb, "0.1.0-99", work.path());
-    let inside = |path: &str| host.root().join(path.trim_start_matches('/'));
-    std::fs::copy(deb, inside("/root/netbridge_1.deb")).expect("copy the package in");
-    std::fs::copy(&v2, inside("/root/netbridge_2.deb")).expect("copy the upgrade in");
-
-    apt(&host, &["install", "/root/netbridge_1.deb"]);
-    assert_eq!(
-        text(&host.systemctl(["is-enabled", "netbridge-agent"]).stdout),
-        "disabled"
-    );
-    assert_eq!(
-        text(&host.systemctl(["is-active", "netbridge-agent"]).stdout),
-        "inactive"
-    );
-    let exec_start = text(
-        &host
-            .systemctl(["show", "--property=ExecStart", "netbridge-agent"])
-            .stdout,
-    );
-    assert!(
-        exec_start.contains("path=/usr/sbin/netbridge-agent"),
-        "{exec_start}"
-    );
-    let version = host.exec(["netbridge", "--version"]);
-    assert!(version.status.success(), "{}", text(&version.stderr));
-
-    host.write_file("/etc/netbridge/netbridge.toml", CONFIG, 0o644)
-        .expect("write the configuration");
-    let example = inside("/etc/netbridge/netbridge.toml.example");
-    let mut edited = std::fs::read_to_string(&example).expect("the example");
-    edited.push_str("# edited by the admin\n");
-    std::fs::write(&example, &edited).expect("edit the example");
-    let enable = host.systemctl(["enable", "--now", "netbridge-agent"]);
-    assert!(
-        enable.status.success(),
-        "{}\n{}",
-        text(&enable.stderr),
-        host.journal("netbridge-agent")
-    );
-    assert_eq!(
-        host.ipv4_addresses("br0").unwrap_or_default(),
-        vec![(STATIC_ADDRESS, 24)],
-        "{}",
-        host.journal("netbridge-agent")
-    );
-
-    // Upgrade: the running agent is restarted on the new package, the
-    // admin's files stay as they were.
-    let before = main_pid(&host);
-    apt(&host, &["install", "/root/netbridge_2.deb"]);
-    let installed = host.exec(["dpkg-query", "-W", "-f=${Version}", "netbridge"]);
-    assert_eq!(text(&installed.stdout), "0.1.0-99");
-    assert!(
-        common::eventually(Duration::from_secs(30), || {
-            text(&host.systemctl(["is-active", "netbridge-agent"]).stdout) == "active"
-        }),
-        "{}",
-        host.journal("netbridge-agent")
-    );
-    assert_ne!(main_pid(&host), before, "restarted on upgrade");
-    assert_eq!(
-        std::fs::read_to_string(inside("/etc/netbridge/netbridge.toml"))
-            .ok()
-            .as_deref(),
-        Some(CONFIG)
-    );
-    assert_eq!(std::fs::read_to_string(&example).ok(), Some(edited));
-    assert_eq!(
-        host.ipv4_addresses("br0").unwrap_or_default(),
-        vec![(STATIC_ADDRESS, 24)]
-    );
-
-    // Purge: the package's files and netbridge's state go; the admin's
-    // configuration and the converted network stay.
-    apt(&host, &["purge", "netbridge"]);
-    for gone in [
-        "/usr/bin/netbridge",
-        "/usr/sbin/netbridge-agent",
-        "/usr/lib/systemd/system/netbridge-agent.service",
-        "/etc/netbridge/netbridge.toml.example",
-        "/etc/netbridge/conf.d",
-        "/var/lib/netbridge",
-        "/etc/systemd/system/multi-user.target.wants/netbridge-agent.service",
-        "/usr/share/doc/netbridge",
-    ] {
-        assert!(
-            std::fs::symlink_metadata(inside(gone)).is_err(),
-            "{gone} is gone after purge"
-        );
-    }
-    assert_eq!(
-        std::fs::read_to_string(inside("/etc/netbridge/netbridge.toml"))
-            .ok()
-            .as_deref(),
-        Some(CONFIG)
-    );
-    assert_eq!(
-        host.ipv4_addresses("br0").unwrap_or_default(),
-        vec![(STATIC_ADDRESS, 24)]
-    );
+fn agent_state(host: &Container) -> String {
+    text(&host.systemctl(["is-active", "netbridge-agent"]).stdout)
 }
 
-common::on_suites!(the_package_installs_and_its_binary_reads_networkmanager:
-    bullseye => Bullseye, bookworm => Bookworm, trixie => Trixie, sid => Sid);
+/// Installs the package version `version` (copied into the host's /root)
+/// with apt, and checks dpkg has it.
+fn install(host: &Container, deb: &Path, version: &str) {
+    let inside = format!("/root/netbridge_{version}.deb");
+    std::fs::copy(deb, host.root().join(inside.trim_start_matches('/')))
+        .expect("copy the package in");
+    apt(host, &["install", &inside]);
+    let installed = host.exec(["dpkg-query", "-W", "-f=${Version}", "netbridge"]);
+    assert_eq!(text(&installed.stdout), version, "on {}", host.suite());
+}
 
-/// On every Debian the README claims: apt installs the package (its
-/// Depends met by the release's own NetworkManager and glibc), and the
-/// binary, linked against glibc 2.28, starts and reads that NetworkManager.
-fn the_package_installs_and_its_binary_reads_networkmanager(suite: Suite) {
-    let Some(host) = Container::require_on(suite, Uplink::Static) else {
-        return;
-    };
-    let inside = host.root().join("root/netbridge.deb");
-    std::fs::copy(deb(), inside).expect("copy the package in");
-    apt(&host, &["install", "/root/netbridge.deb"]);
-
+/// The packaged binary starts (it is linked against glibc 2.28) and reads
+/// the host's own NetworkManager.
+fn assert_the_binary_reads_networkmanager(host: &Container) {
+    let suite = host.suite();
     let version = host.exec(["netbridge", "--version"]);
     assert!(
         version.status.success(),
@@ -542,8 +441,8 @@ fn the_package_installs_and_its_binary_reads_networkmanager(suite: Suite) {
         "netbridge status on {suite}: {}",
         text(&status.stderr)
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&status.stdout).expect("status --json is JSON");
+    let status = common::document(&String::from_utf8_lossy(&status.stdout))
+        .unwrap_or_else(|e| panic!("status --json on {suite}: {e}"));
     let nm = status["networkmanager"]["version"]
         .as_str()
         .unwrap_or_default();
@@ -556,4 +455,120 @@ fn the_package_installs_and_its_binary_reads_networkmanager(suite: Suite) {
         devices.iter().any(|d| d["interface"] == "ens32"),
         "ens32 among the devices: {status:#}"
     );
+}
+
+/// br0 carries the host's address; the agent's journal if not.
+fn assert_converted(host: &Container, when: &str) {
+    assert_eq!(
+        host.ipv4_addresses("br0").unwrap_or_default(),
+        vec![(STATIC_ADDRESS, 24)],
+        "{when} on {}:\n{}",
+        host.suite(),
+        host.journal("netbridge-agent")
+    );
+}
+
+common::on_suites!(the_deb_installs_without_starting_converts_upgrades_keeping_the_configuration_and_purges:
+    bookworm => Bookworm, bullseye => Bullseye, trixie => Trixie, sid => Sid);
+
+/// The package's whole life on every Debian the README claims, each with
+/// its own NetworkManager, glibc and systemd: apt installs it (its Depends
+/// met by the release's own packages) without enabling or starting
+/// anything; its binary reads NetworkManager; `systemctl enable --now
+/// netbridge-agent` converts the host, and a reboot keeps it so; an upgrade
+/// keeps the admin's files and restarts the agent only if it was running;
+/// purge leaves only what the admin wrote (and the converted network).
+fn the_deb_installs_without_starting_converts_upgrades_keeping_the_configuration_and_purges(
+    suite: Suite,
+) {
+    let Some(mut host) = Container::require_on(suite, Uplink::Static) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("a temporary directory");
+    let root = host.root().to_owned();
+    let inside = |path: &str| root.join(path.trim_start_matches('/'));
+
+    install(&host, deb(), &format!("{}-1", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&host.systemctl(["is-enabled", "netbridge-agent"]).stdout),
+        "disabled"
+    );
+    assert_eq!(agent_state(&host), "inactive");
+    let exec_start = text(
+        &host
+            .systemctl(["show", "--property=ExecStart", "netbridge-agent"])
+            .stdout,
+    );
+    assert!(
+        exec_start.contains("path=/usr/sbin/netbridge-agent"),
+        "{exec_start}"
+    );
+    assert_the_binary_reads_networkmanager(&host);
+
+    host.write_file("/etc/netbridge/netbridge.toml", CONFIG, 0o644)
+        .expect("write the configuration");
+    let example = inside("/etc/netbridge/netbridge.toml.example");
+    let mut edited = std::fs::read_to_string(&example).expect("the example");
+    edited.push_str("# edited by the admin\n");
+    std::fs::write(&example, &edited).expect("edit the example");
+    let enable = host.systemctl(["enable", "--now", "netbridge-agent"]);
+    assert!(
+        enable.status.success(),
+        "{}\n{}",
+        text(&enable.stderr),
+        host.journal("netbridge-agent")
+    );
+    assert_converted(&host, "after enable --now");
+
+    host.expect_address_on("br0");
+    host.reboot()
+        .unwrap_or_else(|e| panic!("reboot the {suite} host: {e}"));
+    assert_converted(&host, "after the reboot");
+    assert!(
+        common::eventually(Duration::from_secs(30), || agent_state(&host) == "active"),
+        "the enabled agent runs after the reboot:\n{}",
+        host.journal("netbridge-agent")
+    );
+
+    // Upgrade: the running agent is restarted on the new package, the
+    // admin's files stay as they were.
+    let before = main_pid(&host);
+    install(&host, &bumped(deb(), "0.1.0-98", work.path()), "0.1.0-98");
+    assert!(
+        common::eventually(Duration::from_secs(30), || agent_state(&host) == "active"),
+        "{}",
+        host.journal("netbridge-agent")
+    );
+    assert_ne!(main_pid(&host), before, "restarted on upgrade");
+    let config = || std::fs::read_to_string(inside("/etc/netbridge/netbridge.toml")).ok();
+    assert_eq!(config().as_deref(), Some(CONFIG));
+    assert_eq!(std::fs::read_to_string(&example).ok(), Some(edited));
+    assert_converted(&host, "after the upgrade");
+
+    // A stopped agent stays stopped across an upgrade.
+    let stop = host.systemctl(["stop", "netbridge-agent"]);
+    assert!(stop.status.success(), "{}", text(&stop.stderr));
+    install(&host, &bumped(deb(), "0.1.0-99", work.path()), "0.1.0-99");
+    assert_eq!(agent_state(&host), "inactive", "not started by the upgrade");
+
+    // Purge: the package's files and netbridge's state go; the admin's
+    // configuration and the converted network stay.
+    apt(&host, &["purge", "netbridge"]);
+    for gone in [
+        "/usr/bin/netbridge",
+        "/usr/sbin/netbridge-agent",
+        "/usr/lib/systemd/system/netbridge-agent.service",
+        "/etc/netbridge/netbridge.toml.example",
+        "/etc/netbridge/conf.d",
+        "/var/lib/netbridge",
+        "/etc/systemd/system/multi-user.target.wants/netbridge-agent.service",
+        "/usr/share/doc/netbridge",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(inside(gone)).is_err(),
+            "{gone} is gone after purge on {suite}"
+        );
+    }
+    assert_eq!(config().as_deref(), Some(CONFIG));
+    assert_converted(&host, "after the purge");
 }

@@ -267,13 +267,8 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
         addresses(&host, "br0").is_empty(),
         "no bridge after the power cut"
     );
-    let keyfiles = std::fs::read_dir(host.root().join("etc/NetworkManager/system-connections"))
-        .expect("keyfile directory")
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect::<Vec<_>>();
     assert_eq!(
-        keyfiles,
+        keyfiles(&host),
         vec!["ens32.nmconnection"],
         "nothing of the trial reached the disk"
     );
@@ -284,6 +279,73 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     let recover = host.exec(["netbridge", "recover", "--json"]);
     assert!(recover.status.success(), "{}", text(&recover.stderr));
     assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+}
+
+fn keyfiles(host: &Container) -> Vec<String> {
+    std::fs::read_dir(host.root().join("etc/NetworkManager/system-connections"))
+        .expect("keyfile directory")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A power cut while a change awaits its confirmation boots the old
+/// configuration: the trial never reached the disk. A `confirm` after the
+/// boot commits nothing: it tells the trial is over and closes its record.
+#[test]
+fn a_power_cut_while_awaiting_confirmation_boots_the_old_configuration() {
+    let Some(mut host) = installed(Uplink::Static) else {
+        return;
+    };
+    let started = host.exec([
+        "netbridge",
+        "convert",
+        "ens32",
+        "--yes",
+        "--no-guest-check",
+        "--confirm",
+        "300",
+        "--json",
+    ]);
+    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
+    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    assert_eq!(addresses(&host, "br0"), vec![(STATIC_ADDRESS, 24)]);
+
+    host.power_cut().expect("cut the power");
+    host.boot().expect("boot again");
+    assert_eq!(
+        addresses(&host, UPLINK),
+        vec![(STATIC_ADDRESS, 24)],
+        "the old configuration booted"
+    );
+    assert!(
+        addresses(&host, "br0").is_empty(),
+        "no bridge after the cut"
+    );
+    assert_eq!(
+        keyfiles(&host),
+        vec!["ens32.nmconnection"],
+        "nothing of the trial reached the disk"
+    );
+
+    let confirmed = host.exec(["netbridge", "confirm", "--json"]);
+    let doc = common::document(&String::from_utf8_lossy(&confirmed.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&confirmed.stderr)));
+    assert_eq!(doc["confirmed"]["result"], "expired", "{doc:#}");
+    assert_eq!(doc["exit_code"], 3, "a confirm too late: {doc:#}");
+    assert_eq!(
+        keyfiles(&host),
+        vec!["ens32.nmconnection"],
+        "the late confirm wrote nothing"
+    );
+    assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+    assert!(
+        !host.root().join("var/lib/netbridge/journal.json").exists(),
+        "the trial's record is closed"
+    );
+    let s = status(&host);
+    assert!(s["unfinished_change"].is_null(), "{s:#}");
 }
 
 #[test]

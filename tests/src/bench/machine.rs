@@ -23,19 +23,10 @@ pub fn describe(lab: &Lab, nmstatectl: Option<&Path>) -> Vec<(&'static str, Stri
         .lines()
         .filter(|l| l.starts_with("processor"))
         .count();
-    let memory = read("/proc/meminfo")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("MemTotal:")?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or_else(
-            || "unknown".to_owned(),
-            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
-        );
+    let memory = meminfo_kib("MemTotal").map_or_else(
+        || "unknown".to_owned(),
+        |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+    );
     let mut facts = vec![
         ("CPU", cpu),
         ("cores", cores.to_string()),
@@ -58,6 +49,18 @@ pub fn describe(lab: &Lab, nmstatectl: Option<&Path>) -> Vec<(&'static str, Stri
     };
     facts.push(("nmstatectl", nmstate));
     facts
+}
+
+/// A /proc/meminfo value in KiB (`key` without its colon: `MemTotal`).
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    read("/proc/meminfo").lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 fn read(path: &str) -> String {

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod convert;
+pub mod fleet;
 pub mod gap;
 pub mod icmp;
 pub mod machine;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bench::table::{self, Report};
 use bench::tools::{Tool, Tools};
-use bench::{agent, convert, gap, icmp, machine, probe, rollback, scale, Config};
+use bench::{agent, convert, fleet, gap, icmp, machine, probe, rollback, scale, Config};
 use clap::{Parser, Subcommand, ValueEnum};
 use netbridge_tests::lab::{self, Lab, Uplink};
 
@@ -39,6 +39,12 @@ struct Cli {
     /// The nmstatectl binary [default: from PATH or ~/.cargo/bin].
     #[arg(long, value_name = "PATH")]
     nmstatectl: Option<PathBuf>,
+    /// With `--only fleet`: how many lab hosts the rollout goes to.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=64))]
+    hosts: u16,
+    /// With `--only fleet`: hosts per batch (the playbook's `serial`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+    batch: u16,
     /// Which measurements to run.
     #[arg(
         long,
@@ -86,6 +92,8 @@ enum Part {
     /// The reply gap of convert, revert and an in-place MTU change: netbridge,
     /// nmstatectl, nmcli and the kernel's own steps, side by side.
     Gap,
+    /// fleet/rollout.yml to `--hosts` lab hosts over SSH, `--batch` per batch.
+    Fleet,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -173,10 +181,20 @@ fn run(cli: &Cli) -> Result<String, String> {
     } else {
         None
     };
+    let fleet = wants(Part::Fleet)
+        .then(|| fleet::run(usize::from(cli.hosts), usize::from(cli.batch)))
+        .as_ref()
+        .map(fleet::render)
+        .unwrap_or_default();
     // Other work on a shared machine shows in the numbers: say how busy it was.
     machine.push(("load average at end", machine::load_average()));
-    if cli.only == [Part::Gap] {
+    if cli
+        .only
+        .iter()
+        .all(|p| [Part::Gap, Part::Fleet].contains(p))
+    {
         let mut out = gap.as_ref().map(gap::render).unwrap_or_default();
+        out.push_str(&fleet);
         out.push_str(&bench::notes::machine(&machine));
         eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
         return Ok(out);
@@ -192,6 +210,7 @@ fn run(cli: &Cli) -> Result<String, String> {
     eprintln!("bench: done in {:.0} s", started.elapsed().as_secs_f64());
     let mut out = table::render(&report);
     out.push_str(&gap.as_ref().map(gap::render).unwrap_or_default());
+    out.push_str(&fleet);
     Ok(out)
 }
 

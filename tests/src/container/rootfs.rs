@@ -13,7 +13,7 @@
 //! its `debian-archive-keyring` (bookworm's debootstrap knows trixie, and
 //! bookworm's keyring carries trixie's archive keys since 2023.3+deb12u2).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -21,7 +21,7 @@ use std::time::Instant;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::files::write_file;
+use crate::lab::files::{lock_file, write_file};
 use crate::LabError;
 
 /// A Debian release a container can run: one NetworkManager version each.
@@ -94,14 +94,18 @@ impl Suite {
     /// `dnsmasq-base` (a Recommends of network-manager; NetworkManager runs
     /// it for shared mode) and `nftables` (priority important, so in every
     /// standard installation; NetworkManager's default firewall backend for
-    /// shared mode from 1.32). Bookworm's list stays as it was, so its existing cache
+    /// shared mode from 1.32). Bullseye's adds `iptables`, another Recommends
+    /// of its network-manager: NetworkManager 1.30 sets up a shared (NAT)
+    /// network's masquerading with the iptables program only (nftables
+    /// from 1.32). Bookworm's list stays as it was, so its existing cache
     /// stays current. The libvirt root adds `libvirt-daemon-system` and
     /// `libvirt-clients` (debootstrap installs Depends only, so this is
     /// `--no-install-recommends`: no QEMU, no dnsmasq).
     pub fn packages(self) -> &'static [&'static str] {
         match self {
             Suite::Bookworm => &PACKAGES,
-            Suite::Bullseye | Suite::Trixie | Suite::Sid => &STANDARD_PACKAGES,
+            Suite::Trixie | Suite::Sid => &STANDARD_PACKAGES,
+            Suite::Bullseye => &BULLSEYE_PACKAGES,
             Suite::BookwormLibvirt => &LIBVIRT_PACKAGES,
         }
     }
@@ -156,6 +160,18 @@ const STANDARD_PACKAGES: [&str; 9] = [
     PACKAGES[6],
     "dnsmasq-base",
     "nftables",
+];
+const BULLSEYE_PACKAGES: [&str; 10] = [
+    STANDARD_PACKAGES[0],
+    STANDARD_PACKAGES[1],
+    STANDARD_PACKAGES[2],
+    STANDARD_PACKAGES[3],
+    STANDARD_PACKAGES[4],
+    STANDARD_PACKAGES[5],
+    STANDARD_PACKAGES[6],
+    STANDARD_PACKAGES[7],
+    STANDARD_PACKAGES[8],
+    "iptables",
 ];
 const LIBVIRT_PACKAGES: [&str; 9] = [
     PACKAGES[0],
@@ -273,19 +289,7 @@ impl RootfsCache {
     }
 
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
-        let path = self.sibling("lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| LabError::io("cannot create the rootfs cache directory", parent, e))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::io("cannot open the rootfs cache lock", &path, e))?;
-        Flock::lock(file, how)
-            .map_err(|(_, errno)| LabError::io("cannot lock the rootfs cache", &path, errno.into()))
+        lock_file(&self.sibling("lock"), how)
     }
 
     /// Called with the exclusive lock held.

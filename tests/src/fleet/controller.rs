@@ -21,7 +21,7 @@ use crate::lab::files::write_file;
 use crate::lab::{Lab, LabError, STATIC_ADDRESS};
 
 /// The repository's playbook, the one the README documents.
-pub fn rollout_playbook() -> PathBuf {
+fn rollout_playbook() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/rollout.yml")
 }
 
@@ -143,6 +143,32 @@ impl Controller {
         Ok(path)
     }
 
+    /// Writes `text` as the `netbridge.toml` the rollout ships.
+    pub fn ship_config(&self, text: &str) -> Result<(), LabError> {
+        write_file(&self.config_dir().join("netbridge.toml"), text, 0o644)
+    }
+
+    /// Runs `fleet/rollout.yml` over the inventory with this workspace's
+    /// configuration and results directories, `batch` hosts per batch,
+    /// `confirm_secs` for each confirmation, and more `ansible-playbook`
+    /// `options` (e.g. `--check --diff`).
+    pub fn rollout(
+        &self,
+        batch: usize,
+        confirm_secs: u64,
+        options: &[&str],
+        timeout: Duration,
+    ) -> Result<PlaybookRun, LabError> {
+        let vars = serde_json::json!({
+            "netbridge_batch": batch,
+            "netbridge_config": self.config_dir().join("netbridge.toml"),
+            "netbridge_dropins": self.config_dir().join("conf.d"),
+            "netbridge_results_dir": self.results_dir(),
+            "netbridge_confirm_timeout": confirm_secs,
+        });
+        self.run_playbook(&rollout_playbook(), options, &vars, timeout)
+    }
+
     /// Runs `playbook` against the inventory with more `ansible-playbook`
     /// `options` (e.g. `--check --diff`) and `extra_vars` (a JSON
     /// object), killing it (its whole process group, which it started in)
@@ -163,26 +189,8 @@ impl Controller {
         ));
         let mut command = self.playbook_command(playbook, extra_vars);
         command.args(options);
-        let mut child = spawn_logged(&mut command, &log)?;
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Ok(None) | Err(_) => {
-                    stop_group(&mut child);
-                    return Err(LabError::Timeout {
-                        what: format!("ansible-playbook {}", playbook.display()),
-                        seconds: timeout.as_secs(),
-                        detail: log_tail(&log, 40),
-                    });
-                }
-            }
-        };
-        let output = std::fs::read_to_string(&log)
-            .map_err(|e| LabError::io("cannot read the playbook's output", &log, e))?;
+        let what = format!("ansible-playbook {}", playbook.display());
+        let (status, output) = run_with_deadline(&mut command, &log, timeout, &what)?;
         Ok(PlaybookRun { status, output })
     }
 
@@ -206,6 +214,21 @@ impl Controller {
         command
     }
 
+    /// `ssh` to the host of `lab` as the playbook reaches it (root, the
+    /// controller's key, through the host's LAN namespace), running
+    /// `remote` there. `BatchMode`: it fails rather than asks.
+    pub fn ssh(&self, lab: &Lab, remote: &str) -> Command {
+        let mut command = Command::new(cmd::program("ssh"));
+        command
+            .args(ssh_options(lab.lan_ns()))
+            .arg("-i")
+            .arg(self.key())
+            .args(["-o", "BatchMode=yes", "-l", "root"])
+            .arg(STATIC_ADDRESS.to_string())
+            .arg(remote);
+        command
+    }
+
     /// Everything Ansible writes on the controller stays in the workspace.
     /// ControlMaster is off: every lab host is root@172.25.250.10:22, so
     /// all of them would map to one control socket (`%C` hashes exactly
@@ -225,16 +248,75 @@ impl Controller {
     }
 }
 
-/// One inventory line. `-F /dev/null`: no ssh_config of the machine (a
-/// `Host *` ProxyJump there would take the traffic out of the lab).
+/// How the controller reaches a lab host: `-F /dev/null` (no ssh_config
+/// of the machine: a `Host *` ProxyJump there would take the traffic out of
+/// the lab), through the host's own LAN namespace, any host key (each lab
+/// makes a new one).
+fn ssh_options(lan_ns: &str) -> [String; 8] {
+    [
+        "-F".to_owned(),
+        "/dev/null".to_owned(),
+        "-o".to_owned(),
+        format!(
+            "ProxyCommand={ip} netns exec {lan_ns} {nc} %h %p",
+            ip = cmd::program("ip").display(),
+            nc = cmd::program("nc").display(),
+        ),
+        "-o".to_owned(),
+        "StrictHostKeyChecking=no".to_owned(),
+        "-o".to_owned(),
+        "UserKnownHostsFile=/dev/null".to_owned(),
+    ]
+}
+
+/// One inventory line: [`ssh_options`], each one quoted that holds spaces.
 fn inventory_line(name: &str, lan_ns: &str) -> String {
+    let options: Vec<String> = ssh_options(lan_ns)
+        .into_iter()
+        .map(|o| {
+            if o.contains(' ') {
+                format!("\"{o}\"")
+            } else {
+                o
+            }
+        })
+        .collect();
     format!(
-        "{name} ansible_host={STATIC_ADDRESS} ansible_ssh_common_args='-F /dev/null \
-         -o ProxyCommand=\"{ip} netns exec {lan_ns} {nc} %h %p\" \
-         -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'\n",
-        ip = cmd::program("ip").display(),
-        nc = cmd::program("nc").display(),
+        "{name} ansible_host={STATIC_ADDRESS} ansible_ssh_common_args='{}'\n",
+        options.join(" ")
     )
+}
+
+/// Runs `command` (in a process group of its own: `process_group(0)`)
+/// with its stdout and stderr into `log`; kills the group if it has not
+/// finished within `timeout`. Returns how it ended and what it wrote.
+pub(crate) fn run_with_deadline(
+    command: &mut Command,
+    log: &Path,
+    timeout: Duration,
+    what: &str,
+) -> Result<(ExitStatus, String), LabError> {
+    let mut child = spawn_logged(command, log)?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(None) | Err(_) => {
+                stop_group(&mut child);
+                return Err(LabError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs(),
+                    detail: log_tail(log, 40),
+                });
+            }
+        }
+    };
+    let output =
+        std::fs::read_to_string(log).map_err(|e| LabError::io("cannot read the output", log, e))?;
+    Ok((status, output))
 }
 
 fn spawn_logged(command: &mut Command, log: &Path) -> Result<std::process::Child, LabError> {
@@ -267,6 +349,7 @@ mod tests {
         let line = inventory_line("h1", "nb-1-0-l");
         assert!(line.starts_with("h1 ansible_host=172.25.250.10 "), "{line}");
         assert!(line.contains(" netns exec nb-1-0-l "), "{line}");
+        assert!(line.contains(" -o \"ProxyCommand="), "{line}");
         assert!(line.contains("nc %h %p\""), "{line}");
         assert!(line.contains("-F /dev/null"), "{line}");
         assert!(line.ends_with("UserKnownHostsFile=/dev/null'\n"), "{line}");

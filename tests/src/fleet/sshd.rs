@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::lab::cmd;
-use crate::lab::daemon::Daemon;
+use crate::lab::daemon::{parent_pid, Daemon};
 use crate::lab::files::write_file;
 use crate::lab::{netbridge_bin, Lab, LabError, STATIC_ADDRESS};
 
@@ -74,6 +74,25 @@ impl Sshd {
     /// sshd's pid.
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
+    }
+
+    /// The sshd processes serving the connection that `pid` is one of
+    /// (e.g. the parent of the session's shell): `pid` and its ancestors
+    /// below this server's listener, `pid` first. `None` if `pid` is not a
+    /// process of this server's connections.
+    pub fn connection_processes(&self, pid: u32) -> Option<Vec<u32>> {
+        let mut chain = Vec::new();
+        let mut current = pid;
+        while current != self.pid() {
+            // sshd forks two levels per connection (monitor, session);
+            // a longer chain is not this server's.
+            if current <= 1 || chain.len() > 4 {
+                return None;
+            }
+            chain.push(current);
+            current = parent_pid(current)?;
+        }
+        (!chain.is_empty()).then_some(chain)
     }
 
     /// What the host sees as /etc/netbridge.

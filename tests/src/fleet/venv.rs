@@ -7,14 +7,14 @@
 //! venv without the current stamp is rebuilt from scratch. (Built in place
 //! rather than renamed into place: a venv's scripts name its absolute path.)
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::lab::cmd;
-use crate::lab::files::write_file;
+use crate::lab::files::{lock_file, write_file};
 use crate::LabError;
 
 /// What pip installs. Pinned to a release series so a new ansible-core
@@ -48,6 +48,11 @@ impl VenvGuard {
     /// The venv's interpreter (the one Ansible's controller runs on).
     pub fn python(&self) -> PathBuf {
         self.dir.join("bin/python3")
+    }
+
+    /// The venv's `ansible-test` (it comes with ansible-core).
+    pub fn ansible_test(&self) -> PathBuf {
+        self.dir.join("bin/ansible-test")
     }
 }
 
@@ -134,7 +139,9 @@ impl AnsibleVenv {
         write_file(&self.dir.join(STAMP_FILE), &Self::stamp(), 0o644)
     }
 
-    fn sibling(&self, suffix: &str) -> PathBuf {
+    /// `<venv>.<suffix>`: what lives beside the venv (its lock, its build
+    /// log, ansible-test's home).
+    pub(crate) fn sibling(&self, suffix: &str) -> PathBuf {
         let name = self
             .dir
             .file_name()
@@ -144,19 +151,7 @@ impl AnsibleVenv {
     }
 
     fn lock(&self, how: FlockArg) -> Result<Flock<File>, LabError> {
-        let path = self.sibling("lock");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| LabError::io("cannot create the venv cache directory", parent, e))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::io("cannot open the venv lock", &path, e))?;
-        Flock::lock(file, how)
-            .map_err(|(_, errno)| LabError::io("cannot lock the venv", &path, errno.into()))
+        lock_file(&self.sibling("lock"), how)
     }
 }
 

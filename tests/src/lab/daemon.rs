@@ -151,13 +151,19 @@ pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
 
 /// Running, as opposed to gone or a zombie waiting for its reaper.
 pub(crate) fn is_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the parenthesised command name, which may contain
-    // spaces or parentheses itself.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
-    !matches!(state, Some("Z") | Some("X") | None)
+    let state = stat_fields(pid).and_then(|fields| fields.into_iter().next());
+    !matches!(state.as_deref(), Some("Z") | Some("X") | None)
+}
+
+/// The parent of `pid`, `None` if `pid` is gone.
+pub(crate) fn parent_pid(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of /proc/PID/stat after the parenthesised command name
+/// (which may contain spaces or parentheses itself): state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
 }

@@ -1,8 +1,11 @@
 //! The configuration files of a lab, as text.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::{LabError, Uplink, GATEWAY, PREFIX_LEN, STATIC_ADDRESS, UPLINK};
 
@@ -110,6 +113,21 @@ pub(crate) fn empty_dir(dir: &Path) -> Result<(), LabError> {
     std::fs::remove_dir_all(dir)
         .and_then(|()| std::fs::create_dir(dir))
         .map_err(|e| LabError::io("cannot empty a lab directory", dir, e))
+}
+
+/// A `flock` on `path` (created if missing), held until dropped.
+pub(crate) fn lock_file(path: &Path, how: FlockArg) -> Result<Flock<File>, LabError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| LabError::io("cannot create the directory of a lock file", parent, e))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| LabError::io("cannot open a lock file", path, e))?;
+    Flock::lock(file, how).map_err(|(_, errno)| LabError::io("cannot lock", path, errno.into()))
 }
 
 #[cfg(test)]

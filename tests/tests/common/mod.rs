@@ -269,9 +269,15 @@ impl Running {
 
     /// Starts `command` (netbridge, in a lab or a booted host) with its
     /// stderr read line by line.
-    pub fn spawn(mut command: Command) -> Running {
+    pub fn spawn(command: Command) -> Running {
+        Running::spawn_with_stdin(command, Stdio::null())
+    }
+
+    /// [`Running::spawn`] with `stdin` (piped: the pipe stays open in
+    /// `child` until [`Running::finish`]).
+    pub fn spawn_with_stdin(mut command: Command, stdin: Stdio) -> Running {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
