@@ -1,20 +1,23 @@
 //! What the kernel itself says about the host's identity: the global
 //! addresses on an interface and where it would send a packet for a
-//! destination (`ip route get`); and the one thing netbridge writes there
-//! itself, a copy of neighbour entries (a cache NetworkManager does not
-//! manage). Over rtnetlink on a blocking thread, never on the async
+//! destination (`ip route get`); and what netbridge writes there itself: a
+//! copy of neighbour entries (a cache NetworkManager does not manage), and
+//! the make-before-break hand-over of an uplink NetworkManager leaves alone
+//! for that instant (attached to its bridge, its own copy of the addresses
+//! removed). Over rtnetlink on a blocking thread, never on the async
 //! runtime's.
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
+use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -33,6 +36,24 @@ pub enum KernelError {
     },
     #[error("reading {what} from the kernel (rtnetlink): undecodable reply: {detail}")]
     Decode { what: String, detail: String },
+    #[error("changing {what} in the kernel (rtnetlink): {source}")]
+    Write {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{iface} does not exist in the kernel")]
+    NoLink { iface: String },
+}
+
+impl KernelError {
+    /// A request that changes the kernel failed: say so, not "reading".
+    fn written(self) -> Self {
+        match self {
+            KernelError::Io { what, source } => KernelError::Write { what, source },
+            other => other,
+        }
+    }
 }
 
 /// Where the kernel sends a packet for `target`: out of `dev`, through
@@ -132,7 +153,8 @@ pub async fn addresses(iface: &str) -> Result<Vec<IpNetwork>, KernelError> {
 
 /// Copies `from`'s resolved IPv4 and IPv6 neighbour entries onto `to`, as
 /// stale entries: the kernel uses them at once and confirms them later by
-/// itself. Returns how many were copied; none when either link is missing.
+/// itself. Entries `to` already has stay as they are. Returns how many were
+/// copied; none when either link is missing.
 pub async fn copy_neighbours(from: &str, to: &str) -> Result<usize, KernelError> {
     let (from, to) = (from.to_owned(), to.to_owned());
     blocking(move || {
@@ -160,19 +182,146 @@ pub async fn copy_neighbours(from: &str, to: &str) -> Result<usize, KernelError>
                 _ => None,
             })
             .collect();
-        let count = copies.len();
+        let mut count = 0;
         for copy in copies {
+            // An entry `to` has already is newer than the copy: kept.
             let add = RouteNetlinkMessage::NewNeighbour(copy);
-            request(
-                &socket,
-                add,
-                NLM_F_CREATE | NLM_F_REPLACE | NLM_F_ACK,
-                &what,
-            )?;
+            match request(&socket, add, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, &what) {
+                Ok(_) => count += 1,
+                Err(KernelError::Io { source, .. }) if exists(&source) => {}
+                Err(e) => return Err(e.written()),
+            }
         }
         Ok(count)
     })
     .await
+}
+
+/// Whether this process may change the kernel's network configuration
+/// (CAP_NET_ADMIN): an empty link change of `iface`, which changes nothing.
+pub async fn may_change(iface: &str) -> Result<(), KernelError> {
+    let iface = iface.to_owned();
+    blocking(move || {
+        let what = format!("nothing on {iface} (a permission probe)");
+        let mut link = LinkMessage::default();
+        link.header.index = index(&iface)?;
+        let socket = open(&what)?;
+        request(
+            &socket,
+            RouteNetlinkMessage::SetLink(link),
+            NLM_F_ACK,
+            &what,
+        )
+        .map_err(KernelError::written)?;
+        Ok(())
+    })
+    .await
+}
+
+/// Attaches `port` to the bridge `bridge` (`ip link set PORT master
+/// BRIDGE`); a port attached already stays as it is.
+pub async fn attach(port: &str, bridge: &str) -> Result<(), KernelError> {
+    let (port, bridge) = (port.to_owned(), bridge.to_owned());
+    blocking(move || {
+        let controller = index(&bridge)?;
+        set_controller(
+            &port,
+            controller,
+            &format!("the bridge of {port} (to {bridge})"),
+        )
+    })
+    .await
+}
+
+/// Frees `port` from its bridge (`ip link set PORT nomaster`).
+pub async fn detach(port: &str) -> Result<(), KernelError> {
+    let port = port.to_owned();
+    blocking(move || set_controller(&port, 0, &format!("the bridge of {port} (to none)"))).await
+}
+
+fn set_controller(port: &str, controller: u32, what: &str) -> Result<(), KernelError> {
+    let mut link = LinkMessage::default();
+    link.header.index = index(port)?;
+    link.attributes.push(LinkAttribute::Controller(controller));
+    let socket = open(what)?;
+    request(&socket, RouteNetlinkMessage::SetLink(link), NLM_F_ACK, what)
+        .map_err(KernelError::written)?;
+    Ok(())
+}
+
+/// The index of the bridge `port` is attached to, if any.
+pub async fn controller(port: &str) -> Result<Option<u32>, KernelError> {
+    let port = port.to_owned();
+    blocking(move || {
+        let what = format!("the bridge of {port}");
+        let mut link = LinkMessage::default();
+        link.header.index = index(&port)?;
+        let socket = open(&what)?;
+        let replies = request(&socket, RouteNetlinkMessage::GetLink(link), 0, &what)?;
+        Ok(replies.iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Controller(c) if *c != 0 => Some(*c),
+                _ => None,
+            }),
+            _ => None,
+        }))
+    })
+    .await
+}
+
+/// Removes `addresses` from `iface` (`ip addr del`), and with them the
+/// routes the kernel derived from them; one already gone is no error.
+pub async fn remove_addresses(iface: &str, addresses: &[IpNetwork]) -> Result<(), KernelError> {
+    let iface = iface.to_owned();
+    let addresses = addresses.to_vec();
+    blocking(move || {
+        let what = format!("the addresses of {iface}");
+        let index = index(&iface)?;
+        let socket = open(&what)?;
+        for network in addresses {
+            let mut message = AddressMessage::default();
+            message.header.index = index;
+            message.header.prefix_len = network.prefix();
+            message.header.family = match network {
+                IpNetwork::V4(_) => AddressFamily::Inet,
+                IpNetwork::V6(_) => AddressFamily::Inet6,
+            };
+            message
+                .attributes
+                .push(AddressAttribute::Address(network.ip()));
+            if network.is_ipv4() {
+                message
+                    .attributes
+                    .push(AddressAttribute::Local(network.ip()));
+            }
+            let delete = RouteNetlinkMessage::DelAddress(message);
+            match request(&socket, delete, NLM_F_ACK, &what) {
+                Ok(_) => {}
+                Err(KernelError::Io { source, .. }) if gone(&source) => {}
+                Err(e) => return Err(e.written()),
+            }
+        }
+        Ok(())
+    })
+    .await
+}
+
+fn index(iface: &str) -> Result<u32, KernelError> {
+    nix::net::if_::if_nametoindex(iface).map_err(|_| KernelError::NoLink {
+        iface: iface.to_owned(),
+    })
+}
+
+fn exists(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(nix::libc::EEXIST)
+}
+
+/// The address was not there (any more).
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EADDRNOTAVAIL | nix::libc::ENOENT | nix::libc::ENODEV)
+    )
 }
 
 /// A resolved IPv4 or IPv6 entry as a stale one on the link `target`.

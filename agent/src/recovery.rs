@@ -196,15 +196,50 @@ pub async fn undo<N: Host>(nm: &N, record: &Record, progress: &Progress) -> Resu
 /// check's throwaway ports. While they exist, NetworkManager would give the
 /// uplink it restores a higher route metric (it reserves one per
 /// Ethernet-like device).
+///
+/// And an uplink a conversion stopped while handing it over (NetworkManager
+/// leaving it alone, attached to the bridge in the kernel): freed from the
+/// bridge, so the profile brought back configures it at once.
+/// NetworkManager 1.42 would otherwise detach it during that activation and
+/// stall it in IP_CONFIG (`nm_device_slave_notify_release` cancels the
+/// activation's pending stage). Activating a profile on an unmanaged
+/// device manages it again, whether NetworkManager still has the
+/// checkpoint (which restores the uplink managed) or lost it by
+/// restarting (its run-state file keeps the uplink unmanaged).
 pub async fn clear_leftovers(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
-    if matches!(record.change, Change::Convert { .. }) {
+    if let Change::Convert { uplink, .. } = &record.change {
         for port in crate::checks::remove_guest_leftovers(nm).await? {
             progress.step(
                 "cleaned",
                 format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
             );
         }
+        free_handed_over(nm, uplink, progress).await?;
     }
+    Ok(())
+}
+
+async fn free_handed_over(nm: &Nm, uplink: &str, progress: &Progress) -> Result<(), NmError> {
+    let Some(device) = nm.device_by_iface(uplink).await? else {
+        return Ok(());
+    };
+    if nm.device_info(&device).await?.state != netbridge_dbus::state::DeviceState::Unmanaged {
+        return Ok(());
+    }
+    let freed = match crate::kernel::controller(uplink).await {
+        Ok(None) => return Ok(()),
+        Ok(Some(_)) => crate::kernel::detach(uplink).await,
+        Err(e) => Err(e),
+    };
+    progress.step(
+        "cleaned",
+        match freed {
+            Ok(()) => format!(
+                "{uplink}, left alone by NetworkManager mid-hand-over, freed from its bridge"
+            ),
+            Err(e) => format!("{uplink} stays attached until its profile is brought back: {e}"),
+        },
+    );
     Ok(())
 }
 

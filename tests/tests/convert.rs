@@ -38,7 +38,10 @@ fn assert_converted(lab: &Lab, address: &str) {
     assert_eq!(br0["ipv4"]["dns"], serde_json::json!(["172.25.250.254"]));
     assert_eq!(br0["bridge"]["stp"], false);
     assert_eq!(br0["bridge"]["ports"][0]["name"], "ens32");
-    assert_eq!(device(&s, "ens32").expect("ens32")["controller"], "br0");
+    let ens32 = device(&s, "ens32").expect("ens32");
+    assert_eq!(ens32["controller"], "br0");
+    assert_eq!(ens32["managed"], true, "NetworkManager manages the port");
+    assert_eq!(ens32["state"], "activated");
     assert!(ping_gateway(lab), "the gateway answers through br0");
 }
 
@@ -209,18 +212,131 @@ fn a_check_that_fails_after_the_change_rolls_back_to_exactly_the_old_state() {
     lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
     assert_eq!(code, 3, "exit 3 = rolled back:\n{log}");
     assert!(log.contains("rolled back"), "{log}");
+    assert!(
+        log.contains("ens32 attached to br0 while it still held 172.25.250.10/24"),
+        "the change went through the kernel's hand-over:\n{log}"
+    );
     assert_eq!(
         lab.snapshot(),
         before,
         "profiles, links, addresses and routes as before"
     );
     assert!(ping_gateway(&lab), "the gateway answers again");
-    let s = status(&lab);
-    assert_eq!(
-        device(&s, "ens32").expect("ens32")["profile"]["id"],
-        "ens32"
+    assert_uplink_runs_its_profile(&lab);
+    assert!(device(&status(&lab), "br0").is_none());
+}
+
+/// ens32 is managed by NetworkManager again and runs its own profile,
+/// activated (not stalled in a stage).
+fn assert_uplink_runs_its_profile(lab: &Lab) {
+    let s = status(lab);
+    let ens32 = device(&s, "ens32").expect("ens32");
+    assert_eq!(ens32["managed"], true, "{ens32:#}");
+    assert_eq!(ens32["state"], "activated", "{ens32:#}");
+    assert_eq!(ens32["profile"]["id"], "ens32", "{ens32:#}");
+}
+
+/// Kills netbridge (SIGKILL) as soon as it reports that NetworkManager
+/// leaves the uplink alone, and makes sure the host is in the state of that
+/// instant whatever netbridge did before dying: ens32 unmanaged, attached to
+/// br0, without its address (the steps by hand are no-ops where netbridge
+/// took them already). The LAN's DNS is silent, so a run that outlived the
+/// signal could not commit.
+fn kill_while_unmanaged(lab: &Lab) {
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(
+        lab,
+        &[
+            "convert",
+            "ens32",
+            "--yes",
+            "--rollback-timeout",
+            "8",
+            "--check",
+            "dns:gw.lab",
+        ],
     );
-    assert!(device(&s, "br0").is_none());
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("unmanaged", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    assert_eq!(code, -1, "killed");
+    run_by_hand(
+        lab,
+        &[
+            "nmcli device set ens32 managed no",
+            "ip link set ens32 master br0",
+            "ip -4 addr flush dev ens32 scope global",
+        ],
+    );
+    signal(dnsmasq, Signal::SIGCONT);
+}
+
+#[test]
+fn netbridge_killed_while_the_uplink_is_unmanaged_is_undone_by_recover() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    kill_while_unmanaged(&lab);
+    // Before NetworkManager's timer: recover rolls the checkpoint back.
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
+    assert_uplink_runs_its_profile(&lab);
+    assert!(ping_gateway(&lab));
+}
+
+#[test]
+fn netbridge_killed_while_the_uplink_is_unmanaged_is_rolled_back_by_networkmanager() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    kill_while_unmanaged(&lab);
+    // NetworkManager's timer rolls back by itself; the uplink has its
+    // address again, managed.
+    assert!(
+        eventually(Duration::from_secs(30), || lab
+            .ipv4_addresses("ens32")
+            .is_ok_and(|a| !a.is_empty())),
+        "NetworkManager restored ens32's address"
+    );
+    assert_eq!(
+        device(&status(&lab), "ens32").expect("ens32")["managed"],
+        true
+    );
+    assert!(ping_gateway(&lab));
+    // The next run finishes the undo: nothing of the change is left.
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
+    assert_uplink_runs_its_profile(&lab);
+}
+
+#[test]
+fn a_networkmanager_restart_while_the_uplink_is_unmanaged_is_undone_by_the_next_run() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let before = lab.snapshot();
+    kill_while_unmanaged(&lab);
+    // The restart loses the checkpoint; NetworkManager's run state keeps
+    // ens32 unmanaged.
+    lab.restart_nm().expect("restart NetworkManager");
+    assert_eq!(
+        device(&status(&lab), "ens32").expect("ens32")["managed"],
+        false
+    );
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
+    assert_uplink_runs_its_profile(&lab);
+    assert!(ping_gateway(&lab));
 }
 
 #[test]

@@ -282,6 +282,16 @@ impl Nm {
             .call("Device.Reapply")
     }
 
+    /// Tells NetworkManager to leave the device alone (false) or to manage
+    /// it again (true). An unmanaged device keeps its configuration: the
+    /// D-Bus setter marks it removed, and NetworkManager 1.30–1.58 then
+    /// cleans up without deconfiguring (`nm-device.c`, `PROP_MANAGED` and
+    /// the `NM_DEVICE_STATE_UNMANAGED` case of `_set_state_full`).
+    pub async fn set_managed(&self, device: &ObjectPath<'_>, managed: bool) -> Result<(), NmError> {
+        let proxy = self.device_proxy(device).await?;
+        proxy.set_managed(managed).await.call("Device.Managed")
+    }
+
     /// Removes a software device such as a leftover bridge link.
     pub async fn delete_device(&self, device: &ObjectPath<'_>) -> Result<(), NmError> {
         let proxy = self.device_proxy(device).await?;

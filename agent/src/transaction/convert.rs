@@ -196,15 +196,13 @@ impl Transaction<'_> {
         leased
     }
 
-    /// Make before break, as far as NetworkManager allows: the bridge comes
-    /// up first with the uplink's MAC and (static) IP configuration, its
-    /// routes at the worst metric so replies still leave through the uplink
-    /// ([`Plan::bridge_staged`]); it gets a copy of the uplink's neighbour
-    /// entries; only then is the uplink attached as its port.
-    /// NetworkManager removes the uplink's own configuration when the port's
-    /// activation starts and attaches the port a few stages later: replies
-    /// are lost only in between. Then the bridge gets its planned
-    /// configuration in place (Reapply).
+    /// Make before break: the bridge comes up first with the uplink's MAC
+    /// and (static) IP configuration, its routes at the worst metric so
+    /// replies still leave through the uplink ([`Plan::bridge_staged`]); it
+    /// gets a copy of the uplink's neighbour entries; the uplink is handed
+    /// over to it in the kernel ([`Transaction::hand_over`]), then its port
+    /// profile activated, which finds it attached. Then the bridge gets its
+    /// planned configuration in place (Reapply).
     async fn activate(
         &self,
         plan: &Plan,
@@ -232,6 +230,9 @@ impl Transaction<'_> {
             .await
             .map_err(Failure::Activation)?;
         self.keep_neighbours(&plan.uplink, &plan.bridge).await;
+        if plan.ipv4.method != "auto" {
+            self.hand_over(plan).await;
+        }
         let port_ac = self
             .nm
             .activate(port, &plan.uplink_path)
@@ -262,6 +263,70 @@ impl Transaction<'_> {
             ),
         );
         Ok(())
+    }
+
+    /// The kernel's make-before-break order, which no NetworkManager call
+    /// offers: attach the uplink to the bridge while it still holds its
+    /// addresses, then remove its copy. NetworkManager would instead
+    /// deactivate the uplink's profile, deconfigure it, and attach it only
+    /// at its port activation's IP_CONFIG stage, with the address on a
+    /// bridge without port in between (tens of milliseconds of lost
+    /// replies). So NetworkManager leaves the uplink alone for that instant
+    /// (unmanaged, runtime only; it keeps its configuration). The port
+    /// profile's activation right after makes NetworkManager manage it
+    /// again (`unmanaged_to_disconnected` in nm-manager.c) and finds it
+    /// attached already. The checkpoint restores the uplink managed; a
+    /// recovery after NetworkManager lost it frees the uplink first
+    /// ([`crate::recovery::clear_leftovers`]). Only a shortcut: without
+    /// CAP_NET_ADMIN nothing is touched, and a step failing midway leaves
+    /// the rest to the port's activation, verification and checks.
+    async fn hand_over(&self, plan: &Plan) {
+        let note = |message: String| self.progress.step("hand-over", message);
+        let ready = async {
+            crate::kernel::may_change(&plan.bridge)
+                .await
+                .map_err(|e| e.to_string())?;
+            let addresses = crate::kernel::addresses(&plan.uplink)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.nm
+                .set_managed(&plan.uplink_path, false)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(addresses)
+        };
+        let addresses = match ready.await {
+            Ok(addresses) => addresses,
+            Err(e) => {
+                return note(format!(
+                    "NetworkManager attaches {} (replies are lost meanwhile): {e}",
+                    plan.uplink
+                ))
+            }
+        };
+        self.progress.step(
+            "unmanaged",
+            format!(
+                "NetworkManager leaves {} alone while it is attached to {} (until its port profile activates)",
+                plan.uplink, plan.bridge
+            ),
+        );
+        let moved = async {
+            crate::kernel::attach(&plan.uplink, &plan.bridge).await?;
+            crate::kernel::remove_addresses(&plan.uplink, &addresses).await
+        };
+        note(match moved.await {
+            Ok(()) => format!(
+                "{} attached to {} while it still held {}, then its copy removed",
+                plan.uplink,
+                plan.bridge,
+                list(&addresses)
+            ),
+            Err(e) => format!(
+                "{} is left to its port profile's activation: {e}",
+                plan.uplink
+            ),
+        });
     }
 
     /// Checks the state NetworkManager reports against what the plan

@@ -343,9 +343,12 @@ impl<N: Host> Transaction<'_, N> {
     /// Gives `to` a copy of `from`'s resolved neighbour entries (stale: used
     /// at once, confirmed by the kernel later), so the first replies through
     /// `to` need no address resolution: a resolution attempted while `to`
-    /// cannot send yet would hold every reply back for a second. The copies
-    /// go with `to` on a rollback. Only a shortcut: a failure is reported and
-    /// the change goes on.
+    /// cannot send yet would hold every reply back for a second. Entries
+    /// `to` has already are never replaced. A conversion's rollback removes
+    /// the copies with the bridge; after a revert's rollback they stay on
+    /// the uplink as stale entries of the same neighbours, which the kernel
+    /// confirms or lets expire by itself. Only a shortcut: a failure is
+    /// reported and the change goes on.
     async fn keep_neighbours(&self, from: &str, to: &str) {
         let message = match crate::kernel::copy_neighbours(from, to).await {
             Ok(n) => format!("{to} starts with {n} neighbour entries of {from}"),

@@ -37,6 +37,11 @@ pub trait Device {
     #[zbus(property)]
     fn managed(&self) -> zbus::Result<bool>;
 
+    /// False: NetworkManager leaves the device and its configuration as they
+    /// are (runtime only; activating a profile on it manages it again).
+    #[zbus(property)]
+    fn set_managed(&self, managed: bool) -> zbus::Result<()>;
+
     /// `DeviceType`.
     #[zbus(property)]
     fn device_type(&self) -> zbus::Result<u32>;
