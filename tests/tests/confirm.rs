@@ -14,24 +14,11 @@ use netbridge_tests::{HostSnapshot, Lab, Uplink};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getsid, Pid};
 
-/// A conversion that waits `secs` for confirmation (no guest-path check:
-/// it adds nothing here and costs seconds).
-fn convert_args(secs: &str) -> [&str; 6] {
-    [
-        "convert",
-        "ens32",
-        "--yes",
-        "--no-guest-check",
-        "--confirm",
-        secs,
-    ]
-}
-
 /// Starts a conversion that waits `secs` for confirmation, in its own
 /// process group (as a login session would run it), and waits until it
 /// awaits confirmation. Returns the run and the watcher's pid.
 fn start_awaiting(lab: &Lab, secs: &str) -> (Running, Pid) {
-    let mut command = lab.netbridge(convert_args(secs));
+    let mut command = lab.netbridge(common::confirm_convert_args(secs));
     command.process_group(0);
     let mut run = Running::spawn(command);
     let line = run.wait_for("awaiting confirmation", Duration::from_secs(60));
@@ -99,7 +86,7 @@ fn a_confirmed_change_commits_from_another_process() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    let run = netbridge(&lab, &convert_args("60"));
+    let run = netbridge(&lab, &common::confirm_convert_args("60"));
     assert_eq!(run.code, 9, "exit 9 while it waits:\n{}", run.stderr);
     assert!(run.stdout.contains("netbridge confirm"), "{}", run.stdout);
     let watcher = watcher_pid(&run.stderr);

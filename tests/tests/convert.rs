@@ -273,6 +273,16 @@ fn kill_while_unmanaged(lab: &Lab) {
     signal(dnsmasq, Signal::SIGCONT);
 }
 
+/// `recover` undoes the change: the host exactly as `before`, the uplink
+/// on its own profile.
+fn recover_undoes(lab: &Lab, before: &netbridge_tests::HostSnapshot) {
+    let recover = netbridge(lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert_eq!(lab.snapshot(), *before, "the host is exactly as before");
+    assert_uplink_runs_its_profile(lab);
+}
+
 #[test]
 fn netbridge_killed_while_the_uplink_is_unmanaged_is_undone_by_recover() {
     let Some(lab) = Lab::require(Uplink::Static) else {
@@ -281,11 +291,7 @@ fn netbridge_killed_while_the_uplink_is_unmanaged_is_undone_by_recover() {
     let before = lab.snapshot();
     kill_while_unmanaged(&lab);
     // Before NetworkManager's timer: recover rolls the checkpoint back.
-    let recover = netbridge(&lab, &["recover", "--json"]);
-    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
-    assert_eq!(recover.json()["recovered"]["action"], "undone");
-    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
-    assert_uplink_runs_its_profile(&lab);
+    recover_undoes(&lab, &before);
     assert!(ping_gateway(&lab));
 }
 
@@ -310,11 +316,7 @@ fn netbridge_killed_while_the_uplink_is_unmanaged_is_rolled_back_by_networkmanag
     );
     assert!(ping_gateway(&lab));
     // The next run finishes the undo: nothing of the change is left.
-    let recover = netbridge(&lab, &["recover", "--json"]);
-    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
-    assert_eq!(recover.json()["recovered"]["action"], "undone");
-    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
-    assert_uplink_runs_its_profile(&lab);
+    recover_undoes(&lab, &before);
 }
 
 #[test]
@@ -331,11 +333,7 @@ fn a_networkmanager_restart_while_the_uplink_is_unmanaged_is_undone_by_the_next_
         device(&status(&lab), "ens32").expect("ens32")["managed"],
         false
     );
-    let recover = netbridge(&lab, &["recover", "--json"]);
-    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
-    assert_eq!(recover.json()["recovered"]["action"], "undone");
-    assert_eq!(lab.snapshot(), before, "the host is exactly as before");
-    assert_uplink_runs_its_profile(&lab);
+    recover_undoes(&lab, &before);
     assert!(ping_gateway(&lab));
 }
 

@@ -258,20 +258,7 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     signal(dnsmasq, Signal::SIGCONT);
     host.boot().expect("boot again");
 
-    assert_eq!(
-        addresses(&host, UPLINK),
-        vec![(STATIC_ADDRESS, 24)],
-        "the old configuration booted"
-    );
-    assert!(
-        addresses(&host, "br0").is_empty(),
-        "no bridge after the power cut"
-    );
-    assert_eq!(
-        keyfiles(&host),
-        vec!["ens32.nmconnection"],
-        "nothing of the trial reached the disk"
-    );
+    assert_the_old_configuration_booted(&host);
     let s = status(&host);
     assert_eq!(s["devices"][0]["profile"]["id"], "ens32", "{s:#}");
     // The journal remembers the interrupted change; closing it changes nothing.
@@ -279,6 +266,37 @@ fn a_power_cut_mid_change_boots_the_original_working_configuration() {
     let recover = host.exec(["netbridge", "recover", "--json"]);
     assert!(recover.status.success(), "{}", text(&recover.stderr));
     assert_eq!(addresses(&host, UPLINK), vec![(STATIC_ADDRESS, 24)]);
+}
+
+/// `netbridge convert ens32 --confirm SECS --json` in the host, run by
+/// `runner` (empty: directly), and its document: on trial.
+fn convert_on_trial(host: &Container, runner: &[&str], secs: &str) -> serde_json::Value {
+    let mut argv = runner.to_vec();
+    argv.push("netbridge");
+    argv.extend(common::confirm_convert_args(secs));
+    argv.push("--json");
+    let started = host.exec(argv);
+    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
+        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
+    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    assert_eq!(doc["exit_code"], 9, "{doc:#}");
+    doc
+}
+
+/// After a power cut mid-change: the uplink as before, no bridge, and
+/// nothing of the trial on disk.
+fn assert_the_old_configuration_booted(host: &Container) {
+    assert_eq!(
+        addresses(host, UPLINK),
+        vec![(STATIC_ADDRESS, 24)],
+        "the old configuration booted"
+    );
+    assert!(addresses(host, "br0").is_empty(), "no bridge after the cut");
+    assert_eq!(
+        keyfiles(host),
+        vec!["ens32.nmconnection"],
+        "nothing of the trial reached the disk"
+    );
 }
 
 fn keyfiles(host: &Container) -> Vec<String> {
@@ -297,37 +315,12 @@ fn a_power_cut_while_awaiting_confirmation_boots_the_old_configuration() {
     let Some(mut host) = installed(Uplink::Static) else {
         return;
     };
-    let started = host.exec([
-        "netbridge",
-        "convert",
-        "ens32",
-        "--yes",
-        "--no-guest-check",
-        "--confirm",
-        "300",
-        "--json",
-    ]);
-    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
-        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
-    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
+    convert_on_trial(&host, &[], "300");
     assert_eq!(addresses(&host, "br0"), vec![(STATIC_ADDRESS, 24)]);
 
     host.power_cut().expect("cut the power");
     host.boot().expect("boot again");
-    assert_eq!(
-        addresses(&host, UPLINK),
-        vec![(STATIC_ADDRESS, 24)],
-        "the old configuration booted"
-    );
-    assert!(
-        addresses(&host, "br0").is_empty(),
-        "no bridge after the cut"
-    );
-    assert_eq!(
-        keyfiles(&host),
-        vec!["ens32.nmconnection"],
-        "nothing of the trial reached the disk"
-    );
+    assert_the_old_configuration_booted(&host);
 
     let confirmed = host.exec(["netbridge", "confirm", "--json"]);
     let doc = common::document(&String::from_utf8_lossy(&confirmed.stdout))
@@ -478,25 +471,17 @@ fn the_confirm_watcher_is_a_transient_unit_that_outlives_the_starters_session() 
     };
     // The starter's processes form one cgroup, all killed when its main
     // process exits (KillMode=control-group): a watcher left in it would die.
-    let started = host.exec([
-        "systemd-run",
-        "--wait",
-        "--pipe",
-        "--quiet",
-        "--property=KillMode=control-group",
-        "netbridge",
-        "convert",
-        "ens32",
-        "--yes",
-        "--no-guest-check",
-        "--confirm",
+    let doc = convert_on_trial(
+        &host,
+        &[
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "--property=KillMode=control-group",
+        ],
         "120",
-        "--json",
-    ]);
-    let doc = common::document(&String::from_utf8_lossy(&started.stdout))
-        .unwrap_or_else(|e| panic!("{e}\n{}", text(&started.stderr)));
-    assert_eq!(doc["result"], "awaiting-confirm", "{doc:#}");
-    assert_eq!(doc["exit_code"], 9, "{doc:#}");
+    );
     let unit = watcher_unit(&doc);
     let active = |unit: &str| text(&host.systemctl(["is-active", unit]).stdout) == "active";
     assert!(

@@ -500,3 +500,16 @@ macro_rules! on_suites {
 }
 #[allow(unused_imports)] // each test file uses a different subset
 pub(crate) use on_suites;
+
+/// A conversion that waits `secs` for confirmation (no guest-path check:
+/// it adds nothing here and costs seconds).
+pub(crate) fn confirm_convert_args(secs: &str) -> [&str; 6] {
+    [
+        "convert",
+        "ens32",
+        "--yes",
+        "--no-guest-check",
+        "--confirm",
+        secs,
+    ]
+}
