@@ -64,6 +64,7 @@ const LEARN_DST: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x02];
 struct Pair {
     port: String,
     peer: String,
+    port_mac: [u8; 6],
     peer_mac: [u8; 6],
 }
 
@@ -72,6 +73,7 @@ impl Pair {
         Pair {
             port: format!("{PREFIX}{pid}-{side}"),
             peer: format!("{PREFIX}{pid}-{side}p"),
+            port_mac: highest_mac(),
             peer_mac: random_mac(),
         }
     }
@@ -147,8 +149,8 @@ async fn exchange_through(
     // Every profile exists before any device does: a peer that appeared
     // without one could get an automatic "Wired connection" profile.
     let profiles = [
-        port_profile(&a.port, &a.peer, bridge),
-        port_profile(&b.port, &b.peer, bridge),
+        port_profile(&a.port, &a.peer, bridge, a.port_mac),
+        port_profile(&b.port, &b.peer, bridge, b.port_mac),
         peer_profile(&a.peer, &a.port, a.peer_mac),
         peer_profile(&b.peer, &b.port, b.peer_mac),
     ];
@@ -273,11 +275,19 @@ fn base_profile(name: &str, peer: &str) -> Settings {
 }
 
 /// A port of the bridge: no IP of its own, as NetworkManager keeps ports.
-fn port_profile(name: &str, peer: &str, bridge: &str) -> Settings {
+/// Its MAC is set before it joins (at its activation's PREPARE stage) and is
+/// above any other port's, so a bridge whose MAC nobody set (one made by
+/// hand with nmcli, being adopted) keeps its MAC, the lowest of its ports':
+/// a throwaway port with a lower one would change the bridge's MAC for the
+/// check's moment, and a LAN neighbour that learned it then sends to the
+/// throwaway port's MAC for seconds afterwards (8 s without replies in the
+/// reply-gap benchmark's adoption).
+fn port_profile(name: &str, peer: &str, bridge: &str, mac: [u8; 6]) -> Settings {
     let mut s = base_profile(name, peer);
     // The legacy keys: the only ones NetworkManager 1.42 accepts.
     s.set(names::CONNECTION, "master", bridge)
-        .set(names::CONNECTION, "slave-type", "bridge");
+        .set(names::CONNECTION, "slave-type", "bridge")
+        .set(names::ETHERNET, "assigned-mac-address", format_mac(mac));
     s
 }
 
@@ -370,6 +380,13 @@ fn link_addr(ifindex: u32, protocol: u16) -> Option<LinkAddr> {
 fn random_mac() -> [u8; 6] {
     let b = uuid::Uuid::new_v4().into_bytes();
     [0x02, b[0], b[1], b[2], b[3], b[4]]
+}
+
+/// A locally administered unicast MAC above any a NIC or a kernel-made
+/// device is likely to have (fe:ff:ff:…, random below).
+fn highest_mac() -> [u8; 6] {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    [0xfe, 0xff, 0xff, b[0], b[1], b[2]]
 }
 
 fn format_mac(mac: [u8; 6]) -> String {
@@ -487,6 +504,12 @@ mod tests {
         assert!(pair.peer.len() <= 15, "{}", pair.peer);
         assert!(pair.port.starts_with(PREFIX) && pair.peer.starts_with(PREFIX));
         assert_eq!(pair.peer_mac[0] & 0x03, 0x02);
+        assert_eq!(pair.port_mac[0] & 0x03, 0x02, "local unicast");
+        assert_eq!(
+            &pair.port_mac[..3],
+            &[0xfe, 0xff, 0xff],
+            "above other ports"
+        );
         assert_eq!(format_mac([2, 0xab, 0, 1, 2, 3]), "02:ab:00:01:02:03");
     }
 }
