@@ -152,18 +152,7 @@ fn every_verb_refuses_bad_input_and_says_when_networkmanager_is_unavailable() {
         case(&["convert", "ens32", "--dry-run"], 4, &["system bus"]),
         case(&["apply", "--config", &good], 4, &["system bus"]),
         case(&["revert", "br0", "--yes"], 4, &["system bus"]),
-        case(
-            &[
-                "create",
-                "virbr1",
-                "--mode",
-                "nat",
-                "--address",
-                "192.168.107.1/24",
-            ],
-            4,
-            &["system bus"],
-        ),
+        case(&common::CREATE_NAT, 4, &["system bus"]),
         case(&["delete", "virbr1"], 4, &["system bus"]),
         case(&["recover"], 4, &["system bus"]),
     ];

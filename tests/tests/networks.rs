@@ -20,17 +20,7 @@ fn a_nat_network_serves_dhcp_and_dns_and_masquerades_guests() {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
-    create(
-        &lab,
-        &[
-            "create",
-            "virbr1",
-            "--mode",
-            "nat",
-            "--address",
-            "192.168.107.1/24",
-        ],
-    );
+    create(&lab, &common::CREATE_NAT);
     let guest = attach(&lab, "virbr1", "vnet0");
     let lease = dhcp_lease(&lab, &guest);
     let addr: std::net::Ipv4Addr = lease.parse().expect("an IPv4 lease");
@@ -135,17 +125,7 @@ fn networks_survive_restart_and_reboot_and_delete_leaves_the_rest_as_it_was() {
         return;
     };
     let before = lab.snapshot();
-    create(
-        &lab,
-        &[
-            "create",
-            "virbr1",
-            "--mode",
-            "nat",
-            "--address",
-            "192.168.107.1/24",
-        ],
-    );
+    create(&lab, &common::CREATE_NAT);
     create(&lab, VMNET1);
     let up = |lab: &Lab| {
         let s = status(lab);
@@ -163,18 +143,7 @@ fn networks_survive_restart_and_reboot_and_delete_leaves_the_rest_as_it_was() {
         status(&lab)
     );
 
-    let again = netbridge(
-        &lab,
-        &[
-            "create",
-            "virbr1",
-            "--mode",
-            "nat",
-            "--address",
-            "192.168.107.1/24",
-            "--json",
-        ],
-    );
+    let again = netbridge(&lab, &[&common::CREATE_NAT[..], &["--json"]].concat());
     assert_eq!(again.json()["result"], "unchanged");
     for name in ["virbr1", "vmnet1"] {
         let run = netbridge(&lab, &["delete", name]);
@@ -308,15 +277,7 @@ fn dry_runs_of_create_and_delete_show_their_nmcli_commands() {
         return;
     };
     let before = lab.snapshot();
-    let nat = [
-        "create",
-        "virbr1",
-        "--mode",
-        "nat",
-        "--address",
-        "192.168.107.1/24",
-    ];
-    let dry = netbridge(&lab, &[&nat[..], &["--dry-run"]].concat());
+    let dry = netbridge(&lab, &[&common::CREATE_NAT[..], &["--dry-run"]].concat());
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert_eq!(lab.snapshot(), before, "a dry run changes nothing");
     let commands: Vec<&str> = dry

@@ -206,30 +206,10 @@ fn command_lines(host: &Container, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `netbridge create virbr1` as a NAT network, NetworkManager choosing
-/// the DHCP range.
-const NAT: [&str; 7] = [
-    "create",
-    "virbr1",
-    "--mode",
-    "nat",
-    "--address",
-    "192.168.107.1/24",
-    "--json",
-];
-/// [`NAT`] with a DHCP range of its own (NetworkManager 1.46 or newer).
-const NAT_WITH_RANGE: [&str; 9] = [
-    NAT[0],
-    NAT[1],
-    NAT[2],
-    NAT[3],
-    NAT[4],
-    NAT[5],
-    "--dhcp-range",
-    "192.168.107.2-192.168.107.9",
-    NAT[6],
-];
-/// The addresses a guest of [`NAT_WITH_RANGE`] may lease, and the ones
+/// [`common::CREATE_NAT`] with a DHCP range of its own (NetworkManager
+/// 1.46 or newer).
+const DHCP_RANGE: [&str; 2] = ["--dhcp-range", "192.168.107.2-192.168.107.9"];
+/// The addresses a guest of a network with [`DHCP_RANGE`] may lease, and the ones
 /// NetworkManager hands out from itself (`.10` – `.254` of the subnet).
 const RANGE: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(192, 168, 107, 2),
@@ -261,12 +241,13 @@ fn a_nat_network_leases_its_guest_an_address_and_masquerades_it(suite: Suite) {
     let Some(host) = host_on(suite) else {
         return;
     };
-    let (args, range) = if networkmanager_at_least(&host, 1, 46) {
-        (&NAT_WITH_RANGE[..], RANGE)
+    let (own_range, range) = if networkmanager_at_least(&host, 1, 46) {
+        (&DHCP_RANGE[..], RANGE)
     } else {
-        (&NAT[..], DEFAULT_RANGE)
+        (&[][..], DEFAULT_RANGE)
     };
-    let run = netbridge(&host, args);
+    let args = [&common::CREATE_NAT[..], own_range, &["--json"]].concat();
+    let run = netbridge(&host, &args);
     let what = format!("netbridge {}", args.join(" "));
     expect_code(&host, &run, 0, &what);
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
@@ -341,8 +322,9 @@ fn a_dhcp_range_is_refused_before_any_change_where_networkmanager_has_none(suite
     let Some(host) = host_on(suite) else {
         return;
     };
-    let run = netbridge(&host, &NAT_WITH_RANGE);
-    let what = format!("netbridge {}", NAT_WITH_RANGE.join(" "));
+    let args = [&common::CREATE_NAT[..], &DHCP_RANGE, &["--json"]].concat();
+    let run = netbridge(&host, &args);
+    let what = format!("netbridge {}", args.join(" "));
     expect_code(&host, &run, 2, &what);
     let said = format!("{}{}", run.stdout, run.stderr);
     assert!(

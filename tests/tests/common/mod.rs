@@ -513,3 +513,13 @@ pub(crate) fn confirm_convert_args(secs: &str) -> [&str; 6] {
         secs,
     ]
 }
+
+/// `netbridge create virbr1` as a NAT network on the lab's guest subnet.
+pub(crate) const CREATE_NAT: [&str; 6] = [
+    "create",
+    "virbr1",
+    "--mode",
+    "nat",
+    "--address",
+    "192.168.107.1/24",
+];
