@@ -283,17 +283,10 @@ impl Transaction<'_> {
     async fn hand_over(&self, plan: &Plan) {
         let note = |message: String| self.progress.step("hand-over", message);
         let ready = async {
-            crate::kernel::may_change(&plan.bridge)
-                .await
-                .map_err(|e| e.to_string())?;
-            let addresses = crate::kernel::addresses(&plan.uplink)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.nm
-                .set_managed(&plan.uplink_path, false)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(addresses)
+            crate::kernel::may_change(&plan.bridge).await?;
+            let addresses = crate::kernel::addresses(&plan.uplink).await?;
+            self.nm.set_managed(&plan.uplink_path, false).await?;
+            Ok::<_, HandOverError>(addresses)
         };
         let addresses = match ready.await {
             Ok(addresses) => addresses,
@@ -368,6 +361,16 @@ pub(super) async fn release_hold(nm: &Nm, iface: &str, progress: &Progress) {
         Err(e) => format!("{iface} keeps its lease hold (in memory only): {e}"),
     };
     progress.step("lease", message);
+}
+
+/// Why the hand-over did not start: the change goes on the way
+/// NetworkManager attaches a port.
+#[derive(Debug, thiserror::Error)]
+enum HandOverError {
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
+    #[error(transparent)]
+    Nm(#[from] crate::nm::NmError),
 }
 
 /// Persists the trial: profiles to disk, the original profile kept with
