@@ -40,6 +40,7 @@
 //!   failing when the container cannot be built or booted; ignored when
 //!   `CI=true`.
 
+mod cgroup;
 mod image;
 mod machine;
 mod rootfs;
@@ -225,6 +226,9 @@ impl Container {
             &format!("\n=== container: boot #{} ===\n", self.boots),
         )?;
         let started = Instant::now();
+        // The last boot's machine (already exited) goes first: its cgroup
+        // has the same name as the new one's and is removed when dropped.
+        self.machine = None;
         self.machine = Some(Machine::spawn(&BootSpec {
             root: &self.root,
             name: self.lab.host_ns(),

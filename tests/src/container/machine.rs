@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::cgroup::BootCgroup;
 use crate::lab::cmd;
 use crate::lab::daemon::{is_alive, log_tail};
 use crate::LabError;
@@ -26,6 +27,8 @@ pub(crate) struct Machine {
     /// The container's PID 1 as seen from here, once it exists.
     leader: Option<u32>,
     console: PathBuf,
+    /// Dropped after [`Machine::kill`] in `drop`, when nothing runs in it.
+    _cgroup: BootCgroup,
 }
 
 /// What [`Machine::spawn`] needs.
@@ -51,7 +54,9 @@ impl Machine {
         let err = out
             .try_clone()
             .map_err(|e| LabError::io("cannot duplicate the console log", spec.console, e))?;
+        let cgroup = BootCgroup::create(spec.name)?;
         let mut command = nspawn_command(spec);
+        command.env("NB_CGROUP_PROCS", cgroup.procs_files());
         command.stdin(Stdio::null()).stdout(out).stderr(err);
         let child = command.spawn().map_err(|source| LabError::Spawn {
             command: cmd::describe(&command),
@@ -61,6 +66,7 @@ impl Machine {
             child,
             leader: None,
             console: spec.console.to_owned(),
+            _cgroup: cgroup,
         })
     }
 
@@ -192,6 +198,8 @@ impl Drop for Machine {
 ///   (killing only nspawn would leave it running). The signal comes when
 ///   the *thread* that spawned nspawn exits, so a container must be booted
 ///   by the thread that keeps it (a test's own thread).
+/// - the shell moves itself (and so nspawn, which it becomes) into the
+///   boot's own cgroup (`super::cgroup`).
 /// - `unshare --mount` with a tmpfs over /run/systemd: nspawn keeps its
 ///   locks and mount-propagation directories in /run/systemd/nspawn; this
 ///   keeps them out of the machine's own /run.
@@ -211,6 +219,7 @@ impl Drop for Machine {
 /// - TERM=dumb: systemd's console output without colour codes.
 fn nspawn_command(spec: &BootSpec<'_>) -> Command {
     const PRIVATE_RUN: &str = "set -e
+        for procs in $NB_CGROUP_PROCS; do echo $$ > \"$procs\"; done
         mkdir -p /run/systemd
         mount -t tmpfs -o mode=0755 tmpfs /run/systemd
         exec \"$@\"";
