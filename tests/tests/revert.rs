@@ -81,7 +81,18 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
     let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.json()["result"], "committed");
+    assert_held(&run.json()["steps"].to_string());
     assert_reverted(&lab, &before);
+}
+
+/// The revert held ens32's address and routes from its release until its
+/// profile configured it (the stand-in), so a host identical to a plain
+/// revert's is netbridge's doing as much as NetworkManager's.
+fn assert_held(steps: &str) {
+    assert!(
+        steps.contains("ens32 held 172.25.250.10/24 and its routes from its release"),
+        "the uplink was held while NetworkManager took it back: {steps}"
+    );
 }
 
 #[test]
@@ -103,6 +114,7 @@ fn a_revert_whose_check_fails_leaves_the_bridge_as_it_was() {
     let (code, log) = run.finish();
     lab.lan(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0"]);
     assert_eq!(code, 3, "rolled back:\n{log}");
+    assert_held(&log);
     assert!(
         common::eventually(Duration::from_secs(10), || lab.snapshot() == converted),
         "still converted, as before: {:#?}\nvs {:#?}",

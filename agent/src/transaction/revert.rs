@@ -1,13 +1,17 @@
 //! Undoing a conversion: the original profile back on the uplink while the
 //! bridge still holds the address, proven, then the bridge deleted.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use ipnetwork::IpNetwork;
 
 use zbus::zvariant::OwnedObjectPath;
 
 use super::{Commit, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
 use crate::checks::{CheckContext, Probe};
 use crate::journal::{Change, Record, Save};
+use crate::kernel::{self, Ipv4Setup};
 use crate::nm::NmError;
 use crate::plan::revert::RevertPlan;
 use crate::verify;
@@ -61,24 +65,32 @@ impl Transaction<'_> {
             .profile(&plan.original.uuid)
             .await
             .map_err(Failure::Apply)?;
+        // Read before the bridge's routes leave their metric.
+        let stand_in = self.stand_in(plan).await;
         self.stand_aside(&plan.bridge)
             .await
             .map_err(Failure::Apply)?;
         self.keep_neighbours(&plan.bridge, &plan.uplink).await;
-        let active = self
-            .nm
-            .activate(&original, &plan.uplink_path)
-            .await
-            .map_err(Failure::Apply)?;
-        self.nm
-            .wait_activated(
-                &active,
-                &plan.original.id,
-                plan.goal,
-                plan.timing.activation,
-            )
-            .await
-            .map_err(Failure::Activation)?;
+        let activation = async {
+            let active = self
+                .nm
+                .activate(&original, &plan.uplink_path)
+                .await
+                .map_err(Failure::Apply)?;
+            self.nm
+                .wait_activated(
+                    &active,
+                    &plan.original.id,
+                    plan.goal,
+                    plan.timing.activation,
+                )
+                .await
+                .map_err(Failure::Activation)
+        };
+        match stand_in {
+            Some(setup) => self.held(plan, &setup, activation).await?,
+            None => activation.await?,
+        }
         self.progress.step(
             "uplink up",
             format!("{} runs profile '{}' again", plan.uplink, plan.original.id),
@@ -90,6 +102,96 @@ impl Transaction<'_> {
             checks,
             identity: None,
         })
+    }
+
+    /// What netbridge holds on the uplink while NetworkManager takes it
+    /// back ([`Transaction::held`]): the bridge's IPv4 configuration, which
+    /// NetworkManager made from the same settings the original profile
+    /// declares (the conversion carried them over, its route metric pinned
+    /// to the uplink's). Only for a static configuration (`ipv4.method
+    /// manual`): what DHCP or anything else will give the uplink is not
+    /// known before NetworkManager applies it, so those revert the plain
+    /// way, as does a bridge whose addresses are no longer the profile's,
+    /// and netbridge without CAP_NET_ADMIN.
+    async fn stand_in(&self, plan: &RevertPlan) -> Option<Ipv4Setup> {
+        let note = |why: String| {
+            self.progress.step(
+                "stand-in",
+                format!(
+                    "NetworkManager configures {} (replies are lost meanwhile): {why}",
+                    plan.uplink
+                ),
+            );
+        };
+        if plan.ipv4.method != "manual" {
+            note(format!(
+                "profile '{}' has no static IPv4 configuration (ipv4.method {})",
+                plan.original.id, plan.ipv4.method
+            ));
+            return None;
+        }
+        let read = async {
+            kernel::may_change(&plan.uplink).await?;
+            kernel::ipv4_setup(&plan.bridge).await
+        };
+        match read.await {
+            Ok(setup) if same(&setup.addresses(), &plan.ipv4.addresses) => Some(setup),
+            Ok(setup) => {
+                note(format!(
+                    "{} holds {} but profile '{}' declares {}",
+                    plan.bridge,
+                    super::list(&setup.addresses()),
+                    plan.original.id,
+                    super::list(&plan.ipv4.addresses)
+                ));
+                None
+            }
+            Err(e) => {
+                note(e.to_string());
+                None
+            }
+        }
+    }
+
+    /// The original profile's activation, with the uplink answering all
+    /// along: NetworkManager frees it from the bridge, flushes it and gives
+    /// it its addresses and routes only at IP_CONFIG; meanwhile netbridge
+    /// puts identical ones on it ([`kernel::hold`]), which NetworkManager's
+    /// own then replace in place. The watch ends with the activation, done
+    /// or failed; a kernel step failing ends it early and leaves the rest
+    /// to NetworkManager.
+    async fn held(
+        &self,
+        plan: &RevertPlan,
+        setup: &Ipv4Setup,
+        activation: impl std::future::Future<Output = Result<(), Failure>>,
+    ) -> Result<(), Failure> {
+        let restored = AtomicU32::new(0);
+        tokio::pin!(activation);
+        let stopped = tokio::select! {
+            done = &mut activation => {
+                let times = restored.load(Ordering::Relaxed);
+                self.progress.step(
+                    "stand-in",
+                    format!(
+                        "{} held {} and its routes from its release until profile '{}' configured it ({times} times put back)",
+                        plan.uplink,
+                        super::list(&setup.addresses()),
+                        plan.original.id
+                    ),
+                );
+                return done;
+            }
+            e = kernel::hold(setup, &plan.uplink, &plan.bridge, &restored) => e,
+        };
+        self.progress.step(
+            "stand-in",
+            format!(
+                "NetworkManager configures {} (replies may be lost meanwhile): {stopped}",
+                plan.uplink
+            ),
+        );
+        activation.await
     }
 
     /// The bridge keeps its addresses, but its routes go to the worst
@@ -141,6 +243,16 @@ impl Transaction<'_> {
         })
         .await
     }
+}
+
+/// The same addresses, in any order.
+fn same(a: &[IpNetwork], b: &[IpNetwork]) -> bool {
+    let sorted = |x: &[IpNetwork]| {
+        let mut x = x.to_vec();
+        x.sort();
+        x
+    };
+    !a.is_empty() && sorted(a) == sorted(b)
 }
 
 /// The original profile saved with its autoconnect as before the

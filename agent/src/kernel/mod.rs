@@ -26,6 +26,9 @@ use netlink_sys::{
 };
 use serde::Serialize;
 
+mod stand_in;
+pub use stand_in::{hold, ipv4_setup, Ipv4Setup};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("reading {what} from the kernel (rtnetlink): {source}")]
@@ -258,15 +261,20 @@ pub async fn controller(port: &str) -> Result<Option<u32>, KernelError> {
         link.header.index = index(&port)?;
         let socket = open(&what)?;
         let replies = request(&socket, RouteNetlinkMessage::GetLink(link), 0, &what)?;
-        Ok(replies.iter().find_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
-                LinkAttribute::Controller(c) if *c != 0 => Some(*c),
-                _ => None,
-            }),
-            _ => None,
-        }))
+        Ok(controller_of(&replies))
     })
     .await
+}
+
+/// The bridge (or other controller) a reply to a link request names.
+fn controller_of(replies: &[RouteNetlinkMessage]) -> Option<u32> {
+    replies.iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(l) => l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Controller(c) if *c != 0 => Some(*c),
+            _ => None,
+        }),
+        _ => None,
+    })
 }
 
 /// Removes `addresses` from `iface` (`ip addr del`), and with them the
@@ -502,6 +510,18 @@ fn request(
         what: what.to_owned(),
         source,
     };
+    socket.send(&encode(message, flags), 0).map_err(io)?;
+    let mut replies = Vec::new();
+    loop {
+        let (data, _) = socket.recv_from_full().map_err(io)?;
+        if collect(&data, flags, what, &mut replies)? {
+            return Ok(replies);
+        }
+    }
+}
+
+/// `message` as a request with `flags`, ready to send.
+fn encode(message: RouteNetlinkMessage, flags: u16) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | flags;
     header.sequence_number = 1;
@@ -509,39 +529,65 @@ fn request(
     packet.finalize();
     let mut buf = vec![0; packet.buffer_len()];
     packet.serialize(&mut buf);
-    socket.send(&buf, 0).map_err(io)?;
+    buf
+}
 
+/// Adds the messages in one datagram of replies to a request with
+/// `flags` to `replies`; true once the reply is complete (the end of a
+/// dump, the acknowledgement, or the one reply to a plain request).
+fn collect(
+    data: &[u8],
+    flags: u16,
+    what: &str,
+    replies: &mut Vec<RouteNetlinkMessage>,
+) -> Result<bool, KernelError> {
     let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-    let mut replies = Vec::new();
-    loop {
-        let (data, _) = socket.recv_from_full().map_err(io)?;
-        let mut offset = 0;
-        while offset < data.len() {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
-                .map_err(|e| KernelError::Decode {
+    for reply in messages(data, what)? {
+        match reply {
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(KernelError::Io {
                     what: what.to_owned(),
-                    detail: e.to_string(),
-                })?;
-            let length = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(replies),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Err(io(e.to_io())),
-                NetlinkPayload::Error(_) => return Ok(replies),
-                NetlinkPayload::InnerMessage(m) => {
-                    replies.push(m);
-                    if !dump {
-                        return Ok(replies);
-                    }
+                    source: e.to_io(),
+                })
+            }
+            NetlinkPayload::Error(_) => return Ok(true),
+            NetlinkPayload::InnerMessage(m) => {
+                replies.push(m);
+                if !dump {
+                    return Ok(true);
                 }
-                _ => {}
             }
-            if length == 0 {
-                break;
-            }
-            // Netlink messages are 4-byte aligned.
-            offset += (length + 3) & !3;
+            _ => {}
         }
     }
+    Ok(false)
+}
+
+/// The netlink messages in one datagram, in order.
+fn messages(
+    data: &[u8],
+    what: &str,
+) -> Result<Vec<NetlinkPayload<RouteNetlinkMessage>>, KernelError> {
+    let mut found = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        let message =
+            NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..]).map_err(|e| {
+                KernelError::Decode {
+                    what: what.to_owned(),
+                    detail: e.to_string(),
+                }
+            })?;
+        let length = message.header.length as usize;
+        found.push(message.payload);
+        if length == 0 {
+            break;
+        }
+        // Netlink messages are 4-byte aligned.
+        offset += (length + 3) & !3;
+    }
+    Ok(found)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -1,0 +1,329 @@
+//! The revert's stand-in: the uplink's static IPv4 configuration held in
+//! the kernel from the moment NetworkManager frees it from its bridge until
+//! NetworkManager configures it itself (`transaction/revert.rs`).
+//!
+//! NetworkManager 1.42 releases the port, flushes the uplink
+//! (`nm_device_cleanup`, a REAPPLY commit of an empty configuration) and
+//! adds its addresses and routes only at IP_CONFIG. Objects identical to the
+//! ones it then adds survive that commit: `nm_platform_ip_address_sync`
+//! keeps a known address whose primary/secondary role matches and replaces
+//! it in place (NLM_F_REPLACE), and `nm_platform_ip_route_sync` skips a
+//! route that compares equal to its own. So the host ends as a plain revert
+//! leaves it, and answers in between.
+
+use std::cmp::Reverse;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnetwork::IpNetwork;
+use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
+use netlink_packet_route::route::{RouteFlags, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+
+use super::{
+    blocking, collect, controller_of, copy_neighbours, encode, exists, index, messages, open,
+    request, stable_global, KernelError,
+};
+
+/// rtnetlink multicast groups: links, IPv4 addresses and IPv4 routes.
+const HOLD_GROUPS: u32 = 0x1 | 0x10 | 0x40;
+
+/// The IPv4 addresses and main-table routes NetworkManager configured on a
+/// link, as the kernel holds them.
+#[derive(Debug, Clone)]
+pub struct Ipv4Setup {
+    addresses: Vec<AddressMessage>,
+    /// On-link routes first: a gateway must be reachable when its route is added.
+    routes: Vec<RouteMessage>,
+}
+
+impl Ipv4Setup {
+    /// The global addresses, as the plan names them.
+    pub fn addresses(&self) -> Vec<IpNetwork> {
+        self.addresses.iter().filter_map(stable_global).collect()
+    }
+}
+
+/// What NetworkManager configured on `iface` for IPv4: its addresses, and
+/// its main-table unicast routes of protocol `kernel` (the prefix routes of
+/// its `noprefixroute` addresses) and `static` (gateway and profile routes).
+pub async fn ipv4_setup(iface: &str) -> Result<Ipv4Setup, KernelError> {
+    let iface = iface.to_owned();
+    blocking(move || {
+        let what = format!("the IPv4 configuration of {iface}");
+        let link = index(&iface)?;
+        let socket = open(&what)?;
+        let mut query = AddressMessage::default();
+        query.header.family = AddressFamily::Inet;
+        let addresses = request(
+            &socket,
+            RouteNetlinkMessage::GetAddress(query),
+            NLM_F_DUMP,
+            &what,
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a)
+                if a.header.index == link && a.header.family == AddressFamily::Inet =>
+            {
+                Some(a)
+            }
+            _ => None,
+        })
+        .collect();
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let mut routes: Vec<RouteMessage> = request(
+            &socket,
+            RouteNetlinkMessage::GetRoute(query),
+            NLM_F_DUMP,
+            &what,
+        )?
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) if configured(&r, link) => Some(r),
+            _ => None,
+        })
+        .collect();
+        routes.sort_by_key(|r| Reverse(u8::from(r.header.scope)));
+        Ok(Ipv4Setup { addresses, routes })
+    })
+    .await
+}
+
+/// A route NetworkManager made for the link `link` from a static profile.
+fn configured(route: &RouteMessage, link: u32) -> bool {
+    let h = &route.header;
+    let main = h.table == RouteHeader::RT_TABLE_MAIN
+        && route
+            .attributes
+            .iter()
+            .all(|a| !matches!(a, RouteAttribute::Table(t) if *t != u32::from(RouteHeader::RT_TABLE_MAIN)));
+    h.address_family == AddressFamily::Inet
+        && main
+        && h.kind == RouteType::Unicast
+        && matches!(h.protocol, RouteProtocol::Kernel | RouteProtocol::Static)
+        && route
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link))
+        && route
+            .attributes
+            .iter()
+            .all(|a| !matches!(a, RouteAttribute::MultiPath(_)))
+}
+
+/// Holds `setup` on `link` for as long as the caller polls it: whenever
+/// `link` is no bridge port, each missing address and route is added —
+/// at once, and again after every change the kernel announces for `link`
+/// (released from its bridge, an address or route deleted). Each time an
+/// address had to come back, `link` gets `neighbours_from`'s neighbour
+/// entries again (the kernel flushed its own with its last address), and
+/// `restored` counts it. Returns only on a kernel error; the caller drops
+/// it when NetworkManager has configured `link`.
+pub async fn hold(
+    setup: &Ipv4Setup,
+    link: &str,
+    neighbours_from: &str,
+    restored: &AtomicU32,
+) -> KernelError {
+    let what = format!("the IPv4 configuration of {link}");
+    let held = async {
+        let index = index(link)?;
+        // Subscribed before the first look: no change falls in between.
+        let changes = socket(&what, HOLD_GROUPS)?;
+        let requests = socket(&what, 0)?;
+        loop {
+            if restore(&requests, setup, index, &what).await? {
+                restored.fetch_add(1, Ordering::Relaxed);
+                copy_neighbours(neighbours_from, link).await?;
+            }
+            next_change(&changes, index, &what).await?;
+        }
+    };
+    match held.await {
+        Ok(never) => never,
+        Err(e) => e,
+    }
+}
+
+/// Adds what `link` lacks of `setup` unless it is a bridge port; true when
+/// an address had to be added.
+async fn restore(
+    socket: &TokioSocket,
+    setup: &Ipv4Setup,
+    link: u32,
+    what: &str,
+) -> Result<bool, KernelError> {
+    let mut query = LinkMessage::default();
+    query.header.index = link;
+    let replies = ask(socket, RouteNetlinkMessage::GetLink(query), 0, what).await?;
+    if controller_of(&replies).is_some() {
+        return Ok(false);
+    }
+    let mut added = false;
+    for address in &setup.addresses {
+        let copy = RouteNetlinkMessage::NewAddress(address_on(address, link));
+        added |= create(socket, copy, what).await?;
+    }
+    for route in &setup.routes {
+        let copy = RouteNetlinkMessage::NewRoute(route_on(route, link));
+        match create(socket, copy, what).await {
+            // NetworkManager removed the address meanwhile (its gateway is
+            // unreachable, its source no longer local): the deletion's own
+            // announcement brings both back.
+            Err(KernelError::Write { source, .. }) if raced(&source) => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    Ok(added)
+}
+
+/// `address` for the link `link`: what NetworkManager sets (address,
+/// broadcast, scope, `noprefixroute`), no label (the kernel names it after
+/// the link, as for NetworkManager's own) and no lifetimes (permanent).
+fn address_on(address: &AddressMessage, link: u32) -> AddressMessage {
+    let mut copy = AddressMessage::default();
+    copy.header.family = address.header.family;
+    copy.header.prefix_len = address.header.prefix_len;
+    copy.header.scope = address.header.scope;
+    copy.header.index = link;
+    for attribute in &address.attributes {
+        match attribute {
+            AddressAttribute::Address(_)
+            | AddressAttribute::Local(_)
+            | AddressAttribute::Broadcast(_) => copy.attributes.push(attribute.clone()),
+            // Secondary and permanent are the kernel's to say.
+            AddressAttribute::Flags(f) => copy.attributes.push(AddressAttribute::Flags(
+                *f & !(AddressFlags::Secondary | AddressFlags::Permanent),
+            )),
+            _ => {}
+        }
+    }
+    copy
+}
+
+/// `route` for the link `link`, without what the kernel reports of its
+/// own (flags such as `linkdown`, cache information).
+fn route_on(route: &RouteMessage, link: u32) -> RouteMessage {
+    let mut copy = RouteMessage::default();
+    copy.header = route.header.clone();
+    copy.header.flags = RouteFlags::empty();
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Oif(_) => copy.attributes.push(RouteAttribute::Oif(link)),
+            RouteAttribute::Destination(_)
+            | RouteAttribute::Gateway(_)
+            | RouteAttribute::PrefSource(_)
+            | RouteAttribute::Priority(_)
+            | RouteAttribute::Table(_)
+            | RouteAttribute::Metrics(_) => copy.attributes.push(attribute.clone()),
+            _ => {}
+        }
+    }
+    copy
+}
+
+/// Adds an object the kernel may hold already; true when it was added.
+async fn create(
+    socket: &TokioSocket,
+    message: RouteNetlinkMessage,
+    what: &str,
+) -> Result<bool, KernelError> {
+    let flags = NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+    match ask(socket, message, flags, what).await {
+        Ok(_) => Ok(true),
+        Err(KernelError::Io { source, .. }) if exists(&source) => Ok(false),
+        Err(e) => Err(e.written()),
+    }
+}
+
+fn raced(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ENETUNREACH | nix::libc::EINVAL)
+    )
+}
+
+/// Resolves at the next change the kernel announces for the link `link`.
+async fn next_change(changes: &TokioSocket, link: u32, what: &str) -> Result<(), KernelError> {
+    loop {
+        let data = match changes.recv_from_full().await {
+            Ok((data, _)) => data,
+            // Announcements were dropped: one of them may have been ours.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => return Ok(()),
+            Err(source) => {
+                return Err(KernelError::Io {
+                    what: what.to_owned(),
+                    source,
+                })
+            }
+        };
+        let Ok(announced) = messages(&data, what) else {
+            return Ok(());
+        };
+        if announced.iter().any(|m| concerns(m, link)) {
+            return Ok(());
+        }
+    }
+}
+
+/// A change that may have taken part of the setup from the link `link`.
+fn concerns(message: &NetlinkPayload<RouteNetlinkMessage>, link: u32) -> bool {
+    match message {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => l.header.index == link,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => a.header.index == link,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => r
+            .attributes
+            .iter()
+            .any(|a| matches!(a, RouteAttribute::Oif(i) if *i == link)),
+        _ => false,
+    }
+}
+
+/// An rtnetlink socket on the async runtime, subscribed to `groups`
+/// (0: none, for requests).
+fn socket(what: &str, groups: u32) -> Result<TokioSocket, KernelError> {
+    let io = |source| KernelError::Io {
+        what: what.to_owned(),
+        source,
+    };
+    let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(io)?;
+    socket
+        .socket_mut()
+        .bind(&SocketAddr::new(0, groups))
+        .map_err(io)?;
+    if groups == 0 {
+        socket
+            .socket_mut()
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(io)?;
+    }
+    Ok(socket)
+}
+
+/// [`super::request`] on the async runtime: the kernel handles an
+/// rtnetlink request within the send, so the reply is ready at once.
+async fn ask(
+    socket: &TokioSocket,
+    message: RouteNetlinkMessage,
+    flags: u16,
+    what: &str,
+) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
+    let io = |source| KernelError::Io {
+        what: what.to_owned(),
+        source,
+    };
+    socket.send(&encode(message, flags)).await.map_err(io)?;
+    let mut replies = Vec::new();
+    loop {
+        let (data, _) = socket.recv_from_full().await.map_err(io)?;
+        if collect(&data, flags, what, &mut replies)? {
+            return Ok(replies);
+        }
+    }
+}
