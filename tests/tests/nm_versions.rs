@@ -83,6 +83,13 @@ fn addresses(host: &Container, link: &str) -> Vec<(Ipv4Addr, u8)> {
     host.ipv4_addresses(link).unwrap_or_default()
 }
 
+/// ens32's IPv4 addresses and every IPv4 route, as `ip` prints them.
+fn ipv4_config(host: &Container) -> String {
+    let ip = |args: &[&str]| text(&host.lab().host(args).stdout);
+    ip(&["ip", "-4", "addr", "show", "dev", UPLINK])
+        + &ip(&["ip", "-4", "route", "show", "table", "all"])
+}
+
 fn link_exists(host: &Container, link: &str) -> bool {
     host.lab()
         .host(["ip", "link", "show", "dev", link])
@@ -159,6 +166,7 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
         "NetworkManager {series}x: {s:#}"
     );
 
+    let original = ipv4_config(&host);
     let run = netbridge(&host, &["convert", UPLINK, "--yes", "--json"]);
     expect_code(&host, &run, 0, "netbridge convert ens32 --yes --json");
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
@@ -185,6 +193,14 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
     expect_code(&host, &run, 0, "netbridge revert br0 --yes --json");
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert_original(&host, "after revert");
+    // The stand-in held ens32's address and routes until NetworkManager
+    // configured it, and NetworkManager's own replaced them exactly.
+    let steps = run.json()["steps"].to_string();
+    assert!(
+        steps.contains("ens32 held 172.25.250.10/24 and its routes from its release"),
+        "{steps}"
+    );
+    assert_eq!(ipv4_config(&host), original, "ens32 configured as before");
     assert_eq!(
         profile_field(&host, UPLINK, "connection.autoconnect"),
         "yes",

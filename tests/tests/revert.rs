@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{device, ipv4, netbridge, ping_gateway, status, Running};
+use common::{device, ipv4, netbridge, ping_gateway, signal, status, Running};
 use netbridge_tests::{Lab, Uplink};
+use nix::sys::signal::Signal;
 
 fn convert(lab: &Lab) {
     let run = netbridge(lab, &["convert", "ens32", "--yes"]);
@@ -122,6 +123,43 @@ fn a_revert_whose_check_fails_leaves_the_bridge_as_it_was() {
         converted
     );
     assert_eq!(ipv4(&status(&lab), "br0"), vec!["172.25.250.10/24"]);
+    assert!(ping_gateway(&lab));
+}
+
+/// Killed (SIGKILL) the moment it asks NetworkManager for the original
+/// profile — when the stand-in may be putting ens32's address back on it —
+/// and then `recover`: the host exactly as converted, with nothing netbridge
+/// held on ens32 left behind. The LAN's DNS is silent, so a run that
+/// outlived the signal could not commit.
+#[test]
+fn netbridge_killed_while_holding_the_uplink_is_undone_by_recover() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    convert(&lab);
+    let converted = lab.snapshot();
+    let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
+    let mut run = Running::start(&lab, &["revert", "br0", "--yes", "--check", "dns:gw.lab"]);
+    run.wait_for("checkpoint", Duration::from_secs(20));
+    signal(dnsmasq, Signal::SIGSTOP);
+    run.wait_for("neighbours", Duration::from_secs(20));
+    signal(run.pid(), Signal::SIGKILL);
+    let (code, _) = run.finish();
+    signal(dnsmasq, Signal::SIGCONT);
+    assert_eq!(code, -1, "killed");
+    let recover = netbridge(&lab, &["recover", "--json"]);
+    assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
+    assert_eq!(recover.json()["recovered"]["action"], "undone");
+    assert!(
+        common::eventually(Duration::from_secs(10), || lab.snapshot() == converted),
+        "converted, as before: {:#?}\nvs {:#?}",
+        lab.snapshot(),
+        converted
+    );
+    assert!(
+        ipv4(&status(&lab), "ens32").is_empty(),
+        "ens32 holds nothing"
+    );
     assert!(ping_gateway(&lab));
 }
 

@@ -327,3 +327,104 @@ async fn ask(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use netlink_packet_route::address::AddressScope;
+    use netlink_packet_route::route::{RouteAddress, RouteScope};
+
+    use super::*;
+
+    const BRIDGE: u32 = 3;
+    const UPLINK: u32 = 2;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(172, 25, 250, last))
+    }
+
+    /// A route as the kernel reports it on the bridge.
+    fn reported(protocol: RouteProtocol, table: u8) -> RouteMessage {
+        let mut route = RouteMessage::default();
+        route.header.address_family = AddressFamily::Inet;
+        route.header.table = table;
+        route.header.protocol = protocol;
+        route.header.scope = RouteScope::Universe;
+        route.header.kind = RouteType::Unicast;
+        route.header.flags = RouteFlags::Linkdown;
+        route.attributes = vec![
+            RouteAttribute::Table(u32::from(table)),
+            RouteAttribute::Priority(100),
+            RouteAttribute::Gateway(RouteAddress::from(ip(254))),
+            RouteAttribute::Oif(BRIDGE),
+        ];
+        route
+    }
+
+    #[test]
+    fn only_main_table_routes_networkmanager_makes_are_held() {
+        let main = RouteHeader::RT_TABLE_MAIN;
+        assert!(configured(&reported(RouteProtocol::Static, main), BRIDGE));
+        assert!(configured(&reported(RouteProtocol::Kernel, main), BRIDGE));
+        assert!(!configured(&reported(RouteProtocol::Static, main), UPLINK));
+        assert!(!configured(&reported(RouteProtocol::Boot, main), BRIDGE));
+        assert!(!configured(&reported(RouteProtocol::Dhcp, main), BRIDGE));
+        assert!(!configured(&reported(RouteProtocol::Kernel, 255), BRIDGE));
+    }
+
+    #[test]
+    fn a_held_route_is_the_bridges_on_the_uplink_without_the_kernels_own_flags() {
+        let copy = route_on(&reported(RouteProtocol::Static, 254), UPLINK);
+        assert_eq!(copy.header.flags, RouteFlags::empty());
+        assert_eq!(copy.header.protocol, RouteProtocol::Static);
+        assert!(copy.attributes.contains(&RouteAttribute::Oif(UPLINK)));
+        assert!(copy.attributes.contains(&RouteAttribute::Priority(100)));
+        assert!(!copy.attributes.contains(&RouteAttribute::Oif(BRIDGE)));
+    }
+
+    #[test]
+    fn a_held_address_keeps_noprefixroute_and_leaves_label_and_roles_to_the_kernel() {
+        let mut address = AddressMessage::default();
+        address.header.family = AddressFamily::Inet;
+        address.header.prefix_len = 24;
+        address.header.scope = AddressScope::Universe;
+        address.header.index = BRIDGE;
+        address.attributes = vec![
+            AddressAttribute::Address(ip(10)),
+            AddressAttribute::Local(ip(10)),
+            AddressAttribute::Broadcast(Ipv4Addr::new(172, 25, 250, 255)),
+            AddressAttribute::Label("br0".to_owned()),
+            AddressAttribute::Flags(
+                AddressFlags::Noprefixroute | AddressFlags::Permanent | AddressFlags::Secondary,
+            ),
+        ];
+        let copy = address_on(&address, UPLINK);
+        assert_eq!(copy.header.index, UPLINK);
+        assert_eq!(copy.header.prefix_len, 24);
+        assert!(copy
+            .attributes
+            .contains(&AddressAttribute::Flags(AddressFlags::Noprefixroute)));
+        assert!(!copy
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Label(_))));
+        assert_eq!(copy.attributes.len(), 4);
+    }
+
+    #[test]
+    fn only_changes_to_the_uplink_wake_the_stand_in() {
+        let mut gone = RouteMessage::default();
+        gone.attributes.push(RouteAttribute::Oif(UPLINK));
+        let deleted = NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(gone));
+        assert!(concerns(&deleted, UPLINK));
+        assert!(!concerns(&deleted, BRIDGE));
+        let mut address = AddressMessage::default();
+        address.header.index = UPLINK;
+        let added = NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address));
+        assert!(
+            !concerns(&added, UPLINK),
+            "NetworkManager's own adds need nothing"
+        );
+    }
+}
