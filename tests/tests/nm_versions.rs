@@ -197,7 +197,7 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
     // configured it, and NetworkManager's own replaced them exactly.
     let steps = run.json()["steps"].to_string();
     assert!(
-        steps.contains("ens32 held 172.25.250.10/24 and its routes from its release"),
+        steps.contains("ens32 held 172.25.250.10/24 and its routes (added"),
         "{steps}"
     );
     assert_eq!(ipv4_config(&host), original, "ens32 configured as before");

@@ -90,8 +90,10 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
 /// profile configured it (the stand-in), so a host identical to a plain
 /// revert's is netbridge's doing as much as NetworkManager's.
 fn assert_held(steps: &str) {
+    let held = "ens32 held 172.25.250.10/24 and its routes (added";
+    let until = "from its release until profile 'ens32' configured it";
     assert!(
-        steps.contains("ens32 held 172.25.250.10/24 and its routes from its release"),
+        steps.contains(held) && steps.contains(until),
         "the uplink was held while NetworkManager took it back: {steps}"
     );
 }

@@ -5,9 +5,9 @@
 //! NetworkManager 1.42 releases the port, flushes the uplink
 //! (`nm_device_cleanup`, a REAPPLY commit of an empty configuration) and
 //! adds its addresses and routes only at IP_CONFIG. Objects identical to the
-//! ones it then adds survive that commit: `nm_platform_ip_address_sync`
-//! keeps a known address whose primary/secondary role matches and replaces
-//! it in place (NLM_F_REPLACE), and `nm_platform_ip_route_sync` skips a
+//! ones it then adds survive that commit untouched: `nm_platform_ip_address_sync`
+//! keeps a known address whose primary/secondary role matches and skips
+//! writing one equal to its own, and `nm_platform_ip_route_sync` skips a
 //! route that compares equal to its own. So the host ends as a plain revert
 //! leaves it, and answers in between.
 

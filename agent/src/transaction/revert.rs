@@ -156,10 +156,10 @@ impl Transaction<'_> {
     /// The original profile's activation, with the uplink answering all
     /// along: NetworkManager frees it from the bridge, flushes it and gives
     /// it its addresses and routes only at IP_CONFIG; meanwhile netbridge
-    /// puts identical ones on it ([`kernel::hold`]), which NetworkManager's
-    /// own then replace in place. The watch ends with the activation, done
-    /// or failed; a kernel step failing ends it early and leaves the rest
-    /// to NetworkManager.
+    /// puts identical ones on it ([`kernel::hold`]), which NetworkManager
+    /// then finds in place and leaves. The watch ends with the activation,
+    /// done or failed; a kernel step failing ends it early and leaves the
+    /// rest to NetworkManager.
     async fn held(
         &self,
         plan: &RevertPlan,
@@ -171,15 +171,7 @@ impl Transaction<'_> {
         let stopped = tokio::select! {
             done = &mut activation => {
                 let times = restored.load(Ordering::Relaxed);
-                self.progress.step(
-                    "stand-in",
-                    format!(
-                        "{} held {} and its routes from its release until profile '{}' configured it ({times} times put back)",
-                        plan.uplink,
-                        super::list(&setup.addresses()),
-                        plan.original.id
-                    ),
-                );
+                self.progress.step("stand-in", held_note(plan, setup, times, done.is_ok()));
                 return done;
             }
             e = kernel::hold(setup, &plan.uplink, &plan.bridge, &restored) => e,
@@ -242,6 +234,25 @@ impl Transaction<'_> {
             verify::carries(uplink, &plan.ipv4, &plan.ipv6)
         })
         .await
+    }
+}
+
+/// What the stand-in did, once the activation is over.
+fn held_note(plan: &RevertPlan, setup: &Ipv4Setup, times: u32, activated: bool) -> String {
+    let what = format!(
+        "{} and its routes (added {times} times)",
+        super::list(&setup.addresses())
+    );
+    if activated {
+        format!(
+            "{} held {what} from its release until profile '{}' configured it",
+            plan.uplink, plan.original.id
+        )
+    } else {
+        format!(
+            "{} held {what} until profile '{}' failed to activate",
+            plan.uplink, plan.original.id
+        )
     }
 }
 
