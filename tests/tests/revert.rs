@@ -128,20 +128,16 @@ fn a_revert_whose_check_fails_leaves_the_bridge_as_it_was() {
     assert!(ping_gateway(&lab));
 }
 
-/// Killed (SIGKILL) the moment it asks NetworkManager for the original
-/// profile — when the stand-in may be putting ens32's address back on it —
-/// and then `recover`: the host exactly as converted, with nothing netbridge
-/// held on ens32 left behind. The LAN's DNS is silent, so a run that
-/// outlived the signal could not commit.
-#[test]
-fn netbridge_killed_while_holding_the_uplink_is_undone_by_recover() {
-    let Some(lab) = Lab::require(Uplink::Static) else {
-        return;
-    };
-    convert(&lab);
+/// Converts, then kills a revert (SIGKILL) the moment it asks
+/// NetworkManager for the original profile — when the stand-in may be
+/// putting ens32's address back on it. The LAN's DNS is silent meanwhile,
+/// so a run that outlived the signal could not commit. Returns the host as
+/// converted.
+fn kill_while_holding(lab: &Lab) -> netbridge_tests::HostSnapshot {
+    convert(lab);
     let converted = lab.snapshot();
     let dnsmasq = lab.dnsmasq_pid().expect("dnsmasq runs");
-    let mut run = Running::start(&lab, &["revert", "br0", "--yes", "--check", "dns:gw.lab"]);
+    let mut run = Running::start(lab, &["revert", "br0", "--yes", "--check", "dns:gw.lab"]);
     run.wait_for("checkpoint", Duration::from_secs(20));
     signal(dnsmasq, Signal::SIGSTOP);
     run.wait_for("neighbours", Duration::from_secs(20));
@@ -149,20 +145,35 @@ fn netbridge_killed_while_holding_the_uplink_is_undone_by_recover() {
     let (code, _) = run.finish();
     signal(dnsmasq, Signal::SIGCONT);
     assert_eq!(code, -1, "killed");
-    let recover = netbridge(&lab, &["recover", "--json"]);
+    converted
+}
+
+/// `recover` leaves the host exactly as converted, with nothing the
+/// stand-in held left on ens32.
+fn recover_to(lab: &Lab, converted: &netbridge_tests::HostSnapshot) {
+    let recover = netbridge(lab, &["recover", "--json"]);
     assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
     assert_eq!(recover.json()["recovered"]["action"], "undone");
     assert!(
-        common::eventually(Duration::from_secs(10), || lab.snapshot() == converted),
+        common::eventually(Duration::from_secs(10), || lab.snapshot() == *converted),
         "converted, as before: {:#?}\nvs {:#?}",
         lab.snapshot(),
         converted
     );
     assert!(
-        ipv4(&status(&lab), "ens32").is_empty(),
+        ipv4(&status(lab), "ens32").is_empty(),
         "ens32 holds nothing"
     );
-    assert!(ping_gateway(&lab));
+    assert!(ping_gateway(lab));
+}
+
+#[test]
+fn netbridge_killed_while_holding_the_uplink_is_undone_by_recover() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let converted = kill_while_holding(&lab);
+    recover_to(&lab, &converted);
 }
 
 #[test]
