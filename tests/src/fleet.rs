@@ -119,8 +119,11 @@ impl Fleet {
 /// when it cannot run (the venv cannot be built, ansible-test cannot start
 /// or hangs) — unless `NETBRIDGE_SKIP_LAB=1` is set (and `CI` is not
 /// `true`); then returns `None`.
-pub fn require_sanity(timeout: std::time::Duration) -> Option<sanity::SanityRun> {
-    match sanity::run(timeout) {
+pub fn require_sanity(
+    timeout: std::time::Duration,
+    scope: &sanity::Scope<'_>,
+) -> Option<sanity::SanityRun> {
+    match sanity::run(timeout, scope) {
         Ok(run) => Some(run),
         Err(e) => unavailable(&e.to_string(), &["NETBRIDGE_SKIP_LAB"]),
     }

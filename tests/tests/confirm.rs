@@ -452,23 +452,49 @@ fn a_confirmed_revert_forgets_the_bridges_result() {
     );
 }
 
+/// Who finishes a confirmed commit whose `netbridge confirm` was killed
+/// while it wrote.
+#[derive(Clone, Copy, PartialEq)]
+enum Finisher {
+    /// The watcher, as soon as the killed confirm's lock is free.
+    Watcher,
+    /// `netbridge confirm` run again, the watcher being gone too.
+    ConfirmAgain,
+}
+
 #[test]
 fn a_confirm_killed_while_it_commits_is_finished_by_the_watcher() {
+    confirm_killed_while_it_commits(Finisher::Watcher);
+}
+
+#[test]
+fn a_confirm_killed_while_it_commits_is_finished_by_confirm_run_again() {
+    confirm_killed_while_it_commits(Finisher::ConfirmAgain);
+}
+
+fn sigkill(pid: Pid) {
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+fn confirm_killed_while_it_commits(finisher: Finisher) {
     let Some(lab) = Lab::require(Uplink::Static) else {
         return;
     };
     let (run, watcher) = start_awaiting(&lab, "60");
     let _ = run.finish();
+    if finisher == Finisher::ConfirmAgain {
+        sigkill(watcher);
+        assert!(eventually(Duration::from_secs(5), || !alive(watcher)));
+    }
     let mut confirm = common::Running::start(&lab, &["confirm"]);
     confirm.wait_for("committing", Duration::from_secs(30));
-    let _ = kill(
-        Pid::from_raw(i32::try_from(confirm.pid()).expect("pid fits")),
-        Signal::SIGKILL,
-    );
+    sigkill(Pid::from_raw(
+        i32::try_from(confirm.pid()).expect("pid fits"),
+    ));
     let (code, output) = confirm.finish();
     assert_eq!(code, -1, "killed: {output}");
     // Killed between the journal's "committing" and its end (the writes
-    // are under way): what the watcher must finish.
+    // are under way): what the finisher must finish.
     let journal = std::fs::read_to_string(lab.state_dir().join("journal.json"));
     assert!(
         journal
@@ -476,6 +502,11 @@ fn a_confirm_killed_while_it_commits_is_finished_by_the_watcher() {
             .is_ok_and(|j| j.contains("\"committing\"")),
         "the commit cut short is recorded: {journal:?}\n{output}"
     );
+    if finisher == Finisher::ConfirmAgain {
+        let again = netbridge(&lab, &["confirm", "--json"]);
+        assert_eq!(again.code, 0, "the commit finished: {}", again.stderr);
+        assert_eq!(again.json()["result"], "committed", "{}", again.stdout);
+    }
     assert_ended(&lab, watcher);
     assert!(saved_keyfile(&lab, "br0").contains("type=bridge"));
     assert!(saved_keyfile(&lab, "ens32").contains("autoconnect=false"));

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use netbridge_tests::fleet::require_sanity;
+use netbridge_tests::fleet::sanity::{Defect, Scope};
 
 /// The first run installs about ten pinned tools from PyPI into venvs of
 /// their own, on a slow, shared machine.
@@ -27,7 +28,7 @@ const EXPECTED: [&str; 9] = [
 
 #[test]
 fn the_collection_passes_every_ansible_test_sanity_test() {
-    let Some(run) = require_sanity(SANITY_TIMEOUT) else {
+    let Some(run) = require_sanity(SANITY_TIMEOUT, &Scope::default()) else {
         return;
     };
     eprintln!("ansible-test sanity took {:.0?}", run.took);
@@ -47,4 +48,29 @@ fn the_collection_passes_every_ansible_test_sanity_test() {
         run.skipped()
     );
     assert!(!run.output.contains("ERROR:"), "{}", run.output);
+}
+
+/// The run above would pass on a collection it never looked at, too: the
+/// same run, on a copy whose module takes an option its documentation does
+/// not list, fails and names it.
+#[test]
+fn a_module_option_left_undocumented_fails_the_sanity_run() {
+    let scope = Scope {
+        only: &["validate-modules"],
+        defect: Some(Defect {
+            file: "plugins/modules/netbridge.py",
+            after: "argument_spec=dict(",
+            insert: "            undocumented_option=dict(type=\"str\"),",
+        }),
+    };
+    let Some(run) = require_sanity(SANITY_TIMEOUT, &scope) else {
+        return;
+    };
+    assert!(!run.status.success(), "the run fails:\n{}", run.output);
+    assert_eq!(run.tests_run(), ["validate-modules"], "{}", run.output);
+    assert!(
+        run.output.contains("undocumented-parameter") && run.output.contains("undocumented_option"),
+        "validate-modules names the option:\n{}",
+        run.output
+    );
 }

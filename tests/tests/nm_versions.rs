@@ -312,28 +312,42 @@ fn a_nat_network_leases_its_guest_an_address_and_masquerades_it(suite: Suite) {
     assert_eq!(addresses(&host, UPLINK), vec![ME]);
 }
 
-common::on_suites!(a_dhcp_range_is_refused_before_any_change_where_networkmanager_has_none:
+common::on_suites!(a_nat_network_networkmanager_cannot_make_is_refused_before_any_change:
     bullseye => Bullseye);
 
-/// NetworkManager before 1.46 has no `ipv4.shared-dhcp-range`: netbridge
-/// says so and changes nothing, rather than creating a network that
-/// ignores the range.
-fn a_dhcp_range_is_refused_before_any_change_where_networkmanager_has_none(suite: Suite) {
+/// NetworkManager 1.30 has no `ipv4.shared-dhcp-range` (1.46), and it
+/// masquerades with the iptables program only (nft from 1.32): without it,
+/// it would bring the network up unmasqueraded, logging a warning. netbridge
+/// says so and changes nothing, rather than creating a network that ignores
+/// the range or cannot reach out.
+fn a_nat_network_networkmanager_cannot_make_is_refused_before_any_change(suite: Suite) {
     let Some(host) = host_on(suite) else {
         return;
     };
-    let args = [&common::CREATE_NAT[..], &DHCP_RANGE, &["--json"]].concat();
-    let run = netbridge(&host, &args);
-    let what = format!("netbridge {}", args.join(" "));
-    expect_code(&host, &run, 2, &what);
-    let said = format!("{}{}", run.stdout, run.stderr);
+    let refused = |args: &[&str], says: &str| {
+        let run = netbridge(&host, args);
+        expect_code(&host, &run, 2, &format!("netbridge {}", args.join(" ")));
+        let said = format!("{}{}", run.stdout, run.stderr);
+        assert!(said.contains(says), "{said}");
+        assert!(!link_exists(&host, "virbr1"), "no virbr1");
+        assert_eq!(profile_names(&host), [UPLINK], "no profile was added");
+        assert_eq!(addresses(&host, UPLINK), vec![ME]);
+    };
+    let with_range = [&common::CREATE_NAT[..], &DHCP_RANGE, &["--json"]].concat();
+    refused(&with_range, "ipv4.shared-dhcp-range needs 1.46 or newer");
+
+    // nft stays: NetworkManager 1.30 would not use it.
+    let hide = host.exec(["mv", "/usr/sbin/iptables", "/usr/sbin/iptables.hidden"]);
+    assert!(hide.status.success(), "{}", text(&hide.stderr));
+    let nft = host.exec(["test", "-x", "/usr/sbin/nft"]);
     assert!(
-        said.contains("ipv4.shared-dhcp-range needs 1.46 or newer"),
-        "{said}"
+        nft.status.success(),
+        "nft is installed in the Debian 11 root"
     );
-    assert!(!link_exists(&host, "virbr1"), "no virbr1");
-    assert_eq!(profile_names(&host), [UPLINK], "no profile was added");
-    assert_eq!(addresses(&host, UPLINK), vec![ME]);
+    refused(
+        &[&common::CREATE_NAT[..], &["--json"]].concat(),
+        "masquerades a NAT network with the iptables program, which this host lacks",
+    );
 }
 
 /// The LAN stops answering ping while it lives; answers again when dropped

@@ -3,7 +3,7 @@
 use crate::journal::{Lock, Store};
 use crate::nm::{Nm, NmError, ProfileInfo};
 use crate::plan::network::{
-    plan_network, read_marker, NetDecision, NetError, NetFound, NetworkSpec,
+    plan_network, read_marker, FirewallPrograms, NetDecision, NetError, NetFound, NetworkSpec,
 };
 use crate::plan::{nmcli, Marker};
 use crate::report::Progress;
@@ -110,7 +110,26 @@ async fn find(nm: &Nm, name: &str) -> Result<NetFound, NmError> {
             .collect(),
         existing,
         active,
+        firewall: FirewallPrograms {
+            nft: is_installed("nft").await,
+            iptables: is_installed("iptables").await,
+        },
     })
+}
+
+/// Whether `program` is executable where NetworkManager runs it: /usr/sbin
+/// on the distributions it is built for (or /sbin, without the merged /usr).
+async fn is_installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in ["/usr/sbin", "/sbin"] {
+        // Follows the alternatives symlink, as NetworkManager's test does.
+        if let Ok(meta) = tokio::fs::metadata(format!("{dir}/{program}")).await {
+            if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 async fn profile_named(nm: &Nm, name: &str) -> Result<Option<ProfileInfo>, NmError> {

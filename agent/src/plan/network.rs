@@ -205,6 +205,36 @@ pub struct NetFound {
     pub existing: Option<(crate::nm::ProfileInfo, netbridge_dbus::Settings)>,
     /// The network's device is activated.
     pub active: bool,
+    /// The firewall programs NetworkManager could masquerade with.
+    pub firewall: FirewallPrograms,
+}
+
+/// Which of the programs NetworkManager runs for a NAT network's
+/// masquerading are installed (executable at the path NetworkManager is
+/// built with). NetworkManager only logs a warning when the one it runs is
+/// missing and brings the network up without masquerading, so netbridge
+/// asks first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FirewallPrograms {
+    pub nft: bool,
+    pub iptables: bool,
+}
+
+/// NetworkManager 1.30 masquerades with the iptables program only; from
+/// 1.32 it takes nft, or iptables when nft is missing (nm-firewall-utils.c
+/// `_firewall_backend_detect`).
+const NFTABLES_BACKEND: crate::nm::NmVersion = crate::nm::NmVersion(1, 32, 0);
+
+impl FirewallPrograms {
+    /// What NetworkManager `version` needs and this host lacks, if anything:
+    /// (what it runs, the Debian package that has it).
+    fn missing(self, version: crate::nm::NmVersion) -> Option<(&'static str, &'static str)> {
+        if version < NFTABLES_BACKEND {
+            (!self.iptables).then_some(("the iptables program", "iptables"))
+        } else {
+            (!self.nft && !self.iptables).then_some(("nft or iptables", "nftables"))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -215,6 +245,12 @@ pub enum NetError {
     Overlap { subnet: String, existing: String },
     #[error("NetworkManager {found} cannot set a DHCP range (ipv4.shared-dhcp-range needs 1.46 or newer); leave the range out to let NetworkManager choose it")]
     RangeUnsupported { found: crate::nm::NmVersion },
+    #[error("NetworkManager {found} masquerades a NAT network with {needs}, which this host lacks (NetworkManager would bring the network up without masquerading): install it (Debian: apt install {package}), or use mode isolated")]
+    NoMasquerade {
+        found: crate::nm::NmVersion,
+        needs: &'static str,
+        package: &'static str,
+    },
     #[error("a NAT network always serves DHCP (NetworkManager's shared mode); use mode isolated for a network without it")]
     NatWithoutDhcp,
     #[error("NetworkManager serves DHCP only together with NAT (shared mode); give guests static addresses on an isolated network, or use mode nat")]
@@ -297,6 +333,16 @@ pub fn plan_network(
     if spec.dhcp_range.is_some() && found.nm_version < crate::nm::NmVersion(1, 46, 0) {
         return Err(NetError::RangeUnsupported {
             found: found.nm_version,
+        });
+    }
+    if let Some((needs, package)) = (spec.mode == NetMode::Nat)
+        .then(|| found.firewall.missing(found.nm_version))
+        .flatten()
+    {
+        return Err(NetError::NoMasquerade {
+            found: found.nm_version,
+            needs,
+            package,
         });
     }
     Ok(NetDecision::Create(Box::new(network_profile(spec, uuid))))
@@ -401,6 +447,10 @@ mod plan_tests {
             devices: vec![("ens32".into(), vec!["172.25.250.10/24".parse().unwrap()])],
             existing: None,
             active: false,
+            firewall: FirewallPrograms {
+                nft: true,
+                iptables: false,
+            },
         }
     }
 
@@ -440,6 +490,47 @@ mod plan_tests {
                 "nmcli connection up virbr1",
             ]
         );
+    }
+
+    #[test]
+    fn a_nat_network_needs_the_program_networkmanager_masquerades_with() {
+        let programs = |nft, iptables| FirewallPrograms { nft, iptables };
+        let refused = |version: NmVersion, firewall: FirewallPrograms| {
+            let mut f = found();
+            f.nm_version = version;
+            f.firewall = firewall;
+            plan_network(&spec(NetMode::Nat), &f, "u").err()
+        };
+        // 1.30 runs iptables even where nft is installed.
+        assert_eq!(
+            refused(NmVersion(1, 30, 6), programs(true, false)),
+            Some(NetError::NoMasquerade {
+                found: NmVersion(1, 30, 6),
+                needs: "the iptables program",
+                package: "iptables",
+            })
+        );
+        assert_eq!(refused(NmVersion(1, 30, 6), programs(false, true)), None);
+        // From 1.32 either will do.
+        assert_eq!(refused(NmVersion(1, 42, 4), programs(false, true)), None);
+        assert_eq!(refused(NmVersion(1, 42, 4), programs(true, false)), None);
+        let none = refused(NmVersion(1, 52, 0), programs(false, false));
+        assert!(
+            matches!(
+                none,
+                Some(NetError::NoMasquerade {
+                    needs: "nft or iptables",
+                    ..
+                })
+            ),
+            "{none:?}"
+        );
+        let message = none.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("apt install nftables"), "{message}");
+        // A host-only network masquerades nothing.
+        let mut f = found();
+        f.firewall = programs(false, false);
+        assert!(plan_network(&spec(NetMode::Isolated), &f, "u").is_ok());
     }
 
     #[test]

@@ -62,9 +62,48 @@ impl SanityRun {
     }
 }
 
-/// Runs every sanity test on a copy of the collection (ansible-test writes
-/// its results into the tree it tests), killing it after `timeout`.
-pub fn run(timeout: Duration) -> Result<SanityRun, LabError> {
+/// What a sanity run covers.
+#[derive(Debug, Default)]
+pub struct Scope<'a> {
+    /// Only these sanity tests (`--test NAME`); all when empty.
+    pub only: &'a [&'a str],
+    /// A defect written into the copy first: a run that must fail.
+    pub defect: Option<Defect<'a>>,
+}
+
+/// `insert` goes in as a line of its own after the first line of `file`
+/// (relative to the collection) that contains `after`.
+#[derive(Debug)]
+pub struct Defect<'a> {
+    pub file: &'a str,
+    pub after: &'a str,
+    pub insert: &'a str,
+}
+
+impl Defect<'_> {
+    fn write_into(&self, tree: &Path) -> Result<(), LabError> {
+        let path = tree.join(self.file);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| LabError::io("cannot read", &path, e))?;
+        let Some(at) = text
+            .find(self.after)
+            .and_then(|i| text[i..].find('\n').map(|n| i + n + 1))
+        else {
+            return Err(LabError::Prerequisite(format!(
+                "{}: no line with {:?} to put the defect after",
+                path.display(),
+                self.after
+            )));
+        };
+        let broken = format!("{}{}\n{}", &text[..at], self.insert, &text[at..]);
+        write_file(&path, &broken, 0o644)
+    }
+}
+
+/// Runs the sanity tests of `scope` on a copy of the collection
+/// (ansible-test writes its results into the tree it tests), killing it
+/// after `timeout`.
+pub fn run(timeout: Duration, scope: &Scope<'_>) -> Result<SanityRun, LabError> {
     let venv = AnsibleVenv::from_env();
     let guard = venv.open()?;
     // One run at a time builds and uses the per-test venvs.
@@ -88,10 +127,14 @@ pub fn run(timeout: Duration) -> Result<SanityRun, LabError> {
         .map_err(|e| LabError::io("cannot create a directory", std::env::temp_dir(), e))?;
     let tree = work.path().join("ansible_collections/netbridge/netbridge");
     copy_tree(&collection_dir(), &tree)?;
+    if let Some(defect) = &scope.defect {
+        defect.write_into(&tree)?;
+    }
 
     let mut command = Command::new(guard.ansible_test());
     command
         .args(["sanity", "--local", "--color", "no", "--python", &python])
+        .args(scope.only.iter().flat_map(|test| ["--test", test]))
         .current_dir(&tree)
         .env("HOME", &home)
         // ansible-test refuses to run without a UTF-8 locale.
