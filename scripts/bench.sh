@@ -9,7 +9,9 @@
 # The reply gap of convert, revert and an in-place MTU change, side by side
 # with nmstatectl, nmcli and the kernel's own make-before-break steps (the
 # physical limit), with a per-step timeline of the first run of each:
-# `scripts/bench.sh --only gap --runs 10 --trace` (about 15 minutes).
+# `scripts/bench.sh --only gap --runs 10 --trace` (about 15 minutes); with
+# `--suite trixie` the same on NetworkManager 1.52, a freshly booted Debian 13
+# host per run (systemd-nspawn; about 20 minutes).
 # A rollout of fleet/rollout.yml (Ansible, over SSH, each change confirmed
 # over a new connection) to 20 lab hosts, 5 per batch: total time, per host
 # and per batch: `scripts/bench.sh --only fleet --hosts 20 --batch 5`.

@@ -376,6 +376,13 @@ impl Container {
         image::write_in_root(&self.root, path.trim_start_matches('/'), text, mode)
     }
 
+    /// Copies the machine's file `source` into the container's root as
+    /// `path` (as seen inside, e.g. `/usr/local/bin/netbridge`), like
+    /// [`Container::write_file`]: e.g. a release build to measure there.
+    pub fn copy_file(&self, source: &Path, path: &str, mode: u32) -> Result<(), LabError> {
+        image::copy_into_root(&self.root, path.trim_start_matches('/'), source, mode)
+    }
+
     /// Installs netbridge into the container the documented way:
     /// `make -C <repository> install DESTDIR=<root>` (with `GLIBC=2.28`
     /// where [`Suite::needs_portable_build`]); if the container

@@ -5,6 +5,11 @@
 //! lab; the LAN probes the host every 5 ms from before the command until the
 //! host answers steadily again.
 //!
+//! The NetworkManager ways run against the lab's NetworkManager (this
+//! machine's) or, with `--suite`, inside a freshly booted Debian host with
+//! its own (see [`super::host`]); the kernel's steps always run in a lab
+//! without NetworkManager.
+//!
 //! Revert and MTU change start from a converted host: for the
 //! NetworkManager tools the host `netbridge convert` leaves (the same for
 //! all), for the kernel the make-before-break conversion. The adoption of a
@@ -15,8 +20,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use netbridge_tests::lab::{Lab, Uplink, STATIC_ADDRESS, UPLINK};
+use netbridge_tests::lab::{STATIC_ADDRESS, UPLINK};
 
+use super::host::{Host, Nm};
 use super::probe::{probe_argv, Prober};
 use super::proc::{run_timed, Timed};
 use super::record::Recorder;
@@ -76,6 +82,12 @@ impl Way {
         Way::Kernel,
     ];
 
+    /// nmstatectl is a binary of this machine: it runs only against the
+    /// lab's NetworkManager, not inside a booted host.
+    fn runs_on(self, nm: Nm) -> bool {
+        self != Way::Nmstate || nm == Nm::Lab
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Way::Netbridge => "netbridge",
@@ -96,6 +108,10 @@ pub struct Cell {
 
 pub struct GapResults {
     pub runs: usize,
+    /// The NetworkManager the ways ran against.
+    pub nm: Nm,
+    /// Its `NetworkManager --version`, as the first host that had it said.
+    pub version: Option<String>,
     pub cells: Vec<(Op, Way, Cell)>,
     /// One annotated timeline per operation and way, when asked for.
     pub traces: Vec<(Op, Way, String)>,
@@ -212,10 +228,15 @@ pub struct States {
     dir: tempfile::TempDir,
     nmstatectl: Option<PathBuf>,
     baseline: Option<PathBuf>,
+    nm: Nm,
 }
 
 impl States {
-    pub fn new(nmstatectl: Option<PathBuf>, baseline: Option<PathBuf>) -> Result<States, String> {
+    pub fn new(
+        nmstatectl: Option<PathBuf>,
+        baseline: Option<PathBuf>,
+        nm: Nm,
+    ) -> Result<States, String> {
         let dir = tempfile::Builder::new()
             .prefix("netbridge-bench-gap-")
             .tempdir()
@@ -233,6 +254,7 @@ impl States {
             dir,
             nmstatectl,
             baseline,
+            nm,
         })
     }
 
@@ -247,36 +269,33 @@ impl States {
     }
 
     /// The command that makes the change `op` the way `way` does.
-    fn command(&self, lab: &Lab, op: Op, way: Way) -> Result<Command, String> {
-        let shell = |script: &str| lab.host_command(["sh", "-c", script]);
-        Ok(match (way, op) {
-            (Way::Netbridge, op) => {
-                let mut command = lab.netbridge(netbridge_args(op));
-                command.args(["--yes", "--json"]);
-                command
-            }
-            (Way::Baseline, op) => {
-                let bin = self.baseline.as_ref().ok_or("no baseline binary given")?;
-                let mut command = lab.host_command([bin.as_os_str()]);
+    fn command(&self, host: &Host, op: Op, way: Way) -> Result<Command, String> {
+        match (way, op) {
+            (Way::Netbridge | Way::Baseline, op) => {
+                let baseline = match way {
+                    Way::Baseline => Some(self.baseline.as_deref().ok_or("no baseline binary")?),
+                    _ => None,
+                };
+                let mut command = host.netbridge(baseline)?;
                 command.args(netbridge_args(op)).args(["--yes", "--json"]);
-                command
+                Ok(command)
             }
             (Way::Nmstate, op) => {
                 let bin = self.nmstatectl.as_ref().ok_or("nmstatectl not installed")?;
-                let mut command = lab.host_command([bin.as_os_str()]);
+                let mut command = host.command([bin.as_os_str()])?;
                 command.arg("apply").arg(self.file(op)?);
-                command
+                Ok(command)
             }
-            (Way::Nmcli, Op::Convert) => shell(super::tools::NMCLI_RECIPE),
-            (Way::Nmcli, Op::Revert) => shell(NMCLI_REVERT),
-            (Way::Nmcli, Op::Mtu) => shell(NMCLI_MTU),
-            (Way::Kernel, Op::Convert) => shell(KERNEL_CONVERT),
-            (Way::Kernel, Op::Revert) => shell(KERNEL_REVERT),
-            (Way::Kernel, Op::Mtu) => shell(KERNEL_MTU),
+            (Way::Nmcli, Op::Convert) => host.shell(super::tools::NMCLI_RECIPE),
+            (Way::Nmcli, Op::Revert) => host.shell(NMCLI_REVERT),
+            (Way::Nmcli, Op::Mtu) => host.shell(NMCLI_MTU),
+            (Way::Kernel, Op::Convert) => host.shell(KERNEL_CONVERT),
+            (Way::Kernel, Op::Revert) => host.shell(KERNEL_REVERT),
+            (Way::Kernel, Op::Mtu) => host.shell(KERNEL_MTU),
             (Way::Nmcli | Way::Kernel, Op::Adopt) => {
-                return Err(format!("{} has no adoption", way.title()))
+                Err(format!("{} has no adoption", way.title()))
             }
-        })
+        }
     }
 }
 
@@ -308,12 +327,17 @@ pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> G
         .collect();
     let mut results = GapResults {
         runs,
+        nm: states.nm,
+        version: None,
         cells: Vec::new(),
         traces: Vec::new(),
         ways: ways.clone(),
     };
     for op in Op::ALL {
-        for &way in ways.iter().filter(|&&w| op.made_by(w)) {
+        for &way in ways
+            .iter()
+            .filter(|&&w| op.made_by(w) && w.runs_on(states.nm))
+        {
             results.cells.push((op, way, Cell::default()));
         }
     }
@@ -325,7 +349,7 @@ pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> G
                 way.title()
             );
             let traced = trace && run == 1;
-            match one_run(states, *op, *way, settle, traced) {
+            match one_run(states, *op, *way, settle, traced, &mut results.version) {
                 Ok((o, timeline)) => {
                     eprintln!(
                         "bench:   longest gap {:.0} ms, {} lost",
@@ -347,65 +371,69 @@ pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> G
     results
 }
 
+/// One measurement; `version` learns the NetworkManager version from the
+/// first host that runs one.
 fn one_run(
     states: &States,
     op: Op,
     way: Way,
     settle: Duration,
     trace: bool,
+    version: &mut Option<String>,
 ) -> Result<(Outage, Option<String>), String> {
-    let lab = start_lab(way)?;
-    prepare(&lab, states, op, way)?;
-    let recorder = trace
-        .then(|| Recorder::start(&lab, way != Way::Kernel))
-        .transpose()?;
+    let host = start_host(states, way)?;
+    if version.is_none() && way != Way::Kernel {
+        *version = host.nm_version().ok();
+    }
+    prepare(&host, states, op, way)?;
+    let recorder = trace.then(|| Recorder::start(&host)).transpose()?;
     let lan = Prober::start(
         "LAN→host probe",
-        lab.lan_command(probe_argv(STATIC_ADDRESS)?),
+        host.lab().lan_command(probe_argv(STATIC_ADDRESS)?),
     )?;
-    let mut command = states.command(&lab, op, way)?;
+    let mut command = states.command(&host, op, way)?;
     let run = run_timed(way.title(), &mut command, COMMAND_TIMEOUT)?;
     succeeded(way, &run)?;
     lan.wait_steady(run.exited, settle);
     let end = super::now();
     let replies = lan.finish()?;
-    let timeline = recorder.map(|r| r.finish(&lab, &run, end, &replies));
+    let timeline = recorder.map(|r| r.finish(&host, &run, end, &replies));
     Ok((outage(&replies, run.started, end), timeline))
 }
 
-fn start_lab(way: Way) -> Result<Lab, String> {
-    let lab = match way {
-        Way::Kernel => Lab::start_network_only(Uplink::Static),
-        _ => Lab::start(Uplink::Static),
+fn start_host(states: &States, way: Way) -> Result<Host, String> {
+    if way != Way::Kernel {
+        return Host::start(states.nm, states.baseline.as_deref());
     }
-    .map_err(|e| format!("the lab did not start: {e}"))?;
-    if way == Way::Kernel {
-        script(&lab, "the uplink's address by hand", KERNEL_BASE)?;
-    }
-    Ok(lab)
+    let host = Host::network_only()?;
+    script(&host, "the uplink's address by hand", KERNEL_BASE)?;
+    Ok(host)
 }
 
 /// Revert and MTU change start from a converted host, adoption from the
 /// seed recipe's bridge once STP lets it forward.
-fn prepare(lab: &Lab, states: &States, op: Op, way: Way) -> Result<(), String> {
+fn prepare(host: &Host, states: &States, op: Op, way: Way) -> Result<(), String> {
     match op {
         Op::Convert => return Ok(()),
         Op::Adopt => {
-            script(lab, "the nmcli recipe", super::tools::NMCLI_RECIPE)?;
-            return script(lab, "STP's learning (60 s at most)", FORWARDING);
+            script(host, "the nmcli recipe", super::tools::NMCLI_RECIPE)?;
+            return script(host, "STP's learning (60 s at most)", FORWARDING);
         }
         Op::Revert | Op::Mtu => {}
     }
     if way == Way::Kernel {
-        return script(lab, "the conversion before", KERNEL_CONVERT);
+        return script(host, "the conversion before", KERNEL_CONVERT);
     }
-    let mut command = states.command(lab, Op::Convert, Way::Netbridge)?;
+    let mut command = states.command(host, Op::Convert, Way::Netbridge)?;
     let run = run_timed("netbridge convert before", &mut command, COMMAND_TIMEOUT)?;
     check_exit(Tool::Netbridge, &run, "committed")
 }
 
-fn script(lab: &Lab, what: &str, text: &str) -> Result<(), String> {
-    let out = lab.host(["sh", "-c", text]);
+fn script(host: &Host, what: &str, text: &str) -> Result<(), String> {
+    let out = host
+        .shell(text)?
+        .output()
+        .map_err(|e| format!("{what}: {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -433,9 +461,11 @@ fn succeeded(way: Way, run: &Timed) -> Result<(), String> {
 pub fn render(results: &GapResults) -> String {
     let ways = &results.ways;
     let titles: Vec<&str> = ways.iter().map(|w| w.title()).collect();
+    let version = nm_version(results);
     let mut out = format!(
-        "\n| reply gap at 5 ms probing, median / worst of {} runs | {} |\n|---|{}\n",
-        results.runs,
+        "\n{}\n\n| {} | {} |\n|---|{}\n",
+        host_line(&version, results.nm),
+        heading(results.runs, &version),
         titles.join(" | "),
         "---|".repeat(ways.len())
     );
@@ -445,7 +475,7 @@ pub fn render(results: &GapResults) -> String {
                 .iter()
                 .map(|&way| match cell(results, op, way) {
                     Some(c) => median_worst(c, unit, pick),
-                    None => "not run".to_owned(),
+                    None => not_run(op, way, results.nm),
                 })
                 .collect();
             out.push_str(&format!(
@@ -456,6 +486,9 @@ pub fn render(results: &GapResults) -> String {
         }
     }
     out.push_str(GAP_NOTES);
+    if let Nm::Booted(suite) = results.nm {
+        out.push_str(&booted_notes(suite));
+    }
     for (op, way, timeline) in &results.traces {
         out.push_str(&format!(
             "\nTimeline, {} by {} (ms after the command started):\n\n```\n{timeline}```\n",
@@ -464,6 +497,49 @@ pub fn render(results: &GapResults) -> String {
         ));
     }
     out
+}
+
+/// `NetworkManager 1.52.0` as the host said, else the suite's series.
+fn nm_version(results: &GapResults) -> String {
+    match (&results.version, results.nm) {
+        (Some(v), _) => format!("NetworkManager {v}"),
+        (None, Nm::Booted(suite)) => format!("NetworkManager {}", suite.networkmanager()),
+        (None, Nm::Lab) => "NetworkManager (version unknown)".to_owned(),
+    }
+}
+
+/// The line above the table: which NetworkManager, on which host.
+fn host_line(version: &str, nm: Nm) -> String {
+    format!("Reply gap on {version} ({}):", nm.describe())
+}
+
+/// The table's first header cell.
+fn heading(runs: usize, version: &str) -> String {
+    format!("reply gap at 5 ms probing, {version}, median / worst of {runs} runs")
+}
+
+/// A cell without runs: the operation is not the way's, or the way does
+/// not run on this host.
+fn not_run(op: Op, way: Way, nm: Nm) -> String {
+    match nm {
+        Nm::Booted(suite) if op.made_by(way) && !way.runs_on(nm) => {
+            format!("not run on {}", suite.networkmanager())
+        }
+        _ => "not run".to_owned(),
+    }
+}
+
+/// What differs on a booted host.
+fn booted_notes(suite: netbridge_tests::container::Suite) -> String {
+    format!(
+        "- NetworkManager {nm}: each run boots a fresh copy of the cached Debian {suite} root \
+(`netbridge_tests::container`) in a new lab's host namespace, its NetworkManager.service managing \
+ens32 with the same static profile; netbridge (this build, copied into the root) and the nmcli \
+commands run inside it; the LAN probes it as before. nmstatectl is not in the root: not run on \
+{nm}. The kernel steps run in a lab without NetworkManager, as on 1.42 (same kernel, no \
+NetworkManager: the same limit).\n",
+        nm = suite.networkmanager()
+    )
 }
 
 type Pick = fn(&Outage) -> f64;
@@ -515,5 +591,64 @@ fn median_worst(cell: &Cell, unit: Unit, pick: Pick) -> String {
     match cell.errors.len() {
         0 => text,
         n => format!("{text} ⚠ {n} failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netbridge_tests::container::Suite;
+
+    fn results(nm: Nm, version: Option<&str>) -> GapResults {
+        GapResults {
+            runs: 10,
+            nm,
+            version: version.map(str::to_owned),
+            cells: Vec::new(),
+            traces: Vec::new(),
+            ways: vec![Way::Netbridge, Way::Nmstate, Way::Kernel],
+        }
+    }
+
+    #[test]
+    fn the_heading_names_the_networkmanager_measured() {
+        let booted = render(&results(Nm::Booted(Suite::Trixie), Some("1.52.0")));
+        assert!(
+            booted.contains(
+                "| reply gap at 5 ms probing, NetworkManager 1.52.0, median / worst of 10 runs |"
+            ),
+            "{booted}"
+        );
+        assert!(booted.contains("Debian trixie"), "{booted}");
+        assert!(booted.contains("nmstatectl is not in the root"), "{booted}");
+        let lab = render(&results(Nm::Lab, Some("1.42.4")));
+        assert!(lab.contains("NetworkManager 1.42.4, median"), "{lab}");
+        assert!(!lab.contains("Debian"), "{lab}");
+        // Before any host answered, the suite's series stands in.
+        let unknown = render(&results(Nm::Booted(Suite::Sid), None));
+        assert!(unknown.contains("NetworkManager 1.58, median"), "{unknown}");
+    }
+
+    #[test]
+    fn nmstatectl_says_where_it_did_not_run() {
+        let trixie = Nm::Booted(Suite::Trixie);
+        assert!(!Way::Nmstate.runs_on(trixie));
+        assert!(Way::Nmstate.runs_on(Nm::Lab));
+        assert!(Way::Nmcli.runs_on(trixie) && Way::Kernel.runs_on(trixie));
+        assert_eq!(
+            not_run(Op::Convert, Way::Nmstate, trixie),
+            "not run on 1.52"
+        );
+        assert_eq!(not_run(Op::Adopt, Way::Nmstate, trixie), "not run");
+        assert_eq!(not_run(Op::Adopt, Way::Kernel, trixie), "not run");
+        let mut ran = results(trixie, Some("1.52.0"));
+        for way in [Way::Netbridge, Way::Kernel] {
+            ran.cells.push((Op::Convert, way, Cell::default()));
+        }
+        let table = render(&ran);
+        assert!(
+            table.contains("| convert: longest gap | no result | not run on 1.52 | no result |"),
+            "{table}"
+        );
     }
 }

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod convert;
 pub mod fleet;
 pub mod gap;
+pub mod host;
 pub mod icmp;
 pub mod machine;
 pub mod notes;

@@ -1,16 +1,19 @@
 //! A per-step timeline of one change (`netbridge-bench --only gap --trace`):
 //! the kernel's link, address, route and neighbour events (`ip monitor` in
 //! the host's namespace), the D-Bus calls clients make to NetworkManager
-//! (`dbus-monitor` on the lab's bus), NetworkManager's own log (device
-//! state changes, ports attached), and the LAN probe's missing replies —
-//! merged in time order, in milliseconds after the command started.
+//! (`dbus-monitor` on the host's bus: the lab's, or a booted host's through
+//! its socket), NetworkManager's own log (the lab's file or the booted
+//! host's journal; device state changes, ports attached), and the LAN
+//! probe's missing replies — merged in time order, in milliseconds after the
+//! command started. Every source stamps its own lines with the machine's
+//! clock, which a container shares.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use netbridge_tests::lab::Lab;
 use nix::sys::signal::Signal;
 
+use super::host::Host;
 use super::probe::INTERVAL_MS;
 use super::proc::{Guard, Lines, Timed};
 use super::trace::Reply;
@@ -65,32 +68,24 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the monitors (the bus one only where NetworkManager runs) and
     /// gives them a moment to subscribe.
-    pub fn start(lab: &Lab, nm: bool) -> Result<Recorder, String> {
+    pub fn start(host: &Host) -> Result<Recorder, String> {
         // `-ts`: each event stamped by ip as it arrives (its output to a
         // pipe is buffered, so the time a line is read says little).
-        let mut ip = lab.host_command([
+        let mut ip = host.lab().host_command([
             "ip", "-ts", "-o", "monitor", "link", "address", "route", "neigh",
         ]);
         ip.env("TZ", "UTC");
         let kernel = Monitor::start("ip monitor", ip)?;
-        let bus = nm
-            .then(|| {
-                let mut command = Command::new("dbus-monitor");
-                command
-                    .env("DBUS_SYSTEM_BUS_ADDRESS", lab.bus_address())
-                    .args([
-                        "--system",
-                        "type='method_call',destination='org.freedesktop.NetworkManager'",
-                    ]);
-                Monitor::start("dbus-monitor", command)
-            })
+        let bus = host
+            .bus_monitor()
+            .map(|command| Monitor::start("dbus-monitor", command))
             .transpose()?;
         std::thread::sleep(Duration::from_millis(300));
         Ok(Recorder { kernel, bus })
     }
 
     /// The merged timeline from the command's start to `end`.
-    pub fn finish(self, lab: &Lab, run: &Timed, end: f64, replies: &[Reply]) -> String {
+    pub fn finish(self, host: &Host, run: &Timed, end: f64, replies: &[Reply]) -> String {
         let mut events: Vec<(f64, &'static str, String)> = Vec::new();
         events.push((run.started, "command", "started".to_owned()));
         events.push((run.exited, "command", "exited".to_owned()));
@@ -103,9 +98,7 @@ impl Recorder {
         if let Some(bus) = self.bus {
             events.extend(bus_calls(&bus.finish()));
         }
-        if let Ok(log) = std::fs::read_to_string(lab.nm_log()) {
-            events.extend(nm_log(&log));
-        }
+        events.extend(nm_log(&host.nm_log()));
         events.extend(missing_replies(replies, run.started, end));
         events.retain(|(at, _, _)| *at >= run.started - 0.001 && *at <= end);
         events.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -10,10 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bench::host::Nm;
 use bench::table::{self, Report};
 use bench::tools::{Tool, Tools};
 use bench::{agent, convert, fleet, gap, icmp, machine, probe, rollback, scale, Config};
 use clap::{Parser, Subcommand, ValueEnum};
+use netbridge_tests::container::Suite;
 use netbridge_tests::lab::{self, Lab, Uplink};
 
 /// Benchmark netbridge against the nmcli recipe and nmstatectl in throwaway
@@ -69,6 +71,36 @@ struct Cli {
     /// (e.g. the one before a change), its column "netbridge (baseline binary)".
     #[arg(long, value_name = "PATH")]
     baseline: Option<PathBuf>,
+    /// With `--only gap`: measure on another NetworkManager — each run
+    /// boots a fresh Debian SUITE host (systemd-nspawn in the lab's host
+    /// namespace, its own NetworkManager: trixie 1.52, sid 1.58, bookworm
+    /// 1.42) and netbridge and nmcli run inside it; nmstatectl is not run
+    /// there. The first use builds the suite's cached root (a few minutes).
+    /// [default: the lab's NetworkManager, this machine's]
+    #[arg(long, value_enum, value_name = "SUITE")]
+    suite: Option<SuiteArg>,
+}
+
+/// The Debian hosts a release build of this machine runs on (bullseye's
+/// glibc is too old for it).
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SuiteArg {
+    /// Debian 12, NetworkManager 1.42 (as the lab's, but a booted host).
+    Bookworm,
+    /// Debian 13, NetworkManager 1.52.
+    Trixie,
+    /// Debian unstable, NetworkManager 1.58.
+    Sid,
+}
+
+impl From<SuiteArg> for Suite {
+    fn from(s: SuiteArg) -> Suite {
+        match s {
+            SuiteArg::Bookworm => Suite::Bookworm,
+            SuiteArg::Trixie => Suite::Trixie,
+            SuiteArg::Sid => Suite::Sid,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -140,6 +172,9 @@ fn main() -> ExitCode {
 
 fn run(cli: &Cli) -> Result<String, String> {
     let started = Instant::now();
+    if cli.suite.is_some() && cli.only != [Part::Gap] {
+        return Err("--suite measures the reply gap only: add --only gap".to_owned());
+    }
     lab::netbridge_bin().map_err(|e| e.to_string())?;
     let config = Config {
         runs: usize::from(cli.runs),
@@ -171,7 +206,8 @@ fn run(cli: &Cli) -> Result<String, String> {
         Vec::new()
     };
     let gap = if wants(Part::Gap) {
-        let states = gap::States::new(config.nmstatectl.clone(), cli.baseline.clone())?;
+        let nm = cli.suite.map_or(Nm::Lab, |s| Nm::Booted(s.into()));
+        let states = gap::States::new(config.nmstatectl.clone(), cli.baseline.clone(), nm)?;
         Some(gap::run_all(
             config.runs,
             config.settle_timeout,
@@ -186,6 +222,10 @@ fn run(cli: &Cli) -> Result<String, String> {
         .as_ref()
         .map(fleet::render)
         .unwrap_or_default();
+    if let Some(results) = gap.as_ref().filter(|_| cli.suite.is_some()) {
+        let version = results.version.clone().unwrap_or_else(|| "?".to_owned());
+        machine.push(("NetworkManager of the booted host", version));
+    }
     // Other work on a shared machine shows in the numbers: say how busy it was.
     machine.push(("load average at end", machine::load_average()));
     if cli
@@ -229,4 +269,19 @@ fn find_nmstatectl() -> Option<PathBuf> {
         .chain(cargo_home.map(|c| c.join("bin")))
         .map(|dir| dir.join("nmstatectl"))
         .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suite_picks_the_booted_host() {
+        let cli = Cli::try_parse_from(["netbridge-bench", "--only", "gap", "--suite", "trixie"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(cli.suite.map(Suite::from), Some(Suite::Trixie)));
+        assert!(Cli::try_parse_from(["netbridge-bench", "--suite", "bullseye"]).is_err());
+        let plain = Cli::try_parse_from(["netbridge-bench"]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(plain.suite.is_none());
+    }
 }

@@ -142,6 +142,28 @@ pub(crate) fn write_in_root(root: &Path, rel: &str, text: &str, mode: u32) -> Re
         .map_err(|e| LabError::io("cannot write a file in the container root", &path, e))
 }
 
+/// Copies the file `source` (on the machine) to `rel` under `root`, as
+/// [`write_in_root`] writes: a symlink there is replaced, never followed.
+pub(crate) fn copy_into_root(
+    root: &Path,
+    rel: &str,
+    source: &Path,
+    mode: u32,
+) -> Result<(), LabError> {
+    let path = checked_path(root, rel)?;
+    remove_if_present(&path)?;
+    let mut from = std::fs::File::open(source)
+        .map_err(|e| LabError::io("cannot read a file to copy into the container", source, e))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&path)
+        .and_then(|mut to| std::io::copy(&mut from, &mut to))
+        .map(drop)
+        .map_err(|e| LabError::io("cannot write a file in the container root", &path, e))
+}
+
 /// Makes `rel` under `root` a symlink to `target` (a path as seen inside
 /// the container).
 fn symlink_in_root(root: &Path, rel: &str, target: &str) -> Result<(), LabError> {
@@ -288,6 +310,32 @@ mod tests {
             std::fs::read_to_string(outside.path().join("hosts")).expect("outside file"),
             "mine\n"
         );
+    }
+
+    #[test]
+    fn a_copied_file_replaces_a_symlink_and_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = fake_root();
+        let root = dir.path();
+        let outside = tempfile::tempdir().expect("outside");
+        let target = outside.path().join("netbridge");
+        std::fs::write(&target, "mine\n").expect("file");
+        let source = outside.path().join("build");
+        std::fs::write(&source, "binary\n").expect("source");
+        std::fs::create_dir_all(root.join("usr/local/bin")).expect("mkdir");
+        std::os::unix::fs::symlink(&target, root.join("usr/local/bin/netbridge")).expect("symlink");
+        copy_into_root(root, "usr/local/bin/netbridge", &source, 0o755).expect("copy");
+        let copied = root.join("usr/local/bin/netbridge");
+        assert_eq!(
+            std::fs::read_to_string(&copied).expect("copied"),
+            "binary\n"
+        );
+        let mode = std::fs::symlink_metadata(&copied)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(std::fs::read_to_string(&target).expect("outside"), "mine\n");
     }
 
     #[test]
