@@ -183,6 +183,13 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
         profile_field(&host, "br0", "connection.uuid"),
         "the port profile names its bridge"
     );
+    // The trial's bridge skipped the conflict probe (1.46+); the saved
+    // profile probes as the uplink's did.
+    assert_eq!(
+        profile_field(&host, "br0", "ipv4.dad-timeout"),
+        profile_field(&host, UPLINK, "ipv4.dad-timeout"),
+        "br0 keeps ens32's ipv4.dad-timeout"
+    );
 
     host.expect_address_on("br0");
     host.reboot()

@@ -796,6 +796,15 @@ impl Plan {
                 .set(names::IPV6, "method", "ignore");
         } else {
             staged_metric(&mut staged);
+            // NetworkManager 1.46 and newer probe an address for conflicts
+            // first (200 ms by default) and only with a carrier, which a
+            // bridge without port lacks: the address would come only after
+            // the hand-over, and meanwhile a /32 route to the gateway on
+            // the bridge (nm-l3cfg's dependent on-link routes) pulls the
+            // replies into it. The uplink holds the address already; the
+            // planned value comes back with the Reapply, when the address
+            // is on the link and NetworkManager skips the probe.
+            staged.set(names::IPV4, "dad-timeout", 0i32);
         }
         staged
     }

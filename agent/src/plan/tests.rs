@@ -196,6 +196,12 @@ fn the_bridge_first_comes_up_with_its_ip_at_the_worst_metric_and_no_port() {
             p.bridge_trial.i64(ip, "route-metric")
         );
     }
+    // No conflict probe while it has no port; the profile's own setting
+    // once it has.
+    assert_eq!(first.i32(names::IPV4, "dad-timeout"), Ok(Some(0)));
+    for planned in [&reapplied, &p.bridge_trial, &p.bridge_profile] {
+        assert_ne!(planned.i32(names::IPV4, "dad-timeout"), Ok(Some(0)));
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// The MTU the in-place change sets (the lab's links start at 1500).
 const MTU: u32 = 1400;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Op {
     Convert,
     Revert,
@@ -63,7 +63,7 @@ impl Op {
 }
 
 /// A way of making the change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Way {
     Netbridge,
     /// Another netbridge binary (`--baseline`), e.g. the one before a change.
@@ -316,9 +316,22 @@ fn netbridge_args(op: Op) -> Vec<String> {
 /// Runs every operation by every way `runs` times, interleaved (run 1 of
 /// each, then run 2, ...) so a slow moment of the shared machine spreads
 /// over all; with `trace`, the first run of each records a timeline.
-pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> GapResults {
+/// Which operations and ways a run measures (`--ops`, `--ways`).
+pub struct Selection {
+    pub ops: Vec<Op>,
+    pub ways: Vec<Way>,
+}
+
+pub fn run_all(
+    runs: usize,
+    settle: Duration,
+    states: &States,
+    trace: bool,
+    selection: &Selection,
+) -> GapResults {
     let ways: Vec<Way> = Way::ALL
         .into_iter()
+        .filter(|w| selection.ways.contains(w))
         .filter(|&w| match w {
             Way::Nmstate => states.nmstatectl.is_some(),
             Way::Baseline => states.baseline.is_some(),
@@ -333,7 +346,7 @@ pub fn run_all(runs: usize, settle: Duration, states: &States, trace: bool) -> G
         traces: Vec::new(),
         ways: ways.clone(),
     };
-    for op in Op::ALL {
+    for op in Op::ALL.into_iter().filter(|op| selection.ops.contains(op)) {
         for &way in ways
             .iter()
             .filter(|&&w| op.made_by(w) && w.runs_on(states.nm))
@@ -469,7 +482,11 @@ pub fn render(results: &GapResults) -> String {
         titles.join(" | "),
         "---|".repeat(ways.len())
     );
-    for op in Op::ALL {
+    // Operations left out with --ops get no rows.
+    let measured = Op::ALL
+        .into_iter()
+        .filter(|&op| results.cells.iter().any(|(o, _, _)| *o == op));
+    for op in measured {
         for (figure, unit, pick) in FIGURES {
             let cells: Vec<String> = ways
                 .iter()

@@ -79,6 +79,23 @@ struct Cli {
     /// [default: the lab's NetworkManager, this machine's]
     #[arg(long, value_enum, value_name = "SUITE")]
     suite: Option<SuiteArg>,
+    /// With `--only gap`: the operations measured.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "convert,revert,mtu,adopt"
+    )]
+    ops: Vec<gap::Op>,
+    /// With `--only gap`: the ways compared (baseline needs --baseline;
+    /// nmstate, nmstatectl).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "netbridge,baseline,nmstate,nmcli,kernel"
+    )]
+    ways: Vec<gap::Way>,
 }
 
 /// The Debian hosts a release build of this machine runs on (bullseye's
@@ -213,6 +230,10 @@ fn run(cli: &Cli) -> Result<String, String> {
             config.settle_timeout,
             &states,
             cli.trace,
+            &gap::Selection {
+                ops: cli.ops.clone(),
+                ways: cli.ways.clone(),
+            },
         ))
     } else {
         None
