@@ -341,23 +341,46 @@ pub async fn restore(
             None => remove_bridge(nm, bridge, progress).await,
         },
         Change::Revert {
+            bridge,
             uplink,
             bridge_uuid,
             port_uuid,
             original,
-            ..
         } => {
             let bridge_kept = nm.profile_by_uuid(bridge_uuid).await?.is_some()
                 && nm.profile_by_uuid(port_uuid).await?.is_some();
             if bridge_kept {
                 set_autoconnect(nm, &original.uuid, &original.id, false).await?;
-                bring_back(nm, uplink, port_uuid, rolled_back, Back::Activated).await
+                bring_back(nm, uplink, port_uuid, rolled_back, Back::Activated).await?;
+                if rolled_back {
+                    return Ok(());
+                }
+                // The revert had moved the bridge's routes to the worst
+                // metric in memory, which only the checkpoint took back.
+                reapply_profile(nm, bridge).await?;
+                progress.step(
+                    "cleanup",
+                    format!("{bridge} runs its saved profile again (its route metric back)"),
+                );
+                Ok(())
             } else {
                 // The commit had already deleted the bridge: finish it instead.
                 set_autoconnect(nm, &original.uuid, &original.id, original.autoconnect).await?;
                 bring_back(nm, uplink, &original.uuid, rolled_back, Back::Activated).await
             }
         }
+    }
+}
+
+/// The device `iface` runs its profile's settings again (Reapply), if it
+/// runs one.
+async fn reapply_profile(nm: &Nm, iface: &str) -> Result<(), NmError> {
+    let Some(device) = nm.device_by_iface(iface).await? else {
+        return Ok(());
+    };
+    match nm.reapply(&device).await {
+        Err(e) if !e.is_gone() => Err(e),
+        _ => Ok(()),
     }
 }
 

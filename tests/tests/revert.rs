@@ -176,6 +176,19 @@ fn netbridge_killed_while_holding_the_uplink_is_undone_by_recover() {
     recover_to(&lab, &converted);
 }
 
+/// As above, but NetworkManager restarts before `recover` and takes the
+/// checkpoint with it: the bridge's routes, moved to the worst metric for
+/// the revert, must come back without it.
+#[test]
+fn a_revert_killed_then_networkmanager_restarted_is_undone_by_recover() {
+    let Some(mut lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let converted = kill_while_holding(&lab);
+    lab.restart_nm().expect("restart NetworkManager");
+    recover_to(&lab, &converted);
+}
+
 #[test]
 fn revert_refuses_bridges_it_did_not_make() {
     let Some(lab) = Lab::require(Uplink::Static) else {
