@@ -21,9 +21,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{
-    protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, Socket, SocketAddr, TokioSocket,
-};
+use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocketExt, Socket, SocketAddr, TokioSocket};
 use serde::Serialize;
 
 mod stand_in;
@@ -50,6 +48,15 @@ pub enum KernelError {
 }
 
 impl KernelError {
+    /// How an I/O failure on the rtnetlink socket while handling `what`
+    /// reads: for `map_err`.
+    fn io(what: &str) -> impl Fn(std::io::Error) -> KernelError + Copy + '_ {
+        move |source| KernelError::Io {
+            what: what.to_owned(),
+            source,
+        }
+    }
+
     /// A request that changes the kernel failed: say so, not "reading".
     fn written(self) -> Self {
         match self {
@@ -97,12 +104,7 @@ impl Changes {
     /// no change is ever announced and callers fall back on their other
     /// wake-ups.
     pub fn subscribe() -> Self {
-        let socket = TokioSocket::new(NETLINK_ROUTE).and_then(|mut s| {
-            s.socket_mut()
-                .bind(&SocketAddr::new(0, CHANGE_GROUPS))
-                .map(|()| s)
-        });
-        match socket {
+        match stand_in::socket("change notifications", CHANGE_GROUPS) {
             Ok(socket) => Changes(Some(socket)),
             Err(e) => {
                 tracing::debug!(error = %e, "no rtnetlink change notifications");
@@ -489,10 +491,7 @@ fn decision(target: IpAddr, route: &RouteMessage) -> RouteDecision {
 
 /// An rtnetlink socket talking to the kernel.
 fn open(what: &str) -> Result<Socket, KernelError> {
-    let io = |source| KernelError::Io {
-        what: what.to_owned(),
-        source,
-    };
+    let io = KernelError::io(what);
     let mut socket = Socket::new(NETLINK_ROUTE).map_err(io)?;
     socket.bind_auto().map_err(io)?;
     socket.connect(&SocketAddr::new(0, 0)).map_err(io)?;
@@ -506,10 +505,7 @@ fn request(
     flags: u16,
     what: &str,
 ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-    let io = |source| KernelError::Io {
-        what: what.to_owned(),
-        source,
-    };
+    let io = KernelError::io(what);
     socket.send(&encode(message, flags), 0).map_err(io)?;
     let mut replies = Vec::new();
     loop {

@@ -256,12 +256,7 @@ async fn next_change(changes: &TokioSocket, link: u32, what: &str) -> Result<(),
             Ok((data, _)) => data,
             // Announcements were dropped: one of them may have been ours.
             Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => return Ok(()),
-            Err(source) => {
-                return Err(KernelError::Io {
-                    what: what.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => return Err(KernelError::io(what)(source)),
         };
         let Ok(announced) = messages(&data, what) else {
             return Ok(());
@@ -287,11 +282,8 @@ fn concerns(message: &NetlinkPayload<RouteNetlinkMessage>, link: u32) -> bool {
 
 /// An rtnetlink socket on the async runtime, subscribed to `groups`
 /// (0: none, for requests).
-fn socket(what: &str, groups: u32) -> Result<TokioSocket, KernelError> {
-    let io = |source| KernelError::Io {
-        what: what.to_owned(),
-        source,
-    };
+pub(super) fn socket(what: &str, groups: u32) -> Result<TokioSocket, KernelError> {
+    let io = KernelError::io(what);
     let mut socket = TokioSocket::new(NETLINK_ROUTE).map_err(io)?;
     socket
         .socket_mut()
@@ -314,10 +306,7 @@ async fn ask(
     flags: u16,
     what: &str,
 ) -> Result<Vec<RouteNetlinkMessage>, KernelError> {
-    let io = |source| KernelError::Io {
-        what: what.to_owned(),
-        source,
-    };
+    let io = KernelError::io(what);
     socket.send(&encode(message, flags)).await.map_err(io)?;
     let mut replies = Vec::new();
     loop {
