@@ -200,11 +200,11 @@ fn convert_survives_a_reboot_and_revert_restores_the_uplink(suite: Suite) {
     expect_code(&host, &run, 0, "netbridge revert br0 --yes --json");
     assert_eq!(run.json()["result"], "committed", "{}", run.stdout);
     assert_original(&host, "after revert");
-    // The stand-in held ens32's address and routes until NetworkManager
-    // configured it, and NetworkManager's own replaced them exactly.
+    // The stand-in held ens32's routes until NetworkManager configured it,
+    // and NetworkManager's own replaced them exactly.
     let steps = run.json()["steps"].to_string();
     assert!(
-        steps.contains("ens32 held 172.25.250.10/24 and its routes (added"),
+        steps.contains("ens32 held the routes of 172.25.250.10/24 (added"),
         "{steps}"
     );
     assert_eq!(ipv4_config(&host), original, "ens32 configured as before");

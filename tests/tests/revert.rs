@@ -86,11 +86,11 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
     assert_reverted(&lab, &before);
 }
 
-/// The revert held ens32's address and routes from its release until its
-/// profile configured it (the stand-in), so a host identical to a plain
-/// revert's is netbridge's doing as much as NetworkManager's.
+/// The revert held ens32's routes from its release until its profile
+/// configured it (the stand-in), so a host identical to a plain revert's is
+/// netbridge's doing as much as NetworkManager's.
 fn assert_held(steps: &str) {
-    let held = "ens32 held 172.25.250.10/24 and its routes (added";
+    let held = "ens32 held the routes of 172.25.250.10/24 (added";
     let until = "from its release until profile 'ens32' configured it";
     assert!(
         steps.contains(held) && steps.contains(until),

@@ -1,22 +1,33 @@
-//! The revert's stand-in: the uplink's static IPv4 configuration held in
-//! the kernel from the moment NetworkManager frees it from its bridge until
-//! NetworkManager configures it itself (`transaction/revert.rs`).
+//! The revert's stand-in: the routes of the uplink's static IPv4
+//! configuration held in the kernel from the moment NetworkManager frees it
+//! from its bridge until NetworkManager configures it itself
+//! (`transaction/revert.rs`).
 //!
-//! NetworkManager 1.42 releases the port, flushes the uplink
-//! (`nm_device_cleanup`, a REAPPLY commit of an empty configuration) and
-//! adds its addresses and routes only at IP_CONFIG. Objects identical to the
-//! ones it then adds survive that commit untouched: `nm_platform_ip_address_sync`
-//! keeps a known address whose primary/secondary role matches and skips
-//! writing one equal to its own, and `nm_platform_ip_route_sync` skips a
-//! route that compares equal to its own. So the host ends as a plain revert
-//! leaves it, and answers in between.
-
+//! NetworkManager releases the port, flushes the uplink (`nm_device_cleanup`,
+//! a REAPPLY commit of an empty configuration) and adds its addresses and
+//! routes only at IP_CONFIG — from 1.46 its addresses even later, after
+//! address conflict detection (ACD) has probed for 200 ms. Meanwhile the
+//! bridge, which no longer has a port, still holds the address, so a reply
+//! only needs a route out through the uplink: the kernel accepts a packet
+//! for any of the host's addresses on any link. Routes identical to the ones
+//! NetworkManager then adds survive its commit untouched
+//! (`nm_platform_ip_route_sync` skips a route that compares equal to its
+//! own), so the host ends as a plain revert leaves it, and answers in
+//! between.
+//!
+//! The stand-in never puts an address on the uplink. An address appearing
+//! during NetworkManager's own commit, after its ACD pre-check and before
+//! its post-commit check, sends NetworkManager into ACD's announcing state
+//! without a defend mode: NetworkManager 1.58 then aborts
+//! (`_l3_acd_defend_type_to_nacd`, nm-l3cfg.c:491, seen in a revert on
+//! Debian sid); the code path is the same in every version that probes
+//! the profile's addresses (`ipv4.dad-timeout`, 200 ms by default from 1.46).
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnetwork::IpNetwork;
 use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::route::{RouteFlags, RouteType};
@@ -116,12 +127,12 @@ fn configured(route: &RouteMessage, link: u32) -> bool {
             .all(|a| !matches!(a, RouteAttribute::MultiPath(_)))
 }
 
-/// Holds `setup` on `link` for as long as the caller polls it: whenever
-/// `link` is no bridge port, each missing address and route is added —
-/// at once, and again after every change the kernel announces for `link`
-/// (released from its bridge, an address or route deleted). Each time an
-/// address had to come back, `link` gets `neighbours_from`'s neighbour
-/// entries again (the kernel flushed its own with its last address), and
+/// Holds `setup`'s routes on `link` for as long as the caller polls it:
+/// whenever `link` is no bridge port, each missing route is added — at
+/// once, and again after every change the kernel announces for `link`
+/// (released from its bridge, an address or route deleted). Each time a
+/// route had to come back, `link` gets `neighbours_from`'s neighbour
+/// entries again (NetworkManager's flush may have taken its own), and
 /// `restored` counts it. Returns only on a kernel error; the caller drops
 /// it when NetworkManager has configured `link`.
 pub async fn hold(
@@ -130,7 +141,7 @@ pub async fn hold(
     neighbours_from: &str,
     restored: &AtomicU32,
 ) -> KernelError {
-    let what = format!("the IPv4 configuration of {link}");
+    let what = format!("the IPv4 routes of {link}");
     let held = async {
         let index = index(link)?;
         // Subscribed before the first look: no change falls in between.
@@ -150,8 +161,8 @@ pub async fn hold(
     }
 }
 
-/// Adds what `link` lacks of `setup` unless it is a bridge port; true when
-/// an address had to be added.
+/// Adds the routes `link` lacks of `setup` unless it is a bridge port; true
+/// when one had to be added.
 async fn restore(
     socket: &TokioSocket,
     setup: &Ipv4Setup,
@@ -165,46 +176,18 @@ async fn restore(
         return Ok(false);
     }
     let mut added = false;
-    for address in &setup.addresses {
-        let copy = RouteNetlinkMessage::NewAddress(address_on(address, link));
-        added |= create(socket, copy, what).await?;
-    }
     for route in &setup.routes {
         let copy = RouteNetlinkMessage::NewRoute(route_on(route, link));
         match create(socket, copy, what).await {
-            // NetworkManager removed the address meanwhile (its gateway is
-            // unreachable, its source no longer local): the deletion's own
-            // announcement brings both back.
+            // The bridge lost the source address, or the on-link route a
+            // gateway needs went meanwhile: the deletion's own announcement
+            // brings the route back, or NetworkManager has taken over.
             Err(KernelError::Write { source, .. }) if raced(&source) => {}
             Err(e) => return Err(e),
-            Ok(_) => {}
+            Ok(new) => added |= new,
         }
     }
     Ok(added)
-}
-
-/// `address` for the link `link`: what NetworkManager sets (address,
-/// broadcast, scope, `noprefixroute`), no label (the kernel names it after
-/// the link, as for NetworkManager's own) and no lifetimes (permanent).
-fn address_on(address: &AddressMessage, link: u32) -> AddressMessage {
-    let mut copy = AddressMessage::default();
-    copy.header.family = address.header.family;
-    copy.header.prefix_len = address.header.prefix_len;
-    copy.header.scope = address.header.scope;
-    copy.header.index = link;
-    for attribute in &address.attributes {
-        match attribute {
-            AddressAttribute::Address(_)
-            | AddressAttribute::Local(_)
-            | AddressAttribute::Broadcast(_) => copy.attributes.push(attribute.clone()),
-            // Secondary and permanent are the kernel's to say.
-            AddressAttribute::Flags(f) => copy.attributes.push(AddressAttribute::Flags(
-                *f & !(AddressFlags::Secondary | AddressFlags::Permanent),
-            )),
-            _ => {}
-        }
-    }
-    copy
 }
 
 /// `route` for the link `link`, without what the kernel reports of its
@@ -321,7 +304,6 @@ async fn ask(
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use netlink_packet_route::address::AddressScope;
     use netlink_packet_route::route::{RouteAddress, RouteScope};
 
     use super::*;
@@ -370,35 +352,6 @@ mod tests {
         assert!(copy.attributes.contains(&RouteAttribute::Oif(UPLINK)));
         assert!(copy.attributes.contains(&RouteAttribute::Priority(100)));
         assert!(!copy.attributes.contains(&RouteAttribute::Oif(BRIDGE)));
-    }
-
-    #[test]
-    fn a_held_address_keeps_noprefixroute_and_leaves_label_and_roles_to_the_kernel() {
-        let mut address = AddressMessage::default();
-        address.header.family = AddressFamily::Inet;
-        address.header.prefix_len = 24;
-        address.header.scope = AddressScope::Universe;
-        address.header.index = BRIDGE;
-        address.attributes = vec![
-            AddressAttribute::Address(ip(10)),
-            AddressAttribute::Local(ip(10)),
-            AddressAttribute::Broadcast(Ipv4Addr::new(172, 25, 250, 255)),
-            AddressAttribute::Label("br0".to_owned()),
-            AddressAttribute::Flags(
-                AddressFlags::Noprefixroute | AddressFlags::Permanent | AddressFlags::Secondary,
-            ),
-        ];
-        let copy = address_on(&address, UPLINK);
-        assert_eq!(copy.header.index, UPLINK);
-        assert_eq!(copy.header.prefix_len, 24);
-        assert!(copy
-            .attributes
-            .contains(&AddressAttribute::Flags(AddressFlags::Noprefixroute)));
-        assert!(!copy
-            .attributes
-            .iter()
-            .any(|a| matches!(a, AddressAttribute::Label(_))));
-        assert_eq!(copy.attributes.len(), 4);
     }
 
     #[test]

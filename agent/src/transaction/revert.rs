@@ -95,8 +95,11 @@ impl Transaction<'_> {
             "uplink up",
             format!("{} runs profile '{}' again", plan.uplink, plan.original.id),
         );
-        self.take_down(&plan.bridge).await.map_err(Failure::Apply)?;
+        // Before the bridge takes the address away: NetworkManager may call
+        // the uplink activated while its IPv4 addresses still wait for ACD
+        // (IPv6 ready first, `ipv4.may-fail`).
         self.verify_revert(plan).await?;
+        self.take_down(&plan.bridge).await.map_err(Failure::Apply)?;
         let checks = self.run_checks(probes, ctx, plan.timing.check).await?;
         Ok(Proven {
             checks,
@@ -105,14 +108,14 @@ impl Transaction<'_> {
     }
 
     /// What netbridge holds on the uplink while NetworkManager takes it
-    /// back ([`Transaction::held`]): the bridge's IPv4 configuration, which
-    /// NetworkManager made from the same settings the original profile
-    /// declares (the conversion carried them over, its route metric pinned
-    /// to the uplink's). Only for a static configuration (`ipv4.method
-    /// manual`): what DHCP or anything else will give the uplink is not
-    /// known before NetworkManager applies it, so those revert the plain
-    /// way, as does a bridge whose addresses are no longer the profile's,
-    /// and netbridge without CAP_NET_ADMIN.
+    /// back ([`Transaction::held`]): the routes of the bridge's IPv4
+    /// configuration, which NetworkManager made from the same settings the
+    /// original profile declares (the conversion carried them over, its
+    /// route metric pinned to the uplink's). Only for a static configuration
+    /// (`ipv4.method manual`): what DHCP or anything else will give the
+    /// uplink is not known before NetworkManager applies it, so those revert
+    /// the plain way, as does a bridge whose addresses are no longer the
+    /// profile's, and netbridge without CAP_NET_ADMIN.
     async fn stand_in(&self, plan: &RevertPlan) -> Option<Ipv4Setup> {
         let note = |why: String| {
             self.progress.step(
@@ -153,13 +156,14 @@ impl Transaction<'_> {
         }
     }
 
-    /// The original profile's activation, with the uplink answering all
-    /// along: NetworkManager frees it from the bridge, flushes it and gives
-    /// it its addresses and routes only at IP_CONFIG; meanwhile netbridge
-    /// puts identical ones on it ([`kernel::hold`]), which NetworkManager
-    /// then finds in place and leaves. The watch ends with the activation,
-    /// done or failed; a kernel step failing ends it early and leaves the
-    /// rest to NetworkManager.
+    /// The original profile's activation, with the host answering all
+    /// along: NetworkManager frees the uplink from the bridge, flushes it
+    /// and gives it its addresses and routes only at IP_CONFIG (or after
+    /// ACD); meanwhile netbridge puts identical routes on it
+    /// ([`kernel::hold`]), through which the bridge's address, still the
+    /// host's, answers, and which NetworkManager then finds in place and
+    /// leaves. The watch ends with the activation, done or failed; a kernel
+    /// step failing ends it early and leaves the rest to NetworkManager.
     async fn held(
         &self,
         plan: &RevertPlan,
@@ -240,7 +244,7 @@ impl Transaction<'_> {
 /// What the stand-in did, once the activation is over.
 fn held_note(plan: &RevertPlan, setup: &Ipv4Setup, times: u32, activated: bool) -> String {
     let what = format!(
-        "{} and its routes (added {times} times)",
+        "the routes of {} (added {times} times)",
         super::list(&setup.addresses())
     );
     if activated {
