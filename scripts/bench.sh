@@ -8,7 +8,7 @@
 # interrupted, `target/release/netbridge-lab cleanup` removes leftover labs.
 # The reply gap of convert, revert and an in-place MTU change, side by side
 # with nmstatectl, nmcli and the kernel's own make-before-break steps (the
-# physical limit), with a per-step timeline of the first run of each:
+# physical limit), with a per-step timeline of the worst run of each:
 # `scripts/bench.sh --only gap --runs 10 --trace` (about 15 minutes); with
 # `--suite trixie` the same on NetworkManager 1.52, a freshly booted Debian 13
 # host per run (systemd-nspawn; about 20 minutes).

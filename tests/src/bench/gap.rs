@@ -104,6 +104,23 @@ impl Way {
 pub struct Cell {
     pub outages: Vec<Outage>,
     pub errors: Vec<String>,
+    /// With `--trace`: the timeline of the worst run so far, its number and
+    /// what it lost.
+    worst: Option<(usize, Outage, String)>,
+}
+
+impl Cell {
+    /// Keeps `timeline` when run `run` lost more than the worst so far, or
+    /// as much with a longer gap (the first of equals stays).
+    fn keep_if_worst(&mut self, run: usize, outage: &Outage, timeline: String) {
+        let worse = self
+            .worst
+            .as_ref()
+            .is_none_or(|(_, w, _)| (outage.lost, outage.longest_gap) > (w.lost, w.longest_gap));
+        if worse {
+            self.worst = Some((run, *outage, timeline));
+        }
+    }
 }
 
 pub struct GapResults {
@@ -113,8 +130,9 @@ pub struct GapResults {
     /// Its `NetworkManager --version`, as the first host that had it said.
     pub version: Option<String>,
     pub cells: Vec<(Op, Way, Cell)>,
-    /// One annotated timeline per operation and way, when asked for.
-    pub traces: Vec<(Op, Way, String)>,
+    /// One annotated timeline per operation and way, when asked for: the
+    /// worst run's (its heading, then the timeline).
+    pub traces: Vec<(Op, Way, String, String)>,
     /// The ways measured (nmstatectl and the baseline only when given).
     pub ways: Vec<Way>,
 }
@@ -315,7 +333,8 @@ fn netbridge_args(op: Op) -> Vec<String> {
 
 /// Runs every operation by every way `runs` times, interleaved (run 1 of
 /// each, then run 2, ...) so a slow moment of the shared machine spreads
-/// over all; with `trace`, the first run of each records a timeline.
+/// over all; with `trace`, every run records a timeline and the worst run's
+/// of each operation and way is reported.
 /// Which operations and ways a run measures (`--ops`, `--ways`).
 pub struct Selection {
     pub ops: Vec<Op>,
@@ -361,24 +380,33 @@ pub fn run_all(
                 op.title(),
                 way.title()
             );
-            let traced = trace && run == 1;
-            match one_run(states, *op, *way, settle, traced, &mut results.version) {
+            match one_run(states, *op, *way, settle, trace, &mut results.version) {
                 Ok((o, timeline)) => {
                     eprintln!(
                         "bench:   longest gap {:.0} ms, {} lost",
                         o.longest_gap * 1000.0,
                         o.lost
                     );
-                    cell.outages.push(o);
                     if let Some(timeline) = timeline {
-                        results.traces.push((*op, *way, timeline));
+                        cell.keep_if_worst(run, &o, timeline);
                     }
+                    cell.outages.push(o);
                 }
                 Err(e) => {
                     eprintln!("bench:   failed: {e}");
                     cell.errors.push(e);
                 }
             }
+        }
+    }
+    for (op, way, cell) in results.cells.iter_mut() {
+        if let Some((run, o, timeline)) = cell.worst.take() {
+            let heading = format!(
+                "run {run} of {runs}, the worst ({} lost, longest gap {:.0} ms)",
+                o.lost,
+                o.longest_gap * 1000.0
+            );
+            results.traces.push((*op, *way, heading, timeline));
         }
     }
     results
@@ -506,9 +534,9 @@ pub fn render(results: &GapResults) -> String {
     if let Nm::Booted(suite) = results.nm {
         out.push_str(&booted_notes(suite));
     }
-    for (op, way, timeline) in &results.traces {
+    for (op, way, heading, timeline) in &results.traces {
         out.push_str(&format!(
-            "\nTimeline, {} by {} (ms after the command started):\n\n```\n{timeline}```\n",
+            "\nTimeline, {} by {}, {heading} (ms after the command started):\n\n```\n{timeline}```\n",
             op.title(),
             way.title()
         ));
@@ -625,6 +653,28 @@ mod tests {
             traces: Vec::new(),
             ways: vec![Way::Netbridge, Way::Nmstate, Way::Kernel],
         }
+    }
+
+    #[test]
+    fn the_trace_kept_is_the_run_that_lost_most_then_waited_longest() {
+        let outage = |lost, gap| Outage {
+            lost,
+            longest_gap: gap,
+            ..Outage::default()
+        };
+        let mut cell = Cell::default();
+        cell.keep_if_worst(1, &outage(0, 0.005), "first".to_owned());
+        cell.keep_if_worst(2, &outage(0, 0.005), "equal".to_owned());
+        assert_eq!(
+            cell.worst.as_ref().map(|w| w.0),
+            Some(1),
+            "the first of equals"
+        );
+        cell.keep_if_worst(3, &outage(1, 0.010), "lost one".to_owned());
+        cell.keep_if_worst(4, &outage(0, 0.030), "longer, none lost".to_owned());
+        cell.keep_if_worst(5, &outage(1, 0.015), "lost one, longer".to_owned());
+        let (run, _, timeline) = cell.worst.expect("a trace was kept");
+        assert_eq!((run, timeline.as_str()), (5, "lost one, longer"));
     }
 
     #[test]

@@ -63,8 +63,9 @@ struct Cli {
         default_value = "netbridge,nmcli,nmstate"
     )]
     tools: Vec<ToolArg>,
-    /// With `--only gap`: a timeline of the first run of each operation and
-    /// way (kernel events, D-Bus calls, NetworkManager's log, lost replies).
+    /// With `--only gap`: a timeline of each run (kernel events, D-Bus calls,
+    /// NetworkManager's log, lost replies); the report shows the worst run's
+    /// of each operation and way.
     #[arg(long)]
     trace: bool,
     /// With `--only gap`: another netbridge binary measured beside this one
