@@ -79,11 +79,90 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert_eq!(dry.json()["result"], "dry-run");
 
+    let monitor = AddressMonitor::start(&lab);
     let run = netbridge(&lab, &["revert", "br0", "--yes", "--json"]);
+    let added = monitor.added_to("ens32", "172.25.250.10/24");
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(run.json()["result"], "committed");
+    // NetworkManager adds ens32's address once; netbridge never does: an
+    // address appearing during NetworkManager's own commit can abort it
+    // (ACD, nm-l3cfg.c:491 on 1.58).
+    assert_eq!(added, 1, "added once, by NetworkManager");
     assert_held(&run.json()["steps"].to_string());
     assert_reverted(&lab, &before);
+}
+
+/// `ip monitor address` in the lab's host namespace, subscribed before
+/// [`AddressMonitor::start`] returns.
+struct AddressMonitor {
+    child: std::process::Child,
+    reader: std::thread::JoinHandle<()>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// An address only the monitor's proof of subscription uses.
+const MARKER: &str = "192.0.2.1/32";
+
+impl AddressMonitor {
+    fn start(lab: &Lab) -> Self {
+        use std::io::BufRead;
+        let mut child = lab
+            .host_command(["ip", "-o", "monitor", "address"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start ip monitor");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let monitor = AddressMonitor {
+            child,
+            reader,
+            lines,
+        };
+        // Until the monitor reports the marker it may not be listening yet.
+        for _ in 0..50 {
+            lab.host(["ip", "address", "add", MARKER, "dev", "lo"]);
+            let seen = monitor.wait_for(MARKER, Duration::from_millis(200));
+            lab.host(["ip", "address", "del", MARKER, "dev", "lo"]);
+            if seen {
+                return monitor;
+            }
+        }
+        panic!("ip monitor never reported the marker address");
+    }
+
+    fn wait_for(&self, text: &str, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Stops the monitor; how many times `address` was added to `link`.
+    fn added_to(mut self, link: &str, address: &str) -> usize {
+        signal(self.child.id(), Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = self.reader.join();
+        let (link, address) = (format!(": {link} "), format!(" inet {address} "));
+        self.lines
+            .try_iter()
+            .filter(|l| !l.starts_with("Deleted") && l.contains(&link) && l.contains(&address))
+            .count()
+    }
 }
 
 /// The revert held ens32's routes from its release until its profile
@@ -128,11 +207,11 @@ fn a_revert_whose_check_fails_leaves_the_bridge_as_it_was() {
     assert!(ping_gateway(&lab));
 }
 
-/// Converts, then kills a revert (SIGKILL) the moment it asks
-/// NetworkManager for the original profile — when the stand-in may be
-/// putting ens32's address back on it. The LAN's DNS is silent meanwhile,
-/// so a run that outlived the signal could not commit. Returns the host as
-/// converted.
+/// Converts, then kills a revert (SIGKILL) the moment it reports ens32's
+/// stand-by routes — when it is asking NetworkManager for the original
+/// profile, with the stand-in about to hold ens32's routes. The LAN's DNS
+/// is silent meanwhile, so a run that outlived the signal could not
+/// commit. Returns the host as converted.
 fn kill_while_holding(lab: &Lab) -> netbridge_tests::HostSnapshot {
     convert(lab);
     let converted = lab.snapshot();
@@ -140,7 +219,7 @@ fn kill_while_holding(lab: &Lab) -> netbridge_tests::HostSnapshot {
     let mut run = Running::start(lab, &["revert", "br0", "--yes", "--check", "dns:gw.lab"]);
     run.wait_for("checkpoint", Duration::from_secs(20));
     signal(dnsmasq, Signal::SIGSTOP);
-    run.wait_for("neighbours", Duration::from_secs(20));
+    run.wait_for("stand-by", Duration::from_secs(20));
     signal(run.pid(), Signal::SIGKILL);
     let (code, _) = run.finish();
     signal(dnsmasq, Signal::SIGCONT);
@@ -149,8 +228,8 @@ fn kill_while_holding(lab: &Lab) -> netbridge_tests::HostSnapshot {
 }
 
 /// `recover` leaves the host exactly as converted, with nothing the
-/// stand-in held left on ens32.
-fn recover_to(lab: &Lab, converted: &netbridge_tests::HostSnapshot) {
+/// stand-in held left on ens32; returns what it reported.
+fn recover_to(lab: &Lab, converted: &netbridge_tests::HostSnapshot) -> String {
     let recover = netbridge(lab, &["recover", "--json"]);
     assert_eq!(recover.code, 0, "{}\n{}", recover.stdout, recover.stderr);
     assert_eq!(recover.json()["recovered"]["action"], "undone");
@@ -165,6 +244,7 @@ fn recover_to(lab: &Lab, converted: &netbridge_tests::HostSnapshot) {
         "ens32 holds nothing"
     );
     assert!(ping_gateway(lab));
+    recover.stdout
 }
 
 #[test]
@@ -187,6 +267,34 @@ fn a_revert_killed_then_networkmanager_restarted_is_undone_by_recover() {
     let converted = kill_while_holding(&lab);
     lab.restart_nm().expect("restart NetworkManager");
     recover_to(&lab, &converted);
+}
+
+/// A revert killed before NetworkManager released ens32 leaves ens32's
+/// stand-by routes on it (whether this kill came before or after the
+/// activation request, one is put back by hand): `recover` removes them.
+#[test]
+fn stand_by_routes_a_killed_revert_left_are_removed_by_recover() {
+    let Some(lab) = Lab::require(Uplink::Static) else {
+        return;
+    };
+    let converted = kill_while_holding(&lab);
+    let metric = u32::MAX - 1;
+    let route = "172.25.250.0/24 dev ens32 proto kernel scope link src 172.25.250.10";
+    let mut add: Vec<&str> = vec!["ip", "route", "replace"];
+    add.extend(route.split(' '));
+    let metric = metric.to_string();
+    add.extend(["metric", &metric]);
+    let added = lab.host(&add);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let report = recover_to(&lab, &converted);
+    assert!(
+        report.contains("stand-by routes of an interrupted revert removed from ens32"),
+        "{report}"
+    );
 }
 
 #[test]
