@@ -206,35 +206,17 @@ pub async fn undo<N: Host>(nm: &N, record: &Record, progress: &Progress) -> Resu
 /// device manages it again, whether NetworkManager still has the
 /// checkpoint (which restores the uplink managed) or lost it by
 /// restarting (its run-state file keeps the uplink unmanaged).
-///
-/// And the routes a revert stopped before NetworkManager released the
-/// uplink had put on it at the stand-by metric ([`crate::kernel::stand_by`]).
 pub async fn clear_leftovers(nm: &Nm, record: &Record, progress: &Progress) -> Result<(), NmError> {
-    match &record.change {
-        Change::Convert { uplink, .. } => {
-            for port in crate::checks::remove_guest_leftovers(nm).await? {
-                progress.step(
-                    "cleaned",
-                    format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
-                );
-            }
-            free_handed_over(nm, uplink, progress).await?;
+    if let Change::Convert { uplink, .. } = &record.change {
+        for port in crate::checks::remove_guest_leftovers(nm).await? {
+            progress.step(
+                "cleaned",
+                format!("{port}, a throwaway port of an interrupted guest-path check, removed"),
+            );
         }
-        Change::Revert { uplink, .. } => clear_stand_by(uplink, progress).await,
-        _ => {}
+        free_handed_over(nm, uplink, progress).await?;
     }
     Ok(())
-}
-
-async fn clear_stand_by(uplink: &str, progress: &Progress) {
-    let note = match crate::kernel::clear_stand_by(uplink).await {
-        Ok(0) => return,
-        Ok(removed) => {
-            format!("{removed} stand-by routes of an interrupted revert removed from {uplink}")
-        }
-        Err(e) => format!("stand-by routes of an interrupted revert stay on {uplink}: {e}"),
-    };
-    progress.step("cleaned", note);
 }
 
 async fn free_handed_over(nm: &Nm, uplink: &str, progress: &Progress) -> Result<(), NmError> {

@@ -25,7 +25,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocketExt, Socket, SocketAddr, 
 use serde::Serialize;
 
 mod stand_in;
-pub use stand_in::{clear_stand_by, hold, ipv4_setup, stand_by, Ipv4Setup, STAND_BY_METRIC};
+pub use stand_in::{hold, ipv4_setup, Ipv4Setup};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -326,11 +326,11 @@ fn exists(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(nix::libc::EEXIST)
 }
 
-/// The address or route (ESRCH) was not there (any more).
+/// The address was not there (any more).
 fn gone(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::EADDRNOTAVAIL | nix::libc::ENOENT | nix::libc::ENODEV | nix::libc::ESRCH)
+        Some(nix::libc::EADDRNOTAVAIL | nix::libc::ENOENT | nix::libc::ENODEV)
     )
 }
 

@@ -9,7 +9,8 @@
 //! address conflict detection (ACD) has probed for 200 ms. Meanwhile the
 //! bridge, which no longer has a port, still holds the address, so a reply
 //! only needs a route out through the uplink: the kernel accepts a packet
-//! for any of the host's addresses on any link. Routes identical to the ones
+//! for any of the host's addresses on any link (and answers ARP for it
+//! there, unless `arp_ignore` is set). Routes identical to the ones
 //! NetworkManager then adds survive its commit untouched
 //! (`nm_platform_ip_route_sync` skips a route that compares equal to its
 //! own), so the host ends as a plain revert leaves it, and answers in
@@ -35,19 +36,12 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 
 use super::{
-    blocking, collect, controller_of, copy_neighbours, encode, exists, gone, index, messages, open,
+    blocking, collect, controller_of, copy_neighbours, encode, exists, index, messages, open,
     request, stable_global, KernelError,
 };
 
 /// rtnetlink multicast groups: links, IPv4 addresses and IPv4 routes.
 const HOLD_GROUPS: u32 = 0x1 | 0x10 | 0x40;
-
-/// The metric of the routes the uplink gets while still a bridge port
-/// ([`stand_by`]): better than the bridge's, which the revert has moved to
-/// the worst (`u32::MAX`), worse than any NetworkManager gives, so that
-/// routes left behind never win over a restored bridge's, and so that
-/// netbridge can tell its own ([`clear_stand_by`]).
-pub const STAND_BY_METRIC: u32 = u32::MAX - 1;
 
 /// The IPv4 addresses and main-table routes NetworkManager configured on a
 /// link, as the kernel holds them.
@@ -132,82 +126,6 @@ fn configured(route: &RouteMessage, link: u32) -> bool {
             .attributes
             .iter()
             .all(|a| !matches!(a, RouteAttribute::MultiPath(_)))
-}
-
-/// Puts `setup`'s routes on `link` while it is still a port of the bridge
-/// that holds `setup`, at [`STAND_BY_METRIC`], so that they are in place
-/// the instant the bridge releases it: a port sends what it is given
-/// straight out, and what arrives on it reaches the host through the
-/// bridge. NetworkManager's flush of the released uplink takes them away,
-/// by which time [`hold`] has put the real ones beside them. Returns how
-/// many were added.
-pub async fn stand_by(setup: &Ipv4Setup, link: &str) -> Result<usize, KernelError> {
-    let (setup, link) = (setup.clone(), link.to_owned());
-    blocking(move || {
-        let what = format!("the stand-by routes of {link}");
-        let index = index(&link)?;
-        let socket = open(&what)?;
-        let mut added = 0;
-        for route in &setup.routes {
-            let mut copy = route_on(route, index);
-            copy.attributes
-                .retain(|a| !matches!(a, RouteAttribute::Priority(_)));
-            copy.attributes
-                .push(RouteAttribute::Priority(STAND_BY_METRIC));
-            let add = RouteNetlinkMessage::NewRoute(copy);
-            match request(&socket, add, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK, &what) {
-                Ok(_) => added += 1,
-                Err(KernelError::Io { source, .. }) if exists(&source) => {}
-                Err(e) => return Err(e.written()),
-            }
-        }
-        Ok(added)
-    })
-    .await
-}
-
-/// Removes the routes [`stand_by`] put on `link` that are still there;
-/// returns how many. None when `link` is gone.
-pub async fn clear_stand_by(link: &str) -> Result<usize, KernelError> {
-    let link = link.to_owned();
-    blocking(move || {
-        let what = format!("the stand-by routes of {link}");
-        let Ok(index) = index(&link) else {
-            return Ok(0);
-        };
-        let socket = open(&what)?;
-        let mut query = RouteMessage::default();
-        query.header.address_family = AddressFamily::Inet;
-        let stale: Vec<RouteMessage> = request(
-            &socket,
-            RouteNetlinkMessage::GetRoute(query),
-            NLM_F_DUMP,
-            &what,
-        )?
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) if configured(&r, index) && standing_by(&r) => Some(r),
-            _ => None,
-        })
-        .collect();
-        let mut removed = 0;
-        for route in stale {
-            let delete = RouteNetlinkMessage::DelRoute(route_on(&route, index));
-            match request(&socket, delete, NLM_F_ACK, &what) {
-                Ok(_) => removed += 1,
-                Err(KernelError::Io { source, .. }) if gone(&source) => {}
-                Err(e) => return Err(e.written()),
-            }
-        }
-        Ok(removed)
-    })
-    .await
-}
-
-fn standing_by(route: &RouteMessage) -> bool {
-    route
-        .attributes
-        .contains(&RouteAttribute::Priority(STAND_BY_METRIC))
 }
 
 /// Holds `setup`'s routes on `link` for as long as the caller polls it:

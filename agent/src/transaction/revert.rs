@@ -159,50 +159,12 @@ impl Transaction<'_> {
     /// The original profile's activation, with the host answering all
     /// along: NetworkManager frees the uplink from the bridge, flushes it
     /// and gives it its addresses and routes only at IP_CONFIG (or after
-    /// ACD); meanwhile netbridge puts identical routes on it, through which
-    /// the bridge's address, still the host's, answers: before the release
-    /// at a metric of their own ([`kernel::stand_by`]), after it as
-    /// NetworkManager will ([`kernel::hold`]), which NetworkManager then
-    /// finds in place and leaves.
+    /// ACD); meanwhile netbridge puts identical routes on it
+    /// ([`kernel::hold`]), through which the bridge's address, still the
+    /// host's, answers, and which NetworkManager then finds in place and
+    /// leaves. The watch ends with the activation, done or failed; a kernel
+    /// step failing ends it early and leaves the rest to NetworkManager.
     async fn held(
-        &self,
-        plan: &RevertPlan,
-        setup: &Ipv4Setup,
-        activation: impl std::future::Future<Output = Result<(), Failure>>,
-    ) -> Result<(), Failure> {
-        let stand_by = match kernel::stand_by(setup, &plan.uplink).await {
-            Ok(added) => format!(
-                "{} carries {added} routes of {} at metric {} while still a port of {}",
-                plan.uplink,
-                super::list(&setup.addresses()),
-                kernel::STAND_BY_METRIC,
-                plan.bridge
-            ),
-            Err(e) => format!("{} gets its routes only once released: {e}", plan.uplink),
-        };
-        self.progress.step("stand-by", stand_by);
-        let done = self.watched(plan, setup, activation).await;
-        match kernel::clear_stand_by(&plan.uplink).await {
-            Ok(0) => {}
-            Ok(removed) => self.progress.step(
-                "stand-by",
-                format!("{removed} stand-by routes removed from {}", plan.uplink),
-            ),
-            Err(e) => self.progress.step(
-                "stand-by",
-                format!(
-                    "stand-by routes left on {} (recover removes them): {e}",
-                    plan.uplink
-                ),
-            ),
-        }
-        done
-    }
-
-    /// The activation, with [`kernel::hold`] beside it until it is done or
-    /// failed; a kernel step failing ends the hold early and leaves the
-    /// rest to NetworkManager.
-    async fn watched(
         &self,
         plan: &RevertPlan,
         setup: &Ipv4Setup,
@@ -287,7 +249,7 @@ fn held_note(plan: &RevertPlan, setup: &Ipv4Setup, times: u32, activated: bool) 
     );
     if activated {
         format!(
-            "{} held {what} from its release until profile '{}' configured it",
+            "{} held {what} from its release until profile '{}' was activated",
             plan.uplink, plan.original.id
         )
     } else {

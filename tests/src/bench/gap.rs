@@ -331,16 +331,17 @@ fn netbridge_args(op: Op) -> Vec<String> {
     args
 }
 
-/// Runs every operation by every way `runs` times, interleaved (run 1 of
-/// each, then run 2, ...) so a slow moment of the shared machine spreads
-/// over all; with `trace`, every run records a timeline and the worst run's
-/// of each operation and way is reported.
 /// Which operations and ways a run measures (`--ops`, `--ways`).
 pub struct Selection {
     pub ops: Vec<Op>,
     pub ways: Vec<Way>,
 }
 
+/// Runs every operation by every way `runs` times, interleaved (run 1 of
+/// each, then run 2, ...) so a slow moment of the shared machine spreads
+/// over all; with `trace`, every run records a timeline (so every run bears
+/// the recorders' load alike) and the worst run's of each operation and way
+/// is reported.
 pub fn run_all(
     runs: usize,
     settle: Duration,

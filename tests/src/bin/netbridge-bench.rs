@@ -64,8 +64,9 @@ struct Cli {
     )]
     tools: Vec<ToolArg>,
     /// With `--only gap`: a timeline of each run (kernel events, D-Bus calls,
-    /// NetworkManager's log, lost replies); the report shows the worst run's
-    /// of each operation and way.
+    /// NetworkManager's log, lost replies; the recorders run beside every
+    /// measurement); the report shows the worst run's of each operation and
+    /// way.
     #[arg(long)]
     trace: bool,
     /// With `--only gap`: another netbridge binary measured beside this one
