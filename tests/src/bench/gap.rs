@@ -427,19 +427,43 @@ fn one_run(
     if version.is_none() && way != Way::Kernel {
         *version = host.nm_version().ok();
     }
-    prepare(&host, states, op, way)?;
-    let recorder = trace.then(|| Recorder::start(&host)).transpose()?;
+    measure(&host, states, op, way, settle, trace).map_err(|e| with_log_tail(&host, e))
+}
+
+/// A failed run's error with the end of NetworkManager's log, which says
+/// why when NetworkManager itself failed (the host is gone afterwards).
+fn with_log_tail(host: &Host, error: String) -> String {
+    let log = host.nm_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+    format!("{error}\n--- NetworkManager's log, last {LOG_TAIL} lines:\n{tail}")
+}
+
+/// How much of NetworkManager's log a failed run reports.
+const LOG_TAIL: usize = 60;
+
+/// Prepares the host for `op`, then runs it by `way` with the LAN probing.
+fn measure(
+    host: &Host,
+    states: &States,
+    op: Op,
+    way: Way,
+    settle: Duration,
+    trace: bool,
+) -> Result<(Outage, Option<String>), String> {
+    prepare(host, states, op, way)?;
+    let recorder = trace.then(|| Recorder::start(host)).transpose()?;
     let lan = Prober::start(
         "LAN→host probe",
         host.lab().lan_command(probe_argv(STATIC_ADDRESS)?),
     )?;
-    let mut command = states.command(&host, op, way)?;
+    let mut command = states.command(host, op, way)?;
     let run = run_timed(way.title(), &mut command, COMMAND_TIMEOUT)?;
     succeeded(way, &run)?;
     lan.wait_steady(run.exited, settle);
     let end = super::now();
     let replies = lan.finish()?;
-    let timeline = recorder.map(|r| r.finish(&host, &run, end, &replies));
+    let timeline = recorder.map(|r| r.finish(host, &run, end, &replies));
     Ok((outage(&replies, run.started, end), timeline))
 }
 
