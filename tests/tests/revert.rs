@@ -175,8 +175,8 @@ impl AddressMonitor {
     }
 }
 
-/// The revert held ens32's routes from its release until its profile
-/// configured it (the stand-in), so a host identical to a plain revert's is
+/// The revert held ens32's routes from its release until its profile was
+/// activated (the stand-in), so a host identical to a plain revert's is
 /// netbridge's doing as much as NetworkManager's.
 fn assert_held(steps: &str) {
     let held = "ens32 held the routes of 172.25.250.10/24 (added";

@@ -135,7 +135,7 @@ fn configured(route: &RouteMessage, link: u32) -> bool {
 /// route had to come back, `link` gets `neighbours_from`'s neighbour
 /// entries again (NetworkManager's flush may have taken its own), and
 /// `restored` counts it. Returns only on a kernel error; the caller drops
-/// it when NetworkManager has configured `link`.
+/// it when NetworkManager has activated `link`.
 pub async fn hold(
     setup: &Ipv4Setup,
     link: &str,
