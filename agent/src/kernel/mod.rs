@@ -25,7 +25,7 @@ use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocketExt, Socket, SocketAddr, 
 use serde::Serialize;
 
 mod stand_in;
-pub use stand_in::{hold, ipv4_setup, Ipv4Setup};
+pub use stand_in::{hold, ipv4_routes, Ipv4Routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {

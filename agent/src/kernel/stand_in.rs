@@ -26,9 +26,7 @@
 use std::cmp::Reverse;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ipnetwork::IpNetwork;
 use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL};
-use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol};
 use netlink_packet_route::route::{RouteFlags, RouteType};
@@ -37,55 +35,29 @@ use netlink_sys::{protocols::NETLINK_ROUTE, AsyncSocket, AsyncSocketExt, SocketA
 
 use super::{
     blocking, collect, controller_of, copy_neighbours, encode, exists, index, messages, open,
-    request, stable_global, KernelError,
+    request, KernelError,
 };
 
 /// rtnetlink multicast groups: links, IPv4 addresses and IPv4 routes.
 const HOLD_GROUPS: u32 = 0x1 | 0x10 | 0x40;
 
-/// The IPv4 addresses and main-table routes NetworkManager configured on a
-/// link, as the kernel holds them.
+/// The main-table IPv4 routes NetworkManager configured on a link, as the
+/// kernel holds them.
 #[derive(Debug, Clone)]
-pub struct Ipv4Setup {
-    addresses: Vec<AddressMessage>,
+pub struct Ipv4Routes {
     /// On-link routes first: a gateway must be reachable when its route is added.
     routes: Vec<RouteMessage>,
 }
 
-impl Ipv4Setup {
-    /// The global addresses, as the plan names them.
-    pub fn addresses(&self) -> Vec<IpNetwork> {
-        self.addresses.iter().filter_map(stable_global).collect()
-    }
-}
-
-/// What NetworkManager configured on `iface` for IPv4: its addresses, and
-/// its main-table unicast routes of protocol `kernel` (the prefix routes of
-/// its `noprefixroute` addresses) and `static` (gateway and profile routes).
-pub async fn ipv4_setup(iface: &str) -> Result<Ipv4Setup, KernelError> {
+/// What NetworkManager configured on `iface` for IPv4 routing: its
+/// main-table unicast routes of protocol `kernel` (the prefix routes of its
+/// `noprefixroute` addresses) and `static` (gateway and profile routes).
+pub async fn ipv4_routes(iface: &str) -> Result<Ipv4Routes, KernelError> {
     let iface = iface.to_owned();
     blocking(move || {
-        let what = format!("the IPv4 configuration of {iface}");
+        let what = format!("the IPv4 routes of {iface}");
         let link = index(&iface)?;
         let socket = open(&what)?;
-        let mut query = AddressMessage::default();
-        query.header.family = AddressFamily::Inet;
-        let addresses = request(
-            &socket,
-            RouteNetlinkMessage::GetAddress(query),
-            NLM_F_DUMP,
-            &what,
-        )?
-        .into_iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a)
-                if a.header.index == link && a.header.family == AddressFamily::Inet =>
-            {
-                Some(a)
-            }
-            _ => None,
-        })
-        .collect();
         let mut query = RouteMessage::default();
         query.header.address_family = AddressFamily::Inet;
         let mut routes: Vec<RouteMessage> = request(
@@ -101,7 +73,7 @@ pub async fn ipv4_setup(iface: &str) -> Result<Ipv4Setup, KernelError> {
         })
         .collect();
         routes.sort_by_key(|r| Reverse(u8::from(r.header.scope)));
-        Ok(Ipv4Setup { addresses, routes })
+        Ok(Ipv4Routes { routes })
     })
     .await
 }
@@ -128,7 +100,7 @@ fn configured(route: &RouteMessage, link: u32) -> bool {
             .all(|a| !matches!(a, RouteAttribute::MultiPath(_)))
 }
 
-/// Holds `setup`'s routes on `link` for as long as the caller polls it:
+/// Holds `routes` on `link` for as long as the caller polls it:
 /// whenever `link` is no bridge port, each missing route is added — at
 /// once, and again after every change the kernel announces for `link`
 /// (released from its bridge, an address or route deleted). Each time a
@@ -137,7 +109,7 @@ fn configured(route: &RouteMessage, link: u32) -> bool {
 /// `restored` counts it. Returns only on a kernel error; the caller drops
 /// it when NetworkManager has activated `link`.
 pub async fn hold(
-    setup: &Ipv4Setup,
+    routes: &Ipv4Routes,
     link: &str,
     neighbours_from: &str,
     restored: &AtomicU32,
@@ -149,7 +121,7 @@ pub async fn hold(
         let changes = socket(&what, HOLD_GROUPS)?;
         let requests = socket(&what, 0)?;
         loop {
-            if restore(&requests, setup, index, &what).await? {
+            if restore(&requests, routes, index, &what).await? {
                 restored.fetch_add(1, Ordering::Relaxed);
                 copy_neighbours(neighbours_from, link).await?;
             }
@@ -162,11 +134,11 @@ pub async fn hold(
     }
 }
 
-/// Adds the routes `link` lacks of `setup` unless it is a bridge port; true
+/// Adds the routes `link` lacks of `routes` unless it is a bridge port; true
 /// when one had to be added.
 async fn restore(
     socket: &TokioSocket,
-    setup: &Ipv4Setup,
+    routes: &Ipv4Routes,
     link: u32,
     what: &str,
 ) -> Result<bool, KernelError> {
@@ -177,7 +149,7 @@ async fn restore(
         return Ok(false);
     }
     let mut added = false;
-    for route in &setup.routes {
+    for route in &routes.routes {
         let copy = RouteNetlinkMessage::NewRoute(route_on(route, link));
         match create(socket, copy, what).await {
             // The bridge lost the source address, or the on-link route a
@@ -305,6 +277,7 @@ async fn ask(
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
+    use netlink_packet_route::address::AddressMessage;
     use netlink_packet_route::route::{RouteAddress, RouteScope};
 
     use super::*;

@@ -11,7 +11,7 @@ use zbus::zvariant::OwnedObjectPath;
 use super::{Commit, Failure, Guard, Outcome, Proven, Transaction, TxError, SETTLE};
 use crate::checks::{CheckContext, Probe};
 use crate::journal::{Change, Record, Save};
-use crate::kernel::{self, Ipv4Setup};
+use crate::kernel::{self, Ipv4Routes};
 use crate::nm::NmError;
 use crate::plan::revert::RevertPlan;
 use crate::verify;
@@ -88,7 +88,7 @@ impl Transaction<'_> {
                 .map_err(Failure::Activation)
         };
         match stand_in {
-            Some(setup) => self.held(plan, &setup, activation).await?,
+            Some(routes) => self.held(plan, &routes, activation).await?,
             None => activation.await?,
         }
         self.progress.step(
@@ -116,7 +116,7 @@ impl Transaction<'_> {
     /// uplink is not known before NetworkManager applies it, so those revert
     /// the plain way, as does a bridge whose addresses are no longer the
     /// profile's, and netbridge without CAP_NET_ADMIN.
-    async fn stand_in(&self, plan: &RevertPlan) -> Option<Ipv4Setup> {
+    async fn stand_in(&self, plan: &RevertPlan) -> Option<Ipv4Routes> {
         let note = |why: String| {
             self.progress.step(
                 "stand-in",
@@ -135,15 +135,21 @@ impl Transaction<'_> {
         }
         let read = async {
             kernel::may_change(&plan.uplink).await?;
-            kernel::ipv4_setup(&plan.bridge).await
+            let routes = kernel::ipv4_routes(&plan.bridge).await?;
+            let addresses: Vec<IpNetwork> = kernel::addresses(&plan.bridge)
+                .await?
+                .into_iter()
+                .filter(IpNetwork::is_ipv4)
+                .collect();
+            Ok::<_, kernel::KernelError>((routes, addresses))
         };
         match read.await {
-            Ok(setup) if same(&setup.addresses(), &plan.ipv4.addresses) => Some(setup),
-            Ok(setup) => {
+            Ok((routes, addresses)) if same(&addresses, &plan.ipv4.addresses) => Some(routes),
+            Ok((_, addresses)) => {
                 note(format!(
                     "{} holds {} but profile '{}' declares {}",
                     plan.bridge,
-                    super::list(&setup.addresses()),
+                    super::list(&addresses),
                     plan.original.id,
                     super::list(&plan.ipv4.addresses)
                 ));
@@ -167,7 +173,7 @@ impl Transaction<'_> {
     async fn held(
         &self,
         plan: &RevertPlan,
-        setup: &Ipv4Setup,
+        routes: &Ipv4Routes,
         activation: impl std::future::Future<Output = Result<(), Failure>>,
     ) -> Result<(), Failure> {
         let restored = AtomicU32::new(0);
@@ -175,10 +181,10 @@ impl Transaction<'_> {
         let stopped = tokio::select! {
             done = &mut activation => {
                 let times = restored.load(Ordering::Relaxed);
-                self.progress.step("stand-in", held_note(plan, setup, times, done.is_ok()));
+                self.progress.step("stand-in", held_note(plan, times, done.is_ok()));
                 return done;
             }
-            e = kernel::hold(setup, &plan.uplink, &plan.bridge, &restored) => e,
+            e = kernel::hold(routes, &plan.uplink, &plan.bridge, &restored) => e,
         };
         self.progress.step(
             "stand-in",
@@ -242,10 +248,11 @@ impl Transaction<'_> {
 }
 
 /// What the stand-in did, once the activation is over.
-fn held_note(plan: &RevertPlan, setup: &Ipv4Setup, times: u32, activated: bool) -> String {
+fn held_note(plan: &RevertPlan, times: u32, activated: bool) -> String {
+    // The bridge's addresses, as the stand-in found them: the profile's.
     let what = format!(
         "the routes of {} (added {times} times)",
-        super::list(&setup.addresses())
+        super::list(&plan.ipv4.addresses)
     );
     if activated {
         format!(
