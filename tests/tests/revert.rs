@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{device, ipv4, netbridge, ping_gateway, signal, status, Running};
+use common::{device, ipv4, netbridge, ping_gateway, signal, status, Lines, Running};
 use netbridge_tests::{Lab, Uplink};
 use nix::sys::signal::Signal;
 
@@ -96,8 +96,8 @@ fn revert_brings_the_original_profile_back_and_removes_the_bridge() {
 /// [`AddressMonitor::start`] returns.
 struct AddressMonitor {
     child: std::process::Child,
-    reader: Option<std::thread::JoinHandle<()>>,
-    lines: std::sync::mpsc::Receiver<String>,
+    /// None once [`AddressMonitor::added_to`] has read them all.
+    lines: Option<Lines>,
 }
 
 impl Drop for AddressMonitor {
@@ -113,63 +113,39 @@ const MARKER: &str = "192.0.2.1/32";
 
 impl AddressMonitor {
     fn start(lab: &Lab) -> Self {
-        use std::io::BufRead;
         let mut child = lab
             .host_command(["ip", "-o", "monitor", "address"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start ip monitor");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let monitor = AddressMonitor {
+        let mut monitor = AddressMonitor {
             child,
-            reader: Some(reader),
-            lines,
+            lines: Some(Lines::read(stdout)),
         };
         // Until the monitor reports the marker it may not be listening yet.
         for _ in 0..50 {
             lab.host(["ip", "address", "add", MARKER, "dev", "lo"]);
-            let seen = monitor.wait_for(MARKER, Duration::from_millis(200));
+            let seen = monitor
+                .lines
+                .as_mut()
+                .and_then(|l| l.wait_for(MARKER, Duration::from_millis(200)));
             lab.host(["ip", "address", "del", MARKER, "dev", "lo"]);
-            if seen {
+            if seen.is_some() {
                 return monitor;
             }
         }
         panic!("ip monitor never reported the marker address");
     }
 
-    fn wait_for(&self, text: &str, within: Duration) -> bool {
-        let deadline = std::time::Instant::now() + within;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-
     /// Stops the monitor; how many times `address` was added to `link`.
     fn added_to(mut self, link: &str, address: &str) -> usize {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        let lines = self.lines.take().map(Lines::finish).unwrap_or_default();
         let (link, address) = (format!(": {link} "), format!(" inet {address} "));
-        self.lines
-            .try_iter()
+        lines
+            .iter()
             .filter(|l| !l.starts_with("Deleted") && l.contains(&link) && l.contains(&address))
             .count()
     }

@@ -253,11 +253,60 @@ pub fn ping_gateway(lab: &Lab) -> bool {
         .success()
 }
 
+/// What a child writes to a pipe, read line by line on a thread as it
+/// comes.
+pub struct Lines {
+    rx: Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Every line taken so far.
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn read(source: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(source).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            reader: Some(reader),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`; None if none
+    /// came. Every line taken meanwhile is kept in `seen`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// Every line, once the writer has closed the pipe.
+    pub fn finish(mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.seen.extend(self.rx.try_iter());
+        self.seen
+    }
+}
+
 /// A netbridge process whose progress (stderr) is read line by line.
 pub struct Running {
     pub child: Child,
-    lines: Receiver<String>,
-    pub seen: Vec<String>,
+    lines: Lines,
     /// Everything on stdout (a `--json` document), read as it comes.
     stdout: Option<std::thread::JoinHandle<String>>,
 }
@@ -289,39 +338,21 @@ impl Running {
             text
         }));
         let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Running {
             child,
-            lines,
-            seen: Vec::new(),
+            lines: Lines::read(stderr),
             stdout,
         }
     }
 
     /// Waits for a progress line containing `needle`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let end = Instant::now() + timeout;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with {needle:?} within {timeout:?}; saw:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
+        match self.lines.wait_for(needle, timeout) {
+            Some(line) => line,
+            None => panic!(
+                "no line with {needle:?} within {timeout:?}; saw:\n{}",
+                self.lines.seen.join("\n")
+            ),
         }
     }
 
@@ -344,9 +375,7 @@ impl Running {
     /// Waits for the exit; returns the code and everything netbridge printed.
     pub fn finish(mut self) -> (i32, String) {
         let status = self.child.wait().expect("wait for netbridge");
-        // The sender closes when the reader thread reaches the pipe's end.
-        self.seen.extend(self.lines.iter());
-        (status.code().unwrap_or(-1), self.seen.join("\n"))
+        (status.code().unwrap_or(-1), self.lines.finish().join("\n"))
     }
 }
 
